@@ -1,0 +1,142 @@
+# tusknetd - build, set-up, tests.
+#
+#   make run        install missing Debian packages (as root), build, run on tusknetd.conf.example
+#   make test       same set-up, then every test (unit, integration, reference check)
+#   make test SANITIZE=1   the same built with ASan+UBSan
+#   make fuzz       libFuzzer on the config parsers (FUZZ_SECONDS each, default 60)
+#   make bench      SPEC section 10 benchmarks side by side with the peers
+#   make install    PREFIX=/usr/local DESTDIR=
+
+SHELL   := /bin/bash
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SANITIZE ?= 0
+FUZZ_SECONDS ?= 60
+PYTHON  := /usr/bin/python3
+
+ifeq ($(SANITIZE),1)
+BUILD   := build/sanitize
+OPT     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDSAN   := -fsanitize=address,undefined
+else
+BUILD   := build/release
+OPT     := -O2 -g
+LDSAN   :=
+endif
+
+PKGS    := libevent libevent_openssl openssl libwebsockets yaml-0.1 libsystemd zlib
+# snprintf truncating a message is the intended behaviour, not a bug to warn about
+WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -Wno-format-truncation
+CFLAGS  += $(WARN) $(OPT) -Isrc -Isrc/include -MMD -MP
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
+
+# Debian 12 packages: to build, to test, to benchmark.
+DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libyaml-dev \
+             libsystemd-dev libhttp-parser-dev zlib1g-dev
+DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
+             libclang-rt-14-dev openssl procps
+DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
+
+CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c,$(wildcard src/*.c src/*/*.c))
+CONFIG_SRCS := $(wildcard src/config/*.c)
+CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/%.o)
+CONFIG_OBJS := $(CONFIG_SRCS:src/%.c=$(BUILD)/%.o)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps deps-test deps-bench run test unit unit-build integration reference \
+        fuzz bench install clean
+
+all: $(BUILD)/tusknetd $(BUILD)/tusknetctl
+
+define install_missing
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "tusknetd: missing Debian packages:$$missing"; \
+	    echo "Run 'make $@' as root to install them, or: sudo apt-get install$$missing"; exit 1; \
+	  fi; \
+	  echo "Installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_BUILD))
+
+deps-test: deps
+	$(call install_missing,$(DEB_TEST))
+
+deps-bench: deps-test
+	$(call install_missing,$(DEB_BENCH))
+
+$(BUILD)/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+$(BUILD)/tusknetd: $(BUILD)/main.o $(CORE_OBJS)
+	$(CC) $(LDSAN) $^ $(PKG_LIBS) -o $@
+
+$(BUILD)/tusknetctl: $(BUILD)/tusknetctl.o
+	$(CC) $(LDSAN) $^ -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(CORE_OBJS) $(PKG_LIBS) -lcmocka $(LDSAN) -o $@
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/tusknetd -c tusknetd.conf.example
+
+test: deps-test
+	@$(MAKE) --no-print-directory all unit-build
+	@$(MAKE) --no-print-directory unit integration
+
+unit-build: $(UNIT_TESTS)
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
+
+integration:
+	TUSKNETD=$(abspath $(BUILD)/tusknetd) TUSKNETCTL=$(abspath $(BUILD)/tusknetctl) SANITIZE=$(SANITIZE) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+# The README's config reference is generated from the schema table.
+reference: $(BUILD)/tusknetd
+	$(PYTHON) tests/tools/reference.py update README.md $(BUILD)/tusknetd
+
+FUZZ_CFLAGS := $(WARN) -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
+fuzz: deps-test
+	@mkdir -p build/fuzz
+	clang $(FUZZ_CFLAGS) src/config/value.c src/config/tusk.c tests/fuzz/fuzz_tusk.c -o build/fuzz/fuzz_tusk
+	clang $(FUZZ_CFLAGS) src/config/value.c src/config/yaml.c tests/fuzz/fuzz_yaml.c -lyaml -o build/fuzz/fuzz_yaml
+	@for f in tusk yaml; do \
+	  rm -rf build/fuzz/corpus-$$f && mkdir -p build/fuzz/corpus-$$f && cp tests/fuzz/corpus/$$f/* build/fuzz/corpus-$$f/; \
+	  echo "== fuzz_$$f for $(FUZZ_SECONDS)s"; \
+	  (cd build/fuzz && ./fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	     -print_final_stats=1 corpus-$$f 2>&1 | grep -E "^(stat::number_of_executed_units|SUMMARY|==[0-9]+==ERROR|Done)" ) ; \
+	  code=$${PIPESTATUS[0]}; \
+	  ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* >/dev/null 2>&1 && { echo "fuzz_$$f found a failure"; exit 1; }; \
+	done; echo "fuzz: no crash, leak or timeout"
+
+bench: deps-bench
+	@$(MAKE) --no-print-directory all
+	$(PYTHON) tests/bench/bench.py --tusknetd $(BUILD)/tusknetd
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/tusknetd
+	install -m 755 $(BUILD)/tusknetd $(BUILD)/tusknetctl $(DESTDIR)$(PREFIX)/bin/
+	sed 's|/usr/local|$(PREFIX)|g' systemd/tusknetd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/tusknetd.service
+	install -m 644 systemd/tusknetd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	[ -e $(DESTDIR)/etc/tusknetd/tusknetd.conf ] || install -m 644 tusknetd.conf.example $(DESTDIR)/etc/tusknetd/tusknetd.conf
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

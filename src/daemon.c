@@ -1,0 +1,325 @@
+/* daemon.c - the running state: startup, the loop, reload and shutdown.
+ *
+ * Everything is an event on one event_base: listeners, connections, child
+ * processes, timers and the signals (through libevent's signal events, so
+ * handlers run in the loop, never in signal context).
+ *
+ * Reload builds everything new before touching anything old: the config is
+ * loaded and validated, the handler registry is rebuilt (a failure leaves the
+ * old one), and only then are listeners matched up. A listener whose
+ * protocol and address are unchanged keeps its socket and connections and
+ * picks up the new limits and handlers; new ones open; removed ones stop
+ * accepting and drain. Old configs stay alive while a draining listener
+ * still points into them. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net/conn.h"
+#include "net/listener.h"
+#include "proto/udp.h"
+
+/* The one daemon state (signal events and libraries' callbacks reach it
+ * through their arguments; nothing else is global). */
+static tn_daemon daemon_state;
+
+int64_t tn_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_conn_reap(arg);
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_daemon *d = arg;
+    struct timeval now;
+    event_base_gettimeofday_cached(d->base, &now);
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        tn_peers_sweep(&l->peers, now.tv_sec, tn_now_us());
+}
+
+static bool in_flight(tn_daemon *d)
+{
+    for (tn_conn *c = d->conns; c; c = c->next)
+        if (c->fe->busy && c->fe->busy(c))
+            return true;
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        if (l->protocol == TN_PROTO_UDP && tn_udp_in_flight(l))
+            return true;
+    return false;
+}
+
+void tn_daemon_check_stopped(tn_daemon *d)
+{
+    if (d->stopping && !d->conns && !in_flight(d))
+        event_base_loopexit(d->base, NULL);
+}
+
+static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_daemon *d = arg;
+    tn_warn("shutdown: timeout reached, closing %llu connection(s)", (unsigned long long)d->active);
+    while (d->conns)
+        tn_conn_close(d->conns, "shutdown");
+    event_base_loopexit(d->base, NULL);
+}
+
+static void begin_shutdown(tn_daemon *d, const char *why)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    tn_info("shutting down (%s): %llu connection(s) open", why, (unsigned long long)d->active);
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        tn_listener_stop(l);
+    /* idle connections go now; busy ones when their replies are out */
+    for (tn_conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        tn_conn_close_after_flush(c, "shutdown");
+    }
+    struct timeval tv = { d->cfg->daemon.shutdown_timeout / 1000, (d->cfg->daemon.shutdown_timeout % 1000) * 1000 };
+    evtimer_add(d->shutdown_ev, &tv);
+    tn_daemon_check_stopped(d);
+}
+
+/* ---- reload ---------------------------------------------------------------- */
+
+static tn_listener *find_listener(tn_daemon *d, const tn_listener_conf *conf)
+{
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        if (!l->draining && l->protocol == conf->protocol && strcmp(l->conf->listen, conf->listen) == 0)
+            return l;
+    return NULL;
+}
+
+/* Applies NEWCFG; on failure nothing changed and err says why. */
+static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
+{
+    if (tn_registry_apply(d->registry, newcfg, err, errlen) < 0)
+        return -1;
+    tn_listener **keep = calloc(newcfg->nlisteners ? newcfg->nlisteners : 1, sizeof(*keep));
+    tn_listener *opened = NULL;
+    if (!keep) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < newcfg->nlisteners; i++) {
+        tn_listener_conf *lc = &newcfg->listeners[i];
+        keep[i] = find_listener(d, lc);
+        if (keep[i])
+            continue;
+        tn_listener *l = tn_listener_open(d, lc, err, errlen);
+        if (!l) {
+            while (opened) {
+                tn_listener *n = opened->next;
+                opened->next = NULL;
+                tn_listener_free(opened);
+                opened = n;
+            }
+            free(keep);
+            return -1;
+        }
+        l->next = opened;
+        opened = l;
+    }
+    /* From here on nothing fails that the old state needs. */
+    for (size_t i = 0; i < newcfg->nlisteners; i++)
+        if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)
+            tn_warn("reload: %s", err);
+    for (tn_listener *l = d->listeners; l; l = l->next) {
+        bool kept = false;
+        for (size_t i = 0; i < newcfg->nlisteners && !kept; i++)
+            kept = keep[i] == l;
+        if (!kept && !l->draining) {
+            tn_info("listener %s: removed, draining %llu connection(s)", l->name,
+                    (unsigned long long)l->stats.active_connections);
+            l->draining = true;
+            tn_listener_stop(l);
+        }
+    }
+    while (opened) {
+        tn_listener *n = opened->next;
+        opened->next = d->listeners;
+        d->listeners = opened;
+        opened = n;
+    }
+    free(keep);
+    /* draining listeners with nothing left go now */
+    for (tn_listener *l = d->listeners, *next; l; l = next) {
+        next = l->next;
+        if (l->draining && l->stats.active_connections == 0 && !tn_udp_in_flight(l))
+            tn_listener_free(l);
+    }
+    return 0;
+}
+
+static void reload(tn_daemon *d)
+{
+    tn_info("reloading %s", d->config_path);
+    tn_diag diag = { 0 };
+    tn_config *cfg = tn_config_load(d->config_path, &diag);
+    char err[1024] = "";
+    if (!cfg) {
+        char *all = tn_diag_join(&diag);
+        snprintf(err, sizeof(err), "%s", all ? all : "invalid configuration");
+        free(all);
+    }
+    tn_diag_free(&diag);
+    if (cfg && apply_config(d, cfg, err, sizeof(err)) < 0) {
+        tn_config_free(cfg);
+        cfg = NULL;
+    }
+    if (!cfg) {
+        d->reload_failures++;
+        tn_error("reload failed, keeping the running configuration: %s", err);
+        return;
+    }
+    tn_config **r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
+    if (r) {
+        d->retired = r;
+        d->retired[d->nretired++] = d->cfg;
+    } else {
+        tn_config_free(d->cfg); /* cannot happen in practice; never leak */
+    }
+    d->cfg = cfg;
+    tn_daemon_release_retired(d);
+    d->reloads++;
+    if (d->cli_log_level < 0)
+        tn_log_set_level(cfg->daemon.log_level);
+    tn_info("reload complete: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
+}
+
+void tn_daemon_release_retired(tn_daemon *d)
+{
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        if (l->draining)
+            return;
+    for (size_t i = 0; i < d->nretired; i++)
+        tn_config_free(d->retired[i]);
+    free(d->retired);
+    d->retired = NULL;
+    d->nretired = 0;
+}
+
+/* ---- signals ----------------------------------------------------------------- */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    tn_daemon *d = arg;
+    switch (sig) {
+    case SIGTERM: begin_shutdown(d, "SIGTERM"); break;
+    case SIGINT: begin_shutdown(d, "SIGINT"); break;
+    case SIGHUP:
+        if (!d->stopping)
+            reload(d);
+        break;
+    default: break;
+    }
+}
+
+/* ---- run ----------------------------------------------------------------------- */
+
+static void free_state(tn_daemon *d)
+{
+    while (d->conns)
+        tn_conn_close(d->conns, NULL);
+    tn_conn_reap(d);
+    while (d->listeners)
+        tn_listener_free(d->listeners);
+    tn_registry_free(d->registry);
+    for (int i = 0; i < 4; i++)
+        if (d->sig_ev[i])
+            event_free(d->sig_ev[i]);
+    if (d->shutdown_ev)
+        event_free(d->shutdown_ev);
+    if (d->sweep_ev)
+        event_free(d->sweep_ev);
+    if (d->reap_ev)
+        event_free(d->reap_ev);
+    if (d->scratch)
+        evbuffer_free(d->scratch);
+    if (d->base)
+        event_base_free(d->base);
+    tn_config_free(d->cfg);
+    tn_daemon_release_retired(d);
+    free(d->config_path);
+}
+
+int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
+{
+    tn_daemon *d = &daemon_state;
+    memset(d, 0, sizeof(*d));
+    d->cfg = cfg;
+    d->config_path = strdup(path);
+    d->cli_log_level = cli_log_level;
+    d->started_wall_ms = tn_wall_ms();
+    d->started_us = tn_now_us();
+    signal(SIGPIPE, SIG_IGN);
+
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    d->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    d->scratch = evbuffer_new();
+    d->registry = d->base ? tn_registry_new(d->base) : NULL;
+    if (!d->base || !d->scratch || !d->registry) {
+        tn_error("cannot initialize the event loop");
+        free_state(d);
+        return 1;
+    }
+    d->reap_ev = event_new(d->base, -1, 0, on_reap, d);
+    d->shutdown_ev = evtimer_new(d->base, on_shutdown_timeout, d);
+    d->sweep_ev = event_new(d->base, -1, EV_PERSIST, on_sweep, d);
+    struct timeval sweep = { 5, 0 };
+    event_add(d->sweep_ev, &sweep);
+    static const int sigs[4] = { SIGTERM, SIGINT, SIGHUP, 0 };
+    for (int i = 0; sigs[i]; i++) {
+        d->sig_ev[i] = evsignal_new(d->base, sigs[i], on_signal, d);
+        event_add(d->sig_ev[i], NULL);
+    }
+
+    char err[1024];
+    tn_config *initial = d->cfg;
+    if (apply_config(d, initial, err, sizeof(err)) < 0) {
+        tn_error("%s", err);
+        free_state(d);
+        return 1;
+    }
+    if (*cfg->daemon.pid_file) {
+        FILE *f = fopen(cfg->daemon.pid_file, "w");
+        if (f) {
+            fprintf(f, "%ld\n", (long)getpid());
+            fclose(f);
+        } else {
+            tn_warn("cannot write pid file %s: %s", cfg->daemon.pid_file, strerror(errno));
+        }
+    }
+    tn_info("tusknetd started: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
+    event_base_dispatch(d->base);
+    tn_info("stopped");
+    if (*d->cfg->daemon.pid_file)
+        unlink(d->cfg->daemon.pid_file);
+    int code = d->exit_code;
+    free_state(d);
+    return code;
+}

@@ -1,0 +1,54 @@
+/* daemon.h - the running state: the one struct every subsystem hangs off. */
+#ifndef TN_DAEMON_H
+#define TN_DAEMON_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "handlers/handler.h"
+#include "metrics.h"
+
+typedef struct tn_listener tn_listener;
+typedef struct tn_conn tn_conn;
+
+typedef struct tn_daemon {
+    struct event_base *base;
+    tn_config *cfg;
+    tn_config **retired; /* older configs that draining listeners still use */
+    size_t nretired;
+    char *config_path;
+    int cli_log_level; /* -1: follow the config */
+    tn_registry *registry;
+    tn_listener *listeners;  /* active and draining */
+    tn_conn *conns;          /* every open connection */
+    tn_conn *dead;           /* closed, freed from the reap event */
+    struct event *reap_ev;
+    uint64_t next_conn_id;
+    uint64_t active;
+    tn_conn_stats stats;
+    struct evbuffer *scratch; /* reply assembly, reused by every front end */
+    int64_t started_wall_ms;
+    int64_t started_us;
+    uint64_t reloads;
+    uint64_t reload_failures;
+    bool stopping;
+    int exit_code;
+    struct event *sig_ev[4];
+    struct event *shutdown_ev;
+    struct event *sweep_ev;
+} tn_daemon;
+
+int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level);
+
+/* Called when a connection or job ends while stopping: exits the loop once
+ * nothing is left in flight. */
+void tn_daemon_check_stopped(tn_daemon *d);
+
+/* Frees retired configs once no listener is draining. */
+void tn_daemon_release_retired(tn_daemon *d);
+
+int64_t tn_wall_ms(void);
+
+#endif

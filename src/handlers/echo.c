@@ -1,0 +1,11 @@
+/* echo.c - the echo handler: the reply is the payload. */
+#include "handlers/handler.h"
+
+static tn_result echo_handle(tn_handler *h, tn_call *call)
+{
+    (void)h;
+    evbuffer_add(call->out, call->payload, call->len);
+    return TN_REPLY;
+}
+
+const tn_handler_ops tn_echo_ops = { .type = "echo", .handle = echo_handle };

@@ -1,0 +1,172 @@
+/* handler.h - the protocol-neutral handler interface (SPEC section 3).
+ *
+ * A front end (tcp line, udp, http, websocket) frames a message and calls
+ * tn_handler_call(). The handler answers in one of three ways:
+ *   - now: it appends the reply to call->out and returns TN_REPLY (or
+ *     TN_FAIL with the error detail in call->out);
+ *   - later: it calls tn_job_begin(call) and returns TN_LATER; when the work
+ *     is done it calls tn_job_done() exactly once. If the front end goes away
+ *     first it calls tn_job_cancel(); the handler's cancel hook (if set) runs
+ *     and the result, when it comes, is dropped;
+ *   - never: TN_SILENT (broadcast relays, stream input), nothing is sent back.
+ *
+ * Handlers that keep per-connection state (stream: a process; broadcast:
+ * room membership) use sessions: a front end gives each connection (or UDP
+ * peer) a tn_session, and a handler attaches to it on first use. Pushes go
+ * back through the session's ops, so handlers never see a socket. */
+#ifndef TN_HANDLERS_HANDLER_H
+#define TN_HANDLERS_HANDLER_H
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+#include "metrics.h"
+
+typedef struct tn_handler tn_handler;
+typedef struct tn_session tn_session;
+typedef struct tn_job tn_job;
+typedef struct tn_http_request tn_http_request; /* defined by the HTTP front end */
+
+typedef enum tn_result {
+    TN_REPLY,  /* reply in call->out */
+    TN_FAIL,   /* error detail in call->out; front end answers "Error: DETAIL" */
+    TN_LATER,  /* tn_job_begin() was called; tn_job_done() follows */
+    TN_SILENT, /* nothing goes back */
+} tn_result;
+
+/* What a handler knows about where a message came from. */
+typedef struct tn_msg_ctx {
+    const char *listener;  /* listener name */
+    uint64_t conn_id;      /* 0 for UDP */
+    int protocol;          /* enum tn_protocol, or TN_PROTO_WS */
+    const struct sockaddr *remote;
+    socklen_t remote_len;
+    const char *remote_addr; /* "ip:port" text */
+    tn_session *session;     /* NULL when the front end has none */
+    tn_http_request *http;   /* HTTP only */
+} tn_msg_ctx;
+
+#define TN_PROTO_WS 3
+
+typedef struct tn_call {
+    tn_handler *handler;
+    const char *payload;
+    size_t len;
+    tn_msg_ctx ctx;
+    struct evbuffer *out; /* sync replies go here */
+    tn_job *job;          /* set by tn_job_begin() */
+} tn_call;
+
+/* An asynchronous reply in progress. The front end sets complete/fe right
+ * after the call returns TN_LATER; the handler owns hstate. */
+struct tn_job {
+    tn_handler *handler;
+    char *payload;
+    size_t len;
+    tn_msg_ctx ctx;        /* strings copied; session/http pointers cleared on cancel */
+    char remote_addr[64];
+    struct sockaddr_storage remote;
+    int64_t started_us;
+    void (*complete)(tn_job *job, tn_result result, const char *data, size_t len);
+    void *fe;
+    void *hstate;
+    void (*cancel)(tn_job *job); /* set by the handler; called on tn_job_cancel() */
+    bool cancelled;
+};
+
+tn_job *tn_job_begin(tn_call *call);
+/* Delivers (unless cancelled), records metrics, frees the job. */
+void tn_job_done(tn_job *job, tn_result result, const char *data, size_t len);
+/* The front end no longer wants the answer (connection closed). */
+void tn_job_cancel(tn_job *job);
+
+/* A connection (or UDP peer) as handlers see it. */
+typedef struct tn_session_ops {
+    /* Send a message to the peer outside request/reply (one line, one datagram,
+     * one WebSocket message). Returns -1 if the peer cannot take more now
+     * (over its output cap); the caller may drop it. */
+    int (*push)(tn_session *s, const char *data, size_t len);
+    /* Close the connection (stream process exited, slow consumer dropped). */
+    void (*close)(tn_session *s, const char *reason);
+} tn_session_ops;
+
+typedef struct tn_attachment {
+    struct tn_attachment *next;
+    tn_handler *handler;
+    void *state;
+} tn_attachment;
+
+struct tn_session {
+    const tn_session_ops *ops;
+    uint64_t id;
+    const char *listener;
+    int protocol;
+    tn_attachment *attached;
+};
+
+/* State a handler keeps for SESSION, attaching it on first use. */
+void *tn_session_state(tn_session *s, tn_handler *h);
+/* The front end calls this when the connection ends: every handler detaches. */
+void tn_session_detach_all(tn_session *s);
+
+typedef struct tn_handler_ops {
+    const char *type;
+    /* Build per-handler state from the config; return -1 with a message in
+     * err (size errlen) if the handler cannot run (e.g. unknown program). */
+    int (*init)(tn_handler *h, char *err, size_t errlen);
+    tn_result (*handle)(tn_handler *h, tn_call *call);
+    void *(*attach)(tn_handler *h, tn_session *s);
+    void (*detach)(tn_handler *h, tn_session *s, void *state);
+    /* Called once no session, job or listener refers to the handler. */
+    void (*destroy)(tn_handler *h);
+} tn_handler_ops;
+
+struct tn_handler {
+    char *name;
+    const tn_handler_ops *ops;
+    tn_handler_conf conf; /* deep copy owned by the handler */
+    void *state;
+    struct event_base *base;
+    int refs; /* listeners, routes, sessions and jobs using it */
+    bool removed; /* dropped by a reload; freed when refs reach 0 */
+    tn_handler_stats stats;
+};
+
+/* Calls the handler with metrics and error accounting. */
+tn_result tn_handler_call(tn_call *call);
+
+/* Handler selection by first token (SPEC section 5): the token ends at a
+ * space, a colon with optional spaces, or a newline. On success *payload and
+ * *len are the rest of the message. Returns the token length (0 = empty). */
+size_t tn_split_token(const char *msg, size_t len, const char **payload, size_t *plen);
+
+void tn_handler_ref(tn_handler *h);
+void tn_handler_unref(tn_handler *h);
+
+/* Registry: handlers by name, built from a config. */
+typedef struct tn_registry tn_registry;
+tn_registry *tn_registry_new(struct event_base *base);
+/* Create, or keep (same conf) the handlers of CFG. On error nothing changes
+ * and err holds "FILE:LINE:COL: message". */
+int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t errlen);
+tn_handler *tn_registry_find(tn_registry *r, const char *name);
+size_t tn_registry_count(const tn_registry *r);
+tn_handler *tn_registry_at(const tn_registry *r, size_t i);
+void tn_registry_free(tn_registry *r);
+
+/* The handler types. */
+extern const tn_handler_ops tn_echo_ops;
+extern const tn_handler_ops tn_static_ops;
+extern const tn_handler_ops tn_exec_ops;
+extern const tn_handler_ops tn_stream_ops;
+extern const tn_handler_ops tn_broadcast_ops;
+
+/* Microseconds on a monotonic clock. */
+int64_t tn_now_us(void);
+
+#endif

@@ -1,0 +1,303 @@
+/* registry.c - handlers by name, and the machinery every handler shares:
+ * calling with accounting, asynchronous jobs, per-session attachments,
+ * reference counting across reloads, and the first-token selection rule.
+ *
+ * A handler lives as long as something refers to it: the registry while it
+ * is in the config, each listener or route naming it, each job in flight and
+ * each session attached. A reload that drops or changes a handler only
+ * removes it from the registry; the last user frees it. */
+#include "handlers/handler.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+struct tn_registry {
+    struct event_base *base;
+    tn_handler **v;
+    size_t n;
+};
+
+int64_t tn_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static const tn_handler_ops *ops_for(int type)
+{
+    switch (type) {
+    case TN_H_ECHO: return &tn_echo_ops;
+    case TN_H_STATIC: return &tn_static_ops;
+    case TN_H_EXEC: return &tn_exec_ops;
+    case TN_H_STREAM: return &tn_stream_ops;
+    case TN_H_BROADCAST: return &tn_broadcast_ops;
+    default: return NULL;
+    }
+}
+
+void tn_handler_ref(tn_handler *h)
+{
+    h->refs++;
+}
+
+void tn_handler_unref(tn_handler *h)
+{
+    if (--h->refs > 0)
+        return;
+    if (h->ops->destroy)
+        h->ops->destroy(h);
+    tn_handler_conf_free(&h->conf);
+    free(h->name);
+    free(h);
+}
+
+static tn_handler *handler_new(struct event_base *base, const tn_handler_conf *conf, char *err, size_t errlen)
+{
+    const tn_handler_ops *ops = ops_for(conf->type);
+    tn_handler *h = calloc(1, sizeof(*h));
+    if (!h || !(h->name = strdup(conf->name)) || tn_handler_conf_copy(&h->conf, conf) < 0) {
+        snprintf(err, errlen, "out of memory");
+        if (h) {
+            tn_handler_conf_free(&h->conf);
+            free(h->name);
+        }
+        free(h);
+        return NULL;
+    }
+    h->ops = ops;
+    h->base = base;
+    h->refs = 1;
+    char why[512] = "";
+    if (ops->init && ops->init(h, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s:%d:%d: handler '%s': %s", conf->pos.file, conf->pos.line, conf->pos.col,
+                 conf->name, why);
+        h->ops = &tn_echo_ops; /* nothing to destroy */
+        tn_handler_unref(h);
+        return NULL;
+    }
+    return h;
+}
+
+tn_registry *tn_registry_new(struct event_base *base)
+{
+    tn_registry *r = calloc(1, sizeof(*r));
+    if (r)
+        r->base = base;
+    return r;
+}
+
+tn_handler *tn_registry_find(tn_registry *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->v[i]->name, name) == 0)
+            return r->v[i];
+    return NULL;
+}
+
+size_t tn_registry_count(const tn_registry *r)
+{
+    return r->n;
+}
+
+tn_handler *tn_registry_at(const tn_registry *r, size_t i)
+{
+    return i < r->n ? r->v[i] : NULL;
+}
+
+int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t errlen)
+{
+    tn_handler **next = calloc(cfg->nhandlers ? cfg->nhandlers : 1, sizeof(*next));
+    if (!next) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* Build the whole new set first so that a failure changes nothing. */
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nhandlers; i++) {
+        const tn_handler_conf *c = &cfg->handlers[i];
+        if (!ops_for(c->type)) {
+            /* Types of later versions: a listener naming one fails to
+             * start, anything else runs. */
+            tn_error("%s:%d:%d: handler '%s': type '%s' is not available in this version", c->pos.file,
+                     c->pos.line, c->pos.col, c->name, tn_handler_type_name(c->type));
+            continue;
+        }
+        tn_handler *old = tn_registry_find(r, c->name);
+        if (old && tn_handler_conf_equal(&old->conf, c)) {
+            tn_handler_ref(old);
+            next[n++] = old;
+            continue;
+        }
+        next[n] = handler_new(r->base, c, err, errlen);
+        if (!next[n]) {
+            for (size_t j = 0; j < n; j++)
+                tn_handler_unref(next[j]);
+            free(next);
+            return -1;
+        }
+        n++;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        r->v[i]->removed = true;
+        tn_handler_unref(r->v[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        next[i]->removed = false;
+    free(r->v);
+    r->v = next;
+    r->n = n;
+    return 0;
+}
+
+void tn_registry_free(tn_registry *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        r->v[i]->removed = true;
+        tn_handler_unref(r->v[i]);
+    }
+    free(r->v);
+    free(r);
+}
+
+/* ---- calls and jobs ---------------------------------------------------- */
+
+tn_result tn_handler_call(tn_call *call)
+{
+    tn_handler *h = call->handler;
+    int64_t start = tn_now_us();
+    call->job = NULL;
+    h->stats.calls++;
+    tn_result res = h->ops->handle(h, call);
+    if (res == TN_LATER) {
+        if (call->job)
+            call->job->started_us = start;
+        h->stats.in_flight++;
+        return res;
+    }
+    if (res == TN_FAIL)
+        h->stats.errors++;
+    tn_hist_add(&h->stats.latency, tn_now_us() - start);
+    return res;
+}
+
+tn_job *tn_job_begin(tn_call *call)
+{
+    tn_job *job = calloc(1, sizeof(*job));
+    if (!job)
+        return NULL;
+    job->payload = malloc(call->len + 1);
+    if (!job->payload) {
+        free(job);
+        return NULL;
+    }
+    memcpy(job->payload, call->payload, call->len);
+    job->payload[call->len] = '\0';
+    job->len = call->len;
+    job->handler = call->handler;
+    job->ctx = call->ctx;
+    if (call->ctx.remote_addr) {
+        snprintf(job->remote_addr, sizeof(job->remote_addr), "%s", call->ctx.remote_addr);
+        job->ctx.remote_addr = job->remote_addr;
+    }
+    if (call->ctx.remote && call->ctx.remote_len <= sizeof(job->remote)) {
+        memcpy(&job->remote, call->ctx.remote, call->ctx.remote_len);
+        job->ctx.remote = (struct sockaddr *)&job->remote;
+    }
+    job->started_us = tn_now_us();
+    tn_handler_ref(call->handler);
+    call->job = job;
+    return job;
+}
+
+void tn_job_done(tn_job *job, tn_result result, const char *data, size_t len)
+{
+    tn_handler *h = job->handler;
+    h->stats.in_flight--;
+    if (result == TN_FAIL)
+        h->stats.errors++;
+    tn_hist_add(&h->stats.latency, tn_now_us() - job->started_us);
+    if (!job->cancelled && job->complete)
+        job->complete(job, result, data, len);
+    free(job->payload);
+    free(job);
+    tn_handler_unref(h);
+}
+
+void tn_job_cancel(tn_job *job)
+{
+    if (job->cancelled)
+        return;
+    job->cancelled = true;
+    job->fe = NULL;
+    job->complete = NULL;
+    job->ctx.session = NULL;
+    job->ctx.http = NULL;
+    if (job->cancel)
+        job->cancel(job);
+}
+
+/* ---- sessions ---------------------------------------------------------- */
+
+void *tn_session_state(tn_session *s, tn_handler *h)
+{
+    for (tn_attachment *a = s->attached; a; a = a->next)
+        if (a->handler == h)
+            return a->state;
+    if (!h->ops->attach)
+        return NULL;
+    void *state = h->ops->attach(h, s);
+    if (!state)
+        return NULL;
+    tn_attachment *a = malloc(sizeof(*a));
+    if (!a) {
+        if (h->ops->detach)
+            h->ops->detach(h, s, state);
+        return NULL;
+    }
+    a->handler = h;
+    a->state = state;
+    a->next = s->attached;
+    s->attached = a;
+    tn_handler_ref(h);
+    return state;
+}
+
+void tn_session_detach_all(tn_session *s)
+{
+    while (s->attached) {
+        tn_attachment *a = s->attached;
+        s->attached = a->next;
+        if (a->handler->ops->detach)
+            a->handler->ops->detach(a->handler, s, a->state);
+        tn_handler_unref(a->handler);
+        free(a);
+    }
+}
+
+/* ---- selection ------------------------------------------------------------ */
+
+size_t tn_split_token(const char *msg, size_t len, const char **payload, size_t *plen)
+{
+    size_t i = 0;
+    while (i < len && msg[i] != ' ' && msg[i] != ':' && msg[i] != '\n' && msg[i] != '\r')
+        i++;
+    size_t tok = i;
+    if (i < len && msg[i] == ':') {
+        i++;
+        while (i < len && msg[i] == ' ')
+            i++;
+    } else if (i < len && msg[i] == '\r' && i + 1 < len && msg[i + 1] == '\n') {
+        i += 2;
+    } else if (i < len) {
+        i++;
+    }
+    *payload = msg + i;
+    *plen = len - i;
+    return tok;
+}

@@ -1,0 +1,54 @@
+/* metrics.c - latency histograms and the names of rejection reasons.
+ *
+ * Counters are plain fields in the structs of metrics.h, bumped where the
+ * event happens; this file holds what is more than an increment. */
+#include "metrics.h"
+
+const char *tn_reject_name(int reason)
+{
+    static const char *const names[TN_REJ_COUNT] = {
+        "max_connections", "listener_full", "per_ip", "per_second",
+        "denied", "rate_limit", "too_large", "slow_reader",
+    };
+    return reason >= 0 && reason < TN_REJ_COUNT ? names[reason] : "?";
+}
+
+uint64_t tn_hist_bound_us(int i)
+{
+    return (uint64_t)1 << i;
+}
+
+void tn_hist_add(tn_hist *h, int64_t us)
+{
+    if (us < 0)
+        us = 0;
+    int i = 0;
+    /* bucket i holds values below 2^i */
+    uint64_t v = (uint64_t)us;
+    while (i < TN_HIST_BUCKETS - 1 && v >= ((uint64_t)1 << i))
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum_us += (uint64_t)us;
+}
+
+double tn_hist_percentile(const tn_hist *h, double p)
+{
+    if (!h->count)
+        return 0;
+    double target = p * (double)h->count;
+    uint64_t seen = 0;
+    for (int i = 0; i < TN_HIST_BUCKETS; i++) {
+        if (!h->buckets[i])
+            continue;
+        if ((double)(seen + h->buckets[i]) >= target) {
+            /* linear interpolation inside the bucket */
+            double lo = i ? (double)((uint64_t)1 << (i - 1)) : 0;
+            double hi = (double)((uint64_t)1 << i);
+            double frac = (target - (double)seen) / (double)h->buckets[i];
+            return lo + (hi - lo) * frac;
+        }
+        seen += h->buckets[i];
+    }
+    return (double)((uint64_t)1 << (TN_HIST_BUCKETS - 1));
+}

@@ -1,0 +1,59 @@
+/* metrics.h - counters and latency histograms, kept where the events happen
+ * (listeners, handlers, the daemon) and exported by the control socket. */
+#ifndef TN_METRICS_H
+#define TN_METRICS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+/* Why a connection or message was refused. */
+enum tn_reject {
+    TN_REJ_MAX_CONNECTIONS,  /* global cap */
+    TN_REJ_LISTENER_FULL,    /* listener's max_connections */
+    TN_REJ_PER_IP,           /* max_connections_per_ip */
+    TN_REJ_PER_SECOND,       /* max_connections_per_second */
+    TN_REJ_DENIED,           /* allow/deny */
+    TN_REJ_RATE_LIMIT,       /* rate_limit */
+    TN_REJ_TOO_LARGE,        /* max_line / max_message */
+    TN_REJ_SLOW_READER,      /* max_output */
+    TN_REJ_COUNT
+};
+
+const char *tn_reject_name(int reason);
+
+typedef struct tn_conn_stats {
+    uint64_t total_connections;
+    uint64_t active_connections;
+    uint64_t total_bytes_sent;
+    uint64_t total_bytes_received;
+    uint64_t connection_errors;
+    uint64_t timeout_errors;
+    uint64_t messages_in;
+    uint64_t messages_out;
+    uint64_t rejected[TN_REJ_COUNT];
+} tn_conn_stats;
+
+/* Power-of-two buckets of microseconds: bucket i counts values < 2^i us,
+ * the last bucket everything larger (about 34 minutes and up). */
+#define TN_HIST_BUCKETS 32
+
+typedef struct tn_hist {
+    uint64_t buckets[TN_HIST_BUCKETS];
+    uint64_t count;
+    uint64_t sum_us;
+} tn_hist;
+
+void tn_hist_add(tn_hist *h, int64_t us);
+/* Estimated percentile (0 < p < 1) in microseconds, 0 when empty. */
+double tn_hist_percentile(const tn_hist *h, double p);
+/* Upper bound of bucket i in microseconds. */
+uint64_t tn_hist_bound_us(int i);
+
+typedef struct tn_handler_stats {
+    uint64_t calls;
+    uint64_t errors;
+    uint64_t in_flight;
+    tn_hist latency;
+} tn_handler_stats;
+
+#endif

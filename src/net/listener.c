@@ -1,0 +1,388 @@
+/* listener.c - listening sockets and admission.
+ *
+ * A listener binds its address (IPv4 or IPv6, port 0 allowed: the bound
+ * address is read back and reported), resolves the handlers it names, and
+ * admits connections through the checks of SPEC section 7 in the order that
+ * costs least: allow/deny, the global cap, the listener's cap, per-address
+ * connections, per-address connections per second. A refused TCP client gets
+ * one "Error: ..." line, written without waiting, then the close.
+ *
+ * Running out of descriptors (EMFILE/ENFILE) is normal under load: the
+ * listener stops accepting and retries on a timer with backoff, instead of
+ * spinning on a socket that stays readable. */
+#include "net/listener.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net/conn.h"
+#include "proto/line.h"
+#include "proto/udp.h"
+
+void tn_addr_format(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(buf, len, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, ip, sizeof(ip));
+            snprintf(buf, len, "%s:%u", ip, ntohs(in6->sin6_port));
+        } else {
+            inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+            snprintf(buf, len, "[%s]:%u", ip, ntohs(in6->sin6_port));
+        }
+    } else if (sa->sa_family == AF_UNIX) {
+        snprintf(buf, len, "unix");
+    } else {
+        snprintf(buf, len, "?");
+    }
+}
+
+const tn_limits *tn_listener_limits(const tn_listener *l)
+{
+    return &l->conf->limits;
+}
+
+tn_handler *tn_listener_handler(const tn_listener *l, const char *token, size_t len)
+{
+    for (size_t i = 0; i < l->nhandlers; i++) {
+        const char *name = l->handlers[i]->name;
+        if (strlen(name) == len && memcmp(name, token, len) == 0)
+            return l->handlers[i];
+    }
+    return NULL;
+}
+
+static void release_handlers(tn_listener *l)
+{
+    if (l->handler)
+        tn_handler_unref(l->handler);
+    for (size_t i = 0; i < l->nhandlers; i++)
+        tn_handler_unref(l->handlers[i]);
+    free(l->handlers);
+    l->handler = NULL;
+    l->handlers = NULL;
+    l->nhandlers = 0;
+}
+
+int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, size_t errlen)
+{
+    tn_registry *r = l->d->registry;
+    tn_handler *single = NULL;
+    tn_handler **list = NULL;
+    if (conf->handler) {
+        single = tn_registry_find(r, conf->handler);
+        if (!single) {
+            snprintf(err, errlen, "listener '%s': handler '%s' is not running", conf->name, conf->handler);
+            return -1;
+        }
+    }
+    if (conf->handlers.n) {
+        list = calloc(conf->handlers.n, sizeof(*list));
+        if (!list) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (size_t i = 0; i < conf->handlers.n; i++) {
+            list[i] = tn_registry_find(r, conf->handlers.v[i]);
+            if (!list[i]) {
+                snprintf(err, errlen, "listener '%s': handler '%s' is not running", conf->name,
+                         conf->handlers.v[i]);
+                free(list);
+                return -1;
+            }
+        }
+    }
+    tn_acl *acl = tn_acl_new(&conf->limits.allow, &conf->limits.deny);
+    release_handlers(l);
+    if (single)
+        tn_handler_ref(single);
+    for (size_t i = 0; i < conf->handlers.n; i++)
+        tn_handler_ref(list[i]);
+    l->handler = single;
+    l->handlers = list;
+    l->nhandlers = conf->handlers.n;
+    tn_acl_free(l->acl);
+    l->acl = acl;
+    l->conf = conf;
+    return 0;
+}
+
+/* Best effort: the client learns why before the close. */
+static void refuse(tn_listener *l, evutil_socket_t fd, int reason, const char *text)
+{
+    l->stats.rejected[reason]++;
+    l->d->stats.rejected[reason]++;
+    if (text && l->protocol == TN_PROTO_TCP) {
+        ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    } else if (text && l->protocol == TN_PROTO_HTTP && reason != TN_REJ_DENIED) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                                   "Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
+        ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    evutil_closesocket(fd);
+}
+
+static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)evl;
+    tn_listener *l = arg;
+    tn_daemon *d = l->d;
+    const tn_limits *lim = &l->conf->limits;
+    l->backoff_ms = 0;
+    if (d->stopping || l->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    if (!tn_acl_allows(l->acl, sa)) {
+        refuse(l, fd, TN_REJ_DENIED, NULL);
+        return;
+    }
+    if ((int64_t)d->active >= d->cfg->daemon.max_connections) {
+        refuse(l, fd, TN_REJ_MAX_CONNECTIONS, "Error: too many connections\n");
+        return;
+    }
+    if (lim->max_connections && (int64_t)l->stats.active_connections >= lim->max_connections) {
+        refuse(l, fd, TN_REJ_LISTENER_FULL, "Error: too many connections\n");
+        return;
+    }
+    tn_peer *peer = NULL;
+    if (lim->max_connections_per_ip || lim->max_connections_per_second || lim->rate_limit > 0) {
+        peer = tn_peers_get(&l->peers, sa);
+        if (peer && lim->max_connections_per_ip && (int64_t)peer->conns >= lim->max_connections_per_ip) {
+            refuse(l, fd, TN_REJ_PER_IP, "Error: too many connections from your address\n");
+            return;
+        }
+        struct timeval now;
+        event_base_gettimeofday_cached(d->base, &now);
+        if (peer && !tn_peer_admit_rate(peer, lim->max_connections_per_second, now.tv_sec)) {
+            refuse(l, fd, TN_REJ_PER_SECOND, "Error: too many connections per second\n");
+            return;
+        }
+    }
+    if (l->protocol == TN_PROTO_TCP) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    tn_conn *c = NULL;
+    if (l->protocol == TN_PROTO_TCP)
+        c = tn_line_accept(l, fd, sa, salen, peer);
+    if (!c) {
+        l->stats.connection_errors++;
+        d->stats.connection_errors++;
+        evutil_closesocket(fd);
+    }
+}
+
+static void backoff_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_listener *l = arg;
+    if (!l->draining && l->evl)
+        evconnlistener_enable(l->evl);
+}
+
+static void on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    tn_listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    l->stats.connection_errors++;
+    l->d->stats.connection_errors++;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        /* Out of descriptors: stop accepting for a while instead of spinning. */
+        l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : 10;
+        if (l->backoff_ms > 1000)
+            l->backoff_ms = 1000;
+        tn_warn("listener %s: accept: %s; pausing accepts for %d ms", l->name, strerror(err), l->backoff_ms);
+        evconnlistener_disable(evl);
+        struct timeval tv = { l->backoff_ms / 1000, (l->backoff_ms % 1000) * 1000 };
+        evtimer_add(l->backoff_ev, &tv);
+        return;
+    }
+    tn_debug("listener %s: accept: %s", l->name, strerror(err));
+}
+
+static int resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
+{
+    char host[256];
+    int port;
+    if (tn_parse_listen(listen, host, sizeof(host), &port) < 0) {
+        snprintf(err, errlen, "bad address '%s'", listen);
+        return -1;
+    }
+    memset(ss, 0, sizeof(*ss));
+    if (!*host) {
+        /* "*:port": dual-stack when the host allows it */
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_addr = in6addr_any;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof(*in);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*in6);
+        return 0;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_flags = AI_ADDRCONFIG }, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return -1;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static evutil_socket_t bind_socket(const tn_listener_conf *conf, struct sockaddr_storage *ss, socklen_t len,
+                                   char *err, size_t errlen)
+{
+    int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    evutil_socket_t fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        int v6only = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? 0 : 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only ? &one : &zero, sizeof(int));
+    }
+    if (bind(fd, (struct sockaddr *)ss, len) < 0) {
+        snprintf(err, errlen, "cannot bind %s: %s", conf->listen, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (type == SOCK_STREAM && listen(fd, (int)conf->backlog) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", conf->listen, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, size_t errlen)
+{
+    tn_listener *l = calloc(1, sizeof(*l));
+    if (!l || tn_peers_init(&l->peers) < 0) {
+        free(l);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->d = d;
+    l->fd = -1;
+    l->name = strdup(conf->name);
+    l->protocol = conf->protocol;
+    char why[256];
+    if (tn_listener_configure(l, conf, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s", why);
+        tn_listener_free(l);
+        return NULL;
+    }
+    if (l->protocol == TN_PROTO_HTTP) {
+        /* The HTTP front end is not part of this version: say so loudly and
+         * serve the other listeners rather than refusing to start. */
+        tn_error("%s:%d:%d: listener '%s': the http protocol is not available in this version; %s not served",
+                 conf->pos.file, conf->pos.line, conf->pos.col, conf->name, conf->listen);
+        snprintf(l->bound_str, sizeof(l->bound_str), "-");
+        return l;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (resolve(conf->listen, &ss, &len, why, sizeof(why)) < 0 ||
+        (l->fd = bind_socket(conf, &ss, len, why, sizeof(why))) < 0) {
+        snprintf(err, errlen, "%s:%d:%d: listener '%s': %s", conf->listen_pos.file, conf->listen_pos.line,
+                 conf->listen_pos.col, conf->name, why);
+        tn_listener_free(l);
+        return NULL;
+    }
+    l->bound_len = sizeof(l->bound);
+    getsockname(l->fd, (struct sockaddr *)&l->bound, &l->bound_len);
+    tn_addr_format((struct sockaddr *)&l->bound, l->bound_str, sizeof(l->bound_str));
+    l->backoff_ev = evtimer_new(d->base, backoff_done, l);
+    if (l->protocol == TN_PROTO_UDP) {
+        if (tn_udp_start(l, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "listener '%s': %s", conf->name, why);
+            tn_listener_free(l);
+            return NULL;
+        }
+    } else {
+        l->evl = evconnlistener_new(d->base, on_accept, l, LEV_OPT_CLOSE_ON_EXEC, -1, l->fd);
+        if (!l->evl) {
+            snprintf(err, errlen, "listener '%s': cannot watch socket", conf->name);
+            tn_listener_free(l);
+            return NULL;
+        }
+        evconnlistener_set_error_cb(l->evl, on_accept_error);
+    }
+    tn_info("listener %s: %s on %s", l->name, tn_protocol_name(l->protocol), l->bound_str);
+    return l;
+}
+
+void tn_listener_stop(tn_listener *l)
+{
+    if (l->evl)
+        evconnlistener_disable(l->evl);
+    if (l->udp)
+        tn_udp_stop(l);
+    if (l->backoff_ev)
+        evtimer_del(l->backoff_ev);
+}
+
+void tn_listener_free(tn_listener *l)
+{
+    if (!l)
+        return;
+    tn_daemon *d = l->d;
+    for (tn_listener **pp = &d->listeners; *pp; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    if (l->evl)
+        evconnlistener_free(l->evl);
+    if (l->udp)
+        tn_udp_free(l);
+    if (l->fd >= 0)
+        evutil_closesocket(l->fd);
+    if (l->backoff_ev)
+        event_free(l->backoff_ev);
+    release_handlers(l);
+    tn_acl_free(l->acl);
+    tn_peers_free(&l->peers);
+    free(l->name);
+    bool was_draining = l->draining;
+    free(l);
+    if (was_draining)
+        tn_daemon_release_retired(d);
+}

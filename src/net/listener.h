@@ -1,0 +1,49 @@
+/* listener.h - listening sockets: binding (or taking from systemd),
+ * accepting with admission control, and their statistics. */
+#ifndef TN_NET_LISTENER_H
+#define TN_NET_LISTENER_H
+
+#include <event2/listener.h>
+#include <sys/socket.h>
+
+#include "daemon.h"
+#include "net/limits.h"
+
+struct tn_listener {
+    tn_listener *next;
+    tn_daemon *d;
+    char *name;
+    int protocol;
+    tn_listener_conf *conf;   /* points into d->cfg; replaced on reload */
+    evutil_socket_t fd;
+    struct evconnlistener *evl; /* stream listeners */
+    struct event *udp_ev;       /* udp */
+    void *udp;                  /* udp front end state */
+    struct sockaddr_storage bound;
+    socklen_t bound_len;
+    char bound_str[80];
+    tn_handler *handler;        /* single handler, or */
+    tn_handler **handlers;      /* selection by first token */
+    size_t nhandlers;
+    tn_acl *acl;
+    tn_peers peers;
+    tn_conn_stats stats;
+    struct event *backoff_ev;
+    int backoff_ms;
+    bool draining;              /* removed by a reload: no accepts, freed when empty */
+};
+
+/* Bind and start accepting. Returns NULL with a message in err. */
+tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, size_t errlen);
+/* (Re)resolve handler names and limits from conf (also after a reload). */
+int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, size_t errlen);
+/* The handler named by TOKEN among the listener's handlers, or NULL. */
+tn_handler *tn_listener_handler(const tn_listener *l, const char *token, size_t len);
+void tn_listener_stop(tn_listener *l);
+void tn_listener_free(tn_listener *l);
+const tn_limits *tn_listener_limits(const tn_listener *l);
+
+/* Format an address as "ip:port" or "[v6]:port". */
+void tn_addr_format(const struct sockaddr *sa, char *buf, size_t len);
+
+#endif
