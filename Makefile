@@ -50,7 +50,9 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 .PHONY: all deps deps-test deps-bench run test unit unit-build integration reference \
         fuzz bench install clean
 
-all: $(BUILD)/tusknetd $(BUILD)/tusknetctl
+CTL := $(if $(wildcard src/tusknetctl.c),$(BUILD)/tusknetctl)
+
+all: $(BUILD)/tusknetd $(CTL)
 
 define install_missing
 	@missing=""; for p in $(1); do \
@@ -105,6 +107,7 @@ unit: $(UNIT_TESTS)
 
 integration:
 	TUSKNETD=$(abspath $(BUILD)/tusknetd) TUSKNETCTL=$(abspath $(BUILD)/tusknetctl) SANITIZE=$(SANITIZE) \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
 # The README's config reference is generated from the schema table.
@@ -131,7 +134,7 @@ bench: deps-bench
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/tusknetd
-	install -m 755 $(BUILD)/tusknetd $(BUILD)/tusknetctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/tusknetd $(CTL) $(DESTDIR)$(PREFIX)/bin/
 	sed 's|/usr/local|$(PREFIX)|g' systemd/tusknetd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/tusknetd.service
 	install -m 644 systemd/tusknetd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	[ -e $(DESTDIR)/etc/tusknetd/tusknetd.conf ] || install -m 644 tusknetd.conf.example $(DESTDIR)/etc/tusknetd/tusknetd.conf

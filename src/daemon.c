@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -83,11 +84,12 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(d->base, NULL);
 }
 
-static void begin_shutdown(tn_daemon *d, const char *why)
+void tn_daemon_shutdown(tn_daemon *d, const char *why)
 {
     if (d->stopping)
         return;
     d->stopping = true;
+    tn_sd_notify("STOPPING=1\nSTATUS=Shutting down (%s)", why);
     tn_info("shutting down (%s): %llu connection(s) open", why, (unsigned long long)d->active);
     for (tn_listener *l = d->listeners; l; l = l->next)
         tn_listener_stop(l);
@@ -172,27 +174,50 @@ static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errle
     return 0;
 }
 
-static void reload(tn_daemon *d)
+static void notify_status(tn_daemon *d, const char *prefix)
 {
+    size_t serving = 0;
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        serving += !l->draining && l->fd >= 0;
+    tn_sd_notify("STATUS=%s%zu listener(s), %zu handler(s), %llu connection(s)", prefix, serving,
+                 tn_registry_count(d->registry), (unsigned long long)d->active);
+}
+
+int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    tn_sd_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading %s",
+                 (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000, d->config_path);
     tn_info("reloading %s", d->config_path);
     tn_diag diag = { 0 };
     tn_config *cfg = tn_config_load(d->config_path, &diag);
-    char err[1024] = "";
+    err[0] = '\0';
     if (!cfg) {
         char *all = tn_diag_join(&diag);
-        snprintf(err, sizeof(err), "%s", all ? all : "invalid configuration");
+        snprintf(err, errlen, "%s", all ? all : "invalid configuration");
         free(all);
+    } else {
+        for (int i = 0; i < diag.count; i++)
+            tn_warn("%s", diag.msgs[i]);
     }
     tn_diag_free(&diag);
-    if (cfg && apply_config(d, cfg, err, sizeof(err)) < 0) {
+    if (cfg && apply_config(d, cfg, err, errlen) < 0) {
         tn_config_free(cfg);
         cfg = NULL;
     }
     if (!cfg) {
         d->reload_failures++;
         tn_error("reload failed, keeping the running configuration: %s", err);
-        return;
+        /* first line only: STATUS is one line */
+        char first[512];
+        snprintf(first, sizeof(first), "%s", err);
+        first[strcspn(first, "\n")] = '\0';
+        tn_sd_notify("READY=1\nSTATUS=Reload failed: %s", first);
+        return -1;
     }
+    if (d->control && strcmp(cfg->daemon.control_socket, tn_control_path(d->control)) != 0)
+        tn_warn("reload: control_socket changes take effect at the next start");
     tn_config **r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
     if (r) {
         d->retired = r;
@@ -206,6 +231,9 @@ static void reload(tn_daemon *d)
     if (d->cli_log_level < 0)
         tn_log_set_level(cfg->daemon.log_level);
     tn_info("reload complete: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
+    tn_sd_notify("READY=1");
+    notify_status(d, "Reloaded: ");
+    return 0;
 }
 
 void tn_daemon_release_retired(tn_daemon *d)
@@ -227,11 +255,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     tn_daemon *d = arg;
     switch (sig) {
-    case SIGTERM: begin_shutdown(d, "SIGTERM"); break;
-    case SIGINT: begin_shutdown(d, "SIGINT"); break;
+    case SIGTERM: tn_daemon_shutdown(d, "SIGTERM"); break;
+    case SIGINT: tn_daemon_shutdown(d, "SIGINT"); break;
     case SIGHUP:
-        if (!d->stopping)
-            reload(d);
+        if (!d->stopping) {
+            char err[2048];
+            tn_daemon_reload(d, err, sizeof(err));
+        }
         break;
     default: break;
     }
@@ -241,6 +271,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void free_state(tn_daemon *d)
 {
+    tn_control_close(d->control);
+    d->control = NULL;
     while (d->conns)
         tn_conn_close(d->conns, NULL);
     tn_conn_reap(d);
@@ -262,6 +294,7 @@ static void free_state(tn_daemon *d)
         event_base_free(d->base);
     tn_config_free(d->cfg);
     tn_daemon_release_retired(d);
+    tn_sd_free(&d->sd);
     free(d->config_path);
 }
 
@@ -298,12 +331,24 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
         event_add(d->sig_ev[i], NULL);
     }
 
+    tn_sd_init(&d->sd, d->base);
     char err[1024];
     tn_config *initial = d->cfg;
     if (apply_config(d, initial, err, sizeof(err)) < 0) {
         tn_error("%s", err);
+        tn_sd_notify("STATUS=Failed to start: %s", err);
         free_state(d);
         return 1;
+    }
+    tn_sd_close_unused(&d->sd);
+    if (*cfg->daemon.control_socket) {
+        d->control = tn_control_open(d, cfg->daemon.control_socket, err, sizeof(err));
+        if (!d->control) {
+            tn_error("%s", err);
+            tn_sd_notify("STATUS=Failed to start: %s", err);
+            free_state(d);
+            return 1;
+        }
     }
     if (*cfg->daemon.pid_file) {
         FILE *f = fopen(cfg->daemon.pid_file, "w");
@@ -315,6 +360,8 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
         }
     }
     tn_info("tusknetd started: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
+    tn_sd_notify("READY=1\nMAINPID=%ld", (long)getpid());
+    notify_status(d, "Serving: ");
     event_base_dispatch(d->base);
     tn_info("stopped");
     if (*d->cfg->daemon.pid_file)

@@ -9,9 +9,11 @@
 #include "config/config.h"
 #include "handlers/handler.h"
 #include "metrics.h"
+#include "sd.h"
 
 typedef struct tn_listener tn_listener;
 typedef struct tn_conn tn_conn;
+typedef struct tn_control tn_control;
 
 typedef struct tn_daemon {
     struct event_base *base;
@@ -38,9 +40,17 @@ typedef struct tn_daemon {
     struct event *sig_ev[4];
     struct event *shutdown_ev;
     struct event *sweep_ev;
+    tn_control *control;
+    tn_sd sd;
 } tn_daemon;
 
 int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level);
+
+/* Re-read the config file and apply it (SIGHUP, control `reload`). On
+ * failure the running config stays and err holds FILE:LINE:COL messages. */
+int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen);
+/* Graceful shutdown (SIGTERM, control `shutdown`). */
+void tn_daemon_shutdown(tn_daemon *d, const char *why);
 
 /* Called when a connection or job ends while stopping: exits the loop once
  * nothing is left in flight. */

@@ -52,3 +52,182 @@ double tn_hist_percentile(const tn_hist *h, double p)
     }
     return (double)((uint64_t)1 << (TN_HIST_BUCKETS - 1));
 }
+
+/* ---- exports --------------------------------------------------------------- */
+
+#include <event2/buffer.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "handlers/handler.h"
+#include "json.h"
+#include "net/listener.h"
+#include "version.h"
+
+static void counters_json(tn_json *j, const tn_conn_stats *s)
+{
+    tn_json_u64(j, "total_connections", s->total_connections);
+    tn_json_u64(j, "active_connections", s->active_connections);
+    tn_json_u64(j, "total_bytes_sent", s->total_bytes_sent);
+    tn_json_u64(j, "total_bytes_received", s->total_bytes_received);
+    tn_json_u64(j, "connection_errors", s->connection_errors);
+    tn_json_u64(j, "timeout_errors", s->timeout_errors);
+    tn_json_u64(j, "messages_in", s->messages_in);
+    tn_json_u64(j, "messages_out", s->messages_out);
+    tn_json_open(j, "rejected", '{');
+    for (int r = 0; r < TN_REJ_COUNT; r++)
+        tn_json_u64(j, tn_reject_name(r), s->rejected[r]);
+    tn_json_close(j, '}');
+}
+
+void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
+{
+    tn_json_open(j, NULL, '{');
+    tn_json_str(j, "version", TN_VERSION);
+    tn_json_num(j, "uptime_seconds", (double)(tn_now_us() - d->started_us) / 1e6);
+    tn_json_u64(j, "reloads", d->reloads);
+    tn_json_u64(j, "reload_failures", d->reload_failures);
+    tn_json_open(j, "global", '{');
+    counters_json(j, &d->stats);
+    tn_json_close(j, '}');
+    tn_json_open(j, "listeners", '{');
+    for (tn_listener *l = d->listeners; l; l = l->next) {
+        tn_json_open(j, l->name, '{');
+        tn_json_str(j, "protocol", tn_protocol_name(l->protocol));
+        tn_json_str(j, "address", l->bound_str);
+        tn_json_bool(j, "draining", l->draining);
+        counters_json(j, &l->stats);
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, '}');
+    tn_json_open(j, "handlers", '{');
+    for (size_t i = 0; i < tn_registry_count(d->registry); i++) {
+        tn_handler *h = tn_registry_at(d->registry, i);
+        tn_json_open(j, h->name, '{');
+        tn_json_str(j, "type", h->ops->type);
+        tn_json_u64(j, "calls", h->stats.calls);
+        tn_json_u64(j, "errors", h->stats.errors);
+        tn_json_u64(j, "in_flight", h->stats.in_flight);
+        tn_json_open(j, "latency_ms", '{');
+        tn_json_num(j, "p50", tn_hist_percentile(&h->stats.latency, 0.50) / 1000);
+        tn_json_num(j, "p90", tn_hist_percentile(&h->stats.latency, 0.90) / 1000);
+        tn_json_num(j, "p99", tn_hist_percentile(&h->stats.latency, 0.99) / 1000);
+        tn_json_close(j, '}');
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, '}');
+    tn_json_close(j, '}');
+}
+
+/* Label values are names from the config: escape what the text format needs. */
+static void label(struct evbuffer *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            evbuffer_add_printf(out, "\\%c", *s);
+        else if (*s == '\n')
+            evbuffer_add(out, "\\n", 2);
+        else
+            evbuffer_add(out, s, 1);
+    }
+}
+
+typedef struct listener_metric {
+    const char *name, *type, *help;
+    size_t off;
+} listener_metric;
+
+void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
+{
+    static const listener_metric lm[] = {
+        { "tusknet_connections_total", "counter", "Connections accepted.",
+          offsetof(tn_conn_stats, total_connections) },
+        { "tusknet_connections_active", "gauge", "Connections open now.",
+          offsetof(tn_conn_stats, active_connections) },
+        { "tusknet_sent_bytes_total", "counter", "Bytes written to peers.",
+          offsetof(tn_conn_stats, total_bytes_sent) },
+        { "tusknet_received_bytes_total", "counter", "Bytes read from peers.",
+          offsetof(tn_conn_stats, total_bytes_received) },
+        { "tusknet_connection_errors_total", "counter", "Connections ended by an error (reset, refused accept).",
+          offsetof(tn_conn_stats, connection_errors) },
+        { "tusknet_timeout_errors_total", "counter", "Connections closed by a timeout.",
+          offsetof(tn_conn_stats, timeout_errors) },
+        { "tusknet_messages_received_total", "counter", "Messages received.", offsetof(tn_conn_stats, messages_in) },
+        { "tusknet_messages_sent_total", "counter", "Messages sent.", offsetof(tn_conn_stats, messages_out) },
+    };
+    evbuffer_add_printf(out,
+                        "# HELP tusknet_uptime_seconds Seconds since the daemon started.\n"
+                        "# TYPE tusknet_uptime_seconds gauge\n"
+                        "tusknet_uptime_seconds %.3f\n"
+                        "# HELP tusknet_reloads_total Successful configuration reloads.\n"
+                        "# TYPE tusknet_reloads_total counter\n"
+                        "tusknet_reloads_total %llu\n"
+                        "# HELP tusknet_reload_failures_total Refused configuration reloads.\n"
+                        "# TYPE tusknet_reload_failures_total counter\n"
+                        "tusknet_reload_failures_total %llu\n",
+                        (double)(tn_now_us() - d->started_us) / 1e6, (unsigned long long)d->reloads,
+                        (unsigned long long)d->reload_failures);
+    for (size_t m = 0; m < sizeof(lm) / sizeof(lm[0]); m++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", lm[m].name, lm[m].help, lm[m].name, lm[m].type);
+        for (tn_listener *l = d->listeners; l; l = l->next) {
+            uint64_t v = *(const uint64_t *)((const char *)&l->stats + lm[m].off);
+            evbuffer_add_printf(out, "%s{listener=\"", lm[m].name);
+            label(out, l->name);
+            evbuffer_add_printf(out, "\",protocol=\"%s\"} %llu\n", tn_protocol_name(l->protocol),
+                                (unsigned long long)v);
+        }
+    }
+    evbuffer_add_printf(out, "# HELP tusknet_rejections_total Connections and messages refused, by reason.\n"
+                             "# TYPE tusknet_rejections_total counter\n");
+    for (tn_listener *l = d->listeners; l; l = l->next) {
+        for (int r = 0; r < TN_REJ_COUNT; r++) {
+            evbuffer_add(out, "tusknet_rejections_total{listener=\"", 35);
+            label(out, l->name);
+            evbuffer_add_printf(out, "\",reason=\"%s\"} %llu\n", tn_reject_name(r),
+                                (unsigned long long)l->stats.rejected[r]);
+        }
+    }
+    size_t nh = tn_registry_count(d->registry);
+    static const struct { const char *name, *type, *help; } hm[] = {
+        { "tusknet_handler_calls_total", "counter", "Messages given to the handler." },
+        { "tusknet_handler_errors_total", "counter", "Calls that ended in an error reply." },
+        { "tusknet_handler_in_flight", "gauge", "Asynchronous calls not answered yet." },
+    };
+    for (size_t m = 0; m < 3; m++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", hm[m].name, hm[m].help, hm[m].name, hm[m].type);
+        for (size_t i = 0; i < nh; i++) {
+            tn_handler *h = tn_registry_at(d->registry, i);
+            uint64_t v = m == 0 ? h->stats.calls : m == 1 ? h->stats.errors : h->stats.in_flight;
+            evbuffer_add_printf(out, "%s{handler=\"", hm[m].name);
+            label(out, h->name);
+            evbuffer_add_printf(out, "\",type=\"%s\"} %llu\n", h->ops->type, (unsigned long long)v);
+        }
+    }
+    evbuffer_add_printf(out, "# HELP tusknet_handler_latency_seconds Time from message to reply.\n"
+                             "# TYPE tusknet_handler_latency_seconds histogram\n");
+    for (size_t i = 0; i < nh; i++) {
+        tn_handler *h = tn_registry_at(d->registry, i);
+        uint64_t cum = 0;
+        /* Prometheus buckets are cumulative with "le" bounds; ours are
+         * power-of-two microsecond buckets, reported from 1us to ~1min */
+        for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
+            cum += h->stats.latency.buckets[b];
+            if (b < 26 && (b % 2 == 0 || b < 4)) {
+                evbuffer_add(out, "tusknet_handler_latency_seconds_bucket{handler=\"", 48);
+                label(out, h->name);
+                evbuffer_add_printf(out, "\",le=\"%g\"} %llu\n", (double)tn_hist_bound_us(b) / 1e6,
+                                    (unsigned long long)cum);
+            }
+        }
+        evbuffer_add(out, "tusknet_handler_latency_seconds_bucket{handler=\"", 48);
+        label(out, h->name);
+        evbuffer_add_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)h->stats.latency.count);
+        evbuffer_add(out, "tusknet_handler_latency_seconds_sum{handler=\"", 45);
+        label(out, h->name);
+        evbuffer_add_printf(out, "\"} %.6f\n", (double)h->stats.latency.sum_us / 1e6);
+        evbuffer_add(out, "tusknet_handler_latency_seconds_count{handler=\"", 47);
+        label(out, h->name);
+        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)h->stats.latency.count);
+    }
+    evbuffer_add(out, "# EOF\n", 6);
+}

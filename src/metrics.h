@@ -56,4 +56,11 @@ typedef struct tn_handler_stats {
     tn_hist latency;
 } tn_handler_stats;
 
+/* Exports of the whole daemon's numbers (control socket `stats`, `metrics`). */
+struct tn_daemon;
+struct tn_json;
+struct evbuffer;
+void tn_metrics_stats_json(struct tn_daemon *d, struct tn_json *j);
+void tn_metrics_prometheus(struct tn_daemon *d, struct evbuffer *out);
+
 #endif

@@ -317,9 +317,18 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         return l;
     }
     struct sockaddr_storage ss;
-    socklen_t len;
-    if (resolve(conf->listen, &ss, &len, why, sizeof(why)) < 0 ||
-        (l->fd = bind_socket(conf, &ss, len, why, sizeof(why))) < 0) {
+    socklen_t len = 0;
+    int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    if (resolve(conf->listen, &ss, &len, why, sizeof(why)) == 0) {
+        /* socket activation: systemd may already hold this socket for us */
+        l->fd = tn_sd_take(&d->sd, conf->fd_name, type, (struct sockaddr *)&ss, len);
+        if (l->fd >= 0) {
+            evutil_make_socket_nonblocking(l->fd);
+            evutil_make_socket_closeonexec(l->fd);
+            tn_info("listener %s: using the socket passed by systemd", conf->name);
+        }
+    }
+    if (l->fd < 0 && (len == 0 || (l->fd = bind_socket(conf, &ss, len, why, sizeof(why))) < 0)) {
         snprintf(err, errlen, "%s:%d:%d: listener '%s': %s", conf->listen_pos.file, conf->listen_pos.line,
                  conf->listen_pos.col, conf->name, why);
         tn_listener_free(l);

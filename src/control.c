@@ -1,0 +1,648 @@
+/* control.c - the control socket (SPEC section 8): a Unix stream socket
+ * taking one command per line and answering one JSON document per line
+ * (`metrics` answers Prometheus text ending in "# EOF").
+ *
+ * Who may do what is decided once, at accept, from SO_PEERCRED: root and the
+ * daemon's own user are admins; members of daemon.control_group get
+ * daemon.control_group_level; anyone else gets one error line and the close.
+ *
+ * A client that sends commands and never reads cannot grow our memory: once
+ * its unread answers pass OUTPUT_CAP we stop reading its commands until it
+ * catches up, so at most one answer beyond the cap is ever queued. */
+#include "control.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "log.h"
+#include "net/conn.h"
+#include "net/listener.h"
+#include "version.h"
+
+#define OUTPUT_CAP (4 * 1024 * 1024)
+#define MAX_COMMAND 65536
+
+typedef struct ctl_client {
+    struct ctl_client *prev, *next;
+    tn_control *ctl;
+    struct bufferevent *bev;
+    int level;
+} ctl_client;
+
+struct tn_control {
+    tn_daemon *d;
+    char *path;
+    struct evconnlistener *evl;
+    ctl_client *clients;
+};
+
+typedef struct command {
+    const char *name;
+    const char *args;
+    int level;
+    void (*run)(ctl_client *c, tn_json *j, char *arg);
+    const char *doc;
+} command;
+
+static void client_free(ctl_client *c)
+{
+    /* answers already made (e.g. to `shutdown`) should reach the client */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out))
+        evbuffer_write(out, bufferevent_getfd(c->bev));
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->ctl->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static void error_answer(tn_json *j, const char *fmt, const char *arg)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), fmt, arg ? arg : "");
+    tn_json_open(j, NULL, '{');
+    tn_json_bool(j, "ok", false);
+    tn_json_str(j, "error", msg);
+    tn_json_close(j, '}');
+}
+
+static void ok_answer(tn_json *j)
+{
+    tn_json_open(j, NULL, '{');
+    tn_json_bool(j, "ok", true);
+    tn_json_close(j, '}');
+}
+
+/* ---- commands --------------------------------------------------------------- */
+
+static void cmd_stats(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_metrics_stats_json(c->ctl->d, j);
+}
+
+static void cmd_metrics(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_metrics_prometheus(c->ctl->d, j->out);
+}
+
+static void time_iso(int64_t ms, char *buf, size_t len)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
+{
+    tn_daemon *d = c->ctl->d;
+    if (arg && *arg) {
+        bool known = false;
+        for (tn_listener *l = d->listeners; l && !known; l = l->next)
+            known = strcmp(l->name, arg) == 0;
+        if (!known) {
+            error_answer(j, "no listener '%s'", arg);
+            return;
+        }
+    }
+    tn_json_open(j, NULL, '{');
+    tn_json_open(j, "connections", '[');
+    for (tn_conn *k = d->conns; k; k = k->next) {
+        if (arg && *arg && strcmp(k->listener->name, arg) != 0)
+            continue;
+        char remote[80], local[80] = "?", t1[40], t2[40];
+        tn_conn_remote_str(k, remote, sizeof(remote));
+        tn_sockaddr la;
+        socklen_t ll = sizeof(la);
+        if (getsockname(bufferevent_getfd(k->bev), &la.sa, &ll) == 0)
+            tn_addr_format(&la.sa, local, sizeof(local));
+        time_iso(k->established_ms, t1, sizeof(t1));
+        time_iso(k->last_activity_ms, t2, sizeof(t2));
+        tn_json_open(j, NULL, '{');
+        tn_json_u64(j, "id", k->session.id);
+        tn_json_str(j, "listener", k->listener->name);
+        tn_json_str(j, "protocol", k->fe->name);
+        tn_json_str(j, "remote", remote);
+        tn_json_str(j, "local", local);
+        tn_json_str(j, "established", t1);
+        tn_json_str(j, "last_activity", t2);
+        tn_json_u64(j, "bytes_sent", k->bytes_out);
+        tn_json_u64(j, "bytes_received", k->bytes_in);
+        tn_json_u64(j, "messages_in", k->msgs_in);
+        tn_json_u64(j, "messages_out", k->msgs_out);
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, ']');
+    tn_json_close(j, '}');
+}
+
+static void cmd_listeners(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_json_open(j, NULL, '{');
+    tn_json_open(j, "listeners", '[');
+    for (tn_listener *l = c->ctl->d->listeners; l; l = l->next) {
+        tn_json_open(j, NULL, '{');
+        tn_json_str(j, "name", l->name);
+        tn_json_str(j, "protocol", tn_protocol_name(l->protocol));
+        tn_json_str(j, "listen", l->conf->listen);
+        tn_json_str(j, "address", l->bound_str);
+        tn_json_bool(j, "serving", l->fd >= 0 && !l->draining);
+        tn_json_bool(j, "draining", l->draining);
+        tn_json_u64(j, "active_connections", l->stats.active_connections);
+        tn_json_open(j, "handlers", '[');
+        if (l->handler)
+            tn_json_str(j, NULL, l->handler->name);
+        for (size_t i = 0; i < l->nhandlers; i++)
+            tn_json_str(j, NULL, l->handlers[i]->name);
+        tn_json_close(j, ']');
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, ']');
+    tn_json_close(j, '}');
+}
+
+static void cmd_handlers(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_registry *r = c->ctl->d->registry;
+    tn_json_open(j, NULL, '{');
+    tn_json_open(j, "handlers", '[');
+    for (size_t i = 0; i < tn_registry_count(r); i++) {
+        tn_handler *h = tn_registry_at(r, i);
+        tn_json_open(j, NULL, '{');
+        tn_json_str(j, "name", h->name);
+        tn_json_str(j, "type", h->ops->type);
+        tn_json_u64(j, "calls", h->stats.calls);
+        tn_json_u64(j, "errors", h->stats.errors);
+        tn_json_u64(j, "in_flight", h->stats.in_flight);
+        tn_json_num(j, "p50_ms", tn_hist_percentile(&h->stats.latency, 0.50) / 1000);
+        tn_json_num(j, "p90_ms", tn_hist_percentile(&h->stats.latency, 0.90) / 1000);
+        tn_json_num(j, "p99_ms", tn_hist_percentile(&h->stats.latency, 0.99) / 1000);
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, ']');
+    tn_json_close(j, '}');
+}
+
+static void cmd_routes(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    const tn_config *cfg = c->ctl->d->cfg;
+    tn_json_open(j, NULL, '{');
+    tn_json_open(j, "routes", '[');
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const tn_listener_conf *lc = &cfg->listeners[i];
+        for (size_t r = 0; r < lc->nroutes; r++) {
+            tn_json_open(j, NULL, '{');
+            tn_json_str(j, "listener", lc->name);
+            tn_json_str(j, "kind", "http");
+            tn_json_str(j, "method", lc->routes[r].method);
+            tn_json_str(j, "path", lc->routes[r].path);
+            tn_json_str(j, "handler", lc->routes[r].handler);
+            tn_json_close(j, '}');
+        }
+        for (size_t w = 0; w < lc->nwebsocket; w++) {
+            const tn_ws_conf *ws = &lc->websocket[w];
+            tn_json_open(j, NULL, '{');
+            tn_json_str(j, "listener", lc->name);
+            tn_json_str(j, "kind", "websocket");
+            tn_json_str(j, "method", "GET");
+            tn_json_str(j, "path", ws->path);
+            if (ws->handler) {
+                tn_json_str(j, "handler", ws->handler);
+            } else {
+                tn_json_open(j, "handlers", '[');
+                for (size_t k = 0; k < ws->handlers.n; k++)
+                    tn_json_str(j, NULL, ws->handlers.v[k]);
+                tn_json_close(j, ']');
+            }
+            tn_json_close(j, '}');
+        }
+    }
+    tn_json_close(j, ']');
+    tn_json_close(j, '}');
+}
+
+static void cmd_config(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_value *v = tn_config_to_value(c->ctl->d->cfg);
+    tn_json_open(j, NULL, '{');
+    tn_json_str(j, "path", c->ctl->d->config_path);
+    tn_json_value(j, "config", v);
+    tn_json_close(j, '}');
+    tn_value_free(v);
+}
+
+static void cmd_reload(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    char err[2048];
+    if (tn_daemon_reload(c->ctl->d, err, sizeof(err)) < 0) {
+        tn_json_open(j, NULL, '{');
+        tn_json_bool(j, "ok", false);
+        tn_json_str(j, "error", err);
+        tn_json_close(j, '}');
+        return;
+    }
+    tn_json_open(j, NULL, '{');
+    tn_json_bool(j, "ok", true);
+    tn_json_u64(j, "reloads", c->ctl->d->reloads);
+    tn_json_close(j, '}');
+}
+
+static bool parse_id(const char *s, uint64_t *id)
+{
+    char *end;
+    if (!s || !*s)
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || (*end && *end != ' '))
+        return false;
+    *id = v;
+    return true;
+}
+
+static void cmd_close(ctl_client *c, tn_json *j, char *arg)
+{
+    uint64_t id;
+    if (!parse_id(arg, &id)) {
+        error_answer(j, "usage: close ID", NULL);
+        return;
+    }
+    tn_conn *k = tn_conn_find(c->ctl->d, id);
+    if (!k) {
+        error_answer(j, "no connection %s", arg);
+        return;
+    }
+    tn_conn_close(k, "closed by the control socket");
+    ok_answer(j);
+}
+
+static void cmd_send(ctl_client *c, tn_json *j, char *arg)
+{
+    uint64_t id;
+    char *msg = arg ? strchr(arg, ' ') : NULL;
+    if (!parse_id(arg, &id) || !msg) {
+        error_answer(j, "usage: send ID MESSAGE", NULL);
+        return;
+    }
+    msg++;
+    tn_conn *k = tn_conn_find(c->ctl->d, id);
+    if (!k || k->closing) {
+        error_answer(j, "no connection %s", arg);
+        return;
+    }
+    if (k->fe->push(k, msg, strlen(msg)) < 0) {
+        error_answer(j, "connection is not reading (output over max_output)", NULL);
+        return;
+    }
+    ok_answer(j);
+}
+
+static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)
+{
+    char *msg = arg ? strchr(arg, ' ') : NULL;
+    if (!arg || !*arg || !msg) {
+        error_answer(j, "usage: broadcast HANDLER MESSAGE", NULL);
+        return;
+    }
+    *msg++ = '\0';
+    tn_handler *h = tn_registry_find(c->ctl->d->registry, arg);
+    if (!h) {
+        error_answer(j, "no handler '%s'", arg);
+        return;
+    }
+    uint64_t sent = 0, dropped = 0;
+    for (tn_conn *k = c->ctl->d->conns; k; k = k->next) {
+        bool attached = false;
+        for (tn_attachment *a = k->session.attached; a && !attached; a = a->next)
+            attached = a->handler == h;
+        if (!attached || k->closing)
+            continue;
+        if (k->fe->push(k, msg, strlen(msg)) < 0)
+            dropped++;
+        else
+            sent++;
+    }
+    tn_json_open(j, NULL, '{');
+    tn_json_bool(j, "ok", true);
+    tn_json_u64(j, "sent", sent);
+    tn_json_u64(j, "dropped", dropped);
+    tn_json_close(j, '}');
+}
+
+static void cmd_log_level(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)c;
+    int level = arg ? tn_log_level_parse(arg) : -1;
+    if (level < 0) {
+        error_answer(j, "usage: log-level error|warn|info|debug", NULL);
+        return;
+    }
+    tn_log_set_level(level);
+    tn_info("log level set to %s by the control socket", arg);
+    tn_json_open(j, NULL, '{');
+    tn_json_bool(j, "ok", true);
+    tn_json_str(j, "log_level", tn_log_level_name(level));
+    tn_json_close(j, '}');
+}
+
+static void cmd_shutdown(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    ok_answer(j);
+    tn_daemon_shutdown(c->ctl->d, "control socket");
+}
+
+static void cmd_version(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)c;
+    (void)arg;
+    tn_json_open(j, NULL, '{');
+    tn_json_str(j, "version", TN_VERSION);
+    tn_json_close(j, '}');
+}
+
+static void cmd_help(ctl_client *c, tn_json *j, char *arg);
+
+static const command commands[] = {
+    { "stats", "", TN_CTL_READ, cmd_stats, "counters globally, per listener and per handler" },
+    { "metrics", "", TN_CTL_READ, cmd_metrics, "Prometheus text exposition, ending with # EOF" },
+    { "connections", "[LISTENER]", TN_CTL_READ, cmd_connections, "open connections" },
+    { "listeners", "", TN_CTL_READ, cmd_listeners, "listeners with their bound addresses" },
+    { "handlers", "", TN_CTL_READ, cmd_handlers, "handlers with calls, errors and latency" },
+    { "routes", "", TN_CTL_READ, cmd_routes, "HTTP routes and WebSocket endpoints" },
+    { "config", "", TN_CTL_READ, cmd_config, "the running configuration, normalized" },
+    { "version", "", TN_CTL_READ, cmd_version, "daemon version" },
+    { "help", "", TN_CTL_READ, cmd_help, "this list" },
+    { "reload", "", TN_CTL_ADMIN, cmd_reload, "re-read the configuration file" },
+    { "close", "ID", TN_CTL_ADMIN, cmd_close, "close a connection" },
+    { "send", "ID MESSAGE", TN_CTL_ADMIN, cmd_send, "push a message to one connection" },
+    { "broadcast", "HANDLER MESSAGE", TN_CTL_ADMIN, cmd_broadcast,
+      "push a message to every connection attached to a handler" },
+    { "log-level", "LEVEL", TN_CTL_ADMIN, cmd_log_level, "set the log level" },
+    { "shutdown", "", TN_CTL_ADMIN, cmd_shutdown, "graceful shutdown" },
+};
+
+static void cmd_help(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_json_open(j, NULL, '{');
+    tn_json_str(j, "level", c->level == TN_CTL_ADMIN ? "admin" : "read");
+    tn_json_open(j, "commands", '[');
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        tn_json_open(j, NULL, '{');
+        tn_json_str(j, "name", commands[i].name);
+        tn_json_str(j, "args", commands[i].args);
+        tn_json_str(j, "level", commands[i].level == TN_CTL_ADMIN ? "admin" : "read");
+        tn_json_str(j, "doc", commands[i].doc);
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, ']');
+    tn_json_close(j, '}');
+}
+
+static void run_command(ctl_client *c, char *line)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    tn_json j;
+    tn_json_init(&j, out);
+    while (*line == ' ' || *line == '\t')
+        line++;
+    char *arg = strchr(line, ' ');
+    if (arg) {
+        *arg++ = '\0';
+        while (*arg == ' ')
+            arg++;
+    }
+    if (!*line)
+        return;
+    const command *cmd = NULL;
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]) && !cmd; i++)
+        if (strcmp(commands[i].name, line) == 0)
+            cmd = &commands[i];
+    if (!cmd)
+        error_answer(&j, "unknown command '%s' (try help)", line);
+    else if (cmd->level > c->level)
+        error_answer(&j, "permission denied: '%s' needs admin", line);
+    else
+        cmd->run(c, &j, arg);
+    if (cmd && cmd->run != cmd_metrics)
+        evbuffer_add(out, "\n", 1);
+    else if (!cmd)
+        evbuffer_add(out, "\n", 1);
+}
+
+static void on_client_read(struct bufferevent *bev, void *arg)
+{
+    ctl_client *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > OUTPUT_CAP) {
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+        size_t len;
+        char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+        if (!line) {
+            if (evbuffer_get_length(in) > MAX_COMMAND) {
+                tn_json j;
+                tn_json_init(&j, bufferevent_get_output(bev));
+                error_answer(&j, "command too long", NULL);
+                evbuffer_add(bufferevent_get_output(bev), "\n", 1);
+                evbuffer_drain(in, evbuffer_get_length(in));
+            }
+            return;
+        }
+        run_command(c, line);
+        free(line);
+    }
+}
+
+static void on_client_write(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    if (!(bufferevent_get_enabled(bev) & EV_READ)) {
+        bufferevent_enable(bev, EV_READ);
+        on_client_read(bev, arg);
+    }
+}
+
+static void on_client_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    ctl_client *c = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        client_free(c);
+}
+
+/* Is the peer in GROUP (primary or supplementary)? */
+static bool peer_in_group(const struct ucred *cred, const char *group)
+{
+    struct group *gr = getgrnam(group);
+    if (!gr)
+        return false;
+    if (cred->gid == gr->gr_gid)
+        return true;
+    char path[64], line[4096];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)cred->pid);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "Groups:", 7) != 0)
+            continue;
+        for (char *save = NULL, *t = strtok_r(line + 7, " \t\n", &save); t && !found; t = strtok_r(NULL, " \t\n", &save))
+            found = (gid_t)strtoul(t, NULL, 10) == gr->gr_gid;
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)evl;
+    (void)sa;
+    (void)salen;
+    tn_control *ctl = arg;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    int level = -1;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        if (cred.uid == 0 || cred.uid == geteuid())
+            level = TN_CTL_ADMIN;
+        else if (*ctl->d->cfg->daemon.control_group && peer_in_group(&cred, ctl->d->cfg->daemon.control_group))
+            level = ctl->d->cfg->daemon.control_group_level;
+    }
+    if (level < 0) {
+        static const char denied[] = "{\"ok\":false,\"error\":\"permission denied\"}\n";
+        ssize_t w = send(fd, denied, sizeof(denied) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        tn_warn("control socket: refused uid %d", (int)cred.uid);
+        evutil_closesocket(fd);
+        return;
+    }
+    ctl_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(ctl->d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        free(c);
+        evutil_closesocket(fd);
+        return;
+    }
+    c->ctl = ctl;
+    c->level = level;
+    c->next = ctl->clients;
+    if (ctl->clients)
+        ctl->clients->prev = c;
+    ctl->clients = c;
+    bufferevent_setcb(c->bev, on_client_read, on_client_write, on_client_event, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, OUTPUT_CAP / 2, 0);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+tn_control *tn_control_open(tn_daemon *d, const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "control socket path too long: %s", path);
+        return NULL;
+    }
+    strcpy(sun.sun_path, path);
+    /* the runtime directory may not exist outside systemd (RuntimeDirectory) */
+    char dir[sizeof(sun.sun_path)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+            return NULL;
+        }
+    }
+    /* a socket file left by a previous run: replace it only if nobody answers */
+    evutil_socket_t probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+        close(probe);
+        snprintf(err, errlen, "control socket %s is in use by another process", path);
+        return NULL;
+    }
+    if (probe >= 0)
+        close(probe);
+    unlink(path);
+    evutil_socket_t fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    mode_t old = umask(0117);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    umask(old);
+    if (rc < 0 || listen(fd, 64) < 0) {
+        snprintf(err, errlen, "cannot bind control socket %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    chmod(path, 0660);
+    if (*d->cfg->daemon.control_group) {
+        struct group *gr = getgrnam(d->cfg->daemon.control_group);
+        if (!gr || chown(path, (uid_t)-1, gr->gr_gid) < 0)
+            tn_warn("control socket: cannot give %s to group %s", path, d->cfg->daemon.control_group);
+    }
+    tn_control *ctl = calloc(1, sizeof(*ctl));
+    if (!ctl) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ctl->d = d;
+    ctl->path = strdup(path);
+    ctl->evl = evconnlistener_new(d->base, on_accept, ctl, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!ctl->evl) {
+        close(fd);
+        tn_control_close(ctl);
+        snprintf(err, errlen, "cannot watch control socket");
+        return NULL;
+    }
+    tn_info("control socket on %s", path);
+    return ctl;
+}
+
+const char *tn_control_path(const tn_control *ctl)
+{
+    return ctl->path;
+}
+
+void tn_control_close(tn_control *ctl)
+{
+    if (!ctl)
+        return;
+    while (ctl->clients)
+        client_free(ctl->clients);
+    if (ctl->evl) {
+        evconnlistener_free(ctl->evl);
+        unlink(ctl->path);
+    }
+    free(ctl->path);
+    free(ctl);
+}

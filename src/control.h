@@ -1,0 +1,15 @@
+/* control.h - the control socket. */
+#ifndef TN_CONTROL_H
+#define TN_CONTROL_H
+
+#include <stddef.h>
+
+#include "daemon.h"
+
+typedef struct tn_control tn_control;
+
+tn_control *tn_control_open(tn_daemon *d, const char *path, char *err, size_t errlen);
+const char *tn_control_path(const tn_control *ctl);
+void tn_control_close(tn_control *ctl);
+
+#endif
