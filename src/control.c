@@ -58,8 +58,10 @@ static void client_free(ctl_client *c)
 {
     /* answers already made (e.g. to `shutdown`) should reach the client */
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out))
+    if (evbuffer_get_length(out)) {
+        evbuffer_unfreeze(out, 1); /* bufferevents freeze their output's start */
         evbuffer_write(out, bufferevent_getfd(c->bev));
+    }
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -105,11 +105,26 @@ void tn_daemon_shutdown(tn_daemon *d, const char *why)
 
 /* ---- reload ---------------------------------------------------------------- */
 
-static tn_listener *find_listener(tn_daemon *d, const tn_listener_conf *conf)
+/* The running listener a new listener config continues: same protocol and
+ * address (and the same name, first; port 0 only by name), each taken once. */
+static tn_listener *find_listener(tn_daemon *d, const tn_listener_conf *conf, tn_listener **taken, size_t ntaken)
 {
-    for (tn_listener *l = d->listeners; l; l = l->next)
-        if (!l->draining && l->protocol == conf->protocol && strcmp(l->conf->listen, conf->listen) == 0)
-            return l;
+    char host[256];
+    int port = 0;
+    tn_parse_listen(conf->listen, host, sizeof(host), &port);
+    for (int pass = 0; pass < 2; pass++) {
+        for (tn_listener *l = d->listeners; l; l = l->next) {
+            if (l->draining || l->protocol != conf->protocol || strcmp(l->conf->listen, conf->listen) != 0)
+                continue;
+            if (pass == 0 ? strcmp(l->name, conf->name) != 0 : port == 0)
+                continue;
+            bool used = false;
+            for (size_t i = 0; i < ntaken && !used; i++)
+                used = taken[i] == l;
+            if (!used)
+                return l;
+        }
+    }
     return NULL;
 }
 
@@ -126,7 +141,7 @@ static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errle
     }
     for (size_t i = 0; i < newcfg->nlisteners; i++) {
         tn_listener_conf *lc = &newcfg->listeners[i];
-        keep[i] = find_listener(d, lc);
+        keep[i] = find_listener(d, lc, keep, i);
         if (keep[i])
             continue;
         tn_listener *l = tn_listener_open(d, lc, err, errlen);
@@ -147,6 +162,11 @@ static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errle
     for (size_t i = 0; i < newcfg->nlisteners; i++)
         if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)
             tn_warn("reload: %s", err);
+    for (tn_conn *c = d->conns; c; c = c->next) {
+        /* new limits: re-arm timeouts at the next state change */
+        c->timeout_state = 0;
+        tn_conn_update_timeouts(c, false, c->fe->busy && c->fe->busy(c));
+    }
     for (tn_listener *l = d->listeners; l; l = l->next) {
         bool kept = false;
         for (size_t i = 0; i < newcfg->nlisteners && !kept; i++)

@@ -46,7 +46,7 @@ typedef struct tn_msg_ctx {
     int protocol;          /* enum tn_protocol, or TN_PROTO_WS */
     const struct sockaddr *remote;
     socklen_t remote_len;
-    const char *remote_addr; /* "ip:port" text */
+    const char *remote_addr; /* "ip:port" text, or NULL: use tn_msg_remote_addr() */
     tn_session *session;     /* NULL when the front end has none */
     tn_http_request *http;   /* HTTP only */
 } tn_msg_ctx;
@@ -136,6 +136,10 @@ struct tn_handler {
     bool removed; /* dropped by a reload; freed when refs reach 0 */
     tn_handler_stats stats;
 };
+
+/* The remote address as text; formatted on demand so that front ends do not
+ * pay for it on every message. */
+const char *tn_msg_remote_addr(const tn_msg_ctx *ctx, char *buf, size_t len);
 
 /* Calls the handler with metrics and error accounting. */
 tn_result tn_handler_call(tn_call *call);

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "net/listener.h"
 
 struct tn_registry {
     struct event_base *base;
@@ -163,6 +164,18 @@ void tn_registry_free(tn_registry *r)
     }
     free(r->v);
     free(r);
+}
+
+const char *tn_msg_remote_addr(const tn_msg_ctx *ctx, char *buf, size_t len)
+{
+    if (ctx->remote_addr)
+        return ctx->remote_addr;
+    if (!ctx->remote) {
+        snprintf(buf, len, "-");
+        return buf;
+    }
+    tn_addr_format(ctx->remote, buf, len);
+    return buf;
 }
 
 /* ---- calls and jobs ---------------------------------------------------- */

@@ -77,10 +77,12 @@ static tn_result static_handle(tn_handler *h, tn_call *call)
         case PART_PAYLOAD:
             evbuffer_add(call->out, call->payload, call->len);
             break;
-        case PART_REMOTE:
-            if (call->ctx.remote_addr)
-                evbuffer_add(call->out, call->ctx.remote_addr, strlen(call->ctx.remote_addr));
+        case PART_REMOTE: {
+            char buf[80];
+            const char *addr = tn_msg_remote_addr(&call->ctx, buf, sizeof(buf));
+            evbuffer_add(call->out, addr, strlen(addr));
             break;
+        }
         case PART_TIME: {
             struct timespec ts;
             struct tm tm;

@@ -101,24 +101,30 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void set_tv(struct timeval *tv, int64_t ms)
+/* Same durations on thousands of connections: libevent's common timeouts
+ * keep them in a queue instead of the timer heap. */
+static const struct timeval *timeout_tv(tn_daemon *d, int64_t ms)
 {
-    tv->tv_sec = ms / 1000;
-    tv->tv_usec = (ms % 1000) * 1000;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    return event_base_init_common_timeout(d->base, &tv);
 }
 
 void tn_conn_update_timeouts(tn_conn *c, bool mid_message, bool waiting)
 {
+    /* Re-arming costs a timer operation; do it only when the state changes
+     * (libevent re-arms the same timeout itself on every read and write). */
+    uint8_t state = (uint8_t)(1 | (mid_message ? 2 : 0) | (waiting ? 4 : 0));
+    if (c->timeout_state == state)
+        return;
+    c->timeout_state = state;
     const tn_limits *lim = tn_listener_limits(c->listener);
     /* Waiting on a handler is not idleness; a half-received message is held
      * to read_timeout when that is stricter. */
     int64_t rd = waiting ? 0 : lim->idle_timeout;
     if (mid_message && lim->read_timeout && (!rd || lim->read_timeout < rd))
         rd = lim->read_timeout;
-    struct timeval rtv, wtv;
-    set_tv(&rtv, rd);
-    set_tv(&wtv, lim->write_timeout);
-    bufferevent_set_timeouts(c->bev, rd ? &rtv : NULL, lim->write_timeout ? &wtv : NULL);
+    bufferevent_set_timeouts(c->bev, rd ? timeout_tv(c->d, rd) : NULL,
+                             lim->write_timeout ? timeout_tv(c->d, lim->write_timeout) : NULL);
 }
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,

@@ -46,6 +46,7 @@ struct tn_conn {
     uint8_t closing;      /* no more input; closes once output is flushed */
     uint8_t dead;         /* closed; memory freed from the reap event */
     uint8_t read_paused;
+    uint8_t timeout_state; /* what the armed timeouts were set for; 0 = unset */
 };
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,

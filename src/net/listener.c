@@ -359,8 +359,15 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
 
 void tn_listener_stop(tn_listener *l)
 {
-    if (l->evl)
-        evconnlistener_disable(l->evl);
+    /* Close the listening socket, not just stop watching it: new clients
+     * are refused at once instead of waiting in the backlog. UDP keeps its
+     * socket until freed, as owed replies go out through it. */
+    if (l->evl) {
+        evconnlistener_free(l->evl);
+        l->evl = NULL;
+        evutil_closesocket(l->fd);
+        l->fd = -1;
+    }
     if (l->udp)
         tn_udp_stop(l);
     if (l->backoff_ev)

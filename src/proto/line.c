@@ -25,6 +25,7 @@ typedef struct pending {
     tn_conn *conn;
     tn_job *job; /* NULL once answered */
     tn_result result;
+    bool crlf;
     char *data;
     size_t len;
 } pending;
@@ -48,12 +49,14 @@ static bool queue_empty(const tn_conn *c)
     return !st || !st->head;
 }
 
-static void write_reply(tn_conn *c, tn_result res, struct evbuffer *out, struct evbuffer *body)
+/* Replies end the way the request line did, so CRLF clients (telnet, redis
+ * tools) get CRLF and everyone else a bare newline. */
+static void write_reply(tn_conn *c, tn_result res, bool crlf, struct evbuffer *out, struct evbuffer *body)
 {
     if (res == TN_FAIL)
         evbuffer_add(out, "Error: ", 7);
     evbuffer_add_buffer(out, body);
-    evbuffer_add(out, "\n", 1);
+    evbuffer_add(out, "\r\n" + !crlf, 1 + crlf);
     c->msgs_out++;
     c->listener->stats.messages_out++;
     c->d->stats.messages_out++;
@@ -71,7 +74,7 @@ static void flush_queue(tn_conn *c)
         bool ok = true;
         if (p->result == TN_REPLY || p->result == TN_FAIL) {
             ok = (p->result != TN_FAIL || tn_conn_write(c, "Error: ", 7)) && tn_conn_write(c, p->data, p->len) &&
-                 tn_conn_write(c, "\n", 1);
+                 tn_conn_write(c, "\r\n" + !p->crlf, 1 + p->crlf);
             if (ok) {
                 c->msgs_out++;
                 c->listener->stats.messages_out++;
@@ -91,13 +94,14 @@ static void flush_queue(tn_conn *c)
     }
 }
 
-static pending *enqueue(tn_conn *c)
+static pending *enqueue(tn_conn *c, bool crlf)
 {
     line_state *st = state_of(c);
     pending *p = st ? calloc(1, sizeof(*p)) : NULL;
     if (!p)
         return NULL;
     p->conn = c;
+    p->crlf = crlf;
     if (st->tail)
         st->tail->next = p;
     else
@@ -127,17 +131,17 @@ static void job_complete(tn_job *job, tn_result result, const char *data, size_t
 }
 
 /* A reply produced now: straight out, or parked behind outstanding ones. */
-static void answer(tn_conn *c, tn_result res, struct evbuffer *body)
+static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
 {
     if (res == TN_SILENT) {
         evbuffer_drain(body, evbuffer_get_length(body));
         return;
     }
     if (queue_empty(c)) {
-        write_reply(c, res, bufferevent_get_output(c->bev), body);
+        write_reply(c, res, crlf, bufferevent_get_output(c->bev), body);
         return;
     }
-    pending *p = enqueue(c);
+    pending *p = enqueue(c, crlf);
     size_t n = evbuffer_get_length(body);
     if (p) {
         p->result = res;
@@ -148,17 +152,17 @@ static void answer(tn_conn *c, tn_result res, struct evbuffer *body)
     evbuffer_drain(body, evbuffer_get_length(body));
 }
 
-static void answer_text(tn_conn *c, tn_result res, const char *fmt, const char *arg, size_t arglen)
+static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *fmt, const char *arg, size_t arglen)
 {
     struct evbuffer *b = c->d->scratch;
     if (arg)
         evbuffer_add_printf(b, fmt, (int)arglen, arg);
     else
         evbuffer_add(b, fmt, strlen(fmt));
-    answer(c, res, b);
+    answer(c, res, crlf, b);
 }
 
-static void handle_line(tn_conn *c, const char *line, size_t len)
+static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 {
     tn_listener *l = c->listener;
     const tn_limits *lim = tn_listener_limits(l);
@@ -168,7 +172,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len)
     if (lim->rate_limit > 0 && c->peer && !tn_peer_take_token(c->peer, lim->rate_limit, lim->rate_burst, tn_now_us())) {
         l->stats.rejected[TN_REJ_RATE_LIMIT]++;
         c->d->stats.rejected[TN_REJ_RATE_LIMIT]++;
-        answer_text(c, TN_FAIL, "rate limit exceeded", NULL, 0);
+        answer_text(c, TN_FAIL, crlf, "rate limit exceeded", NULL, 0);
         return;
     }
     tn_call call;
@@ -178,38 +182,35 @@ static void handle_line(tn_conn *c, const char *line, size_t len)
     if (!call.handler) {
         size_t tok = tn_split_token(line, len, &call.payload, &call.len);
         if (tok == 0) {
-            answer_text(c, TN_REPLY, "Invalid message format", NULL, 0);
+            answer_text(c, TN_REPLY, crlf, "Invalid message format", NULL, 0);
             return;
         }
         call.handler = tn_listener_handler(l, line, tok);
         if (!call.handler) {
-            answer_text(c, TN_REPLY, "Unknown handler: %.*s", line, tok);
+            answer_text(c, TN_REPLY, crlf, "Unknown handler: %.*s", line, tok);
             return;
         }
     }
-    char remote[64];
-    tn_conn_remote_str(c, remote, sizeof(remote));
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
         .conn_id = c->session.id,
         .protocol = TN_PROTO_TCP,
         .remote = &c->remote.sa,
         .remote_len = c->remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
-        .remote_addr = remote,
         .session = &c->session,
     };
     call.out = c->d->scratch;
     tn_result res = tn_handler_call(&call);
     if (res != TN_LATER) {
-        answer(c, res, c->d->scratch);
+        answer(c, res, crlf, c->d->scratch);
         return;
     }
-    pending *p = call.job ? enqueue(c) : NULL;
+    pending *p = call.job ? enqueue(c, crlf) : NULL;
     if (!p) {
         if (call.job)
             tn_job_cancel(call.job);
         evbuffer_drain(c->d->scratch, evbuffer_get_length(c->d->scratch));
-        answer_text(c, TN_FAIL, "out of memory", NULL, 0);
+        answer_text(c, TN_FAIL, crlf, "out of memory", NULL, 0);
         return;
     }
     p->job = call.job;
@@ -222,7 +223,7 @@ static void too_long(tn_conn *c)
 {
     c->listener->stats.rejected[TN_REJ_TOO_LARGE]++;
     c->d->stats.rejected[TN_REJ_TOO_LARGE]++;
-    answer_text(c, TN_FAIL, "line too long", NULL, 0);
+    answer_text(c, TN_FAIL, false, "line too long", NULL, 0);
     c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
     evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
@@ -254,9 +255,8 @@ static void line_read(tn_conn *c)
             return;
         }
         char *line = (char *)evbuffer_pullup(in, (ssize_t)len + 1);
-        if (len && line[len - 1] == '\r')
-            len--;
-        handle_line(c, line, len);
+        bool crlf = len && line[len - 1] == '\r';
+        handle_line(c, line, len - crlf, crlf);
         if (c->dead)
             return;
         evbuffer_drain(in, (size_t)eol.pos + 1);

@@ -119,14 +119,11 @@ static ssize_t handle(tn_listener *l, char *data, size_t len, const struct socka
             goto reply;
         }
     }
-    char remote[64];
-    tn_addr_format(from, remote, sizeof(remote));
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
         .protocol = TN_PROTO_UDP,
         .remote = from,
         .remote_len = fromlen,
-        .remote_addr = remote,
     };
     call.out = out;
     res = tn_handler_call(&call);
