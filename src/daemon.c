@@ -298,7 +298,8 @@ static void free_state(tn_daemon *d)
     tn_conn_reap(d);
     while (d->listeners)
         tn_listener_free(d->listeners);
-    tn_registry_free(d->registry);
+    /* children cut short by the shutdown get a moment to be reaped */
+    tn_registry_free(d->registry, 3000);
     for (int i = 0; i < 4; i++)
         if (d->sig_ev[i])
             event_free(d->sig_ev[i]);

@@ -46,28 +46,39 @@ void tn_log(int level, const char *fmt, ...)
     static const int prio[] = { 3, 4, 6, 7 };
     if (level > logger.level)
         return;
-    char line[2048];
-    size_t n;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (m < 0)
+        return;
+    char head[64];
     if (logger.journald) {
-        n = (size_t)snprintf(line, sizeof(line), "<%d>", prio[level]);
+        snprintf(head, sizeof(head), "<%d>", prio[level]);
     } else {
         struct timespec ts;
         struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
         localtime_r(&ts.tv_sec, &tm);
-        n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-        n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ld [%s] ", ts.tv_nsec / 1000000, names[level]);
+        size_t n = strftime(head, sizeof(head), "%Y-%m-%d %H:%M:%S", &tm);
+        snprintf(head + n, sizeof(head) - n, ".%03ld [%s] ", ts.tv_nsec / 1000000, names[level]);
     }
-    va_list ap;
-    va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-    va_end(ap);
-    if (m < 0)
-        return;
-    n += (size_t)m;
-    if (n > sizeof(line) - 2)
-        n = sizeof(line) - 2;
-    line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, n);
-    (void)w;
+    /* a multi-line message (several config errors) becomes several lines,
+     * each with its own prefix, so the journal keeps each at its priority */
+    char line[2200];
+    for (const char *p = msg; *p;) {
+        size_t len = strcspn(p, "\n");
+        int n = snprintf(line, sizeof(line) - 1, "%s%.*s", head, (int)len, p);
+        if (n < 0)
+            return;
+        if ((size_t)n > sizeof(line) - 2)
+            n = (int)sizeof(line) - 2;
+        line[n++] = '\n';
+        ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+        (void)w;
+        p += len;
+        if (*p == '\n')
+            p++;
+    }
 }

@@ -83,9 +83,9 @@ int tn_sd_take(tn_sd *sd, const char *name, int type, const struct sockaddr *add
         tn_sd_socket *s = &sd->sockets[i];
         if (s->used)
             continue;
-        bool match = name && *name ? strcmp(s->name, name) == 0
-                                   : sd_is_socket(s->fd, addr->sa_family, type, -1) > 0 &&
-                                         same_address(s->fd, addr, addrlen);
+        /* one .socket unit names all its sockets alike: the type decides */
+        bool match = sd_is_socket(s->fd, addr->sa_family, type, -1) > 0 &&
+                     (name && *name ? strcmp(s->name, name) == 0 : same_address(s->fd, addr, addrlen));
         if (match) {
             s->used = true;
             return s->fd;

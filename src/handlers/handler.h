@@ -133,6 +133,8 @@ struct tn_handler {
     void *state;
     struct event_base *base;
     int refs; /* listeners, routes, sessions and jobs using it */
+    tn_handler *alive_prev, *alive_next; /* the registry's list of every live handler */
+    struct tn_registry *registry;
     bool removed; /* dropped by a reload; freed when refs reach 0 */
     tn_handler_stats stats;
 };
@@ -161,7 +163,10 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
 tn_handler *tn_registry_find(tn_registry *r, const char *name);
 size_t tn_registry_count(const tn_registry *r);
 tn_handler *tn_registry_at(const tn_registry *r, size_t i);
-void tn_registry_free(tn_registry *r);
+/* Drops every handler; children still running (exec jobs cut short, stream
+ * processes in their kill grace) are given up to WAIT_MS of loop time to be
+ * reaped before the handlers are destroyed regardless. */
+void tn_registry_free(tn_registry *r, int wait_ms);
 
 /* The handler types. */
 extern const tn_handler_ops tn_echo_ops;

@@ -17,8 +17,9 @@
 
 struct tn_registry {
     struct event_base *base;
-    tn_handler **v;
+    tn_handler **v; /* the handlers of the current config */
     size_t n;
+    tn_handler *alive; /* every handler not yet destroyed, removed ones too */
 };
 
 int64_t tn_now_us(void)
@@ -45,15 +46,28 @@ void tn_handler_ref(tn_handler *h)
     h->refs++;
 }
 
-void tn_handler_unref(tn_handler *h)
+static void destroy(tn_handler *h)
 {
-    if (--h->refs > 0)
-        return;
+    if (h->registry) {
+        if (h->alive_prev)
+            h->alive_prev->alive_next = h->alive_next;
+        else
+            h->registry->alive = h->alive_next;
+        if (h->alive_next)
+            h->alive_next->alive_prev = h->alive_prev;
+    }
     if (h->ops->destroy)
         h->ops->destroy(h);
     tn_handler_conf_free(&h->conf);
     free(h->name);
     free(h);
+}
+
+void tn_handler_unref(tn_handler *h)
+{
+    if (--h->refs > 0)
+        return;
+    destroy(h);
 }
 
 static tn_handler *handler_new(struct event_base *base, const tn_handler_conf *conf, char *err, size_t errlen)
@@ -134,6 +148,13 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
             continue;
         }
         next[n] = handler_new(r->base, c, err, errlen);
+        if (next[n]) {
+            next[n]->registry = r;
+            next[n]->alive_next = r->alive;
+            if (r->alive)
+                r->alive->alive_prev = next[n];
+            r->alive = next[n];
+        }
         if (!next[n]) {
             for (size_t j = 0; j < n; j++)
                 tn_handler_unref(next[j]);
@@ -154,7 +175,7 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
     return 0;
 }
 
-void tn_registry_free(tn_registry *r)
+void tn_registry_free(tn_registry *r, int wait_ms)
 {
     if (!r)
         return;
@@ -163,6 +184,18 @@ void tn_registry_free(tn_registry *r)
         tn_handler_unref(r->v[i]);
     }
     free(r->v);
+    r->v = NULL;
+    r->n = 0;
+    int64_t deadline = tn_now_us() + (int64_t)wait_ms * 1000;
+    while (r->alive && tn_now_us() < deadline) {
+        struct timeval slice = { 0, 50000 };
+        event_base_loopexit(r->base, &slice);
+        event_base_loop(r->base, EVLOOP_ONCE);
+    }
+    while (r->alive) {
+        tn_warn("handler %s: still busy at exit, destroying it", r->alive->name);
+        destroy(r->alive);
+    }
     free(r);
 }
 

@@ -73,9 +73,10 @@ def test_tcp_echo_and_static_selection(d):
         assert c.request("echo") == ""
         assert c.request("ping") == "+PONG"
         assert c.request("ping ignored payload") == "+PONG"
-        # CRLF line endings: the \r is not part of the message
-        c.send(b"echo crlf\r\nping\r\n")
-        assert c.readlines(2) == ["crlf", "+PONG"]
+        # CRLF line endings: the \r is not part of the message, and the
+        # replies end the way the request lines did
+        c.send(b"echo crlf\r\nping\r\necho lf\n")
+        assert c.readlines(3) == ["crlf\r", "+PONG\r", "lf"]
         # raw bytes survive
         c.send(b"echo \xc3\xa9t\xc3\xa9\n")
         assert c.readline() == "\u00e9t\u00e9"
