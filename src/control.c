@@ -133,7 +133,7 @@ static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
         tn_conn_remote_str(k, remote, sizeof(remote));
         tn_sockaddr la;
         socklen_t ll = sizeof(la);
-        if (getsockname(bufferevent_getfd(k->bev), &la.sa, &ll) == 0)
+        if (getsockname(k->fd, &la.sa, &ll) == 0)
             tn_addr_format(&la.sa, local, sizeof(local));
         time_iso(k->established_ms, t1, sizeof(t1));
         time_iso(k->last_activity_ms, t2, sizeof(t2));

@@ -163,9 +163,9 @@ static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errle
         if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)
             tn_warn("reload: %s", err);
     for (tn_conn *c = d->conns; c; c = c->next) {
-        /* new limits: re-arm timeouts at the next state change */
-        c->timeout_state = 0;
-        tn_conn_update_timeouts(c, false, c->fe->busy && c->fe->busy(c));
+        /* new limits: forget what is armed so the new values apply now */
+        c->timeout_ms = 0;
+        tn_conn_update_timeouts(c);
     }
     for (tn_listener *l = d->listeners; l; l = l->next) {
         bool kept = false;
@@ -311,6 +311,9 @@ static void free_state(tn_daemon *d)
         event_free(d->reap_ev);
     if (d->scratch)
         evbuffer_free(d->scratch);
+    if (d->wbuf)
+        evbuffer_free(d->wbuf);
+    free(d->rbuf);
     if (d->base)
         event_base_free(d->base);
     tn_config_free(d->cfg);
@@ -335,8 +338,10 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
     d->base = event_base_new_with_config(ec);
     event_config_free(ec);
     d->scratch = evbuffer_new();
+    d->wbuf = evbuffer_new();
+    d->rbuf = malloc(TN_RBUF_SIZE);
     d->registry = d->base ? tn_registry_new(d->base) : NULL;
-    if (!d->base || !d->scratch || !d->registry) {
+    if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry) {
         tn_error("cannot initialize the event loop");
         free_state(d);
         return 1;

@@ -11,6 +11,9 @@
 #include "metrics.h"
 #include "sd.h"
 
+/* Input is read into one buffer shared by every connection. */
+#define TN_RBUF_SIZE 65536
+
 typedef struct tn_listener tn_listener;
 typedef struct tn_conn tn_conn;
 typedef struct tn_control tn_control;
@@ -31,6 +34,9 @@ typedef struct tn_daemon {
     uint64_t active;
     tn_conn_stats stats;
     struct evbuffer *scratch; /* reply assembly, reused by every front end */
+    char *rbuf;               /* TN_RBUF_SIZE bytes of input, shared */
+    struct evbuffer *wbuf;    /* replies of the connection being served, shared */
+    tn_conn *wbuf_owner;
     int64_t started_wall_ms;
     int64_t started_us;
     uint64_t reloads;

@@ -268,6 +268,10 @@ static tn_result exec_handle(tn_handler *h, tn_call *call)
     char err[256];
     exec_run *r;
 
+    if (!st) {
+        evbuffer_add_printf(call->out, "shutting down");
+        return TN_FAIL;
+    }
     if (st->running.n >= (size_t)h->conf.max_concurrency || st->queue.head) {
         if (st->queue.n >= (size_t)h->conf.max_queue) {
             evbuffer_add(call->out, "busy", 4);
@@ -314,23 +318,26 @@ static tn_result exec_handle(tn_handler *h, tn_call *call)
     return TN_LATER;
 }
 
-/* Every job holds a reference on the handler (tn_job_begin), so nothing
- * is running or queued by the time it is destroyed. Should that rule ever
- * break, the processes are still killed rather than leaked; the jobs
- * cannot be ended here, as tn_job_done() would drop a reference on the
- * handler being freed. */
+/* Normally the last job's tn_job_done() is what lets the handler go, and
+ * nothing is left here. At exit the registry destroys handlers that are
+ * still busy: their processes are killed and their jobs end with an error.
+ * Those jobs still count references on the handler being destroyed, so one
+ * more is taken first, lest their tn_job_done() destroy it a second time. */
 static void exec_destroy(tn_handler *h)
 {
     exec_state *st = h->state;
     if (!st)
         return;
-    h->state = NULL;
+    h->state = NULL; /* a front end reentering from a reply gets "shutting down" */
+    if (st->running.head || st->queue.head)
+        tn_handler_ref(h);
     while (st->running.head || st->queue.head) {
         run_list *l = st->running.head ? &st->running : &st->queue;
         exec_run *r = l->head;
-        tn_error("handler %s: destroyed with a job in flight", h->name);
+        tn_job *job = r->job;
         list_unlink(l, r);
         run_free(r);
+        tn_job_done(job, TN_FAIL, "shutting down", 13);
     }
     free(st->argv);
     free(st);

@@ -207,6 +207,10 @@ static tn_result stream_handle(tn_handler *h, tn_call *call)
 {
     stream_state *st = h->state;
     tn_session *s = call->ctx.session;
+    if (!st) {
+        evbuffer_add_printf(call->out, "shutting down");
+        return TN_FAIL;
+    }
     if (!s) {
         evbuffer_add_printf(call->out, "stream handlers need a connection");
         return TN_FAIL;
@@ -230,9 +234,10 @@ static tn_result stream_handle(tn_handler *h, tn_call *call)
     return TN_SILENT;
 }
 
-/* Attached and dying sessions hold references on the handler, so none is
- * left by the time it is destroyed; should one be, its process is killed
- * and reaped (bounded wait) rather than leaked. */
+/* Attached and dying sessions hold references on the handler, so normally
+ * none is left here; at exit the registry destroys busy handlers anyway,
+ * and their processes are killed and reaped (bounded wait) rather than
+ * leaked. Their references die with the handler. */
 static void stream_destroy(tn_handler *h)
 {
     stream_state *st = h->state;

@@ -1,23 +1,41 @@
-/* conn.c - stream connections: creation, the per-connection record and
- * accounting, timeouts, output caps, and closing without surprises.
+/* conn.c - stream connections: reading, writing, the per-connection record
+ * and accounting, timeouts, output caps, and closing without surprises.
+ *
+ * I/O is done the way nginx does it rather than through bufferevents: each
+ * connection has one edge-triggered event for both directions, registered
+ * once, so a request/reply cycle costs a read and a write and no epoll_ctl.
+ * Input is read into a buffer shared by the whole daemon and handed to the
+ * front end in place; only an incomplete message is copied into the
+ * connection's own buffer. Replies collect in a shared buffer too and are
+ * written before the callback returns; only what the socket does not take
+ * stays with the connection. An idle connection therefore owns no buffers:
+ * just this record and its event.
+ *
+ * Edge triggering means every readiness must be used up: reads continue
+ * until the socket has nothing more (a short read is taken as empty, a new
+ * packet raises a new edge), and input paused for backpressure is read when
+ * the output drains.
  *
  * Closing is two-step. tn_conn_close() runs whenever something decides the
- * connection is over (a reset, a timeout, a handler, the control socket),
- * often from deep inside one of the connection's own callbacks: it releases
+ * connection is over, often from deep inside its own callbacks: it releases
  * the socket, the front end state and the handlers' attachments at once, but
- * the struct itself is only freed from the daemon's reap event, so callers up
- * the stack may still look at c->dead. */
+ * the record itself is freed from the daemon's reap event, so callers up the
+ * stack may still look at c->dead. */
 #include "net/conn.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "net/listener.h"
 
+#define OUTPUT_HIGH (256 * 1024) /* unsent bytes that pause reading */
+
 static const tn_session_ops conn_session_ops;
+static void conn_read(tn_conn *c);
 
 static int64_t cached_wall_ms(tn_daemon *d)
 {
@@ -26,106 +44,248 @@ static int64_t cached_wall_ms(tn_daemon *d)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
-static void count_out(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+static bool fe_busy(const tn_conn *c)
 {
-    (void)buf;
-    tn_conn *c = arg;
-    if (info->n_deleted && !c->dead) {
-        c->bytes_out += info->n_deleted;
-        c->listener->stats.total_bytes_sent += info->n_deleted;
-        c->d->stats.total_bytes_sent += info->n_deleted;
+    return c->fe->busy && c->fe->busy(c);
+}
+
+static void count_error(tn_conn *c)
+{
+    c->listener->stats.connection_errors++;
+    c->d->stats.connection_errors++;
+}
+
+/* ---- timeouts ------------------------------------------------------------- */
+
+void tn_conn_update_timeouts(tn_conn *c)
+{
+    if (c->dead)
+        return;
+    const tn_limits *lim = tn_listener_limits(c->listener);
+    int64_t ms;
+    if (tn_conn_unsent(c))
+        ms = lim->write_timeout; /* the peer must keep reading */
+    else if (fe_busy(c))
+        ms = 0; /* waiting on a handler is not idleness */
+    else {
+        ms = lim->idle_timeout;
+        /* a half-received message is held to read_timeout when stricter */
+        if (c->in && lim->read_timeout && (!ms || lim->read_timeout < ms))
+            ms = lim->read_timeout;
     }
-}
-
-static void count_in(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-    (void)buf;
-    tn_conn *c = arg;
-    if (info->n_added) {
-        c->bytes_in += info->n_added;
-        c->listener->stats.total_bytes_received += info->n_added;
-        c->d->stats.total_bytes_received += info->n_added;
+    int32_t want = ms > 0 ? (int32_t)(ms > INT32_MAX ? INT32_MAX : ms) : -1;
+    if (want == c->timeout_ms)
+        return;
+    c->timeout_ms = want;
+    if (want < 0) {
+        event_remove_timer(c->ev);
+        return;
     }
+    /* The same few durations on thousands of connections: libevent's common
+     * timeouts keep them in queues instead of the timer heap. The event is
+     * persistent, so any activity restarts the countdown. */
+    struct timeval tv = { want / 1000, (want % 1000) * 1000 };
+    event_add(c->ev, event_base_init_common_timeout(c->d->base, &tv));
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+/* ---- output ----------------------------------------------------------------- */
+
+size_t tn_conn_unsent(const tn_conn *c)
 {
-    (void)bev;
-    tn_conn *c = arg;
-    c->last_activity_ms = cached_wall_ms(c->d);
-    if (!c->closing)
-        c->fe->read(c);
+    size_t n = c->out ? evbuffer_get_length(c->out) : 0;
+    if (c->d->wbuf_owner == c)
+        n += evbuffer_get_length(c->d->wbuf);
+    return n;
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+struct evbuffer *tn_conn_output(tn_conn *c)
 {
-    tn_conn *c = arg;
-    c->last_activity_ms = cached_wall_ms(c->d);
+    tn_daemon *d = c->d;
+    if (c->out)
+        return c->out;
+    if (d->wbuf_owner && d->wbuf_owner != c)
+        tn_conn_flush(d->wbuf_owner); /* another connection's replies go first */
+    d->wbuf_owner = c;
+    return d->wbuf;
+}
+
+static void output_drained(tn_conn *c)
+{
     if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0 && !(c->fe->busy && c->fe->busy(c)))
+        if (!fe_busy(c))
             tn_conn_close(c, NULL);
         return;
     }
     if (c->read_paused) {
         c->read_paused = 0;
-        bufferevent_enable(bev, EV_READ);
+        conn_read(c);
     }
-    if (c->fe->drained)
-        c->fe->drained(c);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
+void tn_conn_flush(tn_conn *c)
 {
-    (void)bev;
+    tn_daemon *d = c->d;
+    struct evbuffer *src = c->out;
+    if (d->wbuf_owner == c) {
+        d->wbuf_owner = NULL;
+        src = d->wbuf;
+    }
+    if (!src)
+        return;
+    if (c->dead) {
+        evbuffer_drain(src, evbuffer_get_length(src));
+        return;
+    }
+    while (evbuffer_get_length(src)) {
+        int n = evbuffer_write(src, c->fd);
+        if (n > 0) {
+            c->bytes_out += (uint64_t)n;
+            c->listener->stats.total_bytes_sent += (uint64_t)n;
+            d->stats.total_bytes_sent += (uint64_t)n;
+            c->last_activity_ms = cached_wall_ms(d);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break; /* the next writable edge continues */
+        count_error(c);
+        evbuffer_drain(src, evbuffer_get_length(src));
+        tn_conn_close(c, n < 0 ? strerror(errno) : "write failed");
+        return;
+    }
+    if (src == d->wbuf && evbuffer_get_length(src)) {
+        c->out = evbuffer_new();
+        if (!c->out) {
+            evbuffer_drain(src, evbuffer_get_length(src));
+            tn_conn_close(c, "out of memory");
+            return;
+        }
+        evbuffer_add_buffer(c->out, src); /* moves the chains, no copy */
+    }
+    if (c->out && !evbuffer_get_length(c->out)) {
+        evbuffer_free(c->out);
+        c->out = NULL;
+    }
+    if (!c->out)
+        output_drained(c);
+    if (!c->dead)
+        tn_conn_update_timeouts(c);
+}
+
+bool tn_conn_write(tn_conn *c, const void *data, size_t len)
+{
+    if (c->dead)
+        return false;
+    if ((int64_t)(tn_conn_unsent(c) + len) > tn_listener_limits(c->listener)->max_output) {
+        c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
+        c->d->stats.rejected[TN_REJ_SLOW_READER]++;
+        tn_conn_close(c, "slow reader: output over max_output");
+        return false;
+    }
+    evbuffer_add(tn_conn_output(c), data, len);
+    tn_conn_flush(c);
+    return !c->dead;
+}
+
+void tn_conn_pause_input(tn_conn *c)
+{
+    c->read_paused = 1;
+}
+
+/* ---- input ------------------------------------------------------------------ */
+
+/* Offers what is buffered to the front end again. */
+static void process_buffered(tn_conn *c)
+{
+    size_t len = evbuffer_get_length(c->in);
+    const char *data = (const char *)evbuffer_pullup(c->in, -1);
+    size_t used = c->fe->input(c, data, len);
+    if (c->dead)
+        return;
+    evbuffer_drain(c->in, used);
+    if (!evbuffer_get_length(c->in)) {
+        evbuffer_free(c->in);
+        c->in = NULL;
+    }
+}
+
+static void conn_read(tn_conn *c)
+{
+    tn_daemon *d = c->d;
+    if (c->in && !c->dead && !c->closing) {
+        process_buffered(c); /* left over from before a pause */
+        tn_conn_flush(c);
+    }
+    for (;;) {
+        if (c->dead || c->closing)
+            return;
+        if (c->read_paused || (c->out && evbuffer_get_length(c->out) > OUTPUT_HIGH)) {
+            /* the client sends faster than it reads: leave its input in
+             * the socket until the output drains */
+            c->read_paused = 1;
+            break;
+        }
+        ssize_t n = recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
+        if (n > 0) {
+            c->bytes_in += (uint64_t)n;
+            c->listener->stats.total_bytes_received += (uint64_t)n;
+            d->stats.total_bytes_received += (uint64_t)n;
+            c->last_activity_ms = cached_wall_ms(d);
+            if (c->in) {
+                evbuffer_add(c->in, d->rbuf, (size_t)n);
+                process_buffered(c);
+            } else {
+                size_t used = c->fe->input(c, d->rbuf, (size_t)n);
+                if (!c->dead && used < (size_t)n && !c->closing) {
+                    c->in = evbuffer_new();
+                    if (!c->in) {
+                        tn_conn_close(c, "out of memory");
+                        return;
+                    }
+                    evbuffer_add(c->in, d->rbuf + used, (size_t)n - used);
+                }
+            }
+            tn_conn_flush(c);
+            if ((size_t)n < TN_RBUF_SIZE)
+                break; /* drained: new data raises a new edge */
+            continue;
+        }
+        if (n == 0) {
+            /* The peer finished sending; answer what is in flight, then close. */
+            c->closing = 1;
+            if (!tn_conn_unsent(c) && !fe_busy(c))
+                tn_conn_close(c, NULL);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        count_error(c);
+        tn_conn_close(c, strerror(errno));
+        return;
+    }
+    tn_conn_update_timeouts(c);
+}
+
+static void on_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
     tn_conn *c = arg;
-    if (what & BEV_EVENT_TIMEOUT) {
+    if (what & EV_TIMEOUT) {
         c->listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;
-        tn_conn_close(c, (what & BEV_EVENT_WRITING) ? "write timeout" : "timeout");
+        tn_conn_close(c, tn_conn_unsent(c) ? "write timeout" : "timeout");
         return;
     }
-    if (what & BEV_EVENT_ERROR) {
-        int err = EVUTIL_SOCKET_ERROR();
-        c->listener->stats.connection_errors++;
-        c->d->stats.connection_errors++;
-        tn_debug("connection %llu: %s", (unsigned long long)c->session.id, evutil_socket_error_to_string(err));
-        tn_conn_close(c, "error");
-        return;
-    }
-    if (what & BEV_EVENT_EOF) {
-        /* The peer finished sending; answer what is in flight, then close. */
-        c->closing = 1;
-        bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !(c->fe->busy && c->fe->busy(c)))
-            tn_conn_close(c, NULL);
-    }
+    if ((what & EV_WRITE) && c->out)
+        tn_conn_flush(c);
+    if ((what & EV_READ) && !c->dead)
+        conn_read(c);
 }
 
-/* Same durations on thousands of connections: libevent's common timeouts
- * keep them in a queue instead of the timer heap. */
-static const struct timeval *timeout_tv(tn_daemon *d, int64_t ms)
-{
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-    return event_base_init_common_timeout(d->base, &tv);
-}
-
-void tn_conn_update_timeouts(tn_conn *c, bool mid_message, bool waiting)
-{
-    /* Re-arming costs a timer operation; do it only when the state changes
-     * (libevent re-arms the same timeout itself on every read and write). */
-    uint8_t state = (uint8_t)(1 | (mid_message ? 2 : 0) | (waiting ? 4 : 0));
-    if (c->timeout_state == state)
-        return;
-    c->timeout_state = state;
-    const tn_limits *lim = tn_listener_limits(c->listener);
-    /* Waiting on a handler is not idleness; a half-received message is held
-     * to read_timeout when that is stricter. */
-    int64_t rd = waiting ? 0 : lim->idle_timeout;
-    if (mid_message && lim->read_timeout && (!rd || lim->read_timeout < rd))
-        rd = lim->read_timeout;
-    bufferevent_set_timeouts(c->bev, rd ? timeout_tv(c->d, rd) : NULL,
-                             lim->write_timeout ? timeout_tv(c->d, lim->write_timeout) : NULL);
-}
+/* ---- lifetime ---------------------------------------------------------------- */
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,
                      tn_peer *peer, const tn_frontend *fe)
@@ -134,12 +294,16 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     tn_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
+    evutil_make_socket_nonblocking(fd);
+    c->ev = event_new(d->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, on_event, c);
+    if (!c->ev || event_add(c->ev, NULL) < 0) {
+        if (c->ev)
+            event_free(c->ev);
         free(c);
         return NULL;
     }
     c->d = d;
+    c->fd = fd;
     c->listener = l;
     c->fe = fe;
     c->peer = peer;
@@ -152,9 +316,7 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     c->session.listener = l->name;
     c->session.protocol = l->protocol;
     c->established_ms = c->last_activity_ms = cached_wall_ms(d);
-    evbuffer_add_cb(bufferevent_get_output(c->bev), count_out, c);
-    evbuffer_add_cb(bufferevent_get_input(c->bev), count_in, c);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    c->timeout_ms = -1;
     c->next = d->conns;
     if (d->conns)
         d->conns->prev = c;
@@ -164,8 +326,7 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     d->stats.total_connections++;
     l->stats.active_connections++;
     l->stats.total_connections++;
-    tn_conn_update_timeouts(c, false, false);
-    bufferevent_enable(c->bev, EV_READ);
+    tn_conn_update_timeouts(c);
     return c;
 }
 
@@ -188,14 +349,22 @@ void tn_conn_close(tn_conn *c, const char *why)
     c->listener->stats.active_connections--;
     if (c->peer)
         c->peer->conns--;
+    if (d->wbuf_owner == c) {
+        d->wbuf_owner = NULL;
+        evbuffer_drain(d->wbuf, evbuffer_get_length(d->wbuf));
+    }
     if (c->fe->release)
         c->fe->release(c);
     tn_session_detach_all(&c->session);
-    /* Count what was really sent, not what is thrown away with the buffer. */
-    evbuffer_remove_cb(bufferevent_get_output(c->bev), count_out, c);
-    evbuffer_remove_cb(bufferevent_get_input(c->bev), count_in, c);
-    bufferevent_free(c->bev);
-    c->bev = NULL;
+    event_free(c->ev);
+    c->ev = NULL;
+    evutil_closesocket(c->fd);
+    c->fd = -1;
+    if (c->in)
+        evbuffer_free(c->in);
+    if (c->out)
+        evbuffer_free(c->out);
+    c->in = c->out = NULL;
     c->next = d->dead;
     d->dead = c;
     event_active(d->reap_ev, EV_TIMEOUT, 0);
@@ -222,25 +391,8 @@ void tn_conn_close_after_flush(tn_conn *c, const char *why)
     if (why)
         tn_debug("connection %llu closing: %s", (unsigned long long)c->session.id, why);
     c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0 && !(c->fe->busy && c->fe->busy(c)))
+    if (!tn_conn_unsent(c) && !fe_busy(c))
         tn_conn_close(c, NULL);
-}
-
-bool tn_conn_write(tn_conn *c, const void *data, size_t len)
-{
-    if (c->dead)
-        return false;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    const tn_limits *lim = tn_listener_limits(c->listener);
-    if ((int64_t)(evbuffer_get_length(out) + len) > lim->max_output) {
-        c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
-        c->d->stats.rejected[TN_REJ_SLOW_READER]++;
-        tn_conn_close(c, "slow reader: output over max_output");
-        return false;
-    }
-    evbuffer_add(out, data, len);
-    return true;
 }
 
 tn_conn *tn_conn_find(tn_daemon *d, uint64_t id)
@@ -273,8 +425,7 @@ static int session_push(tn_session *s, const char *data, size_t len)
 
 static void session_close(tn_session *s, const char *reason)
 {
-    tn_conn *c = session_conn(s);
-    tn_conn_close_after_flush(c, reason);
+    tn_conn_close_after_flush(session_conn(s), reason);
 }
 
 static const tn_session_ops conn_session_ops = { session_push, session_close };

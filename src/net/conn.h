@@ -1,9 +1,11 @@
 /* conn.h - connections of the stream front ends: the record every
- * connection keeps (SPEC section 7), timeouts, output caps and closing. */
+ * connection keeps (SPEC section 7), reading, writing, timeouts, output caps
+ * and closing. */
 #ifndef TN_NET_CONN_H
 #define TN_NET_CONN_H
 
-#include <event2/bufferevent.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 
 #include "daemon.h"
@@ -19,12 +21,13 @@ typedef union tn_sockaddr {
 /* What a protocol front end does with its connections. */
 typedef struct tn_frontend {
     const char *name;
-    void (*read)(tn_conn *c);
-    /* The output buffer drained below the low-water mark. */
-    void (*drained)(tn_conn *c);
-    /* Nothing in flight? (shutdown waits for in-flight work) */
+    /* Bytes arrived: consume whole messages, return how many bytes were
+     * used; the rest is kept and offered again with more. May close. */
+    size_t (*input)(tn_conn *c, const char *data, size_t len);
+    /* Anything in flight? (shutdown and half-closed peers wait for it) */
     bool (*busy)(const tn_conn *c);
-    /* Push outside request/reply (broadcast relays, stream output). */
+    /* Push outside request/reply (broadcast relays, stream output); -1 when
+     * the peer's unread output is over max_output. */
     int (*push)(tn_conn *c, const char *data, size_t len);
     /* Release front end state; the connection is going away. */
     void (*release)(tn_conn *c);
@@ -36,29 +39,45 @@ struct tn_conn {
     tn_listener *listener;
     const tn_frontend *fe;
     void *fe_state;
-    struct bufferevent *bev;
-    tn_session session; /* session.id is the connection id */
+    struct event *ev;      /* read and write, edge-triggered, one registration */
+    evutil_socket_t fd;
+    struct evbuffer *in;   /* an incomplete message; NULL when there is none */
+    struct evbuffer *out;  /* output the socket did not take yet; NULL when none */
+    tn_session session;    /* session.id is the connection id */
     tn_sockaddr remote;
     int64_t established_ms;
     int64_t last_activity_ms;
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
     tn_peer *peer;
-    uint8_t closing;      /* no more input; closes once output is flushed */
-    uint8_t dead;         /* closed; memory freed from the reap event */
-    uint8_t read_paused;
-    uint8_t timeout_state; /* what the armed timeouts were set for; 0 = unset */
+    int32_t timeout_ms;    /* armed inactivity timeout; -1 none */
+    uint8_t closing;       /* no more input; closes once output is flushed */
+    uint8_t dead;          /* closed; memory freed from the reap event */
+    uint8_t read_paused;   /* too much unread output: input waits */
+    uint8_t read_pending;  /* input may be waiting in the socket while paused */
 };
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,
                      tn_peer *peer, const tn_frontend *fe);
+
+/* Where to append output for C. Replies produced while handling one read
+ * collect in a buffer shared by the daemon and go out with one write. */
+struct evbuffer *tn_conn_output(tn_conn *c);
+/* Write what was appended; keep what the socket does not take. May close
+ * (write error), so callers check c->dead after. */
+void tn_conn_flush(tn_conn *c);
+size_t tn_conn_unsent(const tn_conn *c);
+/* Append and flush; false (and the connection closed as a slow reader) when
+ * that would put more than max_output unsent. */
+bool tn_conn_write(tn_conn *c, const void *data, size_t len);
+/* Stop reading until the unsent output drains (pipelining backpressure). */
+void tn_conn_pause_input(tn_conn *c);
+
 /* Flush what is queued, then close. */
 void tn_conn_close_after_flush(tn_conn *c, const char *why);
 /* Close now (reset, error, timeout). Safe from inside the conn's callbacks. */
 void tn_conn_close(tn_conn *c, const char *why);
-/* Queue bytes; false (and the connection closed) when over max_output. */
-bool tn_conn_write(tn_conn *c, const void *data, size_t len);
-/* Re-arm the read timeout for the current state (idle vs mid-message). */
-void tn_conn_update_timeouts(tn_conn *c, bool mid_message, bool waiting);
+/* Arm the inactivity timeout the connection's state calls for. */
+void tn_conn_update_timeouts(tn_conn *c);
 tn_conn *tn_conn_find(tn_daemon *d, uint64_t id);
 void tn_conn_remote_str(const tn_conn *c, char *buf, size_t len);
 /* Frees connections closed since the last pass. */

@@ -7,11 +7,10 @@
  * later replies parked in a queue, so the common case allocates nothing.
  *
  * Backpressure: a client that pipelines faster than it reads has its input
- * paused while the output holds more than OUTPUT_HIGH bytes; pushes
+ * paused while more than OUTPUT_HIGH bytes of replies are unsent; pushes
  * (broadcast, stream) beyond max_output make it a slow consumer. */
 #include "proto/line.h"
 
-#include <event2/buffer.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,70 +33,69 @@ typedef struct line_state {
     pending *head, *tail;
 } line_state;
 
-static void line_read(tn_conn *c);
-
-static line_state *state_of(tn_conn *c)
-{
-    if (!c->fe_state)
-        c->fe_state = calloc(1, sizeof(line_state));
-    return c->fe_state;
-}
-
 static bool queue_empty(const tn_conn *c)
 {
     const line_state *st = c->fe_state;
     return !st || !st->head;
 }
 
-/* Replies end the way the request line did, so CRLF clients (telnet, redis
- * tools) get CRLF and everyone else a bare newline. */
-static void write_reply(tn_conn *c, tn_result res, bool crlf, struct evbuffer *out, struct evbuffer *body)
+static void count_reply(tn_conn *c)
 {
-    if (res == TN_FAIL)
-        evbuffer_add(out, "Error: ", 7);
-    evbuffer_add_buffer(out, body);
-    evbuffer_add(out, "\r\n" + !crlf, 1 + crlf);
     c->msgs_out++;
     c->listener->stats.messages_out++;
     c->d->stats.messages_out++;
+}
+
+/* Replies end the way the request line did, so CRLF clients (telnet, redis
+ * tools) get CRLF and everyone else a bare newline. */
+static void add_eol(struct evbuffer *out, bool crlf)
+{
+    if (crlf)
+        evbuffer_add(out, "\r\n", 2);
+    else
+        evbuffer_add(out, "\n", 1);
 }
 
 /* Sends every answered reply at the head of the queue. */
 static void flush_queue(tn_conn *c)
 {
     line_state *st = c->fe_state;
+    int64_t cap = tn_listener_limits(c->listener)->max_output;
     while (st && st->head && !st->head->job) {
         pending *p = st->head;
         st->head = p->next;
         if (!st->head)
             st->tail = NULL;
-        bool ok = true;
         if (p->result == TN_REPLY || p->result == TN_FAIL) {
-            ok = (p->result != TN_FAIL || tn_conn_write(c, "Error: ", 7)) && tn_conn_write(c, p->data, p->len) &&
-                 tn_conn_write(c, "\r\n" + !p->crlf, 1 + p->crlf);
-            if (ok) {
-                c->msgs_out++;
-                c->listener->stats.messages_out++;
-                c->d->stats.messages_out++;
+            if ((int64_t)(tn_conn_unsent(c) + p->len + 9) > cap) {
+                free(p->data);
+                free(p);
+                c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
+                c->d->stats.rejected[TN_REJ_SLOW_READER]++;
+                tn_conn_close(c, "slow reader: output over max_output");
+                return; /* release() freed the rest */
             }
+            struct evbuffer *out = tn_conn_output(c);
+            if (p->result == TN_FAIL)
+                evbuffer_add(out, "Error: ", 7);
+            evbuffer_add(out, p->data, p->len);
+            add_eol(out, p->crlf);
+            count_reply(c);
         }
         free(p->data);
         free(p);
-        if (!ok || c->dead)
-            return; /* closed as a slow reader; release() freed the rest */
     }
-    if (queue_empty(c)) {
-        if (c->closing || c->d->stopping)
-            tn_conn_close_after_flush(c, NULL);
-        else
-            tn_conn_update_timeouts(c, evbuffer_get_length(bufferevent_get_input(c->bev)) > 0, false);
-    }
+    if (queue_empty(c) && c->d->stopping)
+        c->closing = 1; /* shutdown: this was the last thing it waited for */
+    tn_conn_flush(c); /* also closes a closing connection once it is done */
 }
 
 static pending *enqueue(tn_conn *c, bool crlf)
 {
-    line_state *st = state_of(c);
-    pending *p = st ? calloc(1, sizeof(*p)) : NULL;
+    line_state *st = c->fe_state;
+    if (!st && !(st = c->fe_state = calloc(1, sizeof(line_state))))
+        return NULL;
+    pending *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->conn = c;
@@ -117,11 +115,11 @@ static void job_complete(tn_job *job, tn_result result, const char *data, size_t
     p->result = result;
     if (len && (result == TN_REPLY || result == TN_FAIL)) {
         /* one reply is one line: drop the trailing newline a program printed */
-        if (len && data[len - 1] == '\n')
+        if (data[len - 1] == '\n')
             len--;
         if (len && data[len - 1] == '\r')
             len--;
-        p->data = malloc(len);
+        p->data = malloc(len ? len : 1);
         if (p->data) {
             memcpy(p->data, data, len);
             p->len = len;
@@ -138,7 +136,12 @@ static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
         return;
     }
     if (queue_empty(c)) {
-        write_reply(c, res, crlf, bufferevent_get_output(c->bev), body);
+        struct evbuffer *out = tn_conn_output(c);
+        if (res == TN_FAIL)
+            evbuffer_add(out, "Error: ", 7);
+        evbuffer_add_buffer(out, body);
+        add_eol(out, crlf);
+        count_reply(c);
         return;
     }
     pending *p = enqueue(c, crlf);
@@ -216,7 +219,6 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
     p->job = call.job;
     call.job->fe = p;
     call.job->complete = job_complete;
-    tn_conn_update_timeouts(c, false, true);
 }
 
 static void too_long(tn_conn *c)
@@ -224,56 +226,43 @@ static void too_long(tn_conn *c)
     c->listener->stats.rejected[TN_REJ_TOO_LARGE]++;
     c->d->stats.rejected[TN_REJ_TOO_LARGE]++;
     answer_text(c, TN_FAIL, false, "line too long", NULL, 0);
-    c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
-    evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
-    if (queue_empty(c))
-        tn_conn_close_after_flush(c, "line too long");
+    tn_conn_close_after_flush(c, "line too long");
 }
 
-static void line_read(tn_conn *c)
+static size_t line_input(tn_conn *c, const char *data, size_t len)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     int64_t max_line = tn_listener_limits(c->listener)->max_line;
-    for (;;) {
+    size_t used = 0;
+    while (used < len) {
         if (c->dead || c->closing)
-            return;
-        size_t eol_len = 0;
-        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-        if (eol.pos < 0) {
-            size_t n = evbuffer_get_length(in);
-            if ((int64_t)n > max_line)
+            return len;
+        const char *start = data + used;
+        const char *nl = memchr(start, '\n', len - used);
+        if (!nl) {
+            if ((int64_t)(len - used) > max_line) {
                 too_long(c);
-            else
-                tn_conn_update_timeouts(c, n > 0, !queue_empty(c));
-            return;
+                return len;
+            }
+            break;
         }
-        size_t len = (size_t)eol.pos;
-        if ((int64_t)len > max_line) {
+        size_t n = (size_t)(nl - start);
+        if ((int64_t)n > max_line) {
             too_long(c);
-            return;
+            return len;
         }
-        char *line = (char *)evbuffer_pullup(in, (ssize_t)len + 1);
-        bool crlf = len && line[len - 1] == '\r';
-        handle_line(c, line, len - crlf, crlf);
+        bool crlf = n && start[n - 1] == '\r';
+        handle_line(c, start, n - crlf, crlf);
+        used += n + 1;
         if (c->dead)
-            return;
-        evbuffer_drain(in, (size_t)eol.pos + 1);
-        if (evbuffer_get_length(out) > OUTPUT_HIGH) {
-            /* the client reads slower than it sends: stop reading until the
-             * output drains (on_write resumes us) */
-            c->read_paused = 1;
-            bufferevent_disable(c->bev, EV_READ);
-            return;
+            return len;
+        if (tn_conn_unsent(c) > OUTPUT_HIGH) {
+            /* the client reads slower than it sends: stop here until the
+             * output drains */
+            tn_conn_pause_input(c);
+            break;
         }
     }
-}
-
-static void line_drained(tn_conn *c)
-{
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)))
-        line_read(c);
+    return used;
 }
 
 static bool line_busy(const tn_conn *c)
@@ -283,17 +272,16 @@ static bool line_busy(const tn_conn *c)
 
 static int line_push(tn_conn *c, const char *data, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if ((int64_t)(evbuffer_get_length(out) + len + 1) > tn_listener_limits(c->listener)->max_output) {
+    if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->listener)->max_output) {
         c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
         c->d->stats.rejected[TN_REJ_SLOW_READER]++;
         return -1;
     }
+    struct evbuffer *out = tn_conn_output(c);
     evbuffer_add(out, data, len);
     evbuffer_add(out, "\n", 1);
-    c->msgs_out++;
-    c->listener->stats.messages_out++;
-    c->d->stats.messages_out++;
+    count_reply(c);
+    tn_conn_flush(c);
     return 0;
 }
 
@@ -316,8 +304,7 @@ static void line_release(tn_conn *c)
 
 static const tn_frontend line_frontend = {
     .name = "tcp",
-    .read = line_read,
-    .drained = line_drained,
+    .input = line_input,
     .busy = line_busy,
     .push = line_push,
     .release = line_release,
