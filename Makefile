@@ -38,7 +38,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libyaml-dev \
              libsystemd-dev libhttp-parser-dev zlib1g-dev
 DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
-             libclang-rt-14-dev openssl procps
+             libclang-rt-14-dev openssl procps prometheus systemd
 DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
 
 CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c,$(wildcard src/*.c src/*/*.c))
@@ -114,7 +114,7 @@ integration:
 reference: $(BUILD)/tusknetd
 	$(PYTHON) tests/tools/reference.py update README.md $(BUILD)/tusknetd
 
-FUZZ_CFLAGS := $(WARN) -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
 fuzz: deps-test
 	@mkdir -p build/fuzz
 	clang $(FUZZ_CFLAGS) src/config/value.c src/config/tusk.c tests/fuzz/fuzz_tusk.c -o build/fuzz/fuzz_tusk
