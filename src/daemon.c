@@ -340,7 +340,7 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
     d->scratch = evbuffer_new();
     d->wbuf = evbuffer_new();
     d->rbuf = malloc(TN_RBUF_SIZE);
-    d->registry = d->base ? tn_registry_new(d->base) : NULL;
+    d->registry = d->base ? tn_registry_new(d->base, d) : NULL;
     if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry) {
         tn_error("cannot initialize the event loop");
         free_state(d);

@@ -37,6 +37,8 @@ typedef struct tn_daemon {
     char *rbuf;               /* TN_RBUF_SIZE bytes of input, shared */
     struct evbuffer *wbuf;    /* replies of the connection being served, shared */
     tn_conn *wbuf_owner;
+    char http_date[40];       /* Date: header, formatted once a second */
+    int64_t http_date_sec;
     int64_t started_wall_ms;
     int64_t started_us;
     uint64_t reloads;

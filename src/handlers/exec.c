@@ -180,6 +180,7 @@ static void pump(exec_state *st)
         if (run_start(r, r->job->payload, r->job->len, err, sizeof(err)) == 0)
             continue;
         tn_job *job = r->job;
+        job->cancel = NULL;
         run_free(r);
         tn_job_done(job, TN_FAIL, err, strlen(err));
     }
@@ -214,6 +215,10 @@ static void exec_on_done(tn_proc *p, void *arg, int status)
         }
     }
 
+    /* The run is gone: a front end cancelling the job from inside a reply
+     * delivered by pump() must not reach it. */
+    job->cancel = NULL;
+    job->hstate = NULL;
     list_unlink(&st->running, r);
     run_free(r); /* frees p: allowed in on_done */
     pump(st);
@@ -242,6 +247,7 @@ static void exec_cancel(tn_job *job)
         tn_proc_kill(r->proc, SIGKILL);
         return;
     }
+    job->cancel = NULL;
     list_unlink(&r->st->queue, r);
     run_free(r);
     tn_job_done(job, TN_FAIL, "cancelled", 9);
@@ -335,6 +341,7 @@ static void exec_destroy(tn_handler *h)
         run_list *l = st->running.head ? &st->running : &st->queue;
         exec_run *r = l->head;
         tn_job *job = r->job;
+        job->cancel = NULL;
         list_unlink(l, r);
         run_free(r);
         tn_job_done(job, TN_FAIL, "shutting down", 13);

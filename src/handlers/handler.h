@@ -27,6 +27,7 @@
 #include "config/config.h"
 #include "metrics.h"
 
+struct tn_daemon;
 typedef struct tn_handler tn_handler;
 typedef struct tn_session tn_session;
 typedef struct tn_job tn_job;
@@ -132,6 +133,7 @@ struct tn_handler {
     tn_handler_conf conf; /* deep copy owned by the handler */
     void *state;
     struct event_base *base;
+    struct tn_daemon *daemon; /* for handlers that report on it (health, metrics) */
     int refs; /* listeners, routes, sessions and jobs using it */
     tn_handler *alive_prev, *alive_next; /* the registry's list of every live handler */
     struct tn_registry *registry;
@@ -156,7 +158,7 @@ void tn_handler_unref(tn_handler *h);
 
 /* Registry: handlers by name, built from a config. */
 typedef struct tn_registry tn_registry;
-tn_registry *tn_registry_new(struct event_base *base);
+tn_registry *tn_registry_new(struct event_base *base, struct tn_daemon *daemon);
 /* Create, or keep (same conf) the handlers of CFG. On error nothing changes
  * and err holds "FILE:LINE:COL: message". */
 int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t errlen);
@@ -174,6 +176,12 @@ extern const tn_handler_ops tn_static_ops;
 extern const tn_handler_ops tn_exec_ops;
 extern const tn_handler_ops tn_stream_ops;
 extern const tn_handler_ops tn_broadcast_ops;
+/* HTTP-only types: they answer through ctx.http (see proto/http.h) and
+ * refuse other protocols. */
+extern const tn_handler_ops tn_health_ops;
+extern const tn_handler_ops tn_metrics_ops;
+extern const tn_handler_ops tn_file_ops;
+extern const tn_handler_ops tn_redirect_ops;
 
 /* Microseconds on a monotonic clock. */
 int64_t tn_now_us(void);

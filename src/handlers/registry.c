@@ -17,6 +17,7 @@
 
 struct tn_registry {
     struct event_base *base;
+    struct tn_daemon *daemon;
     tn_handler **v; /* the handlers of the current config */
     size_t n;
     tn_handler *alive; /* every handler not yet destroyed, removed ones too */
@@ -37,6 +38,10 @@ static const tn_handler_ops *ops_for(int type)
     case TN_H_EXEC: return &tn_exec_ops;
     case TN_H_STREAM: return &tn_stream_ops;
     case TN_H_BROADCAST: return &tn_broadcast_ops;
+    case TN_H_HEALTH: return &tn_health_ops;
+    case TN_H_METRICS: return &tn_metrics_ops;
+    case TN_H_FILE: return &tn_file_ops;
+    case TN_H_REDIRECT: return &tn_redirect_ops;
     default: return NULL;
     }
 }
@@ -70,7 +75,7 @@ void tn_handler_unref(tn_handler *h)
     destroy(h);
 }
 
-static tn_handler *handler_new(struct event_base *base, const tn_handler_conf *conf, char *err, size_t errlen)
+static tn_handler *handler_new(tn_registry *r, const tn_handler_conf *conf, char *err, size_t errlen)
 {
     const tn_handler_ops *ops = ops_for(conf->type);
     tn_handler *h = calloc(1, sizeof(*h));
@@ -84,7 +89,8 @@ static tn_handler *handler_new(struct event_base *base, const tn_handler_conf *c
         return NULL;
     }
     h->ops = ops;
-    h->base = base;
+    h->base = r->base;
+    h->daemon = r->daemon;
     h->refs = 1;
     char why[512] = "";
     if (ops->init && ops->init(h, why, sizeof(why)) < 0) {
@@ -97,11 +103,13 @@ static tn_handler *handler_new(struct event_base *base, const tn_handler_conf *c
     return h;
 }
 
-tn_registry *tn_registry_new(struct event_base *base)
+tn_registry *tn_registry_new(struct event_base *base, struct tn_daemon *daemon)
 {
     tn_registry *r = calloc(1, sizeof(*r));
-    if (r)
+    if (r) {
         r->base = base;
+        r->daemon = daemon;
+    }
     return r;
 }
 
@@ -147,7 +155,7 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
             next[n++] = old;
             continue;
         }
-        next[n] = handler_new(r->base, c, err, errlen);
+        next[n] = handler_new(r, c, err, errlen);
         if (next[n]) {
             next[n]->registry = r;
             next[n]->alive_next = r->alive;

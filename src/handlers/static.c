@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "handlers/handler.h"
+#include "proto/http.h"
 
 enum part_kind { PART_TEXT, PART_PAYLOAD, PART_REMOTE, PART_TIME, PART_CONN_ID };
 
@@ -68,6 +69,14 @@ static int static_init(tn_handler *h, char *err, size_t errlen)
 static tn_result static_handle(tn_handler *h, tn_call *call)
 {
     static_state *st = h->state;
+    tn_http_request *r = call->ctx.http;
+    if (r) {
+        /* over HTTP the reply carries the configured status and headers */
+        r->status = (int)h->conf.status;
+        r->content_type = h->conf.content_type;
+        for (size_t i = 0; i < h->conf.headers.n; i++)
+            tn_http_add_header(r, h->conf.headers.v[i].key, h->conf.headers.v[i].val);
+    }
     for (size_t i = 0; i < st->nparts; i++) {
         const part *p = &st->parts[i];
         switch (p->kind) {

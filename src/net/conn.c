@@ -62,19 +62,23 @@ void tn_conn_update_timeouts(tn_conn *c)
     if (c->dead)
         return;
     const tn_limits *lim = tn_listener_limits(c->listener);
-    int64_t ms;
-    if (tn_conn_unsent(c))
+    int64_t ms, partial = -1;
+    bool exact = false;
+    if (tn_conn_unsent(c)) {
         ms = lim->write_timeout; /* the peer must keep reading */
-    else if (fe_busy(c))
+    } else if (fe_busy(c)) {
         ms = 0; /* waiting on a handler is not idleness */
-    else {
+    } else if (c->fe->partial_timeout && (partial = c->fe->partial_timeout(c)) >= 0) {
+        ms = partial; /* a deadline of the front end's, not a common duration */
+        exact = true;
+    } else {
         ms = lim->idle_timeout;
         /* a half-received message is held to read_timeout when stricter */
         if (c->in && lim->read_timeout && (!ms || lim->read_timeout < ms))
             ms = lim->read_timeout;
     }
     int32_t want = ms > 0 ? (int32_t)(ms > INT32_MAX ? INT32_MAX : ms) : -1;
-    if (want == c->timeout_ms)
+    if (want == c->timeout_ms && !exact)
         return;
     c->timeout_ms = want;
     if (want < 0) {
@@ -85,7 +89,7 @@ void tn_conn_update_timeouts(tn_conn *c)
      * timeouts keep them in queues instead of the timer heap. The event is
      * persistent, so any activity restarts the countdown. */
     struct timeval tv = { want / 1000, (want % 1000) * 1000 };
-    event_add(c->ev, event_base_init_common_timeout(c->d->base, &tv));
+    event_add(c->ev, exact ? &tv : event_base_init_common_timeout(c->d->base, &tv));
 }
 
 /* ---- output ----------------------------------------------------------------- */
@@ -276,6 +280,9 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         c->listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;
+        c->timeout_ms = -1; /* fired: nothing is armed any more */
+        if (!tn_conn_unsent(c) && c->fe->timed_out && c->fe->timed_out(c))
+            return;
         tn_conn_close(c, tn_conn_unsent(c) ? "write timeout" : "timeout");
         return;
     }

@@ -31,6 +31,12 @@ typedef struct tn_frontend {
     int (*push)(tn_conn *c, const char *data, size_t len);
     /* Release front end state; the connection is going away. */
     void (*release)(tn_conn *c);
+    /* Optional. Milliseconds the message being received may still take, -1
+     * when none is (default: read_timeout while input is buffered). */
+    int64_t (*partial_timeout)(const tn_conn *c);
+    /* Optional. The inactivity timeout fired: true if the front end answered
+     * (e.g. HTTP 408) and is closing the connection itself. */
+    bool (*timed_out)(tn_conn *c);
 } tn_frontend;
 
 struct tn_conn {

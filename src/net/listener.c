@@ -23,6 +23,7 @@
 
 #include "log.h"
 #include "net/conn.h"
+#include "proto/http.h"
 #include "proto/line.h"
 #include "proto/udp.h"
 
@@ -104,6 +105,13 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
             }
         }
     }
+    tn_listener_conf *old_conf = l->conf;
+    l->conf = conf;
+    if (conf->protocol == TN_PROTO_HTTP && tn_http_configure(l, err, errlen) < 0) {
+        l->conf = old_conf;
+        free(list);
+        return -1;
+    }
     tn_acl *acl = tn_acl_new(&conf->limits.allow, &conf->limits.deny);
     release_handlers(l);
     if (single)
@@ -173,13 +181,13 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             return;
         }
     }
-    if (l->protocol == TN_PROTO_TCP) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     tn_conn *c = NULL;
     if (l->protocol == TN_PROTO_TCP)
         c = tn_line_accept(l, fd, sa, salen, peer);
+    else if (l->protocol == TN_PROTO_HTTP)
+        c = tn_http_accept(l, fd, sa, salen, peer);
     if (!c) {
         l->stats.connection_errors++;
         d->stats.connection_errors++;
@@ -308,14 +316,6 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         tn_listener_free(l);
         return NULL;
     }
-    if (l->protocol == TN_PROTO_HTTP) {
-        /* The HTTP front end is not part of this version: say so loudly and
-         * serve the other listeners rather than refusing to start. */
-        tn_error("%s:%d:%d: listener '%s': the http protocol is not available in this version; %s not served",
-                 conf->pos.file, conf->pos.line, conf->pos.col, conf->name, conf->listen);
-        snprintf(l->bound_str, sizeof(l->bound_str), "-");
-        return l;
-    }
     struct sockaddr_storage ss;
     socklen_t len = 0;
     int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
@@ -394,6 +394,7 @@ void tn_listener_free(tn_listener *l)
     if (l->backoff_ev)
         event_free(l->backoff_ev);
     release_handlers(l);
+    tn_http_listener_free(l);
     tn_acl_free(l->acl);
     tn_peers_free(&l->peers);
     free(l->name);

@@ -1,0 +1,91 @@
+/* redirect.c - the redirect handler: an HTTP 3xx whose Location is the
+ * configured template with {path} (the request path) and {query} (the raw
+ * query, without '?', "" when there is none) filled in. The request's query
+ * is only carried over where the template says {query}.
+ *
+ * The Location is built straight into the reply body ("Redirecting to
+ * LOCATION\n") and copied from there into the header, so a redirect costs no
+ * allocation of its own. */
+#include <string.h>
+
+#include "handlers/handler.h"
+#include "proto/http.h"
+
+/* r->path is percent-decoded: a decoded "?", "#", "%", space or control
+ * character would change the target's meaning or break the header line, so
+ * everything a path segment may not carry as it is goes back to %XX. */
+static bool path_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=:@/", c));
+}
+
+/* The query is still encoded: only bytes no URI may hold are escaped. */
+static bool query_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}#", c);
+}
+
+static void add_escaped(struct evbuffer *out, const char *s, bool (*keep)(unsigned char))
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        const unsigned char *run = p;
+        while (*p && keep(*p))
+            p++;
+        if (p > run)
+            evbuffer_add(out, run, (size_t)(p - run));
+        if (*p) {
+            char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
+            evbuffer_add(out, e, 3);
+            p++;
+        }
+    }
+}
+
+static tn_result redirect_handle(tn_handler *h, tn_call *call)
+{
+    tn_http_request *r = call->ctx.http;
+    if (!r) {
+        /* the config loader refuses redirect on other protocols already */
+        evbuffer_add_printf(call->out, "redirect handlers only serve HTTP");
+        return TN_FAIL;
+    }
+    const char *t = h->conf.location ? h->conf.location : "/";
+    struct evbuffer *out = call->out;
+    evbuffer_add(out, "Redirecting to ", 15);
+    size_t start = evbuffer_get_length(out);
+    while (*t) {
+        const char *brace = strchr(t, '{');
+        size_t lit = brace ? (size_t)(brace - t) : strlen(t);
+        evbuffer_add(out, t, lit);
+        t += lit;
+        if (!brace)
+            break;
+        if (strncmp(t, "{path}", 6) == 0) {
+            add_escaped(out, r->path ? r->path : "/", path_char);
+            t += 6;
+        } else if (strncmp(t, "{query}", 7) == 0) {
+            add_escaped(out, r->query ? r->query : "", query_char);
+            t += 7;
+        } else {
+            evbuffer_add(out, "{", 1);
+            t++;
+        }
+    }
+    size_t n = evbuffer_get_length(out) - start;
+    const char *all = (const char *)evbuffer_pullup(out, -1);
+    const char *location = all ? tn_http_strdup(r, all + start, n) : "/";
+    evbuffer_add(out, "\n", 1);
+
+    r->status = h->conf.status >= 300 && h->conf.status <= 399 ? (int)h->conf.status : 302;
+    r->content_type = "text/plain; charset=utf-8";
+    for (size_t i = 0; i < h->conf.headers.n; i++)
+        tn_http_add_header(r, h->conf.headers.v[i].key, h->conf.headers.v[i].val);
+    /* set, not add: the configured location wins over a "Location" in headers */
+    tn_http_set_header(r, "Location", location);
+    return TN_REPLY;
+}
+
+const tn_handler_ops tn_redirect_ops = { .type = "redirect", .handle = redirect_handle };

@@ -1,0 +1,1051 @@
+/* http.c - the HTTP/1.1 connection layer (SPEC sections 3 and 5).
+ *
+ * Built on the same connections as the line protocol (net/conn.c) with
+ * libhttp-parser doing the parsing. A request head is only parsed once it is
+ * complete (its size is bounded by max_header, so waiting costs at most
+ * that); it is then copied into the request's arena so that the request can
+ * outlive the input buffer (pipelining, asynchronous handlers). Bodies stream
+ * through the parser, which also undoes chunked encoding, into the request.
+ *
+ * Responses leave in request order. A response produced while nothing is
+ * outstanding goes straight to the connection's output; otherwise it waits in
+ * the queue behind the ones still being computed. File bodies are added to
+ * the output as file segments, which libevent sends with sendfile(2).
+ *
+ * Errors in a request (400, 408, 413, 414, 431) answer and close: after a
+ * malformed request the framing of the stream cannot be trusted. */
+#include "proto/http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net/listener.h"
+
+#define MAX_URI 8192
+#define MAX_HEADERS 100
+#define OUTPUT_HIGH (256 * 1024)
+
+/* ---- arena -------------------------------------------------------------- */
+
+typedef struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    char data[];
+} chunk;
+
+static void *arena_alloc(tn_http_request *r, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    chunk *c = r->arena;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > 2048 ? n : 2048;
+        chunk *nc = malloc(sizeof(chunk) + cap);
+        if (!nc)
+            return NULL;
+        nc->used = 0;
+        nc->cap = cap;
+        nc->next = c;
+        r->arena = nc;
+        c = nc;
+    }
+    void *p = c->data + c->used;
+    c->used += n;
+    return p;
+}
+
+const char *tn_http_strdup(tn_http_request *r, const char *s, size_t len)
+{
+    char *p = arena_alloc(r, len + 1);
+    if (!p)
+        return "";
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+/* ---- request / response helpers -------------------------------------------- */
+
+const char *tn_http_header_get(const tn_http_request *r, const char *name)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+const char *tn_http_param(const tn_http_request *r, const char *name)
+{
+    for (size_t i = 0; i < r->nparams; i++)
+        if (strcmp(r->param_names[i], name) == 0)
+            return r->param_values[i];
+    return NULL;
+}
+
+void tn_http_add_header(tn_http_request *r, const char *name, const char *value)
+{
+    if (r->nresp == r->resp_cap) {
+        size_t cap = r->resp_cap ? r->resp_cap * 2 : 8;
+        tn_http_header *h = arena_alloc(r, cap * sizeof(*h));
+        if (!h)
+            return;
+        if (r->nresp)
+            memcpy(h, r->resp_headers, r->nresp * sizeof(*h));
+        r->resp_headers = h;
+        r->resp_cap = cap;
+    }
+    r->resp_headers[r->nresp].name = tn_http_strdup(r, name, strlen(name));
+    r->resp_headers[r->nresp].value = tn_http_strdup(r, value, strlen(value));
+    r->nresp++;
+}
+
+void tn_http_remove_header(tn_http_request *r, const char *name)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < r->nresp; i++)
+        if (strcasecmp(r->resp_headers[i].name, name) != 0)
+            r->resp_headers[j++] = r->resp_headers[i];
+    r->nresp = j;
+}
+
+void tn_http_set_header(tn_http_request *r, const char *name, const char *value)
+{
+    if (strcasecmp(name, "Content-Type") == 0) {
+        r->content_type = tn_http_strdup(r, value, strlen(value));
+        return;
+    }
+    tn_http_remove_header(r, name);
+    tn_http_add_header(r, name, value);
+}
+
+const char *tn_http_resp_header_get(const tn_http_request *r, const char *name)
+{
+    if (strcasecmp(name, "Content-Type") == 0)
+        return r->content_type;
+    for (size_t i = 0; i < r->nresp; i++)
+        if (strcasecmp(r->resp_headers[i].name, name) == 0)
+            return r->resp_headers[i].value;
+    return NULL;
+}
+
+const char *tn_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
+                    : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+static void request_free(tn_http_request *r)
+{
+    if (!r)
+        return;
+    if (r->body)
+        evbuffer_free(r->body);
+    if (r->file_fd >= 0)
+        close(r->file_fd);
+    chunk *c = r->arena;
+    while (c) {
+        chunk *n = c->next;
+        free(c);
+        c = n;
+    }
+    free(r);
+}
+
+/* ---- per-connection state ----------------------------------------------------- */
+
+typedef struct pending {
+    struct pending *next;
+    tn_http_request *req;
+    tn_job *job;      /* outstanding handler call */
+    struct evbuffer *resp; /* the serialized response, once ready */
+    bool ready;
+    bool close_after;
+    tn_conn *conn;
+} pending;
+
+enum { ST_HEAD, ST_BODY, ST_DONE };
+
+typedef struct http_conn {
+    http_parser parser;
+    int state;
+    tn_http_request *cur;   /* being received */
+    int64_t head_start_us;  /* first byte of the current head (slowloris) */
+    /* header parsing scratch: the callbacks see pieces of the arena copy */
+    const char *field, *value;
+    size_t field_len, value_len;
+    int content_lengths, transfer_encodings;
+    bool te_chunked_last;
+    bool message_complete;
+    int error;              /* status to answer with, 0 = none */
+    pending *head, *tail;
+} http_conn;
+
+static const http_parser_settings parser_settings;
+
+static http_conn *state_of(tn_conn *c)
+{
+    if (!c->fe_state)
+        c->fe_state = calloc(1, sizeof(http_conn));
+    return c->fe_state;
+}
+
+/* ---- dates ------------------------------------------------------------------- */
+
+static const char *http_date(tn_daemon *d)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(d->base, &tv);
+    if (tv.tv_sec != d->http_date_sec) {
+        struct tm tm;
+        time_t t = tv.tv_sec;
+        gmtime_r(&t, &tm);
+        strftime(d->http_date, sizeof(d->http_date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        d->http_date_sec = tv.tv_sec;
+    }
+    return d->http_date;
+}
+
+/* ---- responses ------------------------------------------------------------------ */
+
+/* Serializes R's response with BODY (moved) into OUT. Returns bytes. */
+static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, struct evbuffer *out, bool closing)
+{
+    int status = r->status ? r->status : 200;
+    bool no_body = status < 200 || status == 204 || status == 304;
+    size_t body_len = r->file_fd >= 0 ? (size_t)r->file_length : evbuffer_get_length(body);
+    size_t before = evbuffer_get_length(out);
+    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nServer: tusknetd\r\nDate: %s\r\n", r->http_minor ? 1 : 0, status,
+                        tn_http_reason(status), http_date(c->d));
+    if (!no_body) {
+        evbuffer_add_printf(out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+                            r->content_type ? r->content_type : "text/plain; charset=utf-8", body_len);
+    }
+    for (size_t i = 0; i < r->nresp; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", r->resp_headers[i].name, r->resp_headers[i].value);
+    if (closing)
+        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (r->http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        evbuffer_add(out, "\r\n", 2);
+    size_t n = evbuffer_get_length(out) - before;
+    if (no_body || r->head) {
+        evbuffer_drain(body, evbuffer_get_length(body));
+        return n;
+    }
+    if (r->file_fd >= 0) {
+        /* libevent sends file segments with sendfile and closes the fd */
+        if (r->file_length > 0) {
+            evbuffer_add_file(out, r->file_fd, r->file_offset, r->file_length);
+        } else {
+            close(r->file_fd);
+        }
+        r->file_fd = -1;
+        return n + body_len;
+    }
+    evbuffer_add_buffer(out, body);
+    return n + body_len;
+}
+
+static void count_response(tn_conn *c)
+{
+    c->msgs_out++;
+    c->listener->stats.messages_out++;
+    c->d->stats.messages_out++;
+}
+
+/* The route's middleware after the handler (in reverse order), then the
+ * serialization; the request is done with after this. */
+static void finish(tn_conn *c, pending *p, struct evbuffer *body)
+{
+    tn_http_request *r = p->req;
+    const tn_http_route *route = r->route;
+    if (route)
+        for (size_t i = route->nmiddleware; i-- > 0;)
+            tn_mw_after(route->middleware[i], r, body);
+    p->resp = evbuffer_new();
+    size_t bytes = p->resp ? serialize(c, r, body, p->resp, p->close_after) : 0;
+    if (route)
+        for (size_t i = 0; i < route->nmiddleware; i++)
+            tn_mw_done(route->middleware[i], r, bytes);
+    p->ready = true;
+}
+
+static void queue_flush(tn_conn *c)
+{
+    http_conn *hc = c->fe_state;
+    bool close = false;
+    while (hc && hc->head && hc->head->ready) {
+        pending *p = hc->head;
+        hc->head = p->next;
+        if (!hc->head)
+            hc->tail = NULL;
+        if (p->resp) {
+            evbuffer_add_buffer(tn_conn_output(c), p->resp);
+            evbuffer_free(p->resp);
+        }
+        count_response(c);
+        close |= p->close_after;
+        request_free(p->req);
+        free(p);
+        if (close)
+            break;
+    }
+    if (close)
+        tn_conn_close_after_flush(c, NULL);
+    else if (hc && !hc->head && c->d->stopping)
+        c->closing = 1;
+    tn_conn_flush(c);
+}
+
+/* A response made now for a request nothing is outstanding before: straight
+ * to the output, no queue entry. */
+static bool respond_direct(tn_conn *c, tn_http_request *r, struct evbuffer *body, bool close)
+{
+    http_conn *hc = c->fe_state;
+    if (hc->head)
+        return false;
+    const tn_http_route *route = r->route;
+    if (route)
+        for (size_t i = route->nmiddleware; i-- > 0;)
+            tn_mw_after(route->middleware[i], r, body);
+    size_t bytes = serialize(c, r, body, tn_conn_output(c), close);
+    if (route)
+        for (size_t i = 0; i < route->nmiddleware; i++)
+            tn_mw_done(route->middleware[i], r, bytes);
+    count_response(c);
+    request_free(r);
+    if (close)
+        tn_conn_close_after_flush(c, NULL);
+    return true;
+}
+
+static pending *enqueue(tn_conn *c, tn_http_request *r, bool close)
+{
+    http_conn *hc = c->fe_state;
+    pending *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->req = r;
+    p->conn = c;
+    p->close_after = close;
+    if (hc->tail)
+        hc->tail->next = p;
+    else
+        hc->head = p;
+    hc->tail = p;
+    return p;
+}
+
+/* Answer R (status and small text body) in order, optionally closing. */
+static void respond_simple(tn_conn *c, tn_http_request *r, int status, const char *text, bool close)
+{
+    struct evbuffer *body = c->d->scratch;
+    evbuffer_drain(body, evbuffer_get_length(body));
+    r->status = status;
+    r->route = NULL;
+    if (text)
+        evbuffer_add_printf(body, "%s\n", text);
+    if (respond_direct(c, r, body, close))
+        return;
+    pending *p = enqueue(c, r, close);
+    if (!p) {
+        request_free(r);
+        tn_conn_close(c, "out of memory");
+        return;
+    }
+    finish(c, p, body);
+    queue_flush(c);
+}
+
+static void job_complete(tn_job *job, tn_result res, const char *data, size_t len)
+{
+    pending *p = job->fe;
+    tn_conn *c = p->conn;
+    tn_http_request *r = p->req;
+    p->job = NULL;
+    struct evbuffer *body = c->d->scratch;
+    evbuffer_drain(body, evbuffer_get_length(body));
+    if (res == TN_FAIL) {
+        if (r->status < 400)
+            r->status = 500;
+        r->content_type = NULL;
+        evbuffer_add(body, "Error: ", 7);
+        evbuffer_add(body, data, len);
+        evbuffer_add(body, "\n", 1);
+    } else if (res == TN_SILENT) {
+        if (!r->status)
+            r->status = 204;
+    } else {
+        evbuffer_add(body, data, len);
+    }
+    finish(c, p, body);
+    queue_flush(c);
+}
+
+/* ---- dispatch ------------------------------------------------------------------- */
+
+static void dispatch(tn_conn *c, tn_http_request *r)
+{
+    tn_listener *l = c->listener;
+    bool close = !r->keep_alive || c->d->stopping || l->draining;
+    struct evbuffer *body = c->d->scratch;
+    evbuffer_drain(body, evbuffer_get_length(body));
+    c->msgs_in++;
+    l->stats.messages_in++;
+    c->d->stats.messages_in++;
+    const char *allow = NULL;
+    const tn_http_route *route = l->router ? tn_http_route_match(l->router, r, &allow) : NULL;
+    if (!route) {
+        if (allow) {
+            tn_http_set_header(r, "Allow", allow);
+            respond_simple(c, r, 405, "Method Not Allowed", close);
+        } else {
+            respond_simple(c, r, 404, "Not Found", close);
+        }
+        return;
+    }
+    r->route = route;
+    for (size_t i = 0; i < route->nmiddleware; i++) {
+        if (tn_mw_before(route->middleware[i], r, body) == TN_MW_RESPOND) {
+            if (!respond_direct(c, r, body, close)) {
+                pending *p = enqueue(c, r, close);
+                if (!p) {
+                    request_free(r);
+                    tn_conn_close(c, "out of memory");
+                    return;
+                }
+                finish(c, p, body);
+                queue_flush(c);
+            }
+            return;
+        }
+    }
+    tn_call call;
+    call.handler = route->handler;
+    size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
+    call.payload = blen ? (const char *)evbuffer_pullup(r->body, -1) : "";
+    call.len = blen;
+    call.ctx = (tn_msg_ctx){
+        .listener = l->name,
+        .conn_id = c->session.id,
+        .protocol = TN_PROTO_HTTP,
+        .remote = &c->remote.sa,
+        .remote_len = c->remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+        .remote_addr = r->remote_addr,
+        .session = &c->session,
+        .http = r,
+    };
+    call.out = body;
+    tn_result res = tn_handler_call(&call);
+    if (res == TN_LATER) {
+        pending *p = call.job ? enqueue(c, r, close) : NULL;
+        if (!p) {
+            if (call.job)
+                tn_job_cancel(call.job);
+            request_free(r);
+            tn_conn_close(c, "out of memory");
+            return;
+        }
+        p->job = call.job;
+        call.job->fe = p;
+        call.job->complete = job_complete;
+        return;
+    }
+    if (res == TN_FAIL) {
+        /* "Error: DETAIL" like every other front end, as a 500 unless the
+         * handler chose a status */
+        evbuffer_prepend(body, "Error: ", 7);
+        evbuffer_add(body, "\n", 1);
+        if (r->status < 400)
+            r->status = 500;
+        r->content_type = NULL;
+    } else if (res == TN_SILENT && !r->status) {
+        r->status = 204;
+    }
+    if (!respond_direct(c, r, body, close)) {
+        pending *p = enqueue(c, r, close);
+        if (!p) {
+            request_free(r);
+            tn_conn_close(c, "out of memory");
+            return;
+        }
+        finish(c, p, body);
+        queue_flush(c);
+    }
+}
+
+/* ---- parsing ---------------------------------------------------------------------- */
+
+static int hex(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decodes PATH, then resolves "." and ".." segments and repeated
+ * slashes (an encoded "%2F" separates segments like a raw one). A ".." above
+ * the root, an encoded NUL or a bad escape is an error (400), so nothing
+ * after this can be tricked into leaving a root. The result starts with '/'
+ * and ends with one only when the request named a directory. */
+static const char *normalize_path(tn_http_request *r, const char *raw, size_t len)
+{
+    char *dec = arena_alloc(r, len + 1);
+    char *out = arena_alloc(r, len + 2);
+    if (!dec || !out)
+        return NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (raw[i] != '%') {
+            dec[n++] = raw[i];
+            continue;
+        }
+        if (i + 2 >= len)
+            return NULL;
+        int h1 = hex((unsigned char)raw[i + 1]), h2 = hex((unsigned char)raw[i + 2]);
+        if (h1 < 0 || h2 < 0 || (h1 == 0 && h2 == 0))
+            return NULL;
+        dec[n++] = (char)(h1 * 16 + h2);
+        i += 2;
+    }
+    dec[n] = '\0';
+    size_t o = 0;
+    bool dir = n == 0 || dec[n - 1] == '/';
+    for (char *seg = dec, *next; seg; seg = next) {
+        char *slash = strchr(seg, '/');
+        next = slash ? slash + 1 : NULL;
+        if (slash)
+            *slash = '\0';
+        bool last = !next;
+        if (!*seg || strcmp(seg, ".") == 0) {
+            dir |= last && *seg;
+            continue;
+        }
+        if (strcmp(seg, "..") == 0) {
+            if (o == 0)
+                return NULL; /* above the root */
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            o--; /* the '/' before the dropped segment */
+            dir |= last;
+            continue;
+        }
+        out[o++] = '/';
+        size_t sl = strlen(seg);
+        memcpy(out + o, seg, sl);
+        o += sl;
+    }
+    if (o == 0 || dir)
+        out[o++] = '/';
+    out[o] = '\0';
+    return out;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    http_conn *hc = p->data;
+    hc->cur->target = at; /* the arena copy: contiguous */
+    (void)len;
+    return 0;
+}
+
+static void end_header(http_conn *hc)
+{
+    tn_http_request *r = hc->cur;
+    if (!hc->field)
+        return;
+    if (r->nheaders < MAX_HEADERS) {
+        tn_http_header *h = &r->headers[r->nheaders++];
+        h->name = tn_http_strdup(r, hc->field, hc->field_len);
+        h->value = tn_http_strdup(r, hc->value ? hc->value : "", hc->value_len);
+        if (strcasecmp(h->name, "Content-Length") == 0)
+            hc->content_lengths++;
+        if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+            hc->transfer_encodings++;
+            size_t vl = strlen(h->value);
+            while (vl && (h->value[vl - 1] == ' ' || h->value[vl - 1] == '\t'))
+                vl--;
+            hc->te_chunked_last = vl >= 7 && strncasecmp(h->value + vl - 7, "chunked", 7) == 0;
+        }
+    } else {
+        hc->error = 431;
+    }
+    hc->field = hc->value = NULL;
+    hc->field_len = hc->value_len = 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    http_conn *hc = p->data;
+    if (hc->value)
+        end_header(hc);
+    if (!hc->field)
+        hc->field = at;
+    hc->field_len = (size_t)(at + len - hc->field);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    http_conn *hc = p->data;
+    if (!hc->value)
+        hc->value = at;
+    hc->value_len = (size_t)(at + len - hc->value);
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    http_conn *hc = p->data;
+    end_header(hc);
+    tn_http_request *r = hc->cur;
+    r->method = http_method_str((enum http_method)p->method);
+    r->http_major = p->http_major;
+    r->http_minor = p->http_minor;
+    r->keep_alive = http_should_keep_alive(p);
+    r->head = p->method == HTTP_HEAD;
+    if (hc->content_lengths > 1 || (hc->content_lengths && hc->transfer_encodings) ||
+        (hc->transfer_encodings && !hc->te_chunked_last))
+        hc->error = 400;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    http_conn *hc = p->data;
+    tn_http_request *r = hc->cur;
+    if (!r->body && !(r->body = evbuffer_new()))
+        return -1;
+    evbuffer_add(r->body, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    http_conn *hc = p->data;
+    hc->message_complete = true;
+    http_parser_pause(p, 1); /* one request at a time: the next starts a new head */
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static tn_http_request *request_new(tn_conn *c)
+{
+    tn_http_request *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->file_fd = -1;
+    r->conn_id = c->session.id;
+    r->listener = c->listener->name;
+    r->started_us = tn_now_us();
+    char addr[80];
+    tn_conn_remote_str(c, addr, sizeof(addr));
+    r->remote_addr = tn_http_strdup(r, addr, strlen(addr));
+    const char *colon = strrchr(addr, ':');
+    size_t iplen = colon ? (size_t)(colon - addr) : strlen(addr);
+    if (iplen >= 2 && addr[0] == '[')
+        r->remote_ip = tn_http_strdup(r, addr + 1, iplen - 2);
+    else
+        r->remote_ip = tn_http_strdup(r, addr, iplen);
+    r->headers = arena_alloc(r, MAX_HEADERS * sizeof(tn_http_header));
+    return r;
+}
+
+/* Ends the connection with STATUS for the request being received. */
+static void fail_request(tn_conn *c, http_conn *hc, int status, const char *text)
+{
+    tn_http_request *r = hc->cur;
+    hc->cur = NULL;
+    hc->state = ST_DONE;
+    if (!r && !(r = request_new(c))) {
+        tn_conn_close(c, "out of memory");
+        return;
+    }
+    if (!r->http_minor && !r->http_major)
+        r->http_minor = 1;
+    r->head = false;
+    c->msgs_in++;
+    c->listener->stats.messages_in++;
+    c->d->stats.messages_in++;
+    respond_simple(c, r, status, text, true);
+}
+
+static bool body_too_large(tn_conn *c, http_conn *hc)
+{
+    tn_http_request *r = hc->cur;
+    int64_t max = tn_listener_limits(c->listener)->max_body;
+    return r->body && (int64_t)evbuffer_get_length(r->body) > max;
+}
+
+/* Parses a complete head (DATA, LEN including the blank line). */
+static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t len)
+{
+    const tn_limits *lim = tn_listener_limits(c->listener);
+    const char *eol = memchr(data, '\n', len);
+    size_t line_len = eol ? (size_t)(eol - data) : len;
+    tn_http_request *r = request_new(c);
+    if (!r) {
+        tn_conn_close(c, "out of memory");
+        return;
+    }
+    hc->cur = r;
+    if (line_len > MAX_URI + 32) {
+        fail_request(c, hc, 414, "URI Too Long");
+        return;
+    }
+    char *copy = arena_alloc(r, len + 1);
+    if (!copy) {
+        fail_request(c, hc, 500, "Internal Server Error");
+        return;
+    }
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    http_parser_init(&hc->parser, HTTP_REQUEST);
+    hc->parser.data = hc;
+    hc->field = hc->value = NULL;
+    hc->field_len = hc->value_len = 0;
+    hc->content_lengths = hc->transfer_encodings = 0;
+    hc->te_chunked_last = false;
+    hc->message_complete = false;
+    hc->error = 0;
+    size_t n = http_parser_execute(&hc->parser, &parser_settings, copy, len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&hc->parser);
+    if (err == HPE_PAUSED) {
+        http_parser_pause(&hc->parser, 0);
+        err = HPE_OK;
+    }
+    if (err != HPE_OK || n != len || hc->error || !r->target) {
+        int status = hc->error ? hc->error : 400;
+        tn_debug("connection %llu: bad request: %s", (unsigned long long)c->session.id,
+                 err != HPE_OK ? http_errno_description(err) : "malformed");
+        fail_request(c, hc, status, status == 431 ? "Request Header Fields Too Large" : "Bad Request");
+        return;
+    }
+    /* the target is NUL-terminated in place: the parser saw it end at ' ' */
+    const char *t = r->target;
+    const char *sp = t;
+    while (*sp && *sp != ' ')
+        sp++;
+    size_t tlen = (size_t)(sp - t);
+    if (tlen > MAX_URI) {
+        fail_request(c, hc, 414, "URI Too Long");
+        return;
+    }
+    r->target = tn_http_strdup(r, t, tlen);
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    const char *path_raw = r->target;
+    size_t path_len = tlen;
+    r->query = "";
+    if (http_parser_parse_url(r->target, tlen, 0, &u) == 0) {
+        if (u.field_set & (1 << UF_PATH)) {
+            path_raw = r->target + u.field_data[UF_PATH].off;
+            path_len = u.field_data[UF_PATH].len;
+        } else {
+            path_raw = "/";
+            path_len = 1;
+        }
+        if (u.field_set & (1 << UF_QUERY))
+            r->query = tn_http_strdup(r, r->target + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+    } else if (!(tlen == 1 && r->target[0] == '*')) {
+        fail_request(c, hc, 400, "Bad Request");
+        return;
+    }
+    r->path = normalize_path(r, path_raw, path_len);
+    if (!r->path) {
+        fail_request(c, hc, 400, "Bad Request");
+        return;
+    }
+    bool chunked = hc->parser.flags & F_CHUNKED;
+    bool has_body = chunked || (hc->content_lengths && hc->parser.content_length > 0);
+    if (hc->content_lengths && (int64_t)hc->parser.content_length > lim->max_body) {
+        fail_request(c, hc, 413, "Content Too Large");
+        return;
+    }
+    if (hc->message_complete) {
+        hc->cur = NULL;
+        hc->state = ST_HEAD;
+        dispatch(c, r);
+        return;
+    }
+    if (has_body) {
+        const char *expect = tn_http_header_get(r, "Expect");
+        if (expect) {
+            if (strcasecmp(expect, "100-continue") != 0) {
+                fail_request(c, hc, 417, "Expectation Failed");
+                return;
+            }
+            /* the client waits for this before sending the body; with
+             * responses still queued it would come out of order, and the
+             * client's own timeout covers that case */
+            if (!hc->head && r->http_minor >= 1) {
+                evbuffer_add(tn_conn_output(c), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                tn_conn_flush(c);
+            }
+        }
+    }
+    hc->state = ST_BODY;
+}
+
+/* Feeds body bytes; returns how many were used. */
+static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
+{
+    size_t n = http_parser_execute(&hc->parser, &parser_settings, data, len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&hc->parser);
+    if (err == HPE_PAUSED) {
+        http_parser_pause(&hc->parser, 0);
+        err = HPE_OK;
+    }
+    if (err != HPE_OK) {
+        fail_request(c, hc, 400, "Bad Request");
+        return len;
+    }
+    if (body_too_large(c, hc)) {
+        fail_request(c, hc, 413, "Content Too Large");
+        return len;
+    }
+    if (hc->message_complete) {
+        tn_http_request *r = hc->cur;
+        hc->cur = NULL;
+        hc->state = ST_HEAD;
+        dispatch(c, r);
+    }
+    return n;
+}
+
+static size_t http_input(tn_conn *c, const char *data, size_t len)
+{
+    http_conn *hc = state_of(c);
+    if (!hc) {
+        tn_conn_close(c, "out of memory");
+        return len;
+    }
+    const tn_limits *lim = tn_listener_limits(c->listener);
+    size_t used = 0;
+    while (used < len) {
+        if (c->dead || c->closing || hc->state == ST_DONE)
+            return len;
+        const char *d = data + used;
+        size_t left = len - used;
+        if (hc->state == ST_BODY) {
+            used += feed_body(c, hc, d, left);
+            continue;
+        }
+        /* skip the empty lines some clients send between requests */
+        if (*d == '\r' || *d == '\n') {
+            used++;
+            continue;
+        }
+        if (!hc->head_start_us)
+            hc->head_start_us = tn_now_us();
+        const char *end = NULL;
+        size_t hlen = 0;
+        for (const char *p = memchr(d, '\n', left); p; p = memchr(p + 1, '\n', (size_t)(d + left - p - 1))) {
+            if (p + 1 < d + left && p[1] == '\n') {
+                end = p + 2;
+                break;
+            }
+            if (p + 2 < d + left && p[1] == '\r' && p[2] == '\n') {
+                end = p + 3;
+                break;
+            }
+            if (p + 1 >= d + left)
+                break;
+        }
+        if (!end) {
+            const char *eol = memchr(d, '\n', left);
+            if (!eol && left > MAX_URI + 32) {
+                fail_request(c, hc, 414, "URI Too Long");
+                return len;
+            }
+            if ((int64_t)left > lim->max_header) {
+                fail_request(c, hc, eol ? 431 : 414, eol ? "Request Header Fields Too Large" : "URI Too Long");
+                return len;
+            }
+            int64_t elapsed_ms = (tn_now_us() - hc->head_start_us) / 1000;
+            if (lim->header_timeout && elapsed_ms >= lim->header_timeout) {
+                c->listener->stats.timeout_errors++;
+                c->d->stats.timeout_errors++;
+                fail_request(c, hc, 408, "Request Timeout");
+                return len;
+            }
+            break; /* wait for the rest of the head */
+        }
+        hlen = (size_t)(end - d);
+        if ((int64_t)hlen > lim->max_header) {
+            fail_request(c, hc, 431, "Request Header Fields Too Large");
+            return len;
+        }
+        hc->head_start_us = 0;
+        begin_request(c, hc, d, hlen);
+        used += hlen;
+        if (c->dead)
+            return len;
+        if (tn_conn_unsent(c) > OUTPUT_HIGH) {
+            tn_conn_pause_input(c);
+            break;
+        }
+    }
+    return used;
+}
+
+/* Mid-request timeouts: the head must be complete header_timeout after its
+ * first byte however slowly it trickles in (slowloris), a body may pause for
+ * read_timeout. -1 when no request is being received. */
+static int64_t http_partial_timeout(const tn_conn *c)
+{
+    const http_conn *hc = c->fe_state;
+    const tn_limits *lim = tn_listener_limits(c->listener);
+    if (!hc)
+        return c->in ? lim->header_timeout : -1;
+    if (hc->state == ST_BODY)
+        return lim->read_timeout;
+    if (hc->head_start_us && lim->header_timeout) {
+        int64_t left = lim->header_timeout - (tn_now_us() - hc->head_start_us) / 1000;
+        return left > 1 ? left : 1;
+    }
+    return -1;
+}
+
+static bool http_timed_out(tn_conn *c)
+{
+    http_conn *hc = c->fe_state;
+    if (hc && hc->state != ST_DONE && (hc->head_start_us || hc->state == ST_BODY)) {
+        fail_request(c, hc, 408, "Request Timeout");
+        return true;
+    }
+    return false;
+}
+
+static bool http_busy(const tn_conn *c)
+{
+    const http_conn *hc = c->fe_state;
+    return hc && hc->head;
+}
+
+static int http_push(tn_conn *c, const char *data, size_t len)
+{
+    /* plain HTTP has no way to push outside a response */
+    (void)c;
+    (void)data;
+    (void)len;
+    return 0;
+}
+
+static void http_release(tn_conn *c)
+{
+    http_conn *hc = c->fe_state;
+    if (!hc)
+        return;
+    while (hc->head) {
+        pending *p = hc->head;
+        hc->head = p->next;
+        if (p->job)
+            tn_job_cancel(p->job);
+        if (p->resp)
+            evbuffer_free(p->resp);
+        request_free(p->req);
+        free(p);
+    }
+    request_free(hc->cur);
+    free(hc);
+    c->fe_state = NULL;
+}
+
+static const tn_frontend http_frontend = {
+    .name = "http",
+    .input = http_input,
+    .busy = http_busy,
+    .push = http_push,
+    .release = http_release,
+    .partial_timeout = http_partial_timeout,
+    .timed_out = http_timed_out,
+};
+
+tn_conn *tn_http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
+{
+    return tn_conn_new(l, fd, sa, salen, peer, &http_frontend);
+}
+
+int tn_http_configure(tn_listener *l, char *err, size_t errlen)
+{
+    tn_http_router *rt = tn_http_router_new(l->d, l->conf, err, errlen);
+    if (!rt)
+        return -1;
+    /* requests in flight keep pointers to routes of the old router; routers
+     * are small, so the old one is kept until the listener goes */
+    if (l->router) {
+        tn_http_router **old = realloc(l->old_routers, (l->nold_routers + 1) * sizeof(*old));
+        if (!old) {
+            tn_http_router_free(rt);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        l->old_routers = old;
+        l->old_routers[l->nold_routers++] = l->router;
+    }
+    l->router = rt;
+    return 0;
+}
+
+void tn_http_listener_free(tn_listener *l)
+{
+    if (l->router)
+        tn_http_router_free(l->router);
+    for (size_t i = 0; i < l->nold_routers; i++)
+        tn_http_router_free(l->old_routers[i]);
+    free(l->old_routers);
+    l->router = NULL;
+    l->old_routers = NULL;
+    l->nold_routers = 0;
+}

@@ -1,0 +1,127 @@
+/* http.h - the HTTP/1.1 front end: requests, responses, routes, middleware.
+ *
+ * The connection layer (http.c) parses requests with libhttp-parser and
+ * writes responses; the router (router.c) picks a route; middleware
+ * (middleware.c) runs around the handler; handlers see the request through
+ * tn_msg_ctx.http and may set the response's status and headers. Everything
+ * here is owned by the request: strings live in its arena and die with it. */
+#ifndef TN_PROTO_HTTP_H
+#define TN_PROTO_HTTP_H
+
+#include <event2/buffer.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config/config.h"
+#include "handlers/handler.h"
+#include "net/conn.h"
+
+typedef struct tn_http_header {
+    const char *name;  /* as received (or set); compare case-insensitively */
+    const char *value;
+} tn_http_header;
+
+typedef struct tn_http_route tn_http_route;
+typedef struct tn_http_router tn_http_router;
+
+struct tn_http_request {
+    /* ---- the request, as parsed ---- */
+    const char *method;     /* "GET" */
+    const char *target;     /* raw request-target */
+    const char *path;       /* percent-decoded, dot segments resolved, always starts with '/' */
+    const char *query;      /* raw query without '?', "" when none */
+    int http_major, http_minor;
+    bool keep_alive;        /* after this response */
+    bool head;              /* HEAD: send headers only */
+    tn_http_header *headers;
+    size_t nheaders;
+    struct evbuffer *body;  /* request body (de-chunked) */
+    const char *remote_addr; /* "ip:port" */
+    const char *remote_ip;   /* "ip" */
+    uint64_t conn_id;
+    const char *listener;
+    int64_t started_us;
+
+    /* ---- routing ---- */
+    const tn_http_route *route; /* NULL: no route matched */
+    const char *param_names[8];
+    const char *param_values[8];
+    size_t nparams;
+
+    /* ---- the response, filled by handlers and middleware ---- */
+    int status;                  /* 0: 200 */
+    tn_http_header *resp_headers; /* extra headers, in order */
+    size_t nresp, resp_cap;
+    const char *content_type;    /* NULL: text/plain; charset=utf-8 */
+    int file_fd;                 /* >= 0: the body is this file's range (sendfile) */
+    off_t file_offset;
+    off_t file_length;
+
+    /* ---- internals of http.c ---- */
+    void *arena;
+};
+
+/* Header lookup, case-insensitive; NULL when absent. */
+const char *tn_http_header_get(const tn_http_request *r, const char *name);
+/* Copy S into the request's arena (lives as long as the request). */
+const char *tn_http_strdup(tn_http_request *r, const char *s, size_t len);
+/* Response headers: add another, or replace any of the same name. */
+void tn_http_add_header(tn_http_request *r, const char *name, const char *value);
+void tn_http_set_header(tn_http_request *r, const char *name, const char *value);
+const char *tn_http_resp_header_get(const tn_http_request *r, const char *name);
+void tn_http_remove_header(tn_http_request *r, const char *name);
+/* Status code to reason phrase ("Not Found"). */
+const char *tn_http_reason(int status);
+/* A route parameter (":id" -> "id"), NULL when absent. */
+const char *tn_http_param(const tn_http_request *r, const char *name);
+
+/* ---- routes ---- */
+
+struct tn_http_route {
+    const tn_route_conf *conf;   /* spec, method, path, handler name, middleware, limits */
+    tn_handler *handler;         /* referenced */
+    struct tn_mw **middleware;   /* listener's then route's, in order */
+    size_t nmiddleware;
+};
+
+/* Built from a listener's config; NULL with err on failure (a handler that is
+ * not running, an unknown middleware). */
+tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, char *err, size_t errlen);
+void tn_http_router_free(tn_http_router *rt);
+/* Most specific route for METHOD and PATH: exact paths beat parameters,
+ * parameters beat prefixes, longer prefixes beat shorter; a route with the
+ * method beats one for any method. Fills r->params. Returns NULL and sets
+ * *allow (a comma list, e.g. "GET, HEAD, POST", in r's arena) when the path
+ * matches only for other methods (405), *allow NULL for no match at all (404). */
+const tn_http_route *tn_http_route_match(const tn_http_router *rt, tn_http_request *r, const char **allow);
+
+/* ---- middleware ---- */
+
+typedef enum tn_mw_result {
+    TN_MW_NEXT,    /* go on to the next middleware / the handler */
+    TN_MW_RESPOND, /* the middleware answered (status, headers, body in out) */
+} tn_mw_result;
+
+typedef struct tn_mw tn_mw;
+/* One configured middleware instance (from [middleware] or a bare kind). */
+tn_mw *tn_mw_new(tn_daemon *d, const tn_middleware_conf *conf, char *err, size_t errlen);
+void tn_mw_free(tn_mw *mw);
+/* Before the handler, in order. May answer (preflight, 401, 429). */
+tn_mw_result tn_mw_before(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
+/* After the handler (or an earlier middleware's answer), in reverse order:
+ * may change the response headers and BODY (gzip). Not called for a file
+ * body (file_fd >= 0) except for header changes. */
+void tn_mw_after(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
+/* When the response has been written (access_log). */
+void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t bytes_sent);
+
+/* ---- the front end ---- */
+
+tn_conn *tn_http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer);
+/* (Re)build a listener's routes after a reload; the old router stays in use
+ * by requests in flight. */
+int tn_http_configure(tn_listener *l, char *err, size_t errlen);
+void tn_http_listener_free(tn_listener *l);
+
+#endif
