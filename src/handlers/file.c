@@ -113,7 +113,7 @@ static int open_inside(const char *root, const char *rel, struct stat *st)
         return -1;
     /* O_NOFOLLOW: realpath resolved every link, so one here now is a swap;
      * O_NONBLOCK: a FIFO must not hang the loop before fstat turns it away */
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
     if (fd < 0)
         return -1;
     if (fstat(fd, st) < 0 || !(S_ISREG(st->st_mode) || S_ISDIR(st->st_mode))) {

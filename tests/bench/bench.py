@@ -588,14 +588,122 @@ def bench_idle_memory(ctx):
                 "<= 1024", t <= 1024)]
 
 
+# ------------------------------------------------------------ 4. HTTP GET /health
+
+HEALTH_BODY = '{"status":"healthy","uptime_seconds":1.000,"version":"0.1.0"}'
+
+NGINX_HEALTH_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile %(nofile)d;
+pid %(tmp)s/nginx-http.pid;
+error_log %(tmp)s/nginx-http-error.log warn;
+events { worker_connections %(conns)d; }
+http {
+    access_log off;
+    client_body_temp_path %(tmp)s/body;
+    proxy_temp_path %(tmp)s/proxy;
+    fastcgi_temp_path %(tmp)s/fastcgi;
+    uwsgi_temp_path %(tmp)s/uwsgi;
+    scgi_temp_path %(tmp)s/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:%(port)d backlog=65535;
+        location /health { default_type application/json; return 200 '%(body)s'; }
+    }
+}
+"""
+
+WRK_RPS_RE = re.compile(r"Requests/sec:\s+([\d.]+)")
+WRK_P99_RE = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+WRK_ERR_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+WRK_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def wrk(ctx, port, conns, seconds, timeout):
+    argv = [ctx.args.wrk, "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s",
+            "http://127.0.0.1:%d/health" % port]
+    rc, out = ctx.run_client(argv, timeout)
+    m = WRK_RPS_RE.search(out)
+    if rc != 0 or not m:
+        raise BenchError("wrk rc=%d: %r" % (rc, out[-300:]))
+    p = WRK_P99_RE.search(out)
+    p99 = None
+    if p:
+        p99 = float(p.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p.group(2)]
+    errs = WRK_ERR_RE.search(out)
+    non2xx = WRK_NON2XX_RE.search(out)
+    nerr = sum(int(x) for x in errs.groups()) if errs else 0
+    return float(m.group(1)), p99, nerr + (int(non2xx.group(1)) if non2xx else 0)
+
+
+def start_http_pair(ctx, conns):
+    nofile = max(30000, conns * 3)
+    port = free_port()
+    conf = tusknetd_conf(ctx, "http", 'health { type: "health" }',
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 routes { "GET /health": "health" } '
+                         'idle_timeout: "300s" }' % port, max_connections=conns * 2)
+    tn = start_tusknetd(ctx, "tusknetd-http", conf, nofile=nofile)
+    wait_tcp(tn, ctx, port)
+    nport = free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(ctx.path(d), exist_ok=True)
+    nconf = write(ctx.path("nginx-http.conf"), NGINX_HEALTH_CONF % {
+        "tmp": ctx.tmp, "port": nport, "conns": conns * 2, "nofile": nofile, "body": HEALTH_BODY})
+    ng = ctx.start_server("nginx-http", [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
+                                         ctx.path("nginx-http-error.log")], nofile=nofile)
+    wait_tcp(ng, ctx, nport)
+    return (tn, port), (ng, nport)
+
+
+def bench_http_health(ctx):
+    """wrk GET /health, 50 keep-alive connections: tusknetd (health handler) vs nginx 1 worker (return 200)."""
+    a = ctx.args
+    if not a.wrk or not a.nginx:
+        raise BenchError("wrk and nginx are needed")
+    (tn, port), (ng, nport) = start_http_pair(ctx, 50)
+    res = {"tusknetd": [], "nginx": []}
+    for _ in range(max(1, a.rounds)):
+        for who, p in (("tusknetd", port), ("nginx", nport)):
+            res[who].append(wrk(ctx, p, 50, a.http_seconds, timeout=a.http_seconds + 60))
+    t, n = max(res["tusknetd"]), max(res["nginx"])
+    ratio = t[0] / n[0]
+    ctx.note("http GET /health -c50: rounds tusknetd %s / nginx %s rps; p99 of the best round %.2f / %.2f ms; "
+             "errors %d / %d" % (" ".join(fmt_int(x[0]) for x in res["tusknetd"]),
+                                 " ".join(fmt_int(x[0]) for x in res["nginx"]), t[1] or 0, n[1] or 0, t[2], n[2]))
+    rows = [Row("http GET /health -c50", "%s rps" % fmt_int(t[0]), "%s rps" % fmt_int(n[0]), ratio,
+                ">= 1.0", ratio >= 1.0 and t[2] == 0),
+            Row("http GET /health p99", "%.2f ms" % (t[1] or 0), "%.2f ms" % (n[1] or 0),
+                (t[1] / n[1]) if t[1] and n[1] else None, "<= 1.0", bool(t[1] and n[1] and t[1] <= n[1] * 1.0))]
+    ctx.stop(tn)
+    ctx.stop(ng)
+    return rows
+
+
+def bench_http_10k(ctx):
+    """10,000 concurrent keep-alive HTTP clients (wrk -c10000): no error, tusknetd vs nginx."""
+    a = ctx.args
+    if not a.wrk or not a.nginx:
+        raise BenchError("wrk and nginx are needed")
+    raise_nofile(a.conns + 1000)
+    (tn, port), (ng, nport) = start_http_pair(ctx, a.conns)
+    t = wrk(ctx, port, a.conns, a.http_seconds, timeout=a.http_seconds + 120)
+    n = wrk(ctx, nport, a.conns, a.http_seconds, timeout=a.http_seconds + 120)
+    ctx.note("http %d keep-alive clients: tusknetd %s rps, %d errors; nginx %s rps, %d errors"
+             % (a.conns, fmt_int(t[0]), t[2], fmt_int(n[0]), n[2]))
+    ctx.stop(tn)
+    ctx.stop(ng)
+    return [Row("http %d keep-alive clients" % a.conns, "%d errors" % t[2], "nginx %d errors" % n[2], None,
+                "0 errors", t[2] == 0)]
+
+
 # ------------------------------------------------------------ the list
 
 # (name for --only, function). Each function takes the Ctx and returns Rows;
 # raising BenchError (or anything) marks its row as an error and the run goes on.
 # Planned rows (SPEC section 10), to add here as the features land:
-#   ("http",     bench_http_health)   wrk -t1 -c50 --latency GET /health vs nginx 1 worker,
-#                                     rps ratio >= 1.0 and p99 no worse
-#   ("http10k",  bench_http_10k)      10,000 keep-alive clients, no errors; reload under load
 #   ("ws",       bench_ws_echo)       64 B echo over 50 WebSockets vs libwebsockets' own
 #                                     server (native poll loop), >= 1.0, also with 10,000 idle
 #   ("wsmem",    bench_ws_idle_mem)   10,000 idle WebSockets <= 4 KiB each
@@ -604,6 +712,8 @@ BENCHMARKS = [
     ("ping", bench_tcp_ping),
     ("udp", bench_udp_echo),
     ("idlemem", bench_idle_memory),
+    ("http", bench_http_health),
+    ("http10k", bench_http_10k),
 ]
 
 
@@ -632,6 +742,8 @@ def main():
     ap.add_argument("--ping-pipelined-n", type=int, default=2000000, help="requests, -P 16 (default 2000000)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per ping case (default 2)")
     ap.add_argument("--udp-seconds", type=float, default=5.0)
+    ap.add_argument("--wrk", default=shutil.which("wrk"))
+    ap.add_argument("--http-seconds", type=int, default=5, help="wrk duration per round (default 5)")
     ap.add_argument("--conns", type=int, default=10000, help="idle connections (default 10000)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for CPUs 0 and 1 to be idle (default: don't wait)")
