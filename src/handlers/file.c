@@ -113,7 +113,7 @@ static int open_inside(const char *root, const char *rel, struct stat *st)
         return -1;
     /* O_NOFOLLOW: realpath resolved every link, so one here now is a swap;
      * O_NONBLOCK: a FIFO must not hang the loop before fstat turns it away */
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return -1;
     if (fstat(fd, st) < 0 || !(S_ISREG(st->st_mode) || S_ISDIR(st->st_mode))) {
@@ -288,39 +288,55 @@ static tn_result answer(tn_http_request *r, tn_call *call, int status, const cha
     return TN_REPLY;
 }
 
-/* A directory asked for without its slash: 301 to the same path with one,
- * keeping the query. r->path is decoded, so it is escaped again. */
-static tn_result redirect_slash(tn_http_request *r, tn_call *call)
+/* r->path is percent-decoded: what a path segment may not carry as it is
+ * goes back to %XX (the same rules as redirect.c). The query is still
+ * encoded; only bytes no URI may hold are escaped. */
+static bool path_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=:@/", c));
+}
+
+static bool query_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}#", c);
+}
+
+static void add_escaped(struct evbuffer *out, const char *s, bool (*keep)(unsigned char))
 {
     static const char hexd[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        const unsigned char *run = p;
+        while (*p && keep(*p))
+            p++;
+        if (p > run)
+            evbuffer_add(out, run, (size_t)(p - run));
+        if (*p) {
+            char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
+            evbuffer_add(out, e, 3);
+            p++;
+        }
+    }
+}
+
+/* A directory asked for without its slash: 301 to the same path with one,
+ * keeping the query, as nginx does; relative links in its index would
+ * otherwise resolve against the parent. */
+static tn_result redirect_slash(tn_http_request *r, tn_call *call, const char *path)
+{
     struct evbuffer *out = call->out;
     evbuffer_add(out, "Redirecting to ", 15);
     size_t start = evbuffer_get_length(out);
-    for (const unsigned char *p = (const unsigned char *)r->path; *p; p++) {
-        bool keep = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                    strchr("-._~!$&'()*+,;=:@/", *p);
-        if (keep) {
-            evbuffer_add(out, p, 1);
-        } else {
-            char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
-            evbuffer_add(out, e, 3);
-        }
-    }
+    add_escaped(out, path, path_char);
     evbuffer_add(out, "/", 1);
     if (r->query && *r->query) {
         evbuffer_add(out, "?", 1);
-        for (const unsigned char *p = (const unsigned char *)r->query; *p; p++) {
-            if (*p > 0x20 && *p < 0x7f && !strchr("\"<>\\^`{|}#", *p)) {
-                evbuffer_add(out, p, 1);
-            } else {
-                char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
-                evbuffer_add(out, e, 3);
-            }
-        }
+        add_escaped(out, r->query, query_char);
     }
     size_t n = evbuffer_get_length(out) - start;
     const char *all = (const char *)evbuffer_pullup(out, -1);
-    tn_http_set_header(r, "Location", tn_http_strdup(r, all + start, n));
+    tn_http_set_header(r, "Location", all ? tn_http_strdup(r, all + start, n) : "/");
     evbuffer_add(out, "\n", 1);
     r->status = 301;
     r->content_type = TEXT_PLAIN;
@@ -437,7 +453,7 @@ static tn_result file_handle(tn_handler *h, tn_call *call)
     close(fd);
     size_t len = strlen(path);
     if (len == 0 || path[len - 1] != '/')
-        return redirect_slash(r, call);
+        return redirect_slash(r, call, path);
     /* no listings: an index file or nothing */
     size_t rlen = strlen(rel);
     for (size_t i = 0; i < h->conf.index.n; i++) {

@@ -217,6 +217,7 @@ typedef struct http_conn {
     bool te_chunked_last;
     bool message_complete;
     int error;              /* status to answer with, 0 = none */
+    bool path_above_root;   /* the current request's path climbed above '/' */
     pending *head, *tail;
 } http_conn;
 
@@ -463,7 +464,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
 
 /* ---- dispatch ------------------------------------------------------------------- */
 
-static void dispatch(tn_conn *c, tn_http_request *r)
+static void dispatch(tn_conn *c, tn_http_request *r, bool not_found)
 {
     tn_listener *l = c->listener;
     bool close = !r->keep_alive || c->d->stopping || l->draining;
@@ -472,6 +473,10 @@ static void dispatch(tn_conn *c, tn_http_request *r)
     c->msgs_in++;
     l->stats.messages_in++;
     c->d->stats.messages_in++;
+    if (not_found) {
+        respond_simple(c, r, 404, "Not Found", close);
+        return;
+    }
     const char *allow = NULL;
     const tn_http_route *route = l->router ? tn_http_route_match(l->router, r, &allow) : NULL;
     if (!route) {
@@ -564,11 +569,12 @@ static int hex(int ch)
 }
 
 /* Percent-decodes PATH, then resolves "." and ".." segments and repeated
- * slashes (an encoded "%2F" separates segments like a raw one). A ".." above
- * the root, an encoded NUL or a bad escape is an error (400), so nothing
- * after this can be tricked into leaving a root. The result starts with '/'
- * and ends with one only when the request named a directory. */
-static const char *normalize_path(tn_http_request *r, const char *raw, size_t len)
+ * slashes (an encoded "%2F" separates segments like a raw one), so nothing
+ * after this can be tricked into leaving a root. An encoded NUL or a bad
+ * escape is malformed (NULL, 400); a ".." above the root names nothing there
+ * is (*above set, 404). The result starts with '/' and ends with one only
+ * when the request named a directory. */
+static const char *normalize_path(tn_http_request *r, const char *raw, size_t len, bool *above)
 {
     char *dec = arena_alloc(r, len + 1);
     char *out = arena_alloc(r, len + 2);
@@ -602,8 +608,10 @@ static const char *normalize_path(tn_http_request *r, const char *raw, size_t le
             continue;
         }
         if (strcmp(seg, "..") == 0) {
-            if (o == 0)
-                return NULL; /* above the root */
+            if (o == 0) {
+                *above = true;
+                return NULL;
+            }
             while (o > 0 && out[o - 1] != '/')
                 o--;
             o--; /* the '/' before the dropped segment */
@@ -796,6 +804,7 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
     hc->te_chunked_last = false;
     hc->message_complete = false;
     hc->error = 0;
+    hc->path_above_root = false;
     size_t n = http_parser_execute(&hc->parser, &parser_settings, copy, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&hc->parser);
     if (err == HPE_PAUSED) {
@@ -839,10 +848,17 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
         fail_request(c, hc, 400, "Bad Request");
         return;
     }
-    r->path = normalize_path(r, path_raw, path_len);
+    bool above = false;
+    r->path = normalize_path(r, path_raw, path_len, &above);
     if (!r->path) {
-        fail_request(c, hc, 400, "Bad Request");
-        return;
+        /* the request itself is fine: answer it in turn, keeping the connection */
+        if (above) {
+            r->path = "/";
+            hc->path_above_root = true;
+        } else {
+            fail_request(c, hc, 400, "Bad Request");
+            return;
+        }
     }
     bool chunked = hc->parser.flags & F_CHUNKED;
     bool has_body = chunked || (hc->content_lengths && hc->parser.content_length > 0);
@@ -853,7 +869,7 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
     if (hc->message_complete) {
         hc->cur = NULL;
         hc->state = ST_HEAD;
-        dispatch(c, r);
+        dispatch(c, r, hc->path_above_root);
         return;
     }
     if (has_body) {
@@ -896,7 +912,7 @@ static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
         tn_http_request *r = hc->cur;
         hc->cur = NULL;
         hc->state = ST_HEAD;
-        dispatch(c, r);
+        dispatch(c, r, hc->path_above_root);
     }
     return n;
 }

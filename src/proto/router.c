@@ -88,19 +88,23 @@ static uint64_t hash_path(const char *s, size_t len)
     return h;
 }
 
-/* Which config holds CONF's middleware. During a reload the listener is
- * configured before d->cfg is switched, so d->cfg is only right when CONF
- * lives in it; see find_mw_conf(). */
+/* The config CONF belongs to, whose [middleware] its names refer to:
+ * d->cfg, or a retired one. A config being applied must be reachable from
+ * D (as d->cfg) when its listeners are configured, or the names would be
+ * looked up in the running config instead. */
+static bool holds(const tn_config *c, const tn_listener_conf *conf)
+{
+    uintptr_t p = (uintptr_t)conf, lo = c ? (uintptr_t)c->listeners : 0;
+    return c && p >= lo && p < lo + c->nlisteners * sizeof(*conf);
+}
+
 static const tn_config *owner_cfg(const tn_daemon *d, const tn_listener_conf *conf)
 {
-    const tn_config *c = d->cfg;
-    if (c && conf >= c->listeners && conf < c->listeners + c->nlisteners)
-        return c;
-    for (size_t i = 0; i < d->nretired; i++) {
-        c = d->retired[i];
-        if (c && conf >= c->listeners && conf < c->listeners + c->nlisteners)
-            return c;
-    }
+    if (holds(d->cfg, conf))
+        return d->cfg;
+    for (size_t i = 0; i < d->nretired; i++)
+        if (holds(d->retired[i], conf))
+            return d->retired[i];
     return d->cfg;
 }
 
@@ -505,30 +509,59 @@ static const route_ent *pick(const shape *s, const char *method, bool head, allo
     return best;
 }
 
+static const shape *exact_shape(const tn_http_router *rt, const char *path)
+{
+    if (!rt->nexact)
+        return NULL;
+    size_t len = strlen(path);
+    size_t h = hash_path(path, len) & rt->exact_mask;
+    for (uint32_t i; (i = rt->exact_tab[h]) != 0; h = (h + 1) & rt->exact_mask) {
+        const shape *s = &rt->shapes[i - 1];
+        if (s->len == len && memcmp(s->path, path, len) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static bool shape_matches(const shape *s, const char *path, span *vals)
+{
+    return s->kind == K_PREFIX ? match_prefix(s, path) : match_segs(s, path, vals);
+}
+
 static const route_ent *find(const tn_http_router *rt, const char *method, const char *path, span *vals,
                              allow_set *allow)
 {
     bool head = strcmp(method, "HEAD") == 0;
-    if (rt->nexact) {
-        size_t len = strlen(path);
-        size_t h = hash_path(path, len) & rt->exact_mask;
-        for (uint32_t i; (i = rt->exact_tab[h]) != 0; h = (h + 1) & rt->exact_mask) {
-            const shape *s = &rt->shapes[i - 1];
-            if (s->len == len && memcmp(s->path, path, len) == 0) {
-                const route_ent *e = pick(s, method, head, allow);
-                if (e)
-                    return e;
-                break;
-            }
-        }
-    }
+    const shape *s = exact_shape(rt, path);
+    const route_ent *e = s ? pick(s, method, head, allow) : NULL;
+    if (e)
+        return e;
     for (size_t i = rt->nexact; i < rt->nshapes; i++) {
-        const shape *s = &rt->shapes[i];
-        bool hit = s->kind == K_PREFIX ? match_prefix(s, path) : match_segs(s, path, vals);
-        if (!hit)
-            continue;
-        const route_ent *e = pick(s, method, head, allow);
-        if (e)
+        s = &rt->shapes[i];
+        if (shape_matches(s, path, vals) && (e = pick(s, method, head, allow)) != NULL)
+            return e;
+    }
+    return NULL;
+}
+
+static const route_ent *cors_route(const shape *s)
+{
+    for (size_t j = 0; j < s->nroutes; j++)
+        if (s->routes[j]->has_cors)
+            return s->routes[j];
+    return NULL;
+}
+
+/* The most specific route at PATH, whatever its method, that has cors. */
+static const route_ent *find_cors(const tn_http_router *rt, const char *path, span *vals)
+{
+    const shape *s = exact_shape(rt, path);
+    const route_ent *e = s ? cors_route(s) : NULL;
+    if (e)
+        return e;
+    for (size_t i = rt->nexact; i < rt->nshapes; i++) {
+        s = &rt->shapes[i];
+        if (shape_matches(s, path, vals) && (e = cors_route(s)) != NULL)
             return e;
     }
     return NULL;
@@ -575,11 +608,15 @@ const tn_http_route *tn_http_route_match(const tn_http_router *rt, tn_http_reque
     r->nparams = 0;
     if (r->method[0] == 'O' && strcmp(r->method, "OPTIONS") == 0) {
         /* A CORS preflight asks about the method it will use: route it
-         * like that method so the route's cors middleware can answer. */
+         * like that method so the route's cors middleware answers; a
+         * method no route has is still answered by a route at the path
+         * with cors (its answer lists what is allowed). */
         const char *want = tn_http_header_get(r, "Access-Control-Request-Method");
         if (want && tn_http_header_get(r, "Origin")) {
             const route_ent *e = find(rt, want, r->path, vals, NULL);
-            if (e && e->has_cors) {
+            if (!e || !e->has_cors)
+                e = find_cors(rt, r->path, vals);
+            if (e) {
                 set_params(r, e, vals);
                 return &e->pub;
             }
