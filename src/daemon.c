@@ -129,7 +129,17 @@ static tn_listener *find_listener(tn_daemon *d, const tn_listener_conf *conf, tn
 }
 
 /* Applies NEWCFG; on failure nothing changed and err says why. */
+static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen);
+
 static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
+{
+    d->applying = newcfg;
+    int rc = apply_config_now(d, newcfg, err, errlen);
+    d->applying = NULL;
+    return rc;
+}
+
+static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
 {
     if (tn_registry_apply(d->registry, newcfg, err, errlen) < 0)
         return -1;
@@ -258,6 +268,8 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
 
 void tn_daemon_release_retired(tn_daemon *d)
 {
+    if (d->old_routers)
+        return;
     for (tn_listener *l = d->listeners; l; l = l->next)
         if (l->draining)
             return;

@@ -23,6 +23,8 @@ typedef struct tn_daemon {
     tn_config *cfg;
     tn_config **retired; /* older configs that draining listeners still use */
     size_t nretired;
+    const tn_config *applying; /* the config being applied (reload) */
+    size_t old_routers;       /* HTTP routers of older configs still in use */
     char *config_path;
     int cli_log_level; /* -1: follow the config */
     tn_registry *registry;

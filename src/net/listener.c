@@ -19,6 +19,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -136,9 +137,17 @@ static void refuse(tn_listener *l, evutil_socket_t fd, int reason, const char *t
         ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;
     } else if (text && l->protocol == TN_PROTO_HTTP && reason != TN_REJ_DENIED) {
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                                   "Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
-        ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        char busy[256], date[64];
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        int n = snprintf(busy, sizeof(busy),
+                         "HTTP/1.1 503 Service Unavailable\r\nServer: tusknetd\r\nDate: %s\r\n"
+                         "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                         "Connection: close\r\n\r\nService Unavailable\n",
+                         date);
+        ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;
     }
     evutil_closesocket(fd);

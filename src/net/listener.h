@@ -20,8 +20,6 @@ struct tn_listener {
     struct event *udp_ev;       /* udp */
     void *udp;                  /* udp front end state */
     struct tn_http_router *router; /* http: routes and middleware */
-    struct tn_http_router **old_routers; /* still referenced by requests in flight */
-    size_t nold_routers;
     struct sockaddr_storage bound;
     socklen_t bound_len;
     char bound_str[80];

@@ -178,6 +178,8 @@ static void request_free(tn_http_request *r)
 {
     if (!r)
         return;
+    if (r->router)
+        tn_http_router_unref(r->router);
     if (r->body)
         evbuffer_free(r->body);
     if (r->file_fd >= 0)
@@ -218,6 +220,9 @@ typedef struct http_conn {
     bool message_complete;
     int error;              /* status to answer with, 0 = none */
     bool path_above_root;   /* the current request's path climbed above '/' */
+    const tn_http_route *route; /* matched when the head arrived (its limits apply to the body) */
+    int64_t max_body;
+    const char *allow;      /* for a 405 */
     pending *head, *tail;
 } http_conn;
 
@@ -422,7 +427,8 @@ static void respond_simple(tn_conn *c, tn_http_request *r, int status, const cha
     struct evbuffer *body = c->d->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
     r->status = status;
-    r->route = NULL;
+    /* the listener's middleware still sees errors: logs, CORS, headers */
+    r->route = tn_http_router_fallback(r->router);
     if (text)
         evbuffer_add_printf(body, "%s\n", text);
     if (respond_direct(c, r, body, close))
@@ -464,7 +470,24 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
 
 /* ---- dispatch ------------------------------------------------------------------- */
 
-static void dispatch(tn_conn *c, tn_http_request *r, bool not_found)
+static void count_refusal(tn_conn *c, int status)
+{
+    tn_listener *l = c->listener;
+    int reason = -1;
+    if (status == 413 || status == 414 || status == 431)
+        reason = TN_REJ_TOO_LARGE;
+    else if (status == 429)
+        reason = TN_REJ_RATE_LIMIT;
+    if (reason >= 0) {
+        l->stats.rejected[reason]++;
+        c->d->stats.rejected[reason]++;
+    } else if (status == 400) {
+        l->stats.connection_errors++;
+        c->d->stats.connection_errors++;
+    }
+}
+
+static void dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_http_route *route, const char *allow)
 {
     tn_listener *l = c->listener;
     bool close = !r->keep_alive || c->d->stopping || l->draining;
@@ -477,8 +500,6 @@ static void dispatch(tn_conn *c, tn_http_request *r, bool not_found)
         respond_simple(c, r, 404, "Not Found", close);
         return;
     }
-    const char *allow = NULL;
-    const tn_http_route *route = l->router ? tn_http_route_match(l->router, r, &allow) : NULL;
     if (!route) {
         if (allow) {
             tn_http_set_header(r, "Allow", allow);
@@ -491,6 +512,7 @@ static void dispatch(tn_conn *c, tn_http_request *r, bool not_found)
     r->route = route;
     for (size_t i = 0; i < route->nmiddleware; i++) {
         if (tn_mw_before(route->middleware[i], r, body) == TN_MW_RESPOND) {
+            count_refusal(c, r->status);
             if (!respond_direct(c, r, body, close)) {
                 pending *p = enqueue(c, r, close);
                 if (!p) {
@@ -642,6 +664,11 @@ static void end_header(http_conn *hc)
     tn_http_request *r = hc->cur;
     if (!hc->field)
         return;
+    /* RFC 9112: no whitespace between a field name and its colon (request
+     * smuggling through proxies that trim it differently) */
+    for (size_t i = 0; i < hc->field_len; i++)
+        if (hc->field[i] == ' ' || hc->field[i] == '\t')
+            hc->error = 400;
     if (r->nheaders < MAX_HEADERS) {
         tn_http_header *h = &r->headers[r->nheaders++];
         h->name = tn_http_strdup(r, hc->field, hc->field_len);
@@ -731,6 +758,9 @@ static tn_http_request *request_new(tn_conn *c)
     if (!r)
         return NULL;
     r->file_fd = -1;
+    r->router = c->listener->router;
+    if (r->router)
+        tn_http_router_ref(r->router);
     r->conn_id = c->session.id;
     r->listener = c->listener->name;
     r->started_us = tn_now_us();
@@ -763,14 +793,14 @@ static void fail_request(tn_conn *c, http_conn *hc, int status, const char *text
     c->msgs_in++;
     c->listener->stats.messages_in++;
     c->d->stats.messages_in++;
+    count_refusal(c, status);
     respond_simple(c, r, status, text, true);
 }
 
-static bool body_too_large(tn_conn *c, http_conn *hc)
+static bool body_too_large(http_conn *hc)
 {
     tn_http_request *r = hc->cur;
-    int64_t max = tn_listener_limits(c->listener)->max_body;
-    return r->body && (int64_t)evbuffer_get_length(r->body) > max;
+    return r->body && (int64_t)evbuffer_get_length(r->body) > hc->max_body;
 }
 
 /* Parses a complete head (DATA, LEN including the blank line). */
@@ -860,6 +890,11 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
             return;
         }
     }
+    hc->allow = NULL;
+    hc->route = hc->path_above_root || !r->router ? NULL : tn_http_route_match(r->router, r, &hc->allow);
+    if (hc->route)
+        lim = &hc->route->conf->limits; /* a route may allow bigger bodies */
+    hc->max_body = lim->max_body;
     bool chunked = hc->parser.flags & F_CHUNKED;
     bool has_body = chunked || (hc->content_lengths && hc->parser.content_length > 0);
     if (hc->content_lengths && (int64_t)hc->parser.content_length > lim->max_body) {
@@ -869,7 +904,7 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
     if (hc->message_complete) {
         hc->cur = NULL;
         hc->state = ST_HEAD;
-        dispatch(c, r, hc->path_above_root);
+        dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
         return;
     }
     if (has_body) {
@@ -904,7 +939,7 @@ static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
         fail_request(c, hc, 400, "Bad Request");
         return len;
     }
-    if (body_too_large(c, hc)) {
+    if (body_too_large(hc)) {
         fail_request(c, hc, 413, "Content Too Large");
         return len;
     }
@@ -912,7 +947,7 @@ static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
         tn_http_request *r = hc->cur;
         hc->cur = NULL;
         hc->state = ST_HEAD;
-        dispatch(c, r, hc->path_above_root);
+        dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
     }
     return n;
 }
@@ -1000,8 +1035,8 @@ static int64_t http_partial_timeout(const tn_conn *c)
 {
     const http_conn *hc = c->fe_state;
     const tn_limits *lim = tn_listener_limits(c->listener);
-    if (!hc)
-        return c->in ? lim->header_timeout : -1;
+    if (!hc) /* nothing received yet: the first request is held to header_timeout */
+        return lim->header_timeout ? lim->header_timeout : -1;
     if (hc->state == ST_BODY)
         return lim->read_timeout;
     if (hc->head_start_us && lim->header_timeout) {
@@ -1016,6 +1051,7 @@ static bool http_timed_out(tn_conn *c)
     http_conn *hc = c->fe_state;
     if (hc && hc->state != ST_DONE && (hc->head_start_us || hc->state == ST_BODY)) {
         fail_request(c, hc, 408, "Request Timeout");
+        tn_conn_flush(c);
         return true;
     }
     return false;
@@ -1076,30 +1112,14 @@ int tn_http_configure(tn_listener *l, char *err, size_t errlen)
     tn_http_router *rt = tn_http_router_new(l->d, l->conf, err, errlen);
     if (!rt)
         return -1;
-    /* requests in flight keep pointers to routes of the old router; routers
-     * are small, so the old one is kept until the listener goes */
-    if (l->router) {
-        tn_http_router **old = realloc(l->old_routers, (l->nold_routers + 1) * sizeof(*old));
-        if (!old) {
-            tn_http_router_free(rt);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        l->old_routers = old;
-        l->old_routers[l->nold_routers++] = l->router;
-    }
+    if (l->router)
+        tn_http_router_retire(l->router);
     l->router = rt;
     return 0;
 }
 
 void tn_http_listener_free(tn_listener *l)
 {
-    if (l->router)
-        tn_http_router_free(l->router);
-    for (size_t i = 0; i < l->nold_routers; i++)
-        tn_http_router_free(l->old_routers[i]);
-    free(l->old_routers);
+    tn_http_router_unref(l->router);
     l->router = NULL;
-    l->old_routers = NULL;
-    l->nold_routers = 0;
 }

@@ -60,6 +60,7 @@ struct tn_http_request {
 
     /* ---- internals of http.c ---- */
     void *arena;
+    tn_http_router *router; /* the router the request started with (referenced) */
 };
 
 /* Header lookup, case-insensitive; NULL when absent. */
@@ -89,6 +90,15 @@ struct tn_http_route {
  * not running, an unknown middleware). */
 tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, char *err, size_t errlen);
 void tn_http_router_free(tn_http_router *rt);
+/* Routers are shared by the listener and the requests in flight. */
+void tn_http_router_ref(tn_http_router *rt);
+void tn_http_router_unref(tn_http_router *rt);
+/* A reload replaced RT: drop the listener's reference; the configs it points
+ * into stay alive until its last request is done. */
+void tn_http_router_retire(tn_http_router *rt);
+/* The listener's own middleware as a route without handler (for 404, 405
+ * and 400 answers: logging, CORS, headers), or NULL when it has none. */
+const tn_http_route *tn_http_router_fallback(const tn_http_router *rt);
 /* Most specific route for METHOD and PATH: exact paths beat parameters,
  * parameters beat prefixes, longer prefixes beat shorter; a route with the
  * method beats one for any method. Fills r->params. Returns NULL and sets

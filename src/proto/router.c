@@ -74,6 +74,11 @@ struct tn_http_router {
     named_mw *mws;
     size_t nmws;
     tn_http_route fallback; /* the listener's middleware, no handler */
+    /* Requests in flight keep the router they started with; route configs
+     * point into the config that built it, which a reload may retire. */
+    int refs;
+    bool retired;
+    tn_daemon *d;
 };
 
 /* ---- building ---------------------------------------------------------------- */
@@ -100,6 +105,8 @@ static bool holds(const tn_config *c, const tn_listener_conf *conf)
 
 static const tn_config *owner_cfg(const tn_daemon *d, const tn_listener_conf *conf)
 {
+    if (d->applying && holds(d->applying, conf))
+        return d->applying;
     if (holds(d->cfg, conf))
         return d->cfg;
     for (size_t i = 0; i < d->nretired; i++)
@@ -319,10 +326,30 @@ static int build_exact_table(tn_http_router *rt)
     return 0;
 }
 
+void tn_http_router_ref(tn_http_router *rt)
+{
+    rt->refs++;
+}
+
+void tn_http_router_unref(tn_http_router *rt)
+{
+    if (rt && --rt->refs <= 0)
+        tn_http_router_free(rt);
+}
+
+void tn_http_router_retire(tn_http_router *rt)
+{
+    rt->retired = true;
+    rt->d->old_routers++;
+    tn_http_router_unref(rt);
+}
+
 void tn_http_router_free(tn_http_router *rt)
 {
     if (!rt)
         return;
+    tn_daemon *d = rt->d;
+    bool retired = rt->retired;
     for (size_t i = 0; i < rt->nents; i++) {
         route_ent *e = &rt->ents[i];
         if (e->pub.handler)
@@ -346,6 +373,10 @@ void tn_http_router_free(tn_http_router *rt)
     free(rt->mws);
     free(rt->fallback.middleware);
     free(rt);
+    if (retired && d) {
+        d->old_routers--;
+        tn_daemon_release_retired(d);
+    }
 }
 
 tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, char *err, size_t errlen)
@@ -355,6 +386,8 @@ tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, c
     char *key = NULL;
     if (!rt)
         goto oom;
+    rt->refs = 1;
+    rt->d = d;
     rt->ents = calloc(n ? n : 1, sizeof(route_ent));
     rt->shapes = calloc(n ? n : 1, sizeof(shape));
     if (!rt->ents || !rt->shapes)
