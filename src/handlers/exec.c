@@ -6,6 +6,11 @@
  * further jobs wait in a FIFO of at most max_queue, beyond which a message
  * is refused at once with "busy".
  *
+ * Over HTTP it is a CGI/1.1 gateway: the request comes as the usual CGI
+ * variables, and output that starts with a CGI header block (Status,
+ * Content-Type, Location, other fields, then an empty line) sets the
+ * response's status and headers; any other output is the body as is.
+ *
  * Lifetime rule: tn_job_done() may deliver a reply to a front end that then
  * reenters this handler, and it may drop the last reference to the handler,
  * so every path finishes its own bookkeeping first and calls tn_job_done()
@@ -16,9 +21,13 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <ctype.h>
+#include <strings.h>
+
 #include "handlers/handler.h"
 #include "log.h"
 #include "proc.h"
+#include "proto/http.h"
 
 /* How much of the first stderr line an error detail carries. */
 #define ERRLINE_MAX 1024
@@ -127,13 +136,126 @@ static void exec_timeout(evutil_socket_t fd, short what, void *arg)
     tn_proc_kill(r->proc, SIGKILL);
 }
 
-/* Spawn R's process and feed it PAYLOAD; on failure err holds the reason. */
-static int run_start(exec_run *r, const char *payload, size_t len, char *err, size_t errlen)
+/* The CGI/1.1 meta-variables of an HTTP request (RFC 3875), as "K=V"
+ * strings in an array freed with tn_proc_env_free(). */
+static char **cgi_env(const tn_msg_ctx *ctx, size_t body_len)
+{
+    const tn_http_request *r = ctx->http;
+    size_t n = 16 + r->nheaders, i = 0;
+    char **env = calloc(n + 1, sizeof(char *));
+    if (!env)
+        return NULL;
+    const char *ctype = tn_http_header_get(r, "Content-Type");
+    const char *host = tn_http_header_get(r, "Host");
+    const char *port = strrchr(r->remote_addr ? r->remote_addr : "", ':');
+    size_t iplen = r->remote_ip ? strlen(r->remote_ip) : 0;
+#define PUT(...) (asprintf(&env[i], __VA_ARGS__) < 0 ? (void)(env[i] = NULL) : (void)i++)
+    PUT("GATEWAY_INTERFACE=CGI/1.1");
+    PUT("SERVER_SOFTWARE=tusknetd");
+    PUT("SERVER_PROTOCOL=HTTP/%d.%d", r->http_major, r->http_minor);
+    PUT("REQUEST_METHOD=%s", r->method);
+    PUT("PATH_INFO=%s", r->path);
+    PUT("SCRIPT_NAME=");
+    PUT("QUERY_STRING=%s", r->query);
+    PUT("REQUEST_URI=%s", r->target);
+    PUT("REMOTE_ADDR=%.*s", (int)iplen, r->remote_ip ? r->remote_ip : "");
+    PUT("REMOTE_PORT=%s", port ? port + 1 : "");
+    if (host)
+        PUT("SERVER_NAME=%s", host);
+    if (ctype)
+        PUT("CONTENT_TYPE=%s", ctype);
+    if (body_len || tn_http_header_get(r, "Content-Length") || tn_http_header_get(r, "Transfer-Encoding"))
+        PUT("CONTENT_LENGTH=%zu", body_len);
+    for (size_t h = 0; h < r->nheaders && i < n; h++) {
+        const char *name = r->headers[h].name;
+        /* these two are CONTENT_TYPE/CONTENT_LENGTH; Proxy is httpoxy */
+        if (!strcasecmp(name, "Content-Type") || !strcasecmp(name, "Content-Length") || !strcasecmp(name, "Proxy"))
+            continue;
+        char var[256];
+        size_t k = 0;
+        k += (size_t)snprintf(var, sizeof(var), "HTTP_");
+        for (const char *p = name; *p && k < sizeof(var) - 1; p++)
+            var[k++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        var[k] = '\0';
+        PUT("%s=%s", var, r->headers[h].value);
+    }
+#undef PUT
+    env[i] = NULL;
+    return env;
+}
+
+/* If DATA starts with a CGI header block, applies it to the response and
+ * returns the body's offset; 0 when DATA is all body. */
+static size_t cgi_response(tn_http_request *r, const char *data, size_t len)
+{
+    /* a header block needs "Name: value" first and an empty line to end it */
+    size_t i = 0;
+    while (i < len && (isalnum((unsigned char)data[i]) || data[i] == '-'))
+        i++;
+    if (i == 0 || i >= len || data[i] != ':')
+        return 0;
+    const char *end = NULL;
+    size_t body = 0;
+    for (size_t k = 0; k + 1 < len; k++) {
+        if (data[k] == '\n' && data[k + 1] == '\n') {
+            end = data + k;
+            body = k + 2;
+            break;
+        }
+        if (data[k] == '\n' && k + 2 < len && data[k + 1] == '\r' && data[k + 2] == '\n') {
+            end = data + k;
+            body = k + 3;
+            break;
+        }
+    }
+    if (!end)
+        return 0;
+    bool have_status = false, have_location = false;
+    for (const char *line = data; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line) + 1);
+        if (!eol)
+            eol = end;
+        size_t ll = (size_t)(eol - line);
+        if (ll && line[ll - 1] == '\r')
+            ll--;
+        const char *colon = memchr(line, ':', ll);
+        if (colon) {
+            const char *name = tn_http_strdup(r, line, (size_t)(colon - line));
+            const char *v = colon + 1;
+            while (v < line + ll && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *value = tn_http_strdup(r, v, (size_t)(line + ll - v));
+            if (!strcasecmp(name, "Status")) {
+                int st = atoi(value);
+                if (st >= 100 && st <= 599) {
+                    r->status = st;
+                    have_status = true;
+                }
+            } else if (!strcasecmp(name, "Content-Type")) {
+                r->content_type = value;
+            } else {
+                if (!strcasecmp(name, "Location"))
+                    have_location = true;
+                tn_http_add_header(r, name, value);
+            }
+        }
+        line = eol + 1;
+    }
+    if (have_location && !have_status)
+        r->status = 302;
+    return body;
+}
+
+/* Spawn R's process and feed it PAYLOAD; on failure err holds the reason.
+ * CTX is the message's context (CGI variables over HTTP). */
+static int run_start(exec_run *r, const tn_msg_ctx *ctx, const char *payload, size_t len, char *err, size_t errlen)
 {
     tn_handler *h = r->st->h;
     const tn_handler_conf *c = &h->conf;
-    /* The HTTP front end's CGI variables will be passed here as extra. */
-    char **envp = tn_proc_env(c, NULL);
+    char **cgi = ctx && ctx->http ? cgi_env(ctx, len) : NULL;
+    char **envp = tn_proc_env(c, cgi);
+    if (cgi)
+        tn_proc_env_free(cgi);
     if (!envp) {
         snprintf(err, errlen, "cannot run %s: out of memory", c->command.v[0]);
         return -1;
@@ -177,7 +299,7 @@ static void pump(exec_state *st)
     while (st->queue.head && st->running.n < (size_t)st->h->conf.max_concurrency) {
         exec_run *r = st->queue.head;
         list_unlink(&st->queue, r);
-        if (run_start(r, r->job->payload, r->job->len, err, sizeof(err)) == 0)
+        if (run_start(r, &r->job->ctx, r->job->payload, r->job->len, err, sizeof(err)) == 0)
             continue;
         tn_job *job = r->job;
         job->cancel = NULL;
@@ -226,6 +348,13 @@ static void exec_on_done(tn_proc *p, void *arg, int status)
     if (res == TN_REPLY) {
         size_t len = evbuffer_get_length(reply);
         const char *data = len ? (const char *)evbuffer_pullup(reply, -1) : "";
+        if (job->ctx.http) {
+            /* CGI: headers, then the body exactly as the program wrote it */
+            size_t off = cgi_response(job->ctx.http, data, len);
+            tn_job_done(job, TN_REPLY, data + off, len - off);
+            evbuffer_free(reply);
+            return;
+        }
         if (len && data[len - 1] == '\n') {
             len--;
             if (len && data[len - 1] == '\r')
@@ -306,7 +435,7 @@ static tn_result exec_handle(tn_handler *h, tn_call *call)
         return TN_FAIL;
     }
     r->st = st;
-    if (run_start(r, call->payload, call->len, err, sizeof(err)) < 0) {
+    if (run_start(r, &call->ctx, call->payload, call->len, err, sizeof(err)) < 0) {
         free(r);
         evbuffer_add(call->out, err, strlen(err));
         return TN_FAIL;
