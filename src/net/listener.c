@@ -325,6 +325,18 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         tn_listener_free(l);
         return NULL;
     }
+    if (conf->tls) {
+        /* serving plain text where TLS was asked for would be worse than
+         * not serving at all */
+        snprintf(err, errlen, "%s:%d:%d: listener '%s': TLS is not available in this version", conf->tls->pos.file,
+                 conf->tls->pos.line, conf->tls->pos.col, conf->name);
+        tn_listener_free(l);
+        return NULL;
+    }
+    if (conf->nwebsocket)
+        tn_warn("%s:%d:%d: listener '%s': WebSocket endpoints are not available in this version; their paths "
+                "are routed as plain HTTP requests",
+                conf->websocket[0].pos.file, conf->websocket[0].pos.line, conf->websocket[0].pos.col, conf->name);
     struct sockaddr_storage ss;
     socklen_t len = 0;
     int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
