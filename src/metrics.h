@@ -54,6 +54,7 @@ typedef struct tn_handler_stats {
     uint64_t errors;
     uint64_t in_flight;
     tn_hist latency;
+    int64_t last_sync_us; /* latest timed synchronous call (sampling) */
 } tn_handler_stats;
 
 /* Exports of the whole daemon's numbers (control socket `stats`, `metrics`). */

@@ -228,6 +228,15 @@ typedef struct http_conn {
 
 static const http_parser_settings parser_settings;
 
+/* The loop's cached time: the head deadline and access-log durations need
+ * milliseconds, not a clock read per request. */
+static int64_t loop_us(const tn_conn *c)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(c->d->base, &tv);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
 static http_conn *state_of(tn_conn *c)
 {
     if (!c->fe_state)
@@ -763,7 +772,7 @@ static tn_http_request *request_new(tn_conn *c)
         tn_http_router_ref(r->router);
     r->conn_id = c->session.id;
     r->listener = c->listener->name;
-    r->started_us = tn_now_us();
+    r->started_us = loop_us(c);
     char addr[80];
     tn_conn_remote_str(c, addr, sizeof(addr));
     r->remote_addr = tn_http_strdup(r, addr, strlen(addr));
@@ -976,7 +985,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
             continue;
         }
         if (!hc->head_start_us)
-            hc->head_start_us = tn_now_us();
+            hc->head_start_us = loop_us(c);
         const char *end = NULL;
         size_t hlen = 0;
         for (const char *p = memchr(d, '\n', left); p; p = memchr(p + 1, '\n', (size_t)(d + left - p - 1))) {
@@ -1001,7 +1010,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
                 fail_request(c, hc, eol ? 431 : 414, eol ? "Request Header Fields Too Large" : "URI Too Long");
                 return len;
             }
-            int64_t elapsed_ms = (tn_now_us() - hc->head_start_us) / 1000;
+            int64_t elapsed_ms = (loop_us(c) - hc->head_start_us) / 1000;
             if (lim->header_timeout && elapsed_ms >= lim->header_timeout) {
                 c->listener->stats.timeout_errors++;
                 c->d->stats.timeout_errors++;
@@ -1040,7 +1049,7 @@ static int64_t http_partial_timeout(const tn_conn *c)
     if (hc->state == ST_BODY)
         return lim->read_timeout;
     if (hc->head_start_us && lim->header_timeout) {
-        int64_t left = lim->header_timeout - (tn_now_us() - hc->head_start_us) / 1000;
+        int64_t left = lim->header_timeout - (loop_us(c) - hc->head_start_us) / 1000;
         return left > 1 ? left : 1;
     }
     return -1;

@@ -41,7 +41,7 @@ struct tn_http_request {
     const char *remote_ip;   /* "ip" */
     uint64_t conn_id;
     const char *listener;
-    int64_t started_us;
+    int64_t started_us;     /* wall clock, microseconds (the loop's cached time) */
 
     /* ---- routing ---- */
     const tn_http_route *route; /* NULL: no route matched */

@@ -772,7 +772,10 @@ static void log_done(tn_mw *mw, tn_http_request *r, uint64_t bytes)
         add_json(out, "method", r->method);
         add_json(out, "path", r->path);
         add_json(out, "query", r->query);
-        int64_t us = r->started_us ? tn_now_us() - r->started_us : 0;
+        /* started_us is the loop's cached wall clock (see http.c) */
+        int64_t us = r->started_us ? ((int64_t)tv.tv_sec * 1000000 + tv.tv_usec) - r->started_us : 0;
+        if (us < 0)
+            us = 0;
         evbuffer_add_printf(out, ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f", status,
                             (unsigned long long)bytes, (double)(us < 0 ? 0 : us) / 1000.0);
         add_json(out, "user_agent", ua);
