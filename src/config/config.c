@@ -325,6 +325,9 @@ static void check_one_ref(ctx *c, const tn_key *k, const tn_value *v, const char
     if (strcmp(front, "http") != 0 && http_only(h->type))
         tn_diag_error(c->d, v->pos, "handler '%s' (type %s) only serves HTTP routes, not %s", name,
                       tn_handler_type_name(h->type), front);
+    else if (strcmp(front, "http") == 0 && h->type == TN_H_STREAM)
+        tn_diag_error(c->d, v->pos, "handler '%s' (type stream) keeps a process per connection: use it on tcp "
+                      "listeners or WebSocket endpoints, not HTTP routes", name);
     else if ((strcmp(front, "udp") == 0 || strcmp(front, "websocket") == 0) && h->type == TN_H_PROXY)
         tn_diag_error(c->d, v->pos, "handler '%s' (type proxy) serves HTTP routes and TCP listeners, not %s", name,
                       front);

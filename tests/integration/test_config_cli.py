@@ -632,3 +632,12 @@ def test_dump_of_invalid_config_fails(tusknetd, write_config):
     assert res.stdout == ""
     assert diagnostics(res.stderr) == [
         f"{p}:2:18: 'max_connections' is out of range: 0 (allowed 1 to 10000000)"]
+
+
+def test_stream_handler_on_http_route(tusknetd, write_config):
+    # one process per connection has no meaning for request/response HTTP
+    p = write_config("t.conf", '[handlers]\ns { type: "stream" command: ["cat"] }\n[listeners]\n'
+                     'w { protocol: "http" listen: "127.0.0.1:7000" routes { "/s": "s" } }\n')
+    assert_errors(tusknetd, p, [
+        f"{p}:4:62: handler 's' (type stream) keeps a process per connection: use it on tcp "
+        "listeners or WebSocket endpoints, not HTTP routes"])

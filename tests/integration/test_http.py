@@ -84,6 +84,7 @@ moved   { type: "redirect" location: "https://example.com{path}?{query}" status:
 found   { type: "redirect" location: "/new-home" }
 cgi     { type: "exec" command: ["{cgi}"] timeout: "5s" }
 cgiloc  { type: "exec" command: ["{cgiloc}"] timeout: "5s" }
+fail    { type: "exec" command: ["sh", "-c", "exit 3"] }
 
 [middleware]
 rl { type: "rate_limit" rate: "1/m" burst: 1 }
@@ -115,6 +116,7 @@ web {
         "GET /found": "found"
         "/cgi/*": "cgi"
         "GET /cgiloc": "cgiloc"
+        "GET /fail": "fail"
         "GET /dir/file.txt": "hello"
     }
 }
@@ -289,13 +291,21 @@ def test_exec_cgi_variables_and_response_headers(d):
     assert env.get("GATEWAY_INTERFACE") == "CGI/1.1", env
     assert env.get("SERVER_PROTOCOL") == "HTTP/1.1", env
     assert env.get("BODY") == "field=value", env
-    if "REMOTE_PORT" in env:
-        assert env["REMOTE_PORT"] == local.split(":")[1], env
+    assert env.get("REMOTE_PORT") == local.split(":")[1], env
+    assert env.get("REQUEST_URI") == "/cgi/sub/a%20b?a=1&b=%20x", env
+    assert env.get("SERVER_NAME"), env
 
 
 def test_exec_cgi_location_redirects(d):
     r = assert_valid(http_get(d.ports["WEB"], "/cgiloc"), 302)
     assert r.header("Location") == "http://example.com/elsewhere", r
+
+
+def test_exec_failure_is_500(d):
+    r = assert_valid(http_get(d.ports["WEB"], "/fail"), 500)
+    assert r.text.startswith("Error: "), r
+    assert "3" in r.text, r
+    assert len(r.body) < 512
 
 
 # ---- routing -------------------------------------------------------------------------
@@ -309,6 +319,7 @@ def test_exec_cgi_location_redirects(d):
         ("GET", "/p/deep", "param"),
         ("GET", "/p/42/edit", "param-edit"),
         ("GET", "/p/42/other", "prefix"),  # only the prefix matches
+        ("GET", "/p", "prefix"),  # "/p/*" also matches "/p" itself
         ("GET", "/p/deep/a/b", "deep-prefix"),  # longer prefix beats shorter
         ("GET", "/both", "get-method"),  # method-specific beats any method
         ("POST", "/both", "any-method"),

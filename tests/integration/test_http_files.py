@@ -34,7 +34,7 @@ alt  { type: "file" root: "{WWW}" index: ["home.htm", "index.html"] }
 web {
     protocol: "http"
     listen: "127.0.0.1:PORT_WEB"
-    routes { "GET /*": "site" }
+    routes { "GET /static/*": "site"  "GET /*": "site" }
 }
 alt {
     protocol: "http"
@@ -109,11 +109,11 @@ def test_index_files(d):
     assert r.body == FILES["index.html"]
     r = assert_valid(http_get(port, "/sub/"), 200)
     assert r.body == FILES["sub/index.html"], r
-    r = http_get(port, "/sub")
-    if r.status == 200:
-        assert r.body == FILES["sub/index.html"], r
-    else:
-        assert r.status in (301, 302, 308) and r.header("Location", "").endswith("/sub/"), r
+    # a directory named without its slash redirects to it
+    r = assert_valid(http_get(port, "/sub"), 301)
+    assert r.header("Location", "").endswith("/sub/"), r
+    r = assert_valid(http_get(port, "/sub?x=1"), 301)
+    assert r.header("Location", "").endswith("/sub/?x=1"), r
     r = assert_valid(http_get(d.ports["ALT"], "/althome/"), 200)
     assert r.body == FILES["althome/home.htm"], "index list order not honoured"
     r = assert_valid(http_get(d.ports["ALT"], "/"), 200)
@@ -235,6 +235,23 @@ def test_single_range_206(d):
     assert c.status == 206 and c.body == data[10:20], c
 
 
+def test_if_range(d, site):
+    port = d.ports["WEB"]
+    data = FILES["page.txt"]
+    r = http_get(port, "/page.txt")
+    etag, lm = r.header("ETag"), r.header("Last-Modified")
+    r = assert_valid(http_get(port, "/page.txt", headers={"Range": "bytes=0-9", "If-Range": etag}), 206)
+    assert r.body == data[:10]
+    r = assert_valid(http_get(port, "/page.txt", headers={"Range": "bytes=0-9", "If-Range": lm}), 206)
+    assert r.body == data[:10]
+    # a validator that no longer matches: the whole (current) file
+    r = assert_valid(http_get(port, "/page.txt", headers={"Range": "bytes=0-9", "If-Range": '"stale"'}), 200)
+    assert r.body == data
+    old = email.utils.formatdate(time.time() - 86400 * 30, usegmt=True)
+    r = assert_valid(http_get(port, "/page.txt", headers={"Range": "bytes=0-9", "If-Range": old}), 200)
+    assert r.body == data
+
+
 def test_range_416(d):
     port = d.ports["WEB"]
     n = len(FILES["page.txt"])
@@ -253,6 +270,18 @@ def test_range_on_a_large_file(d, big):
     r = assert_valid(http_get(port, "/big.bin", headers={"Range": f"bytes={a}-{a + 99999}"}), 206)
     assert r.body == big[a : a + 100000]
     assert r.header("Content-Range") == f"bytes {a}-{a + 99999}/{len(big)}"
+
+
+def test_prefix_route_strips_the_prefix(d):
+    port = d.ports["WEB"]
+    r = assert_valid(http_get(port, "/static/page.txt"), 200)
+    assert r.body == FILES["page.txt"]
+    r = assert_valid(http_get(port, "/static/sub/page.txt"), 200)
+    assert r.body == FILES["sub/page.txt"]
+    r = http_get(port, "/static/../secret.txt")
+    assert r.status == 404 and SECRET not in r.body, r
+    r = http_get(port, "/static/%2e%2e/%2e%2e/secret.txt")
+    assert r.status == 404 and SECRET not in r.body, r
 
 
 # ---- no escape from root --------------------------------------------------------------------

@@ -129,6 +129,12 @@ hdrs {
     listen: "127.0.0.1:PORT_HDRS"
     routes { "GET /h": { handler: "hdr"  middleware: ["hdrs"] }  "GET /plain": "hdr" }
 }
+hdrsall {
+    protocol: "http"
+    listen: "127.0.0.1:PORT_HDRSALL"
+    middleware: ["hdrs"]
+    routes { "GET /h": "hdr" }
+}
 """
 
 
@@ -507,6 +513,12 @@ def test_access_log_records_404_and_405(d):
     ], lines
     jl = wait_lines(d.jlog, 2)
     assert len(jl) == 2, f"json log: {jl}"
+    # and a malformed request's 400
+    with HttpConn(port) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        assert c.read_response().status == 400
+    lines = wait_lines(d.alog, 3)
+    assert len(lines) == 3 and '" 400 ' in lines[2], f"combined log: {lines}"
 
 
 # ---- headers ---------------------------------------------------------------------------------
@@ -522,3 +534,13 @@ def test_headers_set_and_add(d):
     r = assert_valid(http_get(port, "/plain"), 200)
     assert not r.has("X-Frame-Options"), r
     assert r.headers_all("X-Static") == ["orig"] and r.headers_all("X-Extra") == ["handler"], r
+
+
+def test_listener_headers_middleware_sees_error_answers(d):
+    port = d.ports["HDRSALL"]
+    r = assert_valid(http_get(port, "/h"), 200)
+    assert r.header("X-Frame-Options") == "DENY", r
+    r = assert_small_error(http_get(port, "/nope"), 404)
+    assert r.header("X-Frame-Options") == "DENY", r
+    r = assert_small_error(http_get(port, "/h", method="POST", body=b"x"), 405)
+    assert r.header("X-Frame-Options") == "DENY", r
