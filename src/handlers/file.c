@@ -288,38 +288,6 @@ static tn_result answer(tn_http_request *r, tn_call *call, int status, const cha
     return TN_REPLY;
 }
 
-/* r->path is percent-decoded: what a path segment may not carry as it is
- * goes back to %XX (the same rules as redirect.c). The query is still
- * encoded; only bytes no URI may hold are escaped. */
-static bool path_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~!$&'()*+,;=:@/", c));
-}
-
-static bool query_char(unsigned char c)
-{
-    return c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}#", c);
-}
-
-static void add_escaped(struct evbuffer *out, const char *s, bool (*keep)(unsigned char))
-{
-    static const char hexd[] = "0123456789ABCDEF";
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        const unsigned char *run = p;
-        while (*p && keep(*p))
-            p++;
-        if (p > run)
-            evbuffer_add(out, run, (size_t)(p - run));
-        if (*p) {
-            char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
-            evbuffer_add(out, e, 3);
-            p++;
-        }
-    }
-}
-
 /* A directory asked for without its slash: 301 to the same path with one,
  * keeping the query, as nginx does; relative links in its index would
  * otherwise resolve against the parent. */
@@ -328,11 +296,11 @@ static tn_result redirect_slash(tn_http_request *r, tn_call *call, const char *p
     struct evbuffer *out = call->out;
     evbuffer_add(out, "Redirecting to ", 15);
     size_t start = evbuffer_get_length(out);
-    add_escaped(out, path, path_char);
+    tn_http_add_escaped(out, path, TN_HTTP_ESC_PATH);
     evbuffer_add(out, "/", 1);
     if (r->query && *r->query) {
         evbuffer_add(out, "?", 1);
-        add_escaped(out, r->query, query_char);
+        tn_http_add_escaped(out, r->query, TN_HTTP_ESC_QUERY);
     }
     size_t n = evbuffer_get_length(out) - start;
     const char *all = (const char *)evbuffer_pullup(out, -1);

@@ -11,39 +11,6 @@
 #include "handlers/handler.h"
 #include "proto/http.h"
 
-/* r->path is percent-decoded: a decoded "?", "#", "%", space or control
- * character would change the target's meaning or break the header line, so
- * everything a path segment may not carry as it is goes back to %XX. */
-static bool path_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~!$&'()*+,;=:@/", c));
-}
-
-/* The query is still encoded: only bytes no URI may hold are escaped. */
-static bool query_char(unsigned char c)
-{
-    return c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}#", c);
-}
-
-static void add_escaped(struct evbuffer *out, const char *s, bool (*keep)(unsigned char))
-{
-    static const char hexd[] = "0123456789ABCDEF";
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        const unsigned char *run = p;
-        while (*p && keep(*p))
-            p++;
-        if (p > run)
-            evbuffer_add(out, run, (size_t)(p - run));
-        if (*p) {
-            char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
-            evbuffer_add(out, e, 3);
-            p++;
-        }
-    }
-}
-
 static tn_result redirect_handle(tn_handler *h, tn_call *call)
 {
     tn_http_request *r = call->ctx.http;
@@ -64,10 +31,10 @@ static tn_result redirect_handle(tn_handler *h, tn_call *call)
         if (!brace)
             break;
         if (strncmp(t, "{path}", 6) == 0) {
-            add_escaped(out, r->path ? r->path : "/", path_char);
+            tn_http_add_escaped(out, r->path ? r->path : "/", TN_HTTP_ESC_PATH);
             t += 6;
         } else if (strncmp(t, "{query}", 7) == 0) {
-            add_escaped(out, r->query ? r->query : "", query_char);
+            tn_http_add_escaped(out, r->query ? r->query : "", TN_HTTP_ESC_QUERY);
             t += 7;
         } else {
             evbuffer_add(out, "{", 1);

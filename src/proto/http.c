@@ -80,6 +80,36 @@ const char *tn_http_header_get(const tn_http_request *r, const char *name)
     return NULL;
 }
 
+static bool path_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=:@/", c));
+}
+
+static bool query_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && !strchr("\"<>\\^`{|}#", c);
+}
+
+void tn_http_add_escaped(struct evbuffer *out, const char *s, enum tn_http_escape what)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    bool (*keep)(unsigned char) = what == TN_HTTP_ESC_PATH ? path_char : query_char;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        const unsigned char *run = p;
+        while (*p && keep(*p))
+            p++;
+        if (p > run)
+            evbuffer_add(out, run, (size_t)(p - run));
+        if (*p) {
+            char e[3] = { '%', hexd[*p >> 4], hexd[*p & 15] };
+            evbuffer_add(out, e, 3);
+            p++;
+        }
+    }
+}
+
 const char *tn_http_param(const tn_http_request *r, const char *name)
 {
     for (size_t i = 0; i < r->nparams; i++)

@@ -74,6 +74,11 @@ const char *tn_http_resp_header_get(const tn_http_request *r, const char *name);
 void tn_http_remove_header(tn_http_request *r, const char *name);
 /* Status code to reason phrase ("Not Found"). */
 const char *tn_http_reason(int status);
+/* Appends S to OUT percent-encoding what may not appear as is: in a path
+ * (r->path is decoded, so "?", "#", "%", spaces and controls go back to %XX)
+ * or in a query (still encoded: only bytes no URI may hold are escaped). */
+enum tn_http_escape { TN_HTTP_ESC_PATH, TN_HTTP_ESC_QUERY };
+void tn_http_add_escaped(struct evbuffer *out, const char *s, enum tn_http_escape what);
 /* A route parameter (":id" -> "id"), NULL when absent. */
 const char *tn_http_param(const tn_http_request *r, const char *name);
 
