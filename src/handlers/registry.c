@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "net/listener.h"
+#include "net/addr.h"
 
 struct tn_registry {
     struct event_base *base;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "daemon.h"
+#include "net/addr.h"
 #include "net/limits.h"
 
 struct tn_listener {
@@ -44,7 +45,5 @@ void tn_listener_stop(tn_listener *l);
 void tn_listener_free(tn_listener *l);
 const tn_limits *tn_listener_limits(const tn_listener *l);
 
-/* Format an address as "ip:port" or "[v6]:port". */
-void tn_addr_format(const struct sockaddr *sa, char *buf, size_t len);
 
 #endif
