@@ -437,6 +437,8 @@ def test_socket_unit_matches_the_example_config(ctl_daemon, tmp_path):
             s.close()
         pytest.skip(f"the example's fixed ports are in use here: {e}")
     example = (REPO_ROOT / "tusknetd.conf.example").read_text()
+    # the example's file handler serves ./conf/www next to the config file
+    (tmp_path / "conf" / "www").mkdir(parents=True, exist_ok=True)
     launcher, env, popen_kw = activation(socks, ["tusknetd.socket"] * len(socks))
     d = ctl_daemon("", start=False, launcher=launcher, env=env, popen_kw=popen_kw)
     env["TUSKNET_CONTROL"] = d.control
