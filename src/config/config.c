@@ -757,6 +757,10 @@ tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag)
     tn_diag_sort(diag, stored_before);
     tn_doc_free(doc);
     if (tn_diag_errors(diag) > errors_before) {
+        /* the file names positions point into die with the config; the
+         * messages themselves are already text */
+        for (int i = stored_before; i < diag->count; i++)
+            diag->pos[i].file = NULL;
         tn_config_free(cfg);
         return NULL;
     }

@@ -462,6 +462,8 @@ int tn_parse_duration_ms(const char *s, int64_t *out)
     if (ms > 9e15)
         return -1;
     *out = (int64_t)llround(ms);
+    if (*out == 0 && ms > 0)
+        *out = 1; /* under a millisecond is not "never" */
     return 0;
 }
 
@@ -590,7 +592,17 @@ static char *value_text(const tn_value *v, char *buf, size_t len)
     switch (v->type) {
     case TN_V_STRING: return v->u.s.ptr;
     case TN_V_INT: snprintf(buf, len, "%" PRId64, v->u.i); return buf;
-    case TN_V_FLOAT: snprintf(buf, len, "%.17g", v->u.f); return buf;
+    case TN_V_FLOAT:
+        /* the shortest text that reads back as the same number: 1.1, not
+         * 1.1000000000000001 */
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, len, "%.*g", prec, v->u.f);
+            if (strtod(buf, NULL) == v->u.f)
+                break;
+        }
+        if (!strpbrk(buf, ".eEn") && len > strlen(buf) + 2)
+            strcat(buf, ".0"); /* still reads as a float: 1.0 stays "1.0" */
+        return buf;
     case TN_V_BOOL: return v->u.b ? "true" : "false";
     default: return NULL;
     }
