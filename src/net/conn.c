@@ -337,7 +337,23 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     return c;
 }
 
+static void conn_end(tn_conn *c, const char *why, bool close_fd);
+
 void tn_conn_close(tn_conn *c, const char *why)
+{
+    conn_end(c, why, true);
+}
+
+evutil_socket_t tn_conn_take_fd(tn_conn *c)
+{
+    evutil_socket_t fd = c->fd;
+    if (c->dead)
+        return -1;
+    conn_end(c, "handed over", false);
+    return fd;
+}
+
+static void conn_end(tn_conn *c, const char *why, bool close_fd)
 {
     if (c->dead)
         return;
@@ -365,7 +381,8 @@ void tn_conn_close(tn_conn *c, const char *why)
     tn_session_detach_all(&c->session);
     event_free(c->ev);
     c->ev = NULL;
-    evutil_closesocket(c->fd);
+    if (close_fd)
+        evutil_closesocket(c->fd);
     c->fd = -1;
     if (c->in)
         evbuffer_free(c->in);

@@ -82,6 +82,10 @@ void tn_conn_pause_input(tn_conn *c);
 void tn_conn_close_after_flush(tn_conn *c, const char *why);
 /* Close now (reset, error, timeout). Safe from inside the conn's callbacks. */
 void tn_conn_close(tn_conn *c, const char *why);
+/* End the record but keep the socket open for a new owner (a WebSocket
+ * upgrade): returns the fd, -1 if the connection is already closed. Unsent
+ * output is dropped. */
+evutil_socket_t tn_conn_take_fd(tn_conn *c);
 /* Arm the inactivity timeout the connection's state calls for. */
 void tn_conn_update_timeouts(tn_conn *c);
 tn_conn *tn_conn_find(tn_daemon *d, uint64_t id);
