@@ -25,6 +25,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "proto/ws.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "version.h"
@@ -112,6 +113,38 @@ static void time_iso(int64_t ms, char *buf, size_t len)
     snprintf(buf + n, len - n, ".%03dZ", (int)(ms % 1000));
 }
 
+typedef struct ws_rows {
+    tn_json *j;
+    const char *listener;
+} ws_rows;
+
+static void ws_row(void *arg, const tn_ws_info *w)
+{
+    ws_rows *a = arg;
+    if (a->listener && *a->listener && strcmp(w->listener, a->listener) != 0)
+        return;
+    char t1[40], t2[40];
+    time_iso(w->established_ms, t1, sizeof(t1));
+    time_iso(w->last_activity_ms, t2, sizeof(t2));
+    tn_json *j = a->j;
+    tn_json_open(j, NULL, '{');
+    tn_json_u64(j, "id", w->id);
+    tn_json_str(j, "listener", w->listener);
+    tn_json_str(j, "protocol", "ws");
+    tn_json_str(j, "remote", w->remote);
+    tn_json_str(j, "local", w->local);
+    tn_json_str(j, "path", w->path);
+    if (*w->subprotocol)
+        tn_json_str(j, "subprotocol", w->subprotocol);
+    tn_json_str(j, "established", t1);
+    tn_json_str(j, "last_activity", t2);
+    tn_json_u64(j, "bytes_sent", w->bytes_out);
+    tn_json_u64(j, "bytes_received", w->bytes_in);
+    tn_json_u64(j, "messages_in", w->msgs_in);
+    tn_json_u64(j, "messages_out", w->msgs_out);
+    tn_json_close(j, '}');
+}
+
 static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
 {
     tn_daemon *d = c->ctl->d;
@@ -151,6 +184,8 @@ static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
         tn_json_u64(j, "messages_out", k->msgs_out);
         tn_json_close(j, '}');
     }
+    ws_rows rows = { j, arg };
+    tn_ws_each(d, ws_row, &rows);
     tn_json_close(j, ']');
     tn_json_close(j, '}');
 }
@@ -292,6 +327,10 @@ static void cmd_close(ctl_client *c, tn_json *j, char *arg)
         return;
     }
     tn_conn *k = tn_conn_find(c->ctl->d, id);
+    if (!k && tn_ws_close(c->ctl->d, id, 1000) == 0) {
+        ok_answer(j);
+        return;
+    }
     if (!k) {
         error_answer(j, "no connection %s", arg);
         return;
@@ -310,6 +349,17 @@ static void cmd_send(ctl_client *c, tn_json *j, char *arg)
     }
     msg++;
     tn_conn *k = tn_conn_find(c->ctl->d, id);
+    if (!k) {
+        int r = tn_ws_send(c->ctl->d, id, msg, strlen(msg));
+        if (r == 0) {
+            ok_answer(j);
+            return;
+        }
+        if (r == -1) {
+            error_answer(j, "connection is not reading (output over max_output)", NULL);
+            return;
+        }
+    }
     if (!k || k->closing) {
         error_answer(j, "no connection %s", arg);
         return;
@@ -346,6 +396,7 @@ static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)
         else
             sent++;
     }
+    tn_ws_broadcast(c->ctl->d, h, msg, strlen(msg), &sent, &dropped);
     tn_json_open(j, NULL, '{');
     tn_json_bool(j, "ok", true);
     tn_json_u64(j, "sent", sent);

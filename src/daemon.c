@@ -26,6 +26,7 @@
 #include "net/conn.h"
 #include "net/listener.h"
 #include "proto/udp.h"
+#include "proto/ws.h"
 
 /* The one daemon state (signal events and libraries' callbacks reach it
  * through their arguments; nothing else is global). */
@@ -69,7 +70,7 @@ static bool in_flight(tn_daemon *d)
 
 void tn_daemon_check_stopped(tn_daemon *d)
 {
-    if (d->stopping && !d->conns && !in_flight(d))
+    if (d->stopping && !d->conns && !tn_ws_count(d) && !in_flight(d))
         event_base_loopexit(d->base, NULL);
 }
 
@@ -81,6 +82,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     tn_warn("shutdown: timeout reached, closing %llu connection(s)", (unsigned long long)d->active);
     while (d->conns)
         tn_conn_close(d->conns, "shutdown");
+    tn_ws_free(d);
     event_base_loopexit(d->base, NULL);
 }
 
@@ -98,6 +100,7 @@ void tn_daemon_shutdown(tn_daemon *d, const char *why)
         next = c->next;
         tn_conn_close_after_flush(c, "shutdown");
     }
+    tn_ws_shutdown(d);
     struct timeval tv = { d->cfg->daemon.shutdown_timeout / 1000, (d->cfg->daemon.shutdown_timeout % 1000) * 1000 };
     evtimer_add(d->shutdown_ev, &tv);
     tn_daemon_check_stopped(d);
@@ -308,6 +311,7 @@ static void free_state(tn_daemon *d)
     while (d->conns)
         tn_conn_close(d->conns, NULL);
     tn_conn_reap(d);
+    tn_ws_free(d);
     while (d->listeners)
         tn_listener_free(d->listeners);
     /* children cut short by the shutdown get a moment to be reaped */
@@ -371,6 +375,11 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
 
     tn_sd_init(&d->sd, d->base);
     char err[1024];
+    if (tn_ws_init(d, err, sizeof(err)) < 0) {
+        tn_error("%s", err);
+        free_state(d);
+        return 1;
+    }
     tn_config *initial = d->cfg;
     if (apply_config(d, initial, err, sizeof(err)) < 0) {
         tn_error("%s", err);

@@ -310,10 +310,6 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         tn_listener_free(l);
         return NULL;
     }
-    if (conf->nwebsocket)
-        tn_warn("%s:%d:%d: listener '%s': WebSocket endpoints are not available in this version; their paths "
-                "are routed as plain HTTP requests",
-                conf->websocket[0].pos.file, conf->websocket[0].pos.line, conf->websocket[0].pos.col, conf->name);
     struct sockaddr_storage ss;
     socklen_t len = 0;
     int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;

@@ -27,6 +27,7 @@
 
 #include "log.h"
 #include "net/listener.h"
+#include "proto/ws.h"
 
 #define MAX_URI 8192
 #define MAX_HEADERS 100
@@ -253,6 +254,7 @@ typedef struct http_conn {
     const tn_http_route *route; /* matched when the head arrived (its limits apply to the body) */
     int64_t max_body;
     const char *allow;      /* for a 405 */
+    const tn_ws_conf *upgrade; /* the head just parsed upgrades to this WebSocket endpoint */
     pending *head, *tail;
 } http_conn;
 
@@ -929,6 +931,29 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
             return;
         }
     }
+    if (!hc->path_above_root) {
+        const tn_listener_conf *lc = c->listener->conf;
+        for (size_t i = 0; i < lc->nwebsocket; i++) {
+            const tn_ws_conf *ep = &lc->websocket[i];
+            if (strcmp(ep->path, r->path) != 0)
+                continue;
+            int st = tn_ws_check(ep, r);
+            if (st == 0 && (hc->head || !hc->message_complete))
+                st = 400; /* pipelined behind unanswered requests, or with a body */
+            if (st) {
+                if (st == 426) {
+                    tn_http_set_header(r, "Upgrade", "websocket");
+                    tn_http_set_header(r, "Connection", "Upgrade");
+                }
+                fail_request(c, hc, st, tn_http_reason(st));
+                return;
+            }
+            hc->cur = NULL;
+            request_free(r);
+            hc->upgrade = ep;
+            return;
+        }
+    }
     hc->allow = NULL;
     hc->route = hc->path_above_root || !r->router ? NULL : tn_http_route_match(r->router, r, &hc->allow);
     if (hc->route)
@@ -989,6 +1014,37 @@ static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
         dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
     }
     return n;
+}
+
+/* Hands the socket to the WebSocket layer with every byte read from the
+ * upgrade request's head on. */
+static void upgrade(tn_conn *c, http_conn *hc, const char *data, size_t len)
+{
+    const tn_ws_conf *ep = hc->upgrade;
+    hc->upgrade = NULL;
+    tn_conn_flush(c); /* earlier answers in the same read go first */
+    if (c->dead)
+        return;
+    if (tn_conn_unsent(c)) {
+        tn_conn_close(c, "WebSocket upgrade behind unsent output");
+        return;
+    }
+    tn_listener *l = c->listener;
+    tn_daemon *d = c->d;
+    tn_sockaddr remote = c->remote;
+    socklen_t rlen = remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    /* DATA may point into the connection's input buffer, which ending the
+     * record frees */
+    char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        tn_conn_close(c, "out of memory");
+        return;
+    }
+    memcpy(copy, data, len);
+    evutil_socket_t fd = tn_conn_take_fd(c);
+    if (fd >= 0)
+        tn_ws_upgrade(d, l, ep, fd, &remote.sa, rlen, copy, len);
+    free(copy);
 }
 
 static size_t http_input(tn_conn *c, const char *data, size_t len)
@@ -1056,6 +1112,10 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
         }
         hc->head_start_us = 0;
         begin_request(c, hc, d, hlen);
+        if (hc->upgrade && !c->dead) {
+            upgrade(c, hc, d, left);
+            return len;
+        }
         used += hlen;
         if (c->dead)
             return len;

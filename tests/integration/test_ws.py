@@ -1,0 +1,580 @@
+"""The WebSocket front end (SPEC sections 3, 5 and 6) over real sockets:
+python3-websockets (asyncio API) for the ordinary client side, and a small
+raw RFC 6455 client below for what a well-behaved library will not send
+(invalid UTF-8, not answering pings, hand-made fragments and close codes).
+
+Covered: echo on a single-handler endpoint, handler selection and its error
+replies, asynchronous replies in order, max_message -> 1009, invalid UTF-8 ->
+1007, fragmented input, ping/pong both ways and the pong timeout,
+permessage-deflate on and off, subprotocols, Origin checks (403), broadcast
+among 3 and 200 clients, wrong paths (404) and plain GETs on an endpoint
+(426), HTTP routes on the same port during WebSocket traffic, close codes in
+both directions, and SIGTERM closing every WebSocket with 1001."""
+import asyncio
+import base64
+import http.client
+import os
+import signal
+import socket
+import struct
+import time
+
+import pytest
+import websockets
+
+from daemon_util import HOST, daemon  # noqa: F401  (daemon is a fixture)
+
+CONFIG = """
+[daemon]
+control_socket: ""
+shutdown_timeout: "5s"
+
+[handlers]
+echo   { type: "echo" }
+ping   { type: "static" reply: "+PONG" }
+upper  { type: "exec" command: ["tr", "a-z", "A-Z"] timeout: "2s" }
+slow   { type: "exec" command: ["sh", "-c", "sleep 0.3; cat"] timeout: "2s" }
+chat   { type: "broadcast" }
+health { type: "health" }
+
+[listeners]
+web {
+    protocol: "http"
+    listen: "127.0.0.1:PORT_WEB"
+    routes {
+        "GET /health": "health"
+    }
+    websocket {
+        "/ws": ["echo", "ping", "upper", "slow"]
+        "/echo": { handler: "echo" }
+        "/plain": { handler: "echo"  deflate: false }
+        "/small": { handler: "echo"  max_message: "64KB" }
+        "/chat": { handler: "chat" }
+        "/proto": { handler: "echo"  subprotocols: ["chat.v2", "chat.v1"] }
+        "/same": { handler: "echo"  origins: ["same"] }
+        "/listed": { handler: "echo"  origins: ["https://app.example"] }
+        "/keepalive": { handler: "echo"  ping_interval: "1s"  pong_timeout: "1s" }
+    }
+}
+"""
+
+
+def run(coro, timeout=30):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def url(d, path):
+    return f"ws://{HOST}:{d.ports['WEB']}{path}"
+
+
+@pytest.fixture
+def web(daemon):  # noqa: F811
+    return daemon(CONFIG)
+
+
+# ---- a raw client --------------------------------------------------------------
+
+
+class RawWs:
+    """A minimal RFC 6455 client on a blocking socket."""
+
+    def __init__(self, port, path, headers=None, timeout=5.0):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        fields = {
+            "Host": f"{HOST}:{port}",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Version": "13",
+        }
+        fields.update(headers or {})
+        lines = [f"GET {path} HTTP/1.1"] + [f"{k}: {v}" for k, v in fields.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.head = head.decode(errors="replace")
+        self.status = int(self.head.split(" ", 2)[1]) if self.head else 0
+
+    def send_frame(self, opcode, payload=b"", fin=True):
+        if isinstance(payload, str):
+            payload = payload.encode()
+        b0 = (0x80 if fin else 0) | opcode
+        n = len(payload)
+        if n < 126:
+            hdr = struct.pack("!BB", b0, 0x80 | n)
+        elif n < 65536:
+            hdr = struct.pack("!BBH", b0, 0x80 | 126, n)
+        else:
+            hdr = struct.pack("!BBQ", b0, 0x80 | 127, n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(hdr + mask + masked)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_frame(self, timeout=5.0):
+        """(opcode, payload) of the next frame; EOFError when closed."""
+        self.sock.settimeout(timeout)
+        b0, b1 = self._need(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self._need(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._need(8))[0]
+        return b0 & 0x0F, self._need(n)
+
+    def close_code(self, timeout=5.0):
+        """Reads until a close frame; its code (None if the socket just closed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                op, data = self.recv_frame(max(0.05, deadline - time.monotonic()))
+            except (EOFError, ConnectionResetError):
+                return None
+            if op == 8:
+                return struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+        raise TimeoutError("no close frame")
+
+    def close(self):
+        self.sock.close()
+
+
+# ---- messages ---------------------------------------------------------------------
+
+
+def test_echo_single_handler(web):
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            for msg in ["hello", "with spaces: and colons", "ünïcödé ✓", ""]:
+                await ws.send(msg)
+                assert await ws.recv() == msg
+            await ws.send(b"\x00\x01binary\xff")
+            assert await ws.recv() == b"\x00\x01binary\xff"
+
+    run(go())
+
+
+def test_handler_selection_and_errors(web):
+    async def go():
+        async with websockets.connect(url(web, "/ws")) as ws:
+            cases = [
+                ("echo hi", "hi"),
+                ("echo: hi there", "hi there"),
+                ("echo\nline", "line"),
+                ("ping", "+PONG"),
+                ("upper: abc", "ABC"),
+                ("nosuch payload", "Unknown handler: nosuch"),
+                ("", "Invalid message format"),
+                (" leading", "Invalid message format"),
+            ]
+            for send, want in cases:
+                await ws.send(send)
+                assert await asyncio.wait_for(ws.recv(), 5) == want, send
+
+    run(go())
+
+
+def test_async_replies_keep_order(web):
+    async def go():
+        async with websockets.connect(url(web, "/ws")) as ws:
+            await ws.send("slow first")
+            await ws.send("echo second")
+            await ws.send("upper third")
+            await ws.send("echo fourth")
+            got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(4)]
+            assert got == ["first", "second", "THIRD", "fourth"]
+
+    run(go())
+
+
+def test_max_message_closes_1009(web):
+    async def go():
+        async with websockets.connect(url(web, "/echo"), max_size=None) as ws:
+            ok = "x" * (1024 * 1024)  # exactly the 1MB default: allowed
+            await ws.send(ok)
+            assert len(await asyncio.wait_for(ws.recv(), 10)) == len(ok)
+            await ws.send("x" * (1024 * 1024 + 1))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1009
+
+        async with websockets.connect(url(web, "/small")) as ws:
+            # over the endpoint's own 64KB limit, in fragments
+            await ws.send(["a" * 40000, "b" * 40000])
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1009
+
+    run(go())
+
+
+def test_invalid_utf8_closes_1007(web):
+    c = RawWs(web.ports["WEB"], "/echo")
+    assert c.status == 101
+    c.send_frame(0x1, b"ok")
+    assert c.recv_frame() == (0x1, b"ok")
+    c.send_frame(0x1, b"bad \xff\xfe text")
+    assert c.close_code() == 1007
+    c.close()
+
+
+def test_fragmented_input(web):
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            await ws.send(["frag", "mented ", "message"])
+            assert await ws.recv() == "fragmented message"
+            await ws.send([b"\x01\x02", b"\x03"])
+            assert await ws.recv() == b"\x01\x02\x03"
+            big = ["y" * 10000 for _ in range(20)]
+            await ws.send(big)
+            assert await ws.recv() == "".join(big)
+
+        async with websockets.connect(url(web, "/ws")) as ws:
+            # the handler name may end up in the first fragment only
+            await ws.send(["ech", "o spl", "it"])
+            assert await ws.recv() == "split"
+
+    run(go())
+    # interleaved control frame between fragments (raw)
+    c = RawWs(web.ports["WEB"], "/echo")
+    c.send_frame(0x1, "one ", fin=False)
+    c.send_frame(0x9, "p")
+    c.send_frame(0x0, "two", fin=True)
+    frames = [c.recv_frame(), c.recv_frame()]
+    assert (0xA, b"p") in frames
+    assert (0x1, b"one two") in frames
+    c.close()
+
+
+def test_ping_pong(web):
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            pong = await ws.ping(b"abc")
+            await asyncio.wait_for(pong, 3)
+        # the server pings an idle client every ping_interval; a client that
+        # answers (websockets does) stays connected past several intervals
+        async with websockets.connect(url(web, "/keepalive"), ping_interval=None) as ws:
+            await asyncio.sleep(4.5)
+            await ws.send("still here")
+            assert await asyncio.wait_for(ws.recv(), 3) == "still here"
+
+    run(go())
+
+
+def test_server_pings_and_hangs_up_without_pong(web):
+    c = RawWs(web.ports["WEB"], "/keepalive")
+    assert c.status == 101
+    t0 = time.monotonic()
+    op, _ = c.recv_frame(timeout=4)
+    assert op == 0x9, "expected a ping from the server"
+    # no pong: the server gives up after ping_interval + pong_timeout
+    code = c.close_code(timeout=6)
+    assert code in (None, 1000, 1001, 1006, 1011)
+    assert time.monotonic() - t0 < 6
+    c.close()
+
+
+def test_permessage_deflate_on_and_off(web):
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            assert any(e.name == "permessage-deflate" for e in ws.extensions)
+            assert "permessage-deflate" in ws.response_headers.get("Sec-WebSocket-Extensions", "")
+            text = "compressible " * 5000
+            await ws.send(text)
+            assert await ws.recv() == text
+            await ws.send(os.urandom(50000))
+            assert len(await ws.recv()) == 50000
+        async with websockets.connect(url(web, "/plain")) as ws:
+            assert ws.extensions == []
+            assert "Sec-WebSocket-Extensions" not in ws.response_headers
+            await ws.send("plain")
+            assert await ws.recv() == "plain"
+        async with websockets.connect(url(web, "/echo"), compression=None) as ws:
+            assert ws.extensions == []
+            await ws.send("uncompressed client")
+            assert await ws.recv() == "uncompressed client"
+
+    run(go())
+
+
+def test_subprotocols(web):
+    async def go():
+        async with websockets.connect(url(web, "/proto"), subprotocols=["chat.v1", "chat.v2"]) as ws:
+            assert ws.subprotocol == "chat.v1"
+            await ws.send("sp")
+            assert await ws.recv() == "sp"
+        async with websockets.connect(url(web, "/proto"), subprotocols=["other", "chat.v2"]) as ws:
+            assert ws.subprotocol == "chat.v2"
+        # no common name: the handshake goes on without a subprotocol, and an
+        # endpoint never picks a name only another endpoint speaks
+        async with websockets.connect(url(web, "/proto"), subprotocols=["nope"]) as ws:
+            assert ws.subprotocol is None
+        async with websockets.connect(url(web, "/echo"), subprotocols=["chat.v1"]) as ws:
+            assert ws.subprotocol is None
+            assert "Sec-WebSocket-Protocol" not in ws.response_headers
+
+    run(go())
+
+
+def test_origin_checks(web):
+    port = web.ports["WEB"]
+    assert RawWs(port, "/same", {"Origin": "https://evil.example"}).status == 403
+    assert RawWs(port, "/same", {"Origin": f"http://{HOST}:{port}"}).status == 101
+    assert RawWs(port, "/listed", {"Origin": "https://app.example"}).status == 101
+    assert RawWs(port, "/listed", {"Origin": "https://app.example.evil"}).status == 403
+    # non-browser clients send no Origin
+    assert RawWs(port, "/listed").status == 101
+    # endpoints without a list take any origin
+    assert RawWs(port, "/echo", {"Origin": "https://anything.example"}).status == 101
+
+
+def _broadcast(web, n, per_client):
+    async def go():
+        clients = [await websockets.connect(url(web, "/chat")) for _ in range(n)]
+        try:
+            await asyncio.sleep(0.2)
+            expected = set()
+            for i, ws in enumerate(clients[: min(n, 3)]):
+                for k in range(per_client):
+                    msg = f"from {i} #{k}"
+                    expected.add((i, msg))
+                    await ws.send(msg)
+
+            async def collect(j, ws, want):
+                got = []
+                while len(got) < want:
+                    got.append(await asyncio.wait_for(ws.recv(), 10))
+                return got
+
+            senders = min(n, 3)
+            results = await asyncio.gather(
+                *[collect(j, ws, (senders - (1 if j < senders else 0)) * per_client) for j, ws in enumerate(clients)]
+            )
+            for j, got in enumerate(results):
+                want = sorted(m for i, m in expected if i != j)
+                assert sorted(got) == want, f"client {j}"
+            # exactly once: nothing more arrives
+            for ws in clients[:5]:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.3)
+        finally:
+            await asyncio.gather(*[ws.close() for ws in clients])
+
+    run(go(), timeout=90)
+
+
+def test_broadcast_three_clients(web):
+    _broadcast(web, 3, 20)
+
+
+def test_broadcast_two_hundred_clients(web):
+    _broadcast(web, 200, 5)
+
+
+def test_wrong_path_and_plain_get(web):
+    port = web.ports["WEB"]
+
+    async def go():
+        with pytest.raises(websockets.InvalidStatusCode) as e:
+            async with websockets.connect(url(web, "/nowhere")):
+                pass
+        assert e.value.status_code == 404
+
+    run(go())
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    conn.request("GET", "/echo")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 426
+    assert r.getheader("Upgrade", "").lower() == "websocket"
+    conn.close()
+    # a bad version is refused
+    assert RawWs(port, "/echo", {"Sec-WebSocket-Version": "8"}).status in (400, 426)
+
+
+def test_http_routes_during_websocket_traffic(web):
+    port = web.ports["WEB"]
+
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            loop = asyncio.get_running_loop()
+            for i in range(50):
+                await ws.send(f"m{i}")
+                assert await ws.recv() == f"m{i}"
+                if i % 10 == 0:
+                    status = await loop.run_in_executor(None, http_get, port, "/health")
+                    assert status == 200
+
+    run(go())
+
+
+def http_get(port, path):
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.read()
+    conn.close()
+    return r.status
+
+
+def test_close_codes_both_ways(web):
+    # the client's code is echoed
+    c = RawWs(web.ports["WEB"], "/echo")
+    c.send_frame(0x8, struct.pack("!H", 4000) + b"bye")
+    assert c.close_code() == 4000
+    c.close()
+
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            await ws.close(code=4001, reason="done")
+            assert ws.close_code == 4001
+
+    run(go())
+
+
+def test_sigterm_closes_with_1001(web):
+    async def go():
+        clients = [await websockets.connect(url(web, "/echo")) for _ in range(3)]
+        for ws in clients:
+            await ws.send("x")
+            assert await ws.recv() == "x"
+        web.send_signal(signal.SIGTERM)
+        for ws in clients:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1001
+
+    run(go())
+    assert web.wait(5) == 0
+
+
+def test_exchange_rate_50_connections(web):
+    """Not a timed test: reports 64-byte echo messages per second over 50
+    connections (the Python client is the bottleneck)."""
+    payload = "x" * 64
+
+    async def go():
+        clients = [await websockets.connect(url(web, "/plain"), compression=None) for _ in range(50)]
+        count = 0
+        deadline = time.monotonic() + 2.0
+
+        async def pump(ws):
+            nonlocal count
+            while time.monotonic() < deadline:
+                await ws.send(payload)
+                assert await ws.recv() == payload
+                count += 1
+
+        t0 = time.monotonic()
+        await asyncio.gather(*[pump(ws) for ws in clients])
+        rate = count / (time.monotonic() - t0)
+        await asyncio.gather(*[ws.close() for ws in clients])
+        return rate
+
+    rate = run(go())
+    print(f"websocket echo, 64 B, 50 connections: {rate:.0f} msgs/s (python client bound)")
+    assert rate > 100
+
+
+def test_control_socket_lists_sends_and_closes(daemon):  # noqa: F811
+    from ctl_util import CtlClient
+
+    d = daemon(CONFIG.replace('control_socket: ""', 'control_socket: "ctl.sock"'))
+    ctl = CtlClient(d.tmp_path / "ctl.sock")
+
+    async def go():
+        a = await websockets.connect(url(d, "/chat"))
+        b = await websockets.connect(url(d, "/echo"))
+        await b.send("x")
+        assert await b.recv() == "x"
+        rows = [r for r in ctl.command("connections web")["connections"] if r["protocol"] == "ws"]
+        assert sorted(r["path"] for r in rows) == ["/chat", "/echo"]
+        echo_row = next(r for r in rows if r["path"] == "/echo")
+        assert echo_row["messages_in"] == 1 and echo_row["messages_out"] == 1
+        assert echo_row["local"].endswith(f":{d.ports['WEB']}")
+        chat_id = next(r["id"] for r in rows if r["path"] == "/chat")
+        assert ctl.command(f"send {echo_row['id']} pushed").get("ok", True) is not False
+        assert await asyncio.wait_for(b.recv(), 3) == "pushed"
+        ctl.command("broadcast chat to the room")
+        assert await asyncio.wait_for(a.recv(), 3) == "to the room"
+        stats = ctl.command("stats")
+        assert "error" not in stats
+        ctl.command(f"close {chat_id}")
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(a.recv(), 3)
+        assert a.close_code == 1000
+        rows = [r for r in ctl.command("connections")["connections"] if r["protocol"] == "ws"]
+        assert [r["path"] for r in rows] == ["/echo"]
+        await b.close()
+
+    run(go())
+
+
+def test_upgrade_head_in_pieces_and_data_right_after_it(web):
+    port = web.ports["WEB"]
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (
+        f"GET /echo HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    # the head trickles in: the HTTP layer buffers it, then hands it over
+    s = socket.create_connection((HOST, port), timeout=5)
+    s.sendall(head[:20])
+    time.sleep(0.1)
+    s.sendall(head[20:60])
+    time.sleep(0.1)
+    s.sendall(head[60:])
+    raw = RawWs.__new__(RawWs)
+    raw.sock, raw.buf = s, b""
+    while b"\r\n\r\n" not in raw.buf:
+        raw.buf += s.recv(4096)
+    assert raw.buf.startswith(b"HTTP/1.1 101")
+    raw.buf = raw.buf.partition(b"\r\n\r\n")[2]
+    raw.send_frame(0x1, "after trickle")
+    assert raw.recv_frame() == (0x1, b"after trickle")
+    s.close()
+    # a frame in the same packet as the head is not lost
+    s = socket.create_connection((HOST, port), timeout=5)
+    mask = b"\x01\x02\x03\x04"
+    payload = b"eager"
+    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    s.sendall(head + frame)
+    raw = RawWs.__new__(RawWs)
+    raw.sock, raw.buf = s, b""
+    while b"\r\n\r\n" not in raw.buf:
+        raw.buf += s.recv(4096)
+    raw.buf = raw.buf.partition(b"\r\n\r\n")[2]
+    assert raw.recv_frame() == (0x1, b"eager")
+    s.close()
+
+
+def test_reload_keeps_websockets_and_adds_endpoints(web):
+    async def go():
+        async with websockets.connect(url(web, "/echo")) as ws:
+            await ws.send("before")
+            assert await ws.recv() == "before"
+            new = web.config.replace('"/echo": { handler: "echo" }', '"/echo": { handler: "echo" }\n        "/added": { handler: "ping" }')
+            web.config_path.write_text(new)
+            web.send_signal(signal.SIGHUP)
+            assert web.wait_log(r"reload", timeout=5)
+            await asyncio.sleep(0.3)
+            await ws.send("after")
+            assert await ws.recv() == "after"
+            async with websockets.connect(url(web, "/added")) as ws2:
+                await ws2.send("anything")
+                assert await ws2.recv() == "+PONG"
+
+    run(go())
