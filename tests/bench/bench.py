@@ -699,14 +699,216 @@ def bench_http_10k(ctx):
                 "0 errors", t[2] == 0)]
 
 
+# ------------------------------------------------------------ 5. WebSocket echo / idle memory
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+WS_LOAD_RE = re.compile(r"msgs/s (\d+)\s+msgs (\d+)\s+seconds ([\d.]+)\s+conns (\d+)\s+idle (\d+)\s+idle_closed (\d+)")
+
+
+def ws_tools(ctx):
+    """Compiles ws_load.c and ws_peer.c (gcc -O2) into the temp dir, once per run."""
+    if getattr(ctx, "ws_tools", None):
+        return ctx.ws_tools
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    pkgc = shutil.which("pkg-config")
+    if not gcc or not pkgc:
+        raise BenchError("gcc and pkg-config are needed to build the WebSocket tools")
+    r = subprocess.run([pkgc, "--cflags", "--libs", "libwebsockets"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise BenchError("pkg-config libwebsockets: %s" % r.stdout.decode("utf-8", "replace").strip())
+    lws_flags = r.stdout.decode().split()
+    load, peer = ctx.path("ws_load"), ctx.path("ws_peer")
+    for argv in ([gcc, "-O2", "-o", load, os.path.join(BENCH_DIR, "ws_load.c")],
+                 [gcc, "-O2", "-o", peer, os.path.join(BENCH_DIR, "ws_peer.c")] + lws_flags):
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise BenchError("%s failed:\n%s" % (" ".join(argv), r.stdout.decode("utf-8", "replace")[-1500:]))
+    ctx.ws_tools = (load, peer)
+    return ctx.ws_tools
+
+
+def start_ws_pair(ctx, suffix, nofile):
+    """tusknetd (http listener, /echo -> echo, deflate and pings off) and ws_peer (lws native loop)."""
+    load, peer = ws_tools(ctx)
+    port = free_port()
+    conf = tusknetd_conf(ctx, "ws" + suffix, 'echo { type: "echo" }',
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 4096 '
+                         'websocket { "/echo": { handler: "echo" deflate: false ping_interval: "0s" } } }' % port,
+                         max_connections=max(20000, nofile))
+    tn = start_tusknetd(ctx, "tusknetd-ws" + suffix, conf, nofile=nofile)
+    wait_tcp(tn, ctx, port)
+    pport = free_port()
+    lw = ctx.start_server("ws-peer" + suffix, [peer, str(pport)], nofile=nofile)
+    wait_tcp(lw, ctx, pport)
+    return load, (tn, port), (lw, pport)
+
+
+def ws_load(ctx, load, port, seconds, conns=50, timeout=None):
+    rc, out = ctx.run_client([load, "-c", str(conns), "-d", str(seconds), str(port), "/echo"],
+                             timeout or seconds + 60)
+    m = WS_LOAD_RE.search(out)
+    if rc != 0 or not m:
+        raise BenchError("ws_load rc=%d: %s" % (rc, out.strip()[-400:]))
+    return float(m.group(1))
+
+
+class WsIdleHolder:
+    """A ws_load -H process (pinned to CLIENT_CPU) holding n idle WebSockets open until close()."""
+
+    def __init__(self, ctx, load, p, port, n, timeout=120):
+        argv = [load, "-H", "-i", str(n), str(port), "/echo"]
+        if ctx.pin:
+            argv = ["taskset", "-c", str(CLIENT_CPU)] + argv
+        self.ctx, self.server = ctx, p
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     preexec_fn=lambda: raise_nofile(n + 1000), start_new_session=True)
+        ctx.procs.append(self.proc)
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.startswith(b"READY"):
+            if time.monotonic() > deadline:
+                raise BenchError("ws_load -H did not open %d idle WebSockets to %s within %ds"
+                                 % (n, p.bench_name, timeout))
+            if p.poll() is not None:
+                raise BenchError("%s exited with %s while WebSockets were being opened:\n%s"
+                                 % (p.bench_name, p.returncode, ctx.log_tail(p)))
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if r:
+                line = self.proc.stdout.readline()
+                if not line:
+                    self.proc.wait(5)
+                    raise BenchError("ws_load -H to %s failed (rc %s)" % (p.bench_name, self.proc.returncode))
+
+    def close(self):
+        """Ends the hold; returns how many idle WebSockets the server closed meanwhile."""
+        if self.proc.poll() is None:
+            try:
+                out, _ = self.proc.communicate(b"", timeout=30)
+            except subprocess.TimeoutExpired:
+                self.ctx.stop(self.proc)
+                raise BenchError("ws_load -H did not end")
+        else:
+            out = self.proc.stdout.read()
+        if self.proc in self.ctx.procs:
+            self.ctx.procs.remove(self.proc)
+        m = WS_LOAD_RE.search(out.decode("utf-8", "replace"))
+        if self.proc.returncode != 0 or not m:
+            raise BenchError("ws_load -H rc=%s: %r" % (self.proc.returncode, out[-300:]))
+        return int(m.group(6))
+
+
+def bench_ws_echo(ctx):
+    """64 B WebSocket echo over 50 connections (ws_load.c): tusknetd vs libwebsockets' own server (native poll loop), also with 10,000 idle."""
+    a = ctx.args
+    n = a.conns
+    nofile = max(30000, n * 3)
+    raise_nofile(n * 2 + 1000)
+    load, (tn, port), (lw, pport) = start_ws_pair(ctx, "", nofile)
+    rows = []
+    rounds = max(1, a.rounds)
+    holders = []
+    try:
+        idle_label = "%dk" % (n // 1000) if n % 1000 == 0 else str(n)
+        for label, idle in (("ws echo 64B x50", 0), ("ws echo 64B x50 + %s idle" % idle_label, n)):
+            if idle:
+                # the idle WebSockets stay open on both servers while the rounds run
+                holders = [(WsIdleHolder(ctx, load, tn, port, idle), tn), (WsIdleHolder(ctx, load, lw, pport, idle), lw)]
+                time.sleep(0.5)
+                for _, p in holders:
+                    if p.poll() is not None:
+                        raise BenchError("%s exited holding %d idle WebSockets:\n%s"
+                                         % (p.bench_name, idle, ctx.log_tail(p)))
+            res = {"tusknetd": [], "lws": []}
+            for _ in range(rounds):
+                for who, proc, p in (("tusknetd", tn, port), ("lws", lw, pport)):
+                    c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                    u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    rate = ws_load(ctx, load, p, a.ws_seconds)
+                    u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    dt = time.monotonic() - t0
+                    cpu = (cpu_seconds(proc.pid) - c0) / dt
+                    gen = (u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime) / dt
+                    res[who].append((rate, cpu, gen))
+            closed = []
+            for h, p in holders:
+                k = h.close()
+                if k:
+                    closed.append("%s closed %d" % (p.bench_name, k))
+            holders = []
+            t, r = max(res["tusknetd"]), max(res["lws"])
+            ratio = t[0] / r[0] if r[0] > 0 else None
+            rows.append(Row(label, "%s msg/s" % fmt_int(t[0]), "lws %s msg/s" % fmt_int(r[0]), ratio,
+                            ">= 1.0", ratio is not None and ratio >= 1.0 and not closed))
+            ctx.note("%s: rounds tusknetd %s / lws %s msg/s (%gs each, one 64 B text frame in flight per "
+                     "connection); CPU used by server %d%% / %d%%, by ws_load %d%% / %d%%%s"
+                     % (label, " ".join(fmt_int(x[0]) for x in res["tusknetd"]),
+                        " ".join(fmt_int(x[0]) for x in res["lws"]), a.ws_seconds,
+                        t[1] * 100, r[1] * 100, t[2] * 100, r[2] * 100,
+                        ("; idle WebSockets lost: " + ", ".join(closed)) if closed else ""))
+    finally:
+        for h, _ in holders:
+            try:
+                h.close()
+            except BenchError:
+                pass
+    ctx.stop(tn)
+    ctx.stop(lw)
+    return rows
+
+
+def ws_idle_memory(ctx, load, p, port, n):
+    """RSS growth per connection for n idle WebSockets held by ws_load -H."""
+    # one echo first, so lazily built state (lws pools, handler state) is in the base line
+    ws_load(ctx, load, port, 0.2, conns=1)
+    time.sleep(0.3)
+    base_fds = fd_count(p.pid)
+    before = rss_bytes(p.pid)
+    h = WsIdleHolder(ctx, load, p, port, n)
+    try:
+        deadline = time.monotonic() + 10
+        while fd_count(p.pid) < base_fds + n:
+            if p.poll() is not None:
+                raise BenchError("%s exited holding idle WebSockets:\n%s" % (p.bench_name, ctx.log_tail(p)))
+            if time.monotonic() > deadline:
+                raise BenchError("%s holds only %d of %d WebSockets" % (p.bench_name, fd_count(p.pid) - base_fds, n))
+            time.sleep(0.01)
+        time.sleep(0.5)
+        after = rss_bytes(p.pid)
+    finally:
+        closed = h.close()
+    if closed:
+        raise BenchError("%s closed %d of the %d idle WebSockets" % (p.bench_name, closed, n))
+    return (after - before) / n, before, after
+
+
+def bench_ws_idle_mem(ctx):
+    """RSS per idle WebSocket (10,000 open after the handshake): tusknetd vs libwebsockets' own server."""
+    a = ctx.args
+    n = a.conns
+    nofile = max(30000, n * 3)
+    raise_nofile(n + 1000)
+    load, (tn, port), (lw, pport) = start_ws_pair(ctx, "-mem", nofile)
+    results = {"tusknetd": ws_idle_memory(ctx, load, tn, port, n)}
+    ctx.stop(tn)
+    try:
+        results["lws"] = ws_idle_memory(ctx, load, lw, pport, n)
+    except BenchError as e:
+        ctx.note("idle websocket memory, lws: %s" % e)
+    ctx.stop(lw)
+    t = results["tusknetd"][0]
+    peer = "lws %s B/conn" % fmt_int(results["lws"][0]) if "lws" in results else "n/a"
+    ratio = t / results["lws"][0] if "lws" in results and results["lws"][0] > 0 else None
+    ctx.note("idle websocket memory, %d WebSockets (deflate off, no pings): VmRSS before -> after: %s"
+             % (n, "; ".join("%s %.1f -> %.1f MiB" % (k, v[1] / 2**20, v[2] / 2**20) for k, v in results.items())))
+    return [Row("idle websocket memory", "%s B/conn" % fmt_int(t), peer, ratio, "<= 4096", t <= 4096)]
+
+
 # ------------------------------------------------------------ the list
 
 # (name for --only, function). Each function takes the Ctx and returns Rows;
 # raising BenchError (or anything) marks its row as an error and the run goes on.
 # Planned rows (SPEC section 10), to add here as the features land:
-#   ("ws",       bench_ws_echo)       64 B echo over 50 WebSockets vs libwebsockets' own
-#                                     server (native poll loop), >= 1.0, also with 10,000 idle
-#   ("wsmem",    bench_ws_idle_mem)   10,000 idle WebSockets <= 4 KiB each
 #   ("tls",      bench_tls)           the ping / http rows over TLS vs redis --tls-port / nginx ssl
 BENCHMARKS = [
     ("ping", bench_tcp_ping),
@@ -714,6 +916,8 @@ BENCHMARKS = [
     ("idlemem", bench_idle_memory),
     ("http", bench_http_health),
     ("http10k", bench_http_10k),
+    ("ws", bench_ws_echo),
+    ("wsmem", bench_ws_idle_mem),
 ]
 
 
@@ -744,6 +948,7 @@ def main():
     ap.add_argument("--udp-seconds", type=float, default=5.0)
     ap.add_argument("--wrk", default=shutil.which("wrk"))
     ap.add_argument("--http-seconds", type=int, default=5, help="wrk duration per round (default 5)")
+    ap.add_argument("--ws-seconds", type=float, default=5.0, help="ws_load duration per round (default 5)")
     ap.add_argument("--conns", type=int, default=10000, help="idle connections (default 10000)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for CPUs 0 and 1 to be idle (default: don't wait)")
@@ -757,6 +962,7 @@ def main():
     if args.quick:
         args.ping_n, args.ping_pipelined_n = 20000, 200000
         args.udp_seconds, args.conns = 1.0, 2000
+        args.ws_seconds = 1.0
     args.tusknetd = os.path.abspath(args.tusknetd)
     if not os.access(args.tusknetd, os.X_OK):
         print("bench: %s is not an executable (run make all)" % args.tusknetd, file=sys.stderr)
