@@ -117,6 +117,9 @@ typedef struct wsvhost {
     lws_retry_bo_t retry;
 } wsvhost;
 
+/* The WebSocket layer's state. It is file-static rather than a member of the
+ * daemon because the poll() interposer below, called by lws with no context
+ * argument, must reach it; there is one lws context per process anyway. */
 static struct {
     tn_daemon *d;
     struct lws_context *ctx;
