@@ -788,11 +788,16 @@ bool tn_convert(tn_diag *d, const tn_key *k, const tn_value *v, void *base)
     case TN_T_SIZE: {
         int64_t n;
         bool dur = k->type == TN_T_DURATION;
-        if (v->type == TN_V_INT && v->u.i < 0) {
-            snprintf(shown, sizeof(shown), "%" PRId64, v->u.i);
-            if (!check_bounds(d, k, v, v->u.i, shown))
-                return false;
-            tn_diag_error(d, v->pos, "'%s' must not be negative", k->key);
+        if ((v->type == TN_V_INT && v->u.i < 0) || (v->type == TN_V_FLOAT && v->u.f < 0)) {
+            /* shown in the unit a bare number means (seconds, bytes) */
+            if (v->type == TN_V_INT)
+                snprintf(shown, sizeof(shown), "%" PRId64 "%s", v->u.i, dur ? "s" : "");
+            else
+                snprintf(shown, sizeof(shown), "%g%s", v->u.f, dur ? "s" : "");
+            char lo[32], hi[32];
+            tn_format_field(k->type, k->min, lo, sizeof(lo));
+            tn_format_field(k->type, k->max, hi, sizeof(hi));
+            tn_diag_error(d, v->pos, "'%s' is out of range: %s (allowed %s to %s)", k->key, shown, lo, hi);
             return false;
         } else if (v->type == TN_V_INT) {
             if (v->u.i > 9000000000000LL) {
@@ -834,6 +839,8 @@ bool tn_convert(tn_diag *d, const tn_key *k, const tn_value *v, void *base)
         else {
             if (v->type == TN_V_STRING)
                 tn_diag_error(d, v->pos, "'%s': bad rate \"%s\" (use e.g. 100/s, 600/m)", k->key, v->u.s.ptr);
+            else if (v->type == TN_V_INT || v->type == TN_V_FLOAT)
+                tn_diag_error(d, v->pos, "'%s' must not be negative", k->key);
             else
                 type_error(d, k, v, "a rate");
             return false;

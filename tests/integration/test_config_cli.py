@@ -641,3 +641,14 @@ def test_stream_handler_on_http_route(tusknetd, write_config):
     assert_errors(tusknetd, p, [
         f"{p}:4:62: handler 's' (type stream) keeps a process per connection: use it on tcp "
         "listeners or WebSocket endpoints, not HTTP routes"])
+
+
+def test_negative_numbers_are_out_of_range(tusknetd, write_config):
+    # bare numbers are seconds for durations and bytes for sizes, and say so
+    p = write_config("t.conf", '[limits]\nidle_timeout: -5\nread_timeout: -1.5\nmax_line: -3\nrate_limit: -1\n')
+    assert_errors(tusknetd, p, [
+        f"{p}:2:15: 'idle_timeout' is out of range: -5s (allowed 0s to 7d)",
+        f"{p}:3:15: 'read_timeout' is out of range: -1.5s (allowed 0s to 7d)",
+        f"{p}:4:11: 'max_line' is out of range: -3 (allowed 16 to 1GB)",
+        f"{p}:5:13: 'rate_limit' must not be negative",
+    ])

@@ -666,7 +666,7 @@ static void test_error_out_of_range(void **state)
     ERRORS("[limits]\nmax_header: \"32MB\"\n",
            "t.conf:2:13: 'max_header' is out of range: 32MB (allowed 1KB to 16MB)");
     ERRORS("[limits]\nidle_timeout: -5\n",
-           "t.conf:2:15: 'idle_timeout' is out of range: -5 (allowed 0s to 7d)");
+           "t.conf:2:15: 'idle_timeout' is out of range: -5s (allowed 0s to 7d)");
     ERRORS("[limits]\nmax_body: -1\n", "t.conf:2:11: 'max_body' is out of range: -1 (allowed 0 to 64GB)");
     ERRORS("[limits]\nidle_timeout: 9000000000001\n", "t.conf:2:15: 'idle_timeout' is out of range");
     ERRORS("[limits]\nrate_limit: 2000000000\n", "t.conf:2:13: 'rate_limit' is out of range");
