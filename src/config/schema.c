@@ -407,14 +407,6 @@ int tn_strlist_copy(tn_strlist *dst, const tn_strlist *src)
     return 0;
 }
 
-bool tn_strlist_has(const tn_strlist *l, const char *s)
-{
-    for (size_t i = 0; i < l->n; i++)
-        if (strcmp(l->v[i], s) == 0)
-            return true;
-    return false;
-}
-
 /* ---- scalar parsers shared with the daemon ----------------------------- */
 
 static int parse_number_unit(const char *s, double *num, const char **unit)

@@ -75,6 +75,5 @@ const char *tn_type_doc(int type);
 void tn_strlist_free(tn_strlist *l);
 void tn_strmap_free(tn_strmap *m);
 int tn_strlist_copy(tn_strlist *dst, const tn_strlist *src);
-bool tn_strlist_has(const tn_strlist *l, const char *s);
 
 #endif

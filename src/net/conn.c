@@ -177,21 +177,6 @@ void tn_conn_flush(tn_conn *c)
         tn_conn_update_timeouts(c);
 }
 
-bool tn_conn_write(tn_conn *c, const void *data, size_t len)
-{
-    if (c->dead)
-        return false;
-    if ((int64_t)(tn_conn_unsent(c) + len) > tn_listener_limits(c->listener)->max_output) {
-        c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
-        c->d->stats.rejected[TN_REJ_SLOW_READER]++;
-        tn_conn_close(c, "slow reader: output over max_output");
-        return false;
-    }
-    evbuffer_add(tn_conn_output(c), data, len);
-    tn_conn_flush(c);
-    return !c->dead;
-}
-
 void tn_conn_pause_input(tn_conn *c)
 {
     c->read_paused = 1;

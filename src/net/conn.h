@@ -72,9 +72,6 @@ struct evbuffer *tn_conn_output(tn_conn *c);
  * (write error), so callers check c->dead after. */
 void tn_conn_flush(tn_conn *c);
 size_t tn_conn_unsent(const tn_conn *c);
-/* Append and flush; false (and the connection closed as a slow reader) when
- * that would put more than max_output unsent. */
-bool tn_conn_write(tn_conn *c, const void *data, size_t len);
 /* Stop reading until the unsent output drains (pipelining backpressure). */
 void tn_conn_pause_input(tn_conn *c);
 
