@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_util import descendants, pid_alive  # noqa: F401  (re-exported)
+from daemon_util import DaemonProcess, descendants, pid_alive  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -226,7 +226,7 @@ def insert_daemon_keys(config, **keys):
     return "[daemon]\n" + block + config
 
 
-class CtlDaemon:
+class CtlDaemon(DaemonProcess):
     """tusknetd with a control socket, started from a config text.
 
     config: the config text (without control_socket: it is added).
@@ -240,6 +240,8 @@ class CtlDaemon:
         before the daemon's command line.
     popen_kw: more subprocess.Popen keywords (pass_fds, preexec_fn, ...).
     """
+
+    TAIL = 60
 
     def __init__(self, config, tmp_path, name="tusknetd", control_dir=None, env=None, clean_env=False,
                  log_level="debug", stderr=None, launcher=None, popen_kw=None, daemon_keys=None):
@@ -331,31 +333,6 @@ class CtlDaemon:
             time.sleep(0.02)
         raise RuntimeError(f"control socket {self.control} did not answer within {timeout}s ({last})\n"
                            f"--- log ---\n{self.log()}")
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines=60):
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def wait_log(self, pattern, timeout=3.0):
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while True:
-            m = rx.search(self.log())
-            if m or time.monotonic() >= deadline:
-                return m
-            time.sleep(0.02)
 
     def rss_kb(self):
         return rss_kb(self.pid)

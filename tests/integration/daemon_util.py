@@ -156,7 +156,40 @@ def check_config(text, tmp_path, name="check.conf"):
     return r.returncode, r.stdout + r.stderr
 
 
-class Daemon:
+class DaemonProcess:
+    """What every started daemon offers: its pid, liveness and its log (the
+    subclass sets self.proc and self.log_path)."""
+
+    TAIL = 40
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=None):
+        return "\n".join(self.log().splitlines()[-(lines or self.TAIL):])
+
+    def wait_log(self, pattern, timeout=3.0):
+        """Waits until the log matches PATTERN (a regex); returns the match or None."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            m = rx.search(self.log())
+            if m or time.monotonic() >= deadline:
+                return m
+            time.sleep(0.02)
+
+
+class Daemon(DaemonProcess):
     def __init__(self, config, tmp_path, name="tusknetd", log_level="debug", preexec_fn=None, env=None):
         self.tmp_path = Path(tmp_path)
         self.name = name
@@ -201,32 +234,6 @@ class Daemon:
                 )
             time.sleep(0.01)
         raise RuntimeError(f"tusknetd did not start within {timeout}s\n--- log ---\n{self.log()}")
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines=40):
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def wait_log(self, pattern, timeout=3.0):
-        """Waits until the log matches PATTERN (a regex); returns the match or None."""
-        deadline = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while True:
-            m = rx.search(self.log())
-            if m or time.monotonic() >= deadline:
-                return m
-            time.sleep(0.02)
 
     def children(self):
         """Live descendants; remembered so that teardown can kill them."""
