@@ -118,6 +118,17 @@ typedef struct ws_rows {
     const char *listener;
 } ws_rows;
 
+/* TLS connections say how they are protected; plain ones have no such keys. */
+static void tls_fields(tn_json *j, const tn_tls_info *tls)
+{
+    if (!tls)
+        return;
+    tn_json_str(j, "tls_version", tls->version);
+    tn_json_str(j, "tls_cipher", tls->cipher);
+    if (tls->subject)
+        tn_json_str(j, "tls_client_subject", tls->subject);
+}
+
 static void ws_row(void *arg, const tn_ws_info *w)
 {
     ws_rows *a = arg;
@@ -142,6 +153,7 @@ static void ws_row(void *arg, const tn_ws_info *w)
     tn_json_u64(j, "bytes_received", w->bytes_in);
     tn_json_u64(j, "messages_in", w->msgs_in);
     tn_json_u64(j, "messages_out", w->msgs_out);
+    tls_fields(j, w->tls);
     tn_json_close(j, '}');
 }
 
@@ -182,6 +194,7 @@ static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
         tn_json_u64(j, "bytes_received", k->bytes_in);
         tn_json_u64(j, "messages_in", k->msgs_in);
         tn_json_u64(j, "messages_out", k->msgs_out);
+        tls_fields(j, tn_conn_tls_info(k));
         tn_json_close(j, '}');
     }
     ws_rows rows = { j, arg };

@@ -70,7 +70,7 @@ static bool in_flight(tn_daemon *d)
 
 void tn_daemon_check_stopped(tn_daemon *d)
 {
-    if (d->stopping && !d->conns && !tn_ws_count(d) && !in_flight(d))
+    if (d->stopping && !d->conns && !d->relays && !tn_ws_count(d) && !in_flight(d))
         event_base_loopexit(d->base, NULL);
 }
 
@@ -82,6 +82,8 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     tn_warn("shutdown: timeout reached, closing %llu connection(s)", (unsigned long long)d->active);
     while (d->conns)
         tn_conn_close(d->conns, "shutdown");
+    while (d->relays)
+        tn_conn_close(d->relays, "shutdown");
     tn_ws_free(d);
     event_base_loopexit(d->base, NULL);
 }
@@ -171,6 +173,32 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
         l->next = opened;
         opened = l;
     }
+    /* Certificates of kept listeners load now, so that a bad one leaves the
+     * old one serving. */
+    tn_diag diag = { 0 };
+    for (size_t i = 0; i < newcfg->nlisteners; i++)
+        if (keep[i])
+            tn_listener_prepare(keep[i], &newcfg->listeners[i], &diag);
+    if (tn_diag_errors(&diag)) {
+        char *all = tn_diag_join(&diag);
+        snprintf(err, errlen, "%s", all ? all : "cannot set up TLS");
+        free(all);
+        tn_diag_free(&diag);
+        for (size_t i = 0; i < newcfg->nlisteners; i++)
+            if (keep[i])
+                tn_listener_unprepare(keep[i]);
+        while (opened) {
+            tn_listener *n = opened->next;
+            opened->next = NULL;
+            tn_listener_free(opened);
+            opened = n;
+        }
+        free(keep);
+        return -1;
+    }
+    for (int i = 0; i < diag.count; i++)
+        tn_warn("reload: %s", diag.msgs[i]);
+    tn_diag_free(&diag);
     /* From here on nothing fails that the old state needs. */
     for (size_t i = 0; i < newcfg->nlisteners; i++)
         if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)
@@ -310,6 +338,8 @@ static void free_state(tn_daemon *d)
     d->control = NULL;
     while (d->conns)
         tn_conn_close(d->conns, NULL);
+    while (d->relays)
+        tn_conn_close(d->relays, NULL);
     tn_conn_reap(d);
     tn_ws_free(d);
     while (d->listeners)

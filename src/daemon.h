@@ -31,6 +31,7 @@ typedef struct tn_daemon {
     tn_listener *listeners;  /* active and draining */
     tn_conn *conns;          /* every open connection */
     tn_conn *dead;           /* closed, freed from the reap event */
+    tn_conn *relays;         /* TLS connections carrying a WebSocket (conn.h) */
     struct event *reap_ev;
     uint64_t next_conn_id;
     uint64_t active;

@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "daemon.h"
 #include "log.h"
+#include "net/tls.h"
 #include "version.h"
 
 #define DEFAULT_CONFIG "/etc/tusknetd/tusknetd.conf"
@@ -26,6 +27,21 @@ static void usage(FILE *out)
             "      --log-level LEVEL error, warn, info or debug (overrides the config)\n"
             "  -V, --version         print the version and exit\n"
             "  -h, --help            this help\n");
+}
+
+/* -t loads every certificate and key, as starting would. */
+static int check_tls(const tn_config *cfg, tn_diag *diag)
+{
+    int rc = 0;
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        if (!cfg->listeners[i].tls)
+            continue;
+        tn_tls *t = tn_tls_new(&cfg->listeners[i], diag);
+        if (!t)
+            rc = -1;
+        tn_tls_unref(t);
+    }
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -70,6 +86,10 @@ int main(int argc, char **argv)
     tn_log_init();
     tn_diag diag = { 0 };
     tn_config *cfg = tn_config_load(path, &diag);
+    if (cfg && test && check_tls(cfg, &diag) < 0) {
+        tn_config_free(cfg);
+        cfg = NULL;
+    }
     tn_diag_print(&diag, stderr);
     tn_diag_free(&diag);
     if (!cfg) {

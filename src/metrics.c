@@ -13,6 +13,15 @@ const char *tn_reject_name(int reason)
     return reason >= 0 && reason < TN_REJ_COUNT ? names[reason] : "?";
 }
 
+const char *tn_tls_failure_name(int reason)
+{
+    static const char *const names[TN_TLSF_COUNT] = {
+        "timeout", "protocol_version", "no_shared_cipher", "no_client_certificate", "bad_client_certificate",
+        "peer_alert", "not_tls", "eof", "other",
+    };
+    return reason >= 0 && reason < TN_TLSF_COUNT ? names[reason] : "?";
+}
+
 uint64_t tn_hist_bound_us(int i)
 {
     return (uint64_t)1 << i;
@@ -80,6 +89,17 @@ static void counters_json(tn_json *j, const tn_conn_stats *s)
     tn_json_close(j, '}');
 }
 
+static void tls_json(tn_json *j, const tn_conn_stats *s)
+{
+    tn_json_open(j, "tls", '{');
+    tn_json_u64(j, "handshakes", s->tls_handshakes);
+    tn_json_open(j, "handshake_failures", '{');
+    for (int r = 0; r < TN_TLSF_COUNT; r++)
+        tn_json_u64(j, tn_tls_failure_name(r), s->tls_failures[r]);
+    tn_json_close(j, '}');
+    tn_json_close(j, '}');
+}
+
 void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
 {
     tn_json_open(j, NULL, '{');
@@ -89,6 +109,7 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
     tn_json_u64(j, "reload_failures", d->reload_failures);
     tn_json_open(j, "global", '{');
     counters_json(j, &d->stats);
+    tls_json(j, &d->stats);
     tn_json_close(j, '}');
     tn_json_open(j, "listeners", '{');
     for (tn_listener *l = d->listeners; l; l = l->next) {
@@ -97,6 +118,8 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
         tn_json_str(j, "address", l->bound_str);
         tn_json_bool(j, "draining", l->draining);
         counters_json(j, &l->stats);
+        if (l->conf->tls)
+            tls_json(j, &l->stats);
         tn_json_close(j, '}');
     }
     tn_json_close(j, '}');
@@ -185,6 +208,27 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
             label(out, l->name);
             evbuffer_add_printf(out, "\",reason=\"%s\"} %llu\n", tn_reject_name(r),
                                 (unsigned long long)l->stats.rejected[r]);
+        }
+    }
+    evbuffer_add_printf(out, "# HELP tusknet_tls_handshakes_total TLS handshakes completed.\n"
+                             "# TYPE tusknet_tls_handshakes_total counter\n");
+    for (tn_listener *l = d->listeners; l; l = l->next) {
+        if (!l->conf->tls)
+            continue;
+        evbuffer_add(out, "tusknet_tls_handshakes_total{listener=\"", 39);
+        label(out, l->name);
+        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)l->stats.tls_handshakes);
+    }
+    evbuffer_add_printf(out, "# HELP tusknet_tls_handshake_failures_total TLS handshakes that failed, by reason.\n"
+                             "# TYPE tusknet_tls_handshake_failures_total counter\n");
+    for (tn_listener *l = d->listeners; l; l = l->next) {
+        if (!l->conf->tls)
+            continue;
+        for (int r = 0; r < TN_TLSF_COUNT; r++) {
+            evbuffer_add(out, "tusknet_tls_handshake_failures_total{listener=\"", 47);
+            label(out, l->name);
+            evbuffer_add_printf(out, "\",reason=\"%s\"} %llu\n", tn_tls_failure_name(r),
+                                (unsigned long long)l->stats.tls_failures[r]);
         }
     }
     size_t nh = tn_registry_count(d->registry);

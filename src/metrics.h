@@ -21,6 +21,22 @@ enum tn_reject {
 
 const char *tn_reject_name(int reason);
 
+/* Why a TLS handshake failed. */
+enum tn_tls_failure {
+    TN_TLSF_TIMEOUT,           /* handshake_timeout passed */
+    TN_TLSF_PROTOCOL_VERSION,  /* the client's versions are all refused */
+    TN_TLSF_NO_SHARED_CIPHER,
+    TN_TLSF_NO_CLIENT_CERT,    /* verify_client: required, none sent */
+    TN_TLSF_BAD_CLIENT_CERT,   /* the client certificate did not verify */
+    TN_TLSF_PEER_ALERT,        /* the client gave up (e.g. it does not trust our certificate) */
+    TN_TLSF_NOT_TLS,           /* plain text or garbage on a TLS port */
+    TN_TLSF_EOF,               /* the client went away mid-handshake */
+    TN_TLSF_OTHER,
+    TN_TLSF_COUNT
+};
+
+const char *tn_tls_failure_name(int reason);
+
 typedef struct tn_conn_stats {
     uint64_t total_connections;
     uint64_t active_connections;
@@ -31,6 +47,8 @@ typedef struct tn_conn_stats {
     uint64_t messages_in;
     uint64_t messages_out;
     uint64_t rejected[TN_REJ_COUNT];
+    uint64_t tls_handshakes;
+    uint64_t tls_failures[TN_TLSF_COUNT];
 } tn_conn_stats;
 
 /* Power-of-two buckets of microseconds: bucket i counts values < 2^i us,

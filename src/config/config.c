@@ -440,6 +440,13 @@ static void materialize_middleware(ctx *c, const tn_strlist *names)
     }
 }
 
+/* Where OBJ's KEY has its value, or FALLBACK when it is not written. */
+static tn_pos value_pos(const tn_value *obj, const char *key, tn_pos fallback)
+{
+    const tn_value *v = tn_object_get(obj, key);
+    return v ? v->pos : fallback;
+}
+
 static bool read_sni(ctx *c, const tn_key *k, void *base, const tn_value *v)
 {
     (void)k;
@@ -462,6 +469,8 @@ static bool read_sni(ctx *c, const tn_key *k, void *base, const tn_value *v)
         s->pos = m->key_pos;
         scope_call sc = { "sni", NULL, NULL, what, NULL, NULL, NULL, NULL };
         apply_scope(c, &sc, s, obj);
+        s->cert_pos = value_pos(obj, "cert", s->pos);
+        s->key_pos = value_pos(obj, "key", s->pos);
     }
     return true;
 }
@@ -482,6 +491,13 @@ static bool read_tls(ctx *c, const tn_key *k, void *base, const tn_value *v)
     snprintf(what, sizeof(what), "tls of listener '%s'", li->name);
     scope_call sc = { "tls", NULL, NULL, what, NULL, NULL, NULL, read_sni };
     apply_scope(c, &sc, li->tls, v);
+    tn_tls_conf *t = li->tls;
+    t->cert_pos = value_pos(v, "cert", v->pos);
+    t->key_pos = value_pos(v, "key", v->pos);
+    t->chain_pos = value_pos(v, "chain", v->pos);
+    t->client_ca_pos = value_pos(v, "client_ca", v->pos);
+    t->ciphers_pos = value_pos(v, "ciphers", v->pos);
+    t->ciphersuites_pos = value_pos(v, "ciphersuites", v->pos);
     return true;
 }
 

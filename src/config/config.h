@@ -165,6 +165,7 @@ typedef struct tn_sni_conf {
     tn_pos pos;
     char *cert;
     char *key;
+    tn_pos cert_pos, key_pos; /* where the values are written, for errors found when loading them */
 } tn_sni_conf;
 
 typedef struct tn_tls_conf {
@@ -181,6 +182,9 @@ typedef struct tn_tls_conf {
     bool session_tickets;
     tn_sni_conf *sni;
     size_t nsni;
+    /* where the values are written: errors found when the files are loaded
+     * (key not matching, expired) point here */
+    tn_pos cert_pos, key_pos, chain_pos, client_ca_pos, ciphers_pos, ciphersuites_pos;
 } tn_tls_conf;
 
 typedef struct tn_route_conf {

@@ -136,12 +136,29 @@ static void exec_timeout(evutil_socket_t fd, short what, void *arg)
     tn_proc_kill(r->proc, SIGKILL);
 }
 
+/* The TLS session as mod_ssl names it, into ENV (room for 4); returns how
+ * many were set. */
+static size_t tls_env(const tn_tls_info *tls, char **env)
+{
+    size_t i = 0;
+    if (!tls)
+        return 0;
+#define PUT(...) (asprintf(&env[i], __VA_ARGS__) < 0 ? (void)(env[i] = NULL) : (void)i++)
+    PUT("SSL_PROTOCOL=%s", tls->version);
+    PUT("SSL_CIPHER=%s", tls->cipher);
+    PUT("SSL_CLIENT_VERIFY=%s", tls->verify);
+    if (tls->subject)
+        PUT("SSL_CLIENT_S_DN=%s", tls->subject);
+#undef PUT
+    return i;
+}
+
 /* The CGI/1.1 meta-variables of an HTTP request (RFC 3875), as "K=V"
  * strings in an array freed with tn_proc_env_free(). */
 static char **cgi_env(const tn_msg_ctx *ctx, size_t body_len)
 {
     const tn_http_request *r = ctx->http;
-    size_t n = 16 + r->nheaders, i = 0;
+    size_t n = 24 + r->nheaders, i = 0;
     char **env = calloc(n + 1, sizeof(char *));
     if (!env)
         return NULL;
@@ -166,6 +183,9 @@ static char **cgi_env(const tn_msg_ctx *ctx, size_t body_len)
         PUT("CONTENT_TYPE=%s", ctype);
     if (body_len || tn_http_header_get(r, "Content-Length") || tn_http_header_get(r, "Transfer-Encoding"))
         PUT("CONTENT_LENGTH=%zu", body_len);
+    if (ctx->tls)
+        PUT("HTTPS=on");
+    i += tls_env(ctx->tls, env + i);
     for (size_t h = 0; h < r->nheaders && i < n; h++) {
         const char *name = r->headers[h].name;
         /* these two are CONTENT_TYPE/CONTENT_LENGTH; Proxy is httpoxy */
@@ -252,7 +272,12 @@ static int run_start(exec_run *r, const tn_msg_ctx *ctx, const char *payload, si
 {
     tn_handler *h = r->st->h;
     const tn_handler_conf *c = &h->conf;
-    char **cgi = ctx && ctx->http ? cgi_env(ctx, len) : NULL;
+    char **cgi = NULL;
+    if (ctx && ctx->http) {
+        cgi = cgi_env(ctx, len);
+    } else if (ctx && ctx->tls && (cgi = calloc(5, sizeof(char *)))) {
+        tls_env(ctx->tls, cgi);
+    }
     char **envp = tn_proc_env(c, cgi);
     if (cgi)
         tn_proc_env_free(cgi);

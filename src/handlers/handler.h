@@ -40,6 +40,14 @@ typedef enum tn_result {
     TN_SILENT, /* nothing goes back */
 } tn_result;
 
+/* The TLS session a message arrived over. */
+typedef struct tn_tls_info {
+    const char *version; /* "TLSv1.3" */
+    const char *cipher;  /* "TLS_AES_256_GCM_SHA384" */
+    const char *verify;  /* client certificate: "SUCCESS", "NONE" (none sent) */
+    char *subject;       /* the verified client certificate's subject (RFC 2253), or NULL */
+} tn_tls_info;
+
 /* What a handler knows about where a message came from. */
 typedef struct tn_msg_ctx {
     const char *listener;  /* listener name */
@@ -50,6 +58,7 @@ typedef struct tn_msg_ctx {
     const char *remote_addr; /* "ip:port" text, or NULL: use tn_msg_remote_addr() */
     tn_session *session;     /* NULL when the front end has none */
     tn_http_request *http;   /* HTTP only */
+    const tn_tls_info *tls;  /* NULL when the connection is not TLS */
 } tn_msg_ctx;
 
 #define TN_PROTO_WS 3
@@ -72,6 +81,7 @@ struct tn_job {
     tn_msg_ctx ctx;        /* strings copied; session/http pointers cleared on cancel */
     char remote_addr[64];
     struct sockaddr_storage remote;
+    tn_tls_info tls;       /* ctx.tls points here (subject copied) */
     int64_t started_us;
     void (*complete)(tn_job *job, tn_result result, const char *data, size_t len);
     void *fe;

@@ -274,6 +274,11 @@ tn_job *tn_job_begin(tn_call *call)
         memcpy(&job->remote, call->ctx.remote, call->ctx.remote_len);
         job->ctx.remote = (struct sockaddr *)&job->remote;
     }
+    if (call->ctx.tls) {
+        job->tls = *call->ctx.tls;
+        job->tls.subject = call->ctx.tls->subject ? strdup(call->ctx.tls->subject) : NULL;
+        job->ctx.tls = &job->tls;
+    }
     job->started_us = tn_now_us();
     tn_handler_ref(call->handler);
     call->job = job;
@@ -289,6 +294,7 @@ void tn_job_done(tn_job *job, tn_result result, const char *data, size_t len)
     tn_hist_add(&h->stats.latency, tn_now_us() - job->started_us);
     if (!job->cancelled && job->complete)
         job->complete(job, result, data, len);
+    free(job->tls.subject);
     free(job->payload);
     free(job);
     tn_handler_unref(h);

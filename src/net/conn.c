@@ -31,8 +31,10 @@
 
 #include "log.h"
 #include "net/listener.h"
+#include "net/tls.h"
 
 #define OUTPUT_HIGH (256 * 1024) /* unsent bytes that pause reading */
+#define TLS_CHUNK 16384          /* plaintext per SSL_write: one full record */
 
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
@@ -64,7 +66,9 @@ void tn_conn_update_timeouts(tn_conn *c)
     const tn_limits *lim = tn_listener_limits(c->listener);
     int64_t ms, partial = -1;
     bool exact = false;
-    if (tn_conn_unsent(c)) {
+    if (c->tls && tn_tls_handshaking(c->tls)) {
+        ms = lim->handshake_timeout;
+    } else if (tn_conn_unsent(c)) {
         ms = lim->write_timeout; /* the peer must keep reading */
     } else if (fe_busy(c)) {
         ms = 0; /* waiting on a handler is not idleness */
@@ -120,6 +124,11 @@ static void output_drained(tn_conn *c)
             tn_conn_close(c, NULL);
         return;
     }
+    if (c->fe->drained) {
+        c->fe->drained(c);
+        if (c->dead)
+            return;
+    }
     if (c->read_paused) {
         c->read_paused = 0;
         conn_read(c);
@@ -141,8 +150,20 @@ void tn_conn_flush(tn_conn *c)
         return;
     }
     while (evbuffer_get_length(src)) {
-        int n = evbuffer_write(src, c->fd);
+        int n;
+        if (c->tls) {
+            /* replies appended one by one go out as one record */
+            size_t len = evbuffer_get_length(src);
+            size_t chunk = len < TLS_CHUNK ? len : TLS_CHUNK;
+            n = (int)tn_tls_write(c->tls, evbuffer_pullup(src, (ssize_t)chunk), chunk);
+            if (n > 0)
+                evbuffer_drain(src, (size_t)n);
+        } else {
+            n = evbuffer_write(src, c->fd);
+        }
         if (n > 0) {
+            if (c->relay)
+                continue; /* lws counts what it sends */
             c->bytes_out += (uint64_t)n;
             c->listener->stats.total_bytes_sent += (uint64_t)n;
             d->stats.total_bytes_sent += (uint64_t)n;
@@ -182,6 +203,14 @@ void tn_conn_pause_input(tn_conn *c)
     c->read_paused = 1;
 }
 
+void tn_conn_resume_input(tn_conn *c)
+{
+    if (!c->read_paused || c->dead)
+        return;
+    c->read_paused = 0;
+    conn_read(c);
+}
+
 /* ---- input ------------------------------------------------------------------ */
 
 /* Offers what is buffered to the front end again. */
@@ -215,11 +244,13 @@ static void conn_read(tn_conn *c)
             c->read_paused = 1;
             break;
         }
-        ssize_t n = recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
+        ssize_t n = c->tls ? tn_tls_read(c->tls, d->rbuf, TN_RBUF_SIZE) : recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
         if (n > 0) {
-            c->bytes_in += (uint64_t)n;
-            c->listener->stats.total_bytes_received += (uint64_t)n;
-            d->stats.total_bytes_received += (uint64_t)n;
+            if (!c->relay) {
+                c->bytes_in += (uint64_t)n;
+                c->listener->stats.total_bytes_received += (uint64_t)n;
+                d->stats.total_bytes_received += (uint64_t)n;
+            }
             c->last_activity_ms = cached_wall_ms(d);
             if (c->in) {
                 evbuffer_add(c->in, d->rbuf, (size_t)n);
@@ -236,8 +267,11 @@ static void conn_read(tn_conn *c)
                 }
             }
             tn_conn_flush(c);
-            if ((size_t)n < TN_RBUF_SIZE)
-                break; /* drained: new data raises a new edge */
+            /* A short read drained the socket: new data raises a new edge.
+             * SSL_read returns a record at a time, so TLS reads on until
+             * the socket says EAGAIN. */
+            if ((size_t)n < TN_RBUF_SIZE && !c->tls)
+                break;
             continue;
         }
         if (n == 0) {
@@ -258,6 +292,36 @@ static void conn_read(tn_conn *c)
     tn_conn_update_timeouts(c);
 }
 
+static void tls_failed(tn_conn *c, int reason, const char *detail)
+{
+    c->listener->stats.tls_failures[reason]++;
+    c->d->stats.tls_failures[reason]++;
+    if (tn_log_get_level() >= TN_LOG_DEBUG) {
+        char remote[80];
+        tn_conn_remote_str(c, remote, sizeof(remote));
+        tn_debug("listener %s: TLS handshake with %s failed: %s (%s)", c->listener->name, remote,
+                 tn_tls_failure_name(reason), detail);
+    }
+    tn_conn_close(c, NULL);
+}
+
+/* Advances the handshake; true once application data may flow. */
+static bool tls_handshake(tn_conn *c)
+{
+    int reason = TN_TLSF_OTHER;
+    char detail[160];
+    switch (tn_tls_handshake(c->tls, &reason, detail, sizeof(detail))) {
+    case TN_TLS_DONE:
+        c->listener->stats.tls_handshakes++;
+        c->d->stats.tls_handshakes++;
+        c->last_activity_ms = cached_wall_ms(c->d);
+        tn_conn_update_timeouts(c);
+        return true;
+    case TN_TLS_AGAIN: return false;
+    default: tls_failed(c, reason, detail); return false;
+    }
+}
+
 static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -266,9 +330,24 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         c->listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;
         c->timeout_ms = -1; /* fired: nothing is armed any more */
+        if (c->tls && tn_tls_handshaking(c->tls)) {
+            tls_failed(c, TN_TLSF_TIMEOUT, "handshake_timeout");
+            return;
+        }
         if (!tn_conn_unsent(c) && c->fe->timed_out && c->fe->timed_out(c))
             return;
         tn_conn_close(c, tn_conn_unsent(c) ? "write timeout" : "timeout");
+        return;
+    }
+    if (c->tls) {
+        /* TLS reads may need the socket writable and writes readable: any
+         * edge continues both */
+        if (tn_tls_handshaking(c->tls) && !tls_handshake(c))
+            return;
+        if (c->out)
+            tn_conn_flush(c);
+        if (!c->dead)
+            conn_read(c);
         return;
     }
     if ((what & EV_WRITE) && c->out)
@@ -291,6 +370,11 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     if (!c->ev || event_add(c->ev, NULL) < 0) {
         if (c->ev)
             event_free(c->ev);
+        free(c);
+        return NULL;
+    }
+    if (l->tls && !(c->tls = tn_tls_conn_new(l->tls, fd))) {
+        event_free(c->ev);
         free(c);
         return NULL;
     }
@@ -324,6 +408,47 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
 
 static void conn_end(tn_conn *c, const char *why, bool close_fd);
 
+/* The connection stops counting as open. */
+static void uncount(tn_conn *c)
+{
+    tn_daemon *d = c->d;
+    d->active--;
+    d->stats.active_connections--;
+    c->listener->stats.active_connections--;
+    if (c->peer)
+        c->peer->conns--;
+    c->peer = NULL;
+}
+
+void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
+{
+    tn_daemon *d = c->d;
+    if (c->fe->release)
+        c->fe->release(c);
+    tn_session_detach_all(&c->session);
+    c->fe = fe;
+    c->fe_state = fe_state;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = d->relays;
+    if (d->relays)
+        d->relays->prev = c;
+    d->relays = c;
+    c->relay = 1;
+    uncount(c);
+    tn_conn_update_timeouts(c);
+}
+
+const tn_tls_info *tn_conn_tls_info(const tn_conn *c)
+{
+    return c->tls ? tn_tls_conn_info(c->tls) : NULL;
+}
+
 void tn_conn_close(tn_conn *c, const char *why)
 {
     conn_end(c, why, true);
@@ -348,15 +473,14 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
         tn_debug("connection %llu closed: %s", (unsigned long long)c->session.id, why);
     if (c->prev)
         c->prev->next = c->next;
+    else if (c->relay)
+        d->relays = c->next;
     else
         d->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    d->active--;
-    d->stats.active_connections--;
-    c->listener->stats.active_connections--;
-    if (c->peer)
-        c->peer->conns--;
+    if (!c->relay)
+        uncount(c);
     if (d->wbuf_owner == c) {
         d->wbuf_owner = NULL;
         evbuffer_drain(d->wbuf, evbuffer_get_length(d->wbuf));
@@ -366,6 +490,11 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     tn_session_detach_all(&c->session);
     event_free(c->ev);
     c->ev = NULL;
+    if (c->tls) {
+        /* close_notify only at an orderly end, never to a peer that failed */
+        tn_tls_conn_free(c->tls, close_fd && !why);
+        c->tls = NULL;
+    }
     if (close_fd)
         evutil_closesocket(c->fd);
     c->fd = -1;

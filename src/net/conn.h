@@ -37,6 +37,8 @@ typedef struct tn_frontend {
     /* Optional. The inactivity timeout fired: true if the front end answered
      * (e.g. HTTP 408) and is closing the connection itself. */
     bool (*timed_out)(tn_conn *c);
+    /* Optional. Everything queued was written (the peer reads again). */
+    void (*drained)(tn_conn *c);
 } tn_frontend;
 
 struct tn_conn {
@@ -55,11 +57,13 @@ struct tn_conn {
     int64_t last_activity_ms;
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
     tn_peer *peer;
+    struct tn_tls_conn *tls; /* NULL: plain */
     int32_t timeout_ms;    /* armed inactivity timeout; -1 none */
     uint8_t closing;       /* no more input; closes once output is flushed */
     uint8_t dead;          /* closed; memory freed from the reap event */
     uint8_t read_paused;   /* too much unread output: input waits */
     uint8_t read_pending;  /* input may be waiting in the socket while paused */
+    uint8_t relay;         /* carries a WebSocket for lws: counted and listed there */
 };
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,
@@ -74,6 +78,8 @@ void tn_conn_flush(tn_conn *c);
 size_t tn_conn_unsent(const tn_conn *c);
 /* Stop reading until the unsent output drains (pipelining backpressure). */
 void tn_conn_pause_input(tn_conn *c);
+/* Read again after tn_conn_pause_input() (the front end's own reasons). */
+void tn_conn_resume_input(tn_conn *c);
 
 /* Flush what is queued, then close. */
 void tn_conn_close_after_flush(tn_conn *c, const char *why);
@@ -83,6 +89,13 @@ void tn_conn_close(tn_conn *c, const char *why);
  * upgrade): returns the fd, -1 if the connection is already closed. Unsent
  * output is dropped. */
 evutil_socket_t tn_conn_take_fd(tn_conn *c);
+/* Keep the connection (and its TLS) but stop counting and listing it: from
+ * now on it carries the bytes of a WebSocket that lws owns and accounts for.
+ * Its front end becomes FE. */
+void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state);
+/* The TLS session (version, cipher, client certificate), NULL when plain
+ * or still handshaking. */
+const tn_tls_info *tn_conn_tls_info(const tn_conn *c);
 /* Arm the inactivity timeout the connection's state calls for. */
 void tn_conn_update_timeouts(tn_conn *c);
 tn_conn *tn_conn_find(tn_daemon *d, uint64_t id);

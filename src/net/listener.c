@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "net/conn.h"
+#include "net/tls.h"
 #include "proto/http.h"
 #include "proto/line.h"
 #include "proto/udp.h"
@@ -53,6 +54,21 @@ static void release_handlers(tn_listener *l)
     l->handler = NULL;
     l->handlers = NULL;
     l->nhandlers = 0;
+}
+
+int tn_listener_prepare(tn_listener *l, tn_listener_conf *conf, tn_diag *diag)
+{
+    tn_listener_unprepare(l);
+    if (!conf->tls)
+        return 0;
+    l->next_tls = tn_tls_new(conf, diag);
+    return l->next_tls ? 0 : -1;
+}
+
+void tn_listener_unprepare(tn_listener *l)
+{
+    tn_tls_unref(l->next_tls);
+    l->next_tls = NULL;
 }
 
 int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, size_t errlen)
@@ -92,6 +108,13 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
     }
     tn_acl *acl = tn_acl_new(&conf->limits.allow, &conf->limits.deny);
     release_handlers(l);
+    /* a listener configured before (a reload) gets the contexts prepared for
+     * it; connections keep the ones they were accepted with */
+    if (l->next_tls || !conf->tls) {
+        tn_tls_unref(l->tls);
+        l->tls = l->next_tls;
+        l->next_tls = NULL;
+    }
     if (single)
         tn_handler_ref(single);
     for (size_t i = 0; i < conf->handlers.n; i++)
@@ -110,6 +133,8 @@ static void refuse(tn_listener *l, evutil_socket_t fd, int reason, const char *t
 {
     l->stats.rejected[reason]++;
     l->d->stats.rejected[reason]++;
+    if (l->tls)
+        text = NULL; /* a TLS client could not read it: just close */
     if (text && l->protocol == TN_PROTO_TCP) {
         ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;
@@ -297,16 +322,20 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
     l->name = strdup(conf->name);
     l->protocol = conf->protocol;
     char why[256];
-    if (tn_listener_configure(l, conf, why, sizeof(why)) < 0) {
-        snprintf(err, errlen, "%s", why);
+    tn_diag diag = { 0 };
+    if (tn_listener_prepare(l, conf, &diag) < 0) {
+        char *all = tn_diag_join(&diag);
+        snprintf(err, errlen, "%s", all ? all : "cannot set up TLS");
+        free(all);
+        tn_diag_free(&diag);
         tn_listener_free(l);
         return NULL;
     }
-    if (conf->tls) {
-        /* serving plain text where TLS was asked for would be worse than
-         * not serving at all */
-        snprintf(err, errlen, "%s:%d:%d: listener '%s': TLS is not available in this version", conf->tls->pos.file,
-                 conf->tls->pos.line, conf->tls->pos.col, conf->name);
+    for (int i = 0; i < diag.count; i++)
+        tn_warn("%s", diag.msgs[i]);
+    tn_diag_free(&diag);
+    if (tn_listener_configure(l, conf, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s", why);
         tn_listener_free(l);
         return NULL;
     }
@@ -347,7 +376,8 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         }
         evconnlistener_set_error_cb(l->evl, on_accept_error);
     }
-    tn_info("listener %s: %s on %s", l->name, tn_protocol_name(l->protocol), l->bound_str);
+    tn_info("listener %s: %s%s on %s", l->name, tn_protocol_name(l->protocol), l->tls ? " over TLS" : "",
+            l->bound_str);
     return l;
 }
 
@@ -390,6 +420,8 @@ void tn_listener_free(tn_listener *l)
     release_handlers(l);
     tn_http_listener_free(l);
     tn_acl_free(l->acl);
+    tn_tls_unref(l->tls);
+    tn_tls_unref(l->next_tls);
     tn_peers_free(&l->peers);
     free(l->name);
     bool was_draining = l->draining;

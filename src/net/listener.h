@@ -28,6 +28,8 @@ struct tn_listener {
     tn_handler **handlers;      /* selection by first token */
     size_t nhandlers;
     tn_acl *acl;
+    struct tn_tls *tls;         /* NULL: plain; new connections take a reference */
+    struct tn_tls *next_tls;    /* built by tn_listener_prepare, installed by configure */
     tn_peers peers;
     tn_conn_stats stats;
     struct event *backoff_ev;
@@ -37,6 +39,11 @@ struct tn_listener {
 
 /* Bind and start accepting. Returns NULL with a message in err. */
 tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, size_t errlen);
+/* Builds what CONF needs that can fail to load (TLS certificates) for a
+ * running listener, before a reload commits; errors go to DIAG. */
+int tn_listener_prepare(tn_listener *l, tn_listener_conf *conf, tn_diag *diag);
+/* Drops what tn_listener_prepare built (the reload failed elsewhere). */
+void tn_listener_unprepare(tn_listener *l);
 /* (Re)resolve handler names and limits from conf (also after a reload). */
 int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, size_t errlen);
 /* The handler named by TOKEN among the listener's handlers, or NULL. */

@@ -27,6 +27,7 @@
 
 #include "log.h"
 #include "net/listener.h"
+#include "net/relay.h"
 #include "proto/ws.h"
 
 #define MAX_URI 8192
@@ -581,6 +582,7 @@ static void dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_ht
         .remote_addr = r->remote_addr,
         .session = &c->session,
         .http = r,
+        .tls = tn_conn_tls_info(c),
     };
     call.out = body;
     tn_result res = tn_handler_call(&call);
@@ -1041,9 +1043,23 @@ static void upgrade(tn_conn *c, http_conn *hc, const char *data, size_t len)
         return;
     }
     memcpy(copy, data, len);
-    evutil_socket_t fd = tn_conn_take_fd(c);
+    tn_ws_origin from = { &remote.sa, rlen, NULL, NULL };
+    char local[80] = "";
+    evutil_socket_t fd;
+    if (c->tls) {
+        /* the TLS session stays here; lws gets the plain stream */
+        tn_sockaddr la;
+        socklen_t ll = sizeof(la);
+        if (getsockname(c->fd, &la.sa, &ll) == 0)
+            tn_addr_format(&la.sa, local, sizeof(local));
+        from.local = local;
+        from.tls = tn_conn_tls_info(c);
+        fd = tn_relay_start(c);
+    } else {
+        fd = tn_conn_take_fd(c);
+    }
     if (fd >= 0)
-        tn_ws_upgrade(d, l, ep, fd, &remote.sa, rlen, copy, len);
+        tn_ws_upgrade(d, l, ep, fd, &from, copy, len);
     free(copy);
 }
 

@@ -201,6 +201,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
         .remote = &c->remote.sa,
         .remote_len = c->remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
         .session = &c->session,
+        .tls = tn_conn_tls_info(c),
     };
     call.out = c->d->scratch;
     tn_result res = tn_handler_call(&call);

@@ -93,6 +93,7 @@ struct wsconn {
     socklen_t remote_len;
     char remote_str[64];
     char local_str[64];
+    tn_tls_info *tls;    /* over a TLS relay: the session's (owned copy) */
     struct evbuffer *rx; /* fragments of the message being received */
     size_t rx_len;
     bool rx_binary;
@@ -610,6 +611,7 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
         .remote_len = c->remote_len,
         .remote_addr = c->remote_str,
         .session = &c->session,
+        .tls = c->tls,
     };
     struct evbuffer *out = d->scratch;
     evbuffer_drain(out, evbuffer_get_length(out));
@@ -831,6 +833,11 @@ static void conn_destroy(wsconn *c)
     c->nnames = 0;
     free(c->path);
     c->path = NULL;
+    if (c->tls) {
+        free(c->tls->subject);
+        free(c->tls);
+        c->tls = NULL;
+    }
     if (!c->foreign) {
         if (c->prev)
             c->prev->next = c->next;
@@ -1242,9 +1249,11 @@ static size_t rewrite_head(const tn_ws_conf *ep, const char *head, size_t len, c
     return o;
 }
 
-int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd,
-                  const struct sockaddr *remote, socklen_t remote_len, const char *head, size_t len)
+int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd, const tn_ws_origin *from,
+                  const char *head, size_t len)
 {
+    const struct sockaddr *remote = from->remote;
+    socklen_t remote_len = from->remote_len;
     if (!g.ctx) {
         evutil_closesocket(fd);
         return -1;
@@ -1273,8 +1282,16 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
     }
     struct sockaddr_storage la;
     socklen_t ll = sizeof(la);
-    if (getsockname(fd, (struct sockaddr *)&la, &ll) == 0)
+    if (from->local)
+        snprintf(c->local_str, sizeof(c->local_str), "%s", from->local);
+    else if (getsockname(fd, (struct sockaddr *)&la, &ll) == 0)
         tn_addr_format((struct sockaddr *)&la, c->local_str, sizeof(c->local_str));
+    if (from->tls) {
+        if (!(c->tls = malloc(sizeof(*c->tls))))
+            goto fail;
+        *c->tls = *from->tls;
+        c->tls->subject = from->tls->subject ? strdup(from->tls->subject) : NULL;
+    }
     if (ep->handler && *ep->handler) {
         c->handler = tn_registry_find(d->registry, ep->handler);
         if (!c->handler) {
@@ -1339,6 +1356,9 @@ fail:
             free(c->names[i]);
         free(c->names);
         free(c->path);
+        if (c->tls)
+            free(c->tls->subject);
+        free(c->tls);
         free(c);
     }
     free(buf);
@@ -1380,6 +1400,7 @@ void tn_ws_each(tn_daemon *d, void (*fn)(void *arg, const tn_ws_info *info), voi
             .msgs_in = c->msgs_in,
             .msgs_out = c->msgs_out,
             .queued_bytes = c->out_bytes,
+            .tls = c->tls,
         };
         fn(arg, &info);
     }

@@ -32,13 +32,22 @@ void tn_ws_set_log_level(int level);
  * `Upgrade: websocket`), 400 (bad key/version), 403 (Origin refused). */
 int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r);
 
+/* Where an upgraded connection comes from: its peer and local address, and
+ * its TLS session when FD is the plain end of a TLS relay. */
+typedef struct tn_ws_origin {
+    const struct sockaddr *remote;
+    socklen_t remote_len;
+    const char *local;      /* "ip:port"; NULL: read from FD */
+    const tn_tls_info *tls; /* copied */
+} tn_ws_origin;
+
 /* Hands FD (already accepted, nonblocking) to lws at endpoint EP of listener
  * L. HEAD/LEN: every byte read from the socket so far, starting with the
  * upgrade request's head (anything after the head is WebSocket data and is
  * kept). From this call on FD belongs to the WebSocket layer: it is closed on
  * failure. Returns 0 or -1. */
-int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd,
-                  const struct sockaddr *remote, socklen_t remote_len, const char *head, size_t len);
+int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd, const tn_ws_origin *from,
+                  const char *head, size_t len);
 
 /* Number of open WebSockets (shutdown waits for them). */
 size_t tn_ws_count(const tn_daemon *d);
@@ -63,6 +72,7 @@ typedef struct tn_ws_info {
     int64_t last_activity_ms;
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
     size_t queued_bytes;     /* output not yet written */
+    const tn_tls_info *tls;  /* NULL when not over TLS */
 } tn_ws_info;
 
 void tn_ws_each(tn_daemon *d, void (*fn)(void *arg, const tn_ws_info *info), void *arg);
