@@ -172,6 +172,8 @@ static SSL_CTX *make_ctx(tn_tls *t, const tn_tls_conf *tc, const char *cert, tn_
                                  (tc->session_tickets ? 0 : SSL_OP_NO_TICKET));
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* read what the socket has in one recv, not a record header and then its body */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* sessions are cached per listener: a session of one may not resume on another */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)listener,
                                    (unsigned int)(strlen(listener) > SSL_MAX_SID_CTX_LENGTH ? SSL_MAX_SID_CTX_LENGTH
@@ -188,9 +190,15 @@ static SSL_CTX *make_ctx(tn_tls *t, const tn_tls_conf *tc, const char *cert, tn_
         warn_validity(SSL_CTX_get0_certificate(ctx), cert, cert_pos, diag);
     if (have_cert && *tc->chain)
         load_chain(ctx, tc->chain, tc->chain_pos, diag);
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
-        tn_diag_error(diag, key_pos, "cannot load private key %s: %s", key, ssl_reason(why, sizeof(why)));
-    else if (have_cert && SSL_CTX_check_private_key(ctx) != 1) {
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        /* OpenSSL compares the key with the certificate as it loads it */
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            tn_diag_error(diag, key_pos, "private key %s does not match certificate %s", key, cert);
+        } else {
+            tn_diag_error(diag, key_pos, "cannot load private key %s: %s", key, ssl_reason(why, sizeof(why)));
+        }
+    } else if (have_cert && SSL_CTX_check_private_key(ctx) != 1) {
         ERR_clear_error();
         tn_diag_error(diag, key_pos, "private key %s does not match certificate %s", key, cert);
     }
