@@ -228,7 +228,7 @@ const tn_key tn_schema[] = {
     { "tls", "verify_client", TN_T_ENUM, "none", 0, 0, "none|optional|required", NULL, T(verify_client), 0,
       "Ask for a client certificate." },
     { "tls", "session_tickets", TN_T_BOOL, "true", 0, 0, NULL, NULL, T(session_tickets), 0,
-      "Session resumption with tickets (key rotated on reload)." },
+      "Session resumption (tickets, their key rotated on reload; a session cache); false: full handshakes only." },
     { "tls", "sni", TN_T_SNI, NULL, 0, 0, NULL, NULL, 0, TN_K_OPTIONAL,
       "\"server.name\": { cert, key } chosen by SNI." },
     { "sni", "cert", TN_T_FILE, NULL, 0, 0, NULL, NULL, S(cert), TN_K_REQUIRED, "Certificate (PEM)." },

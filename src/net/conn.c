@@ -67,7 +67,14 @@ void tn_conn_update_timeouts(tn_conn *c)
     int64_t ms, partial = -1;
     bool exact = false;
     if (c->tls && tn_tls_handshaking(c->tls)) {
+        /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
+        if (ms > 0) {
+            ms -= cached_wall_ms(c->d) - c->established_ms;
+            if (ms < 1)
+                ms = 1;
+            exact = true;
+        }
     } else if (tn_conn_unsent(c)) {
         ms = lim->write_timeout; /* the peer must keep reading */
     } else if (fe_busy(c)) {

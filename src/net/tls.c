@@ -168,8 +168,14 @@ static SSL_CTX *make_ctx(tn_tls *t, const tn_tls_conf *tc, const char *cert, tn_
     SSL_CTX_set_min_proto_version(ctx, versions[tc->min_version]);
     if (tc->min_version < TN_TLS_1_2)
         SSL_CTX_set_security_level(ctx, 0); /* OpenSSL 3 refuses TLS 1.0/1.1 above level 0 */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
-                                 (tc->session_tickets ? 0 : SSL_OP_NO_TICKET));
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+    if (!tc->session_tickets) {
+        /* no resumption at all: without tickets OpenSSL would still resume
+         * from its session cache (and TLS 1.3 would hand out stateful tickets) */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     /* read what the socket has in one recv, not a record header and then its body */

@@ -116,6 +116,7 @@ typedef struct wsvhost {
     struct lws_vhost *vh;
     struct lws_protocols *protocols;
     lws_retry_bo_t retry;
+    char name[24]; /* lws keeps the pointer, not a copy */
 } wsvhost;
 
 /* The WebSocket layer's state. It is file-static rather than a member of the
@@ -1015,10 +1016,8 @@ static struct lws_vhost *vhost_for(const tn_ws_conf *ep)
     v->retry.secs_since_valid_hangup = (uint16_t)hangup;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    char name[64];
-    static int seq;
-    snprintf(name, sizeof(name), "tn%d", ++seq);
-    info.vhost_name = name;
+    snprintf(v->name, sizeof(v->name), "tn-ping%d-hangup%d", ping, hangup);
+    info.vhost_name = v->name;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = v->protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;

@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -620,12 +621,15 @@ WRK_RPS_RE = re.compile(r"Requests/sec:\s+([\d.]+)")
 WRK_P99_RE = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 WRK_ERR_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 WRK_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+WRK_REQS_RE = re.compile(r"(\d+) requests in ")
 
 
-def wrk(ctx, port, conns, seconds, timeout):
-    argv = [ctx.args.wrk, "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s",
-            "http://127.0.0.1:%d/health" % port]
-    rc, out = ctx.run_client(argv, timeout)
+def wrk_run(ctx, url, conns, seconds, timeout, headers=()):
+    """wrk -t1 on url: dict of rps, p99 (ms or None), requests, errors (connect, read, write, timeout), non2xx."""
+    argv = [ctx.args.wrk, "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
+    for h in headers:
+        argv += ["-H", h]
+    rc, out = ctx.run_client(argv + [url], timeout)
     m = WRK_RPS_RE.search(out)
     if rc != 0 or not m:
         raise BenchError("wrk rc=%d: %r" % (rc, out[-300:]))
@@ -635,8 +639,15 @@ def wrk(ctx, port, conns, seconds, timeout):
         p99 = float(p.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p.group(2)]
     errs = WRK_ERR_RE.search(out)
     non2xx = WRK_NON2XX_RE.search(out)
-    nerr = sum(int(x) for x in errs.groups()) if errs else 0
-    return float(m.group(1)), p99, nerr + (int(non2xx.group(1)) if non2xx else 0)
+    reqs = WRK_REQS_RE.search(out)
+    return {"rps": float(m.group(1)), "p99": p99, "requests": int(reqs.group(1)) if reqs else 0,
+            "errors": tuple(int(x) for x in errs.groups()) if errs else (0, 0, 0, 0),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def wrk(ctx, port, conns, seconds, timeout):
+    r = wrk_run(ctx, "http://127.0.0.1:%d/health" % port, conns, seconds, timeout)
+    return r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]
 
 
 def start_http_pair(ctx, conns):
@@ -697,6 +708,316 @@ def bench_http_10k(ctx):
     ctx.stop(ng)
     return [Row("http %d keep-alive clients" % a.conns, "%d errors" % t[2], "nginx %d errors" % n[2], None,
                 "0 errors", t[2] == 0)]
+
+
+# ------------------------------------------------------------ 4b. HTTPS GET /health, TLS handshakes
+
+NGINX_HTTPS_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile %(nofile)d;
+pid %(tmp)s/nginx-%(name)s.pid;
+error_log %(tmp)s/nginx-%(name)s-error.log warn;
+events { worker_connections %(conns)d; }
+http {
+    access_log off;
+    client_body_temp_path %(tmp)s/body;
+    proxy_temp_path %(tmp)s/proxy;
+    fastcgi_temp_path %(tmp)s/fastcgi;
+    uwsgi_temp_path %(tmp)s/uwsgi;
+    scgi_temp_path %(tmp)s/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:%(port)d ssl backlog=65535;
+        ssl_certificate %(cert)s;
+        ssl_certificate_key %(key)s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets %(tickets)s;
+        location /health { default_type application/json; return 200 '%(body)s'; }
+    }
+    server {
+        listen 127.0.0.1:%(status_port)d;
+        location = /status { stub_status; }
+    }
+}
+"""
+
+NGINX_ACCEPTS_RE = re.compile(r"server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)")
+S_CLIENT_KEX_RE = re.compile(r"Server Temp Key: ([^\r\n]+)")
+S_CLIENT_SIG_RE = re.compile(r"Signature type: ([^\r\n]+)")
+
+
+def tls_cert(ctx):
+    """A self-signed EC P-256 certificate for CN=localhost (openssl CLI), made once per run: (cert, key)."""
+    if getattr(ctx, "tls_cert", None):
+        return ctx.tls_cert
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise BenchError("the openssl command is needed to make the TLS certificate")
+    cert, key = ctx.path("tls-cert.pem"), ctx.path("tls-key.pem")
+    argv = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise BenchError("%s failed:\n%s" % (" ".join(argv), r.stdout.decode("utf-8", "replace")[-800:]))
+    ctx.tls_cert = (cert, key)
+    return ctx.tls_cert
+
+
+def http_get(port, path, timeout=5):
+    """Plain HTTP/1.1 GET on 127.0.0.1 with Connection: close; returns the body as text."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise BenchError("GET %s on port %d: %r" % (path, port, head[:100]))
+    return body.decode("utf-8", "replace")
+
+
+def tusknetd_accepts(port):
+    """(connections accepted, TLS handshakes completed) by tusknetd's listener 'web', from its metrics route."""
+    text = http_get(port, "/metrics")
+    conns = re.search(r'^tusknet_connections_total\{listener="web"[^}]*\} (\d+)$', text, re.M)
+    hs = re.search(r'^tusknet_tls_handshakes_total\{listener="web"[^}]*\} (\d+)$', text, re.M)
+    if not conns:
+        raise BenchError("no tusknet_connections_total for listener web in tusknetd's metrics")
+    return int(conns.group(1)), (int(hs.group(1)) if hs else None)
+
+
+def nginx_accepts(port):
+    """(connections accepted, None) by nginx, from stub_status."""
+    m = NGINX_ACCEPTS_RE.search(http_get(port, "/status"))
+    if not m:
+        raise BenchError("no counters in nginx's stub_status")
+    return int(m.group(1)), None
+
+
+def tls_probe(port, cert):
+    """What a client with OpenSSL's defaults (as wrk) gets: two GET /health with Python's ssl, the
+    second offering the first one's session, plus `openssl s_client -brief` for the key exchange."""
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    sctx.check_hostname = False
+    sctx.verify_mode = ssl.CERT_NONE
+
+    def get(session):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with sctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ssl.SSLEOFError, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                data += chunk
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise BenchError("GET /health over TLS on port %d: %r" % (port, data[:100]))
+            return s.version(), s.cipher(), s.session_reused, s.session, s.getpeercert(binary_form=True)
+
+    try:
+        version, cipher, _, session, der = get(None)
+        resumed = get(session)[2]
+    except (OSError, ssl.SSLError) as e:
+        raise BenchError("TLS probe of port %d: %s" % (port, e))
+    with open(cert) as f:
+        if der != ssl.PEM_cert_to_DER_cert(f.read()):
+            raise BenchError("port %d does not serve the bench certificate" % port)
+    kex = sig = "?"
+    try:
+        r = subprocess.run([shutil.which("openssl") or "openssl", "s_client", "-brief", "-connect",
+                            "127.0.0.1:%d" % port], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=10)
+        out = r.stdout.decode("utf-8", "replace")
+        m, n = S_CLIENT_KEX_RE.search(out), S_CLIENT_SIG_RE.search(out)
+        kex, sig = (m.group(1) if m else "?"), (n.group(1) if n else "?")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"version": version, "cipher": cipher[0], "kex": kex, "sig": sig, "resumes": resumed}
+
+
+def describe_tls(p):
+    return "%s %s, key exchange %s, %s signature" % (p["version"], p["cipher"], p["kex"], p["sig"])
+
+
+def start_https_pair(ctx, name, conns, tickets):
+    """tusknetd (http listener with a tls block, health handler; a plain 'stats' listener serving
+    metrics) and nginx 1 worker (listen ssl; stub_status on a plain port), same EC P-256 cert."""
+    cert, key = tls_cert(ctx)
+    nofile = max(30000, conns * 3)
+    port, sport = free_port(), free_port()
+    tls = 'tls { cert: "%s" key: "%s"%s }' % (cert, key, "" if tickets else " session_tickets: false")
+    conf = tusknetd_conf(ctx, name, 'health { type: "health" }\nmetrics { type: "metrics" }',
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 routes { "GET /health": "health" } '
+                         'idle_timeout: "300s" %s }\n'
+                         'stats { protocol: "http" listen: "127.0.0.1:%d" routes { "GET /metrics": "metrics" } }'
+                         % (port, tls, sport), max_connections=conns * 2 + 100)
+    tn = start_tusknetd(ctx, "tusknetd-" + name, conf, nofile=nofile)
+    try:
+        wait_tcp(tn, ctx, port)
+    except BenchError:
+        if "TLS is not available" in ctx.log_tail(tn):
+            raise BenchError("%s refuses the tls block: TLS is not available in this build" % ctx.args.tusknetd)
+        raise
+    nport, nsport = free_port(), free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(ctx.path(d), exist_ok=True)
+    nconf = write(ctx.path("nginx-%s.conf" % name), NGINX_HTTPS_CONF % {
+        "name": name, "tmp": ctx.tmp, "port": nport, "status_port": nsport, "conns": conns * 2 + 100,
+        "nofile": nofile, "body": HEALTH_BODY, "cert": cert, "key": key, "tickets": "on" if tickets else "off"})
+    ng = ctx.start_server("nginx-" + name, [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
+                                            ctx.path("nginx-%s-error.log" % name)], nofile=nofile)
+    wait_tcp(ng, ctx, nport)
+    return (tn, port, lambda: tusknetd_accepts(sport)), (ng, nport, lambda: nginx_accepts(nsport))
+
+
+def https_round(ctx, proc, port, accepts, conns, headers=()):
+    """One wrk run on https://127.0.0.1:port/health with the server's CPU time, wrk's CPU share and
+    the connections (and TLS handshakes) the server accepted meanwhile."""
+    a = ctx.args
+    before = accepts()
+    c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = wrk_run(ctx, "https://127.0.0.1:%d/health" % port, conns, a.https_seconds, a.https_seconds + 60, headers)
+    u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    dt = time.monotonic() - t0
+    r["server_cpu"] = cpu_seconds(proc.pid) - c0
+    r["server_share"] = r["server_cpu"] / dt
+    r["wrk_share"] = (u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime) / dt
+    after = accepts()
+    r["accepted"] = after[0] - before[0]
+    r["handshakes"] = after[1] - before[1] if after[1] is not None and before[1] is not None else None
+    if proc.poll() is not None:
+        raise BenchError("%s exited with %s during the run:\n%s" % (proc.bench_name, proc.returncode, ctx.log_tail(proc)))
+    return r
+
+
+def fmt_errors(r):
+    e = r["errors"]
+    return "connect %d read %d write %d timeout %d non-2xx %d" % (e[0], e[1], e[2], e[3], r["non2xx"])
+
+
+def fmt_errors_sum(rs):
+    return fmt_errors({"errors": tuple(sum(r["errors"][i] for r in rs) for i in range(4)),
+                       "non2xx": sum(r["non2xx"] for r in rs)})
+
+
+def bench_https(ctx):
+    """wrk GET /health over TLS, 50 keep-alive connections: tusknetd (tls block) vs nginx 1 worker (listen ssl); EC P-256 cert."""
+    a = ctx.args
+    if not a.wrk or not a.nginx:
+        raise BenchError("wrk and nginx are needed")
+    (tn, port, tacc), (ng, nport, nacc) = start_https_pair(ctx, "https", 50, tickets=True)
+    cert = tls_cert(ctx)[0]
+    probe = {"tusknetd": tls_probe(port, cert), "nginx": tls_probe(nport, cert)}
+    res = {"tusknetd": [], "nginx": []}
+    for _ in range(max(1, a.rounds)):
+        for who, proc, p, acc in (("tusknetd", tn, port, tacc), ("nginx", ng, nport, nacc)):
+            res[who].append(https_round(ctx, proc, p, acc, 50))
+    t = max(res["tusknetd"], key=lambda r: r["rps"])
+    n = max(res["nginx"], key=lambda r: r["rps"])
+    terr = sum(sum(r["errors"]) + r["non2xx"] for r in res["tusknetd"])
+    ratio = t["rps"] / n["rps"]
+    ctx.note("https GET /health -c50 (keep-alive, %ds rounds): rounds tusknetd %s / nginx %s rps; p99 of the best "
+             "round %.2f / %.2f ms; CPU used by server %d%% / %d%%, by wrk %d%% / %d%%; errors (all rounds) "
+             "tusknetd %s / nginx %s; TLS: tusknetd %s; nginx %s; cert EC P-256 (prime256v1) self-signed"
+             % (a.https_seconds, " ".join(fmt_int(r["rps"]) for r in res["tusknetd"]),
+                " ".join(fmt_int(r["rps"]) for r in res["nginx"]), t["p99"] or 0, n["p99"] or 0,
+                t["server_share"] * 100, n["server_share"] * 100, t["wrk_share"] * 100, n["wrk_share"] * 100,
+                terr, sum(sum(r["errors"]) + r["non2xx"] for r in res["nginx"]),
+                describe_tls(probe["tusknetd"]), describe_tls(probe["nginx"])))
+    ctx.stop(tn)
+    ctx.stop(ng)
+    return [Row("https GET /health -c50", "%s rps" % fmt_int(t["rps"]), "%s rps" % fmt_int(n["rps"]), ratio,
+                ">= 1.0", ratio >= 1.0 and terr == 0)]
+
+
+def bench_https_new(ctx):
+    """TLS handshakes/s: wrk -H 'Connection: close' -c50 GET /health, one full handshake per request (no resumption): tusknetd vs nginx."""
+    a = ctx.args
+    if not a.wrk or not a.nginx:
+        raise BenchError("wrk and nginx are needed")
+    # wrk keeps each connection's SSL session across its reconnect (SSL_shutdown + SSL_clear) and
+    # offers it again, so it resumes whenever the server lets it (a TLS 1.3 ticket, stateless or
+    # backed by a server session cache). Both servers run with tickets off, and the probe checks
+    # that neither resumes: only then is every request a full handshake.
+    (tn, port, tacc), (ng, nport, nacc) = start_https_pair(ctx, "httpsnew", 50, tickets=False)
+    cert = tls_cert(ctx)[0]
+    probe = {"tusknetd": tls_probe(port, cert), "nginx": tls_probe(nport, cert)}
+    res = {"tusknetd": [], "nginx": []}
+    for _ in range(max(1, a.rounds)):
+        for who, proc, p, acc in (("tusknetd", tn, port, tacc), ("nginx", ng, nport, nacc)):
+            res[who].append(https_round(ctx, proc, p, acc, 50, headers=("Connection: close",)))
+    ctx.stop(tn)
+    ctx.stop(ng)
+
+    def summary(who):
+        rs = res[who]
+        best = max(rs, key=lambda r: r["rps"])
+        reqs = sum(r["requests"] for r in rs)
+        per_req = sum(r["accepted"] for r in rs) / max(1, reqs)
+        cpu_us = sum(r["server_cpu"] for r in rs) / max(1, reqs) * 1e6
+        errs = sum(sum(r["errors"]) + r["non2xx"] for r in rs)
+        hs = [r["handshakes"] for r in rs]
+        hs_per_req = sum(hs) / max(1, reqs) if None not in hs else None
+        return best, per_req, cpu_us, errs, hs_per_req
+
+    t, tper, tcpu, terr, ths = summary("tusknetd")
+    n, nper, ncpu, _, _ = summary("nginx")
+    full = {who: probe[who]["resumes"] is False for who in probe}
+    reconnects = {"tusknetd": tper >= 0.95, "nginx": nper >= 0.95}
+    ratio = t["rps"] / n["rps"]
+    comparable = full["tusknetd"] and full["nginx"] and reconnects["tusknetd"] and reconnects["nginx"]
+    for who, per in (("tusknetd", tper), ("nginx", nper)):
+        if not reconnects[who]:
+            ctx.note("https new connections: %s accepted only %.2f connections per request: wrk did not "
+                     "reconnect after each response (the server kept the connection open), so the rate is "
+                     "not a handshake rate" % (who, per))
+        if not full[who]:
+            ctx.note("https new connections: %s RESUMED a TLS session with session tickets off (%s): its "
+                     "rows count resumptions, not full handshakes, and are not comparable"
+                     % (who, "session_tickets: false" if who == "tusknetd" else "ssl_session_tickets off"))
+    ctx.note("https new connections -c50 (wrk -H 'Connection: close', %ds rounds): rounds tusknetd %s / nginx %s "
+             "handshakes/s; p99 (handshake + request) of the best round %.2f / %.2f ms; connections accepted per "
+             "request %.2f / %.2f%s; server CPU per handshake %d / %d us; CPU used by server %d%% / %d%%, by wrk "
+             "%d%% / %d%% (best round); wrk errors (all rounds) tusknetd %s / nginx %s"
+             % (a.https_seconds, " ".join(fmt_int(r["rps"]) for r in res["tusknetd"]),
+                " ".join(fmt_int(r["rps"]) for r in res["nginx"]), t["p99"] or 0, n["p99"] or 0, tper, nper,
+                ("" if ths is None else " (tusknetd TLS handshakes per request %.2f)" % ths), tcpu, ncpu,
+                t["server_share"] * 100, n["server_share"] * 100, t["wrk_share"] * 100, n["wrk_share"] * 100,
+                fmt_errors_sum(res["tusknetd"]), fmt_errors_sum(res["nginx"])))
+    resumers = [who for who in ("tusknetd", "nginx") if not full[who]]
+    ctx.note("https new connections: handshake: tusknetd %s; nginx %s; certificate EC P-256 (prime256v1), "
+             "self-signed, not verified by wrk; a second probe connection offering the first one's session: "
+             "tusknetd %s it, nginx %s it; wrk offers its previous session on every reconnect, so %s"
+             % (describe_tls(probe["tusknetd"]), describe_tls(probe["nginx"]),
+                "resumed" if probe["tusknetd"]["resumes"] else "refused",
+                "resumed" if probe["nginx"]["resumes"] else "refused",
+                "every wrk request costs a full handshake" if not resumers else
+                "wrk's handshakes with %s are resumptions (PSK), not full handshakes" % " and ".join(resumers)))
+    bound = [who for who, r in (("tusknetd", t), ("nginx", n)) if r["wrk_share"] >= 0.9 and r["server_share"] < 0.9]
+    if bound:
+        ctx.note("https new connections: against %s wrk used ~all of CPU %d while the server did not fill CPU %d: "
+                 "the client's half of each handshake (ECDHE, and in a full handshake the ECDSA verify) set the "
+                 "pace, so handshakes/s understates the server; the server CPU per handshake row compares the "
+                 "servers" % (" and ".join(bound), CLIENT_CPU, SERVER_CPU))
+    cpu_ratio = tcpu / ncpu if ncpu > 0 else None
+    return [Row("https new conn -c50 handshakes", "%s hs/s" % fmt_int(t["rps"]), "%s hs/s" % fmt_int(n["rps"]),
+                ratio, ">= 1.0", ratio >= 1.0 and terr == 0 and comparable),
+            Row("https server CPU per handshake", "%s us" % fmt_int(tcpu), "%s us" % fmt_int(ncpu), cpu_ratio)]
 
 
 # ------------------------------------------------------------ 5. WebSocket echo / idle memory
@@ -909,13 +1230,15 @@ def bench_ws_idle_mem(ctx):
 # (name for --only, function). Each function takes the Ctx and returns Rows;
 # raising BenchError (or anything) marks its row as an error and the run goes on.
 # Planned rows (SPEC section 10), to add here as the features land:
-#   ("tls",      bench_tls)           the ping / http rows over TLS vs redis --tls-port / nginx ssl
+#   ("tlsping",  ...)                 the ping rows over TLS vs redis --tls-port
 BENCHMARKS = [
     ("ping", bench_tcp_ping),
     ("udp", bench_udp_echo),
     ("idlemem", bench_idle_memory),
     ("http", bench_http_health),
     ("http10k", bench_http_10k),
+    ("https", bench_https),
+    ("httpsnew", bench_https_new),
     ("ws", bench_ws_echo),
     ("wsmem", bench_ws_idle_mem),
 ]
@@ -948,6 +1271,7 @@ def main():
     ap.add_argument("--udp-seconds", type=float, default=5.0)
     ap.add_argument("--wrk", default=shutil.which("wrk"))
     ap.add_argument("--http-seconds", type=int, default=5, help="wrk duration per round (default 5)")
+    ap.add_argument("--https-seconds", type=int, default=5, help="wrk duration per round, https rows (default 5)")
     ap.add_argument("--ws-seconds", type=float, default=5.0, help="ws_load duration per round (default 5)")
     ap.add_argument("--conns", type=int, default=10000, help="idle connections (default 10000)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
@@ -963,6 +1287,7 @@ def main():
         args.ping_n, args.ping_pipelined_n = 20000, 200000
         args.udp_seconds, args.conns = 1.0, 2000
         args.ws_seconds = 1.0
+        args.https_seconds = 2
     args.tusknetd = os.path.abspath(args.tusknetd)
     if not os.access(args.tusknetd, os.X_OK):
         print("bench: %s is not an executable (run make all)" % args.tusknetd, file=sys.stderr)
