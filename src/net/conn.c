@@ -324,7 +324,9 @@ static bool tls_handshake(tn_conn *c)
         c->last_activity_ms = cached_wall_ms(c->d);
         tn_conn_update_timeouts(c);
         return true;
-    case TN_TLS_AGAIN: return false;
+    case TN_TLS_AGAIN:
+        tn_conn_update_timeouts(c); /* the event's persistence restarted the countdown */
+        return false;
     default: tls_failed(c, reason, detail); return false;
     }
 }
