@@ -144,6 +144,17 @@ static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errle
     return rc;
 }
 
+/* Listeners a failed reload had opened: they never served. */
+static void free_opened(tn_listener *opened)
+{
+    while (opened) {
+        tn_listener *n = opened->next;
+        opened->next = NULL;
+        tn_listener_free(opened);
+        opened = n;
+    }
+}
+
 static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
 {
     if (tn_registry_apply(d->registry, newcfg, err, errlen) < 0)
@@ -161,12 +172,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
             continue;
         tn_listener *l = tn_listener_open(d, lc, err, errlen);
         if (!l) {
-            while (opened) {
-                tn_listener *n = opened->next;
-                opened->next = NULL;
-                tn_listener_free(opened);
-                opened = n;
-            }
+            free_opened(opened);
             free(keep);
             return -1;
         }
@@ -187,12 +193,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
         for (size_t i = 0; i < newcfg->nlisteners; i++)
             if (keep[i])
                 tn_listener_unprepare(keep[i]);
-        while (opened) {
-            tn_listener *n = opened->next;
-            opened->next = NULL;
-            tn_listener_free(opened);
-            opened = n;
-        }
+        free_opened(opened);
         free(keep);
         return -1;
     }

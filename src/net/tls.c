@@ -430,54 +430,45 @@ int tn_tls_handshake(tn_tls_conn *tc, int *reason, char *detail, size_t detaille
     return TN_TLS_FAILED;
 }
 
-ssize_t tn_tls_read(tn_tls_conn *tc, void *buf, size_t len)
+/* What an SSL_read or SSL_write that returned N <= 0 means, the way recv(2)
+ * and send(2) say it. */
+static ssize_t io_result(tn_tls_conn *tc, int n, int saved_errno, bool reading)
 {
-    int n = SSL_read(tc->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-    if (n > 0)
-        return n;
-    int saved = errno;
-    switch (SSL_get_error(tc->ssl, n)) {
+    int e = SSL_get_error(tc->ssl, n);
+    unsigned long err = ERR_peek_last_error();
+    ERR_clear_error();
+    switch (e) {
     case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE: ERR_clear_error(); errno = EAGAIN; return -1;
-    case SSL_ERROR_ZERO_RETURN: ERR_clear_error(); return 0; /* close_notify */
-    case SSL_ERROR_SYSCALL:
-        ERR_clear_error();
-        tc->broken = true;
-        if (!saved)
+    case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+    case SSL_ERROR_ZERO_RETURN: /* close_notify */
+        if (reading)
             return 0;
-        errno = saved;
+        errno = EPIPE;
         return -1;
-    default: {
+    case SSL_ERROR_SYSCALL:
         tc->broken = true;
-        unsigned long err = ERR_peek_last_error();
-        ERR_clear_error();
+        if (!saved_errno && reading)
+            return 0;
+        errno = saved_errno ? saved_errno : EPIPE;
+        return -1;
+    default:
+        tc->broken = true;
         /* most clients just close the socket: an end of stream, not an attack */
-        if (ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        if (reading && ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
             return 0;
         errno = EPROTO;
         return -1;
     }
-    }
+}
+
+ssize_t tn_tls_read(tn_tls_conn *tc, void *buf, size_t len)
+{
+    int n = SSL_read(tc->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+    return n > 0 ? n : io_result(tc, n, errno, true);
 }
 
 ssize_t tn_tls_write(tn_tls_conn *tc, const void *buf, size_t len)
 {
     int n = SSL_write(tc->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-    if (n > 0)
-        return n;
-    int saved = errno;
-    switch (SSL_get_error(tc->ssl, n)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE: ERR_clear_error(); errno = EAGAIN; return -1;
-    case SSL_ERROR_SYSCALL:
-        ERR_clear_error();
-        tc->broken = true;
-        errno = saved ? saved : EPIPE;
-        return -1;
-    default:
-        ERR_clear_error();
-        tc->broken = true;
-        errno = EPROTO;
-        return -1;
-    }
+    return n > 0 ? n : io_result(tc, n, errno, false);
 }

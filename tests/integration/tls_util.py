@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_util import Closed, LineClient
 from http_util import HttpConn
 
 HOST = "127.0.0.1"
@@ -260,7 +261,7 @@ def client_hello(server_hostname="localhost"):
     return data
 
 
-class TlsClosed(Exception):
+class TlsClosed(Closed):
     """The peer closed (close_notify, EOF or reset) before a full line came."""
 
 
@@ -278,8 +279,8 @@ def tls_connect(port, ctx, server_hostname="127.0.0.1", host=HOST, timeout=5.0, 
         raise
 
 
-class TlsLineClient:
-    """A TCP line-protocol client over TLS."""
+class TlsLineClient(LineClient):
+    """daemon_util's LineClient over TLS."""
 
     def __init__(self, port, ctx, server_hostname="127.0.0.1", timeout=5.0):
         self.sock = tls_connect(port, ctx, server_hostname, timeout=timeout)
@@ -287,60 +288,14 @@ class TlsLineClient:
         self.buf = b""
         self.eof = False
 
-    def local_addr(self):
-        h, p = self.sock.getsockname()[:2]
-        return f"{h}:{p}"
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.sock.sendall(data)
-
-    def sendline(self, line):
-        self.send((line if isinstance(line, bytes) else line.encode()) + b"\n")
-
     def _fill(self, timeout):
-        self.sock.settimeout(timeout)
         try:
-            chunk = self.sock.recv(65536)
-        except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            chunk = b""
-        if not chunk:
+            super()._fill(timeout)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
             self.eof = True
-            raise TlsClosed(f"connection closed; unread partial data {self.buf[:200]!r}")
-        self.buf += chunk
-
-    def readline(self, timeout=None):
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout(f"no complete line within {timeout}s; have {self.buf[:200]!r}")
-            self._fill(left)
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line.decode(errors="replace")
-
-    def readlines(self, n, timeout=None):
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        return [self.readline(max(0.001, deadline - time.monotonic())) for _ in range(n)]
-
-    def request(self, line, timeout=None):
-        self.sendline(line)
-        return self.readline(timeout)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+            raise TlsClosed(f"connection closed; unread partial data {self.buf[:200]!r}") from None
+        except Closed as e:
+            raise TlsClosed(str(e)) from None
 
 
 # ---- openssl s_client ------------------------------------------------------------
