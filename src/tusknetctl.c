@@ -1004,6 +1004,21 @@ static int show_stats(const jv *a, FILE *f)
             fprintf(f, "%s%s %" PRIu64, shown++ ? ", " : "", rej->keys[i], v);
     }
     fputs(shown ? "\n" : "none\n", f);
+    const jv *tls = jget(g, "tls");
+    const jv *fails = tls ? jget(tls, "handshake_failures") : NULL;
+    uint64_t handshakes = tls ? ju64(tls, "handshakes") : 0, nfail = 0;
+    for (size_t i = 0; fails && fails->t == J_OBJ && i < fails->len; i++)
+        nfail += jv_u64(fails->items[i]);
+    if (handshakes || nfail) {
+        fprintf(f, "tls          %" PRIu64 " handshake%s, %" PRIu64 " failed", handshakes, handshakes == 1 ? "" : "s", nfail);
+        shown = 0;
+        for (size_t i = 0; fails && fails->t == J_OBJ && i < fails->len; i++) {
+            uint64_t v = jv_u64(fails->items[i]);
+            if (v)
+                fprintf(f, "%s%s %" PRIu64, shown++ ? ", " : " (", fails->keys[i], v);
+        }
+        fputs(shown ? ")\n" : "\n", f);
+    }
 
     table t;
     tbl_init(&t, 10, LISTENER_HDR, "lllrrrrrrr");
@@ -1054,8 +1069,8 @@ static int cmp_conn_id(const void *a, const void *b)
 
 static int show_connections(const jv *a, FILE *f)
 {
-    static const char *const hdr[] = { "ID",  "LISTENER", "PROTO", "REMOTE", "LOCAL",      "AGE",
-                                       "IDLE", "SENT",    "RECV",  "MSGS IN/OUT" };
+    static const char *const hdr[] = { "ID",  "LISTENER", "PROTO", "REMOTE",      "LOCAL", "AGE",
+                                       "IDLE", "SENT",    "RECV",  "MSGS IN/OUT", "TLS" };
     const jv *cs = jget(a, "connections");
     size_t n = cs && cs->t == J_ARR ? cs->len : 0;
     const jv **sorted = xcalloc(n, sizeof(*sorted));
@@ -1064,7 +1079,7 @@ static int show_connections(const jv *a, FILE *f)
     qsort(sorted, n, sizeof(*sorted), cmp_conn_id);
     double now = now_real();
     table t;
-    tbl_init(&t, 10, hdr, "rllllrrrrr");
+    tbl_init(&t, 11, hdr, "rllllrrrrrl");
     char b[64];
     for (size_t i = 0; i < n; i++) {
         const jv *c = sorted[i];
@@ -1079,6 +1094,7 @@ static int show_connections(const jv *a, FILE *f)
         tbl_cell(&t, "%s", fmt_bytes(b, sizeof(b), (double)ju64(c, "bytes_sent")));
         tbl_cell(&t, "%s", fmt_bytes(b, sizeof(b), (double)ju64(c, "bytes_received")));
         tbl_cell(&t, "%" PRIu64 "/%" PRIu64, ju64(c, "messages_in"), ju64(c, "messages_out"));
+        tbl_cell(&t, "%s", jstr(c, "tls_version", "-"));
     }
     if (n) {
         tbl_print(&t, f);

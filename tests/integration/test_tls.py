@@ -43,6 +43,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import selectors
 import shutil
 import signal
@@ -57,6 +58,7 @@ import pytest
 import websockets
 
 from ctl_util import (  # noqa: F401  (ctl_daemon is a fixture)
+    TUSKNETCTL,
     TUSKNETD,
     ctl_daemon,
     parse_prometheus,
@@ -1428,6 +1430,17 @@ def test_tls_stats_connections_and_prometheus(ctl_daemon, pki):
         c = conns[web.local_addr()]
         assert c["tls_version"].startswith("TLSv1.") and c["tls_cipher"], c
         assert "CN=client" in (c.get("tls_client_subject") or ""), c
+        # tusknetctl shows the version per connection and the handshakes in stats
+        out = subprocess.run([TUSKNETCTL, "-s", d.control, "connections"], capture_output=True, text=True,
+                             timeout=10).stdout
+        head = next(ln for ln in out.splitlines() if ln.lstrip().startswith("ID "))
+        assert head.split()[-1] == "TLS", out
+        rows = {f[3]: f[-1] for f in (ln.split() for ln in out.splitlines()) if len(f) > 10 and f[0].isdigit()}
+        assert rows[plain.local_addr()] == "-" and rows[line.local_addr()] == "TLSv1.3", out
+        assert rows[line12.local_addr()] == "TLSv1.2", out
+        out = subprocess.run([TUSKNETCTL, "-s", d.control, "stats"], capture_output=True, text=True,
+                             timeout=10).stdout
+        assert re.search(r"^tls +\d+ handshakes, \d+ failed", out, re.M), out
     finally:
         for x in (plain, line, line12, web):
             x.close()

@@ -433,7 +433,7 @@ def test_connections(d):
 
         out = d.ctl("connections", check=0).stdout
         assert header_line(out, "ID") == ["ID", "LISTENER", "PROTO", "REMOTE", "LOCAL", "AGE", "IDLE", "SENT",
-                                          "RECV", "MSGS IN/OUT"]
+                                          "RECV", "MSGS IN/OUT", "TLS"]
         rows = {int(row[0]): row for row in table_rows(out, "ID")}
         for cid, c in zip(ids, clients):
             row = rows[cid]
@@ -443,6 +443,7 @@ def test_connections(d):
             assert re.fullmatch(r"\d+[smhd]( \d+[smhd])?", row[6]), row
             assert row[7] == "2 B" and row[8] == ("7 B" if c is not clients[2] else "2 B")
             assert row[9] == "1/1"
+            assert row[10] == "-"
         assert re.search(rf"^{len(j['connections'])} connections?$", out, re.M)
         assert list(rows) == sorted(rows)
 
