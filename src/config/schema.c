@@ -253,8 +253,8 @@ const tn_key tn_schema[] = {
       "Ping an idle peer this often; 0 = never." },
     { "websocket", "pong_timeout", TN_T_DURATION, "10s", 0, HOUR, NULL, NULL, W(pong_timeout), 0,
       "Close a peer that does not answer a ping within this." },
-    { "websocket", "deflate", TN_T_BOOL, "true", 0, 0, NULL, NULL, W(deflate), 0,
-      "Offer permessage-deflate." },
+    { "websocket", "deflate", TN_T_BOOL, "false", 0, 0, NULL, NULL, W(deflate), 0,
+      "Offer permessage-deflate (off by default: libwebsockets 4.1.6 can abort under it, see WebSocket)." },
 };
 const size_t tn_schema_len = sizeof(tn_schema) / sizeof(tn_schema[0]);
 

@@ -47,6 +47,7 @@ web {
     websocket {
         "/ws": ["echo", "ping", "upper", "slow"]
         "/echo": { handler: "echo" }
+        "/deflate": { handler: "echo"  deflate: true }
         "/plain": { handler: "echo"  deflate: false }
         "/small": { handler: "echo"  max_message: "64KB" }
         "/chat": { handler: "chat" }
@@ -155,9 +156,10 @@ class RawWs:
 # ---- messages ---------------------------------------------------------------------
 
 
-def test_echo_single_handler(web):
+@pytest.mark.parametrize("path", ["/echo", "/deflate"])
+def test_echo_single_handler(web, path):
     async def go():
-        async with websockets.connect(url(web, "/echo")) as ws:
+        async with websockets.connect(url(web, path)) as ws:
             for msg in ["hello", "with spaces: and colons", "ünïcödé ✓", ""]:
                 await ws.send(msg)
                 assert await ws.recv() == msg
@@ -200,9 +202,10 @@ def test_async_replies_keep_order(web):
     run(go())
 
 
-def test_max_message_closes_1009(web):
+@pytest.mark.parametrize("path", ["/echo", "/deflate"])
+def test_max_message_closes_1009(web, path):
     async def go():
-        async with websockets.connect(url(web, "/echo"), max_size=None) as ws:
+        async with websockets.connect(url(web, path), max_size=None) as ws:
             ok = "x" * (1024 * 1024)  # exactly the 1MB default: allowed
             await ws.send(ok)
             assert len(await asyncio.wait_for(ws.recv(), 10)) == len(ok)
@@ -231,9 +234,10 @@ def test_invalid_utf8_closes_1007(web):
     c.close()
 
 
-def test_fragmented_input(web):
+@pytest.mark.parametrize("path", ["/echo", "/deflate"])
+def test_fragmented_input(web, path):
     async def go():
-        async with websockets.connect(url(web, "/echo")) as ws:
+        async with websockets.connect(url(web, path)) as ws:
             await ws.send(["frag", "mented ", "message"])
             assert await ws.recv() == "fragmented message"
             await ws.send([b"\x01\x02", b"\x03"])
@@ -289,7 +293,7 @@ def test_server_pings_and_hangs_up_without_pong(web):
 
 def test_permessage_deflate_on_and_off(web):
     async def go():
-        async with websockets.connect(url(web, "/echo")) as ws:
+        async with websockets.connect(url(web, "/deflate")) as ws:
             assert any(e.name == "permessage-deflate" for e in ws.extensions)
             assert "permessage-deflate" in ws.response_headers.get("Sec-WebSocket-Extensions", "")
             text = "compressible " * 5000
@@ -302,6 +306,10 @@ def test_permessage_deflate_on_and_off(web):
             assert "Sec-WebSocket-Extensions" not in ws.response_headers
             await ws.send("plain")
             assert await ws.recv() == "plain"
+        # off unless asked for (libwebsockets 4.1.6 can abort under it)
+        async with websockets.connect(url(web, "/echo")) as ws:
+            assert ws.extensions == []
+            assert "Sec-WebSocket-Extensions" not in ws.response_headers
         async with websockets.connect(url(web, "/echo"), compression=None) as ws:
             assert ws.extensions == []
             await ws.send("uncompressed client")
