@@ -6,6 +6,7 @@
  * added instead. */
 #include "log.h"
 
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,8 +20,21 @@ static struct {
     int journald;
 } logger = { TN_LOG_INFO, 0 };
 
+/* libevent's own messages go through the logger too. One is expected:
+ * libwebsockets closes a WebSocket's socket before it tells us the
+ * connection is gone, so removing our events then finds the descriptor
+ * closed; libevent copes, and the line is debug, not a warning. */
+static void libevent_log(int severity, const char *msg)
+{
+    int level = severity >= EVENT_LOG_ERR ? TN_LOG_ERROR : severity == EVENT_LOG_WARN ? TN_LOG_WARN : TN_LOG_DEBUG;
+    if (level == TN_LOG_WARN && strstr(msg, "Epoll MOD") && strstr(msg, "Bad file descriptor"))
+        level = TN_LOG_DEBUG;
+    tn_log(level, "libevent: %s", msg);
+}
+
 void tn_log_init(void)
 {
+    event_set_log_callback(libevent_log);
     /* JOURNAL_STREAM is "dev:ino" of the stream; only trust it if it is
      * still our stderr (a child of a service may inherit the variable). */
     const char *js = getenv("JOURNAL_STREAM");
