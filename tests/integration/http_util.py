@@ -20,8 +20,12 @@ response fails the test that reads it.
   well-formed text.
 - ``stats(path)``: the control socket's ``stats`` JSON.
 - ``http_served(port)``: waits until the listener answers HTTP.
+- ``vanishing_ws_clients(...)``: a crowd of WebSocket clients that send large
+  messages, read some echoes and vanish mid-exchange.
 """
+import asyncio
 import json
+import random
 import re
 import socket
 import struct
@@ -532,3 +536,39 @@ def ctl_socket_path(tmp_path):
 
         p = tempfile.mkdtemp(prefix="tnhttp", dir="/tmp") + "/ctl.sock"
     return p
+
+
+UPGRADE = (b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def vanishing_ws_clients(url, port, path, clients=60, raw=20, seed=0, ssl=None):
+    """CLIENTS WebSocket clients at URL at once send 1-6 messages of up to 1 MB,
+    read about half of the echoes and vanish (TCP abort) mid-exchange one
+    time in five, while RAW more connections to PORT send an upgrade request
+    for PATH and vanish before the answer."""
+    import websockets  # only the WebSocket tests need it
+
+    rnd = random.Random(seed)
+
+    async def one():
+        try:
+            async with websockets.connect(url, ssl=ssl, max_size=None) as ws:
+                for _ in range(rnd.randint(1, 6)):
+                    await ws.send(b"x" * rnd.choice([10, 1000, 100_000, 1_000_000]))
+                    if rnd.random() < 0.2:
+                        ws.transport.abort()
+                        return
+                    if rnd.random() < 0.5:
+                        await asyncio.wait_for(ws.recv(), 10)
+        except (websockets.ConnectionClosed, OSError, asyncio.TimeoutError):
+            pass
+
+    async def upgrade_then_vanish():
+        _, w = await asyncio.open_connection("127.0.0.1", port, ssl=ssl,
+                                             server_hostname="127.0.0.1" if ssl else None)
+        w.write(UPGRADE % path.encode())
+        await w.drain()
+        w.transport.abort()
+
+    await asyncio.gather(*[one() for _ in range(clients)], *[upgrade_then_vanish() for _ in range(raw)])

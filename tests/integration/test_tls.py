@@ -67,7 +67,7 @@ from ctl_util import (  # noqa: F401  (ctl_daemon is a fixture)
     wait_for,
 )
 from daemon_util import LineClient
-from http_util import assert_valid, curl, curl_response
+from http_util import assert_valid, curl, curl_response, vanishing_ws_clients
 from tls_util import (  # noqa: F401  (pki is a fixture)
     OPENSSL,
     CertKey,
@@ -827,30 +827,8 @@ def test_wss_many_clients_vanishing(ctl_daemon, pki):
     d = ctl_daemon(standard(pki))
     port = d.port("web")
     ctx = tls_context(pki)
-    rnd = random.Random(5)
-
-    async def one():
-        try:
-            async with websockets.connect(f"wss://127.0.0.1:{port}/ws", ssl=ctx, max_size=None) as ws:
-                for _ in range(rnd.randint(1, 6)):
-                    await ws.send(b"x" * rnd.choice([10, 1000, 100_000, 1_000_000]))
-                    if rnd.random() < 0.2:
-                        ws.transport.abort()
-                        return
-                    if rnd.random() < 0.5:
-                        await asyncio.wait_for(ws.recv(), 10)
-        except (websockets.ConnectionClosed, OSError, asyncio.TimeoutError):
-            pass
-
-    async def upgrade_then_vanish():
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1")
-        w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        await w.drain()
-        w.transport.abort()
-
     async def go():
-        await asyncio.gather(*[one() for _ in range(60)], *[upgrade_then_vanish() for _ in range(20)])
+        await vanishing_ws_clients(f"wss://127.0.0.1:{port}/ws", port, "/ws", seed=5, ssl=ctx)
 
     asyncio.run(asyncio.wait_for(go(), 60))
     wait_for(lambda: not d.ctl("connections")["connections"], 10, what="every WSS connection to be gone")

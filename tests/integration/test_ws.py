@@ -14,7 +14,6 @@ import asyncio
 import base64
 import http.client
 import os
-import random
 import signal
 import socket
 import struct
@@ -24,6 +23,7 @@ import pytest
 import websockets
 
 from daemon_util import HOST, daemon  # noqa: F401  (daemon is a fixture)
+from http_util import vanishing_ws_clients
 
 CONFIG = """
 [daemon]
@@ -458,31 +458,10 @@ def test_many_clients_vanishing_mid_message(web):
     """60 clients at once send messages of up to 1 MB, some without reading the
     echo, some vanishing (TCP abort) mid-exchange, some dropping right after
     the upgrade request: the daemon stays up and serves the next client."""
-    rnd = random.Random(11)
-
-    async def one():
-        try:
-            async with websockets.connect(url(web, "/echo"), max_size=None) as ws:
-                for _ in range(rnd.randint(1, 6)):
-                    await ws.send(b"x" * rnd.choice([10, 1000, 100000, 1000000]))
-                    if rnd.random() < 0.2:
-                        ws.transport.abort()
-                        return
-                    if rnd.random() < 0.5:
-                        await asyncio.wait_for(ws.recv(), 10)
-        except (websockets.ConnectionClosed, OSError, asyncio.TimeoutError):
-            pass
-
-    async def upgrade_then_vanish():
-        r, w = await asyncio.open_connection(HOST, web.ports["WEB"])
-        w.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        await w.drain()
-        w.transport.abort()
 
     async def go():
-        for _ in range(2):
-            await asyncio.gather(*[one() for _ in range(60)], *[upgrade_then_vanish() for _ in range(20)])
+        for seed in (11, 12):
+            await vanishing_ws_clients(url(web, "/echo"), web.ports["WEB"], "/echo", seed=seed)
         async with websockets.connect(url(web, "/echo")) as ws:
             await ws.send("still here")
             assert await ws.recv() == "still here"
