@@ -329,7 +329,7 @@ static void test_defaults_per_type(void **state)
     assert_string_equal(w->handler, "e");
     assert_int_equal(w->ping_interval, 30000);
     assert_int_equal(w->pong_timeout, 10000);
-    assert_true(w->deflate);
+    assert_false(w->deflate); /* off unless asked for: lws 4.1.6 can abort under it */
     assert_int_equal(w->subprotocols.n, 0);
     assert_int_equal(w->origins.n, 0);
     check_default_limits(&w->limits);
