@@ -468,6 +468,9 @@ def test_many_clients_vanishing_mid_message(web):
 
     run(go(), timeout=60)
     assert web.alive()
+    # lws closes sockets before it reports them gone: libevent's complaint
+    # about the descriptor is expected and must not surface as a warning
+    assert "[warn] Epoll" not in web.log() and "[warn] libevent: Epoll" not in web.log()
 
 
 def test_sigterm_closes_with_1001(web):
