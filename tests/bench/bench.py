@@ -258,6 +258,16 @@ def start_redis(ctx, port, nofile=None, maxclients=None):
     return p
 
 
+def paired_median(ours, theirs):
+    """Median of the per-round ratios (round i of each side ran back to back):
+    steadier than best against best when rounds vary more than the servers do."""
+    ratios = sorted(a[0] / b[0] for a, b in zip(ours, theirs) if b[0] > 0)
+    if not ratios:
+        return None
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+
 def fmt_int(v):
     return "{:,}".format(int(round(v))).replace(",", "")
 
@@ -350,11 +360,11 @@ def bench_tcp_ping(ctx):
         ratio = t[0] / r[0]
         rows.append(Row(label, "%s rps" % fmt_int(t[0]), "%s rps" % fmt_int(r[0]), ratio,
                         ">= 1.0", ratio >= 1.0))
-        ctx.note("%s: rounds tusknetd %s / redis %s rps; best round p50 %s / %s ms; CPU used by "
-                 "server %d%% / %d%%, by redis-benchmark %d%% / %d%%"
+        ctx.note("%s: rounds tusknetd %s / redis %s rps (median of paired round ratios %.2f); best round p50 "
+                 "%s / %s ms; CPU used by server %d%% / %d%%, by redis-benchmark %d%% / %d%%"
                  % (label, " ".join(fmt_int(x[0]) for x in res["tusknetd"]),
-                    " ".join(fmt_int(x[0]) for x in res["redis"]), t[1], r[1],
-                    t[2] * 100, r[2] * 100, t[3] * 100, r[3] * 100))
+                    " ".join(fmt_int(x[0]) for x in res["redis"]), paired_median(res["tusknetd"], res["redis"]),
+                    t[1], r[1], t[2] * 100, r[2] * 100, t[3] * 100, r[3] * 100))
     return rows
 
 
@@ -1162,9 +1172,11 @@ def bench_ws_echo(ctx):
             rows.append(Row(label, "%s msg/s" % fmt_int(t[0]), "lws %s msg/s" % fmt_int(r[0]), ratio,
                             ">= 1.0", ratio is not None and ratio >= 1.0 and not closed))
             ctx.note("%s: rounds tusknetd %s / lws %s msg/s (%gs each, one 64 B text frame in flight per "
-                     "connection); CPU used by server %d%% / %d%%, by ws_load %d%% / %d%%%s"
+                     "connection; median of paired round ratios %.2f); CPU used by server %d%% / %d%%, by ws_load "
+                     "%d%% / %d%%%s"
                      % (label, " ".join(fmt_int(x[0]) for x in res["tusknetd"]),
                         " ".join(fmt_int(x[0]) for x in res["lws"]), a.ws_seconds,
+                        paired_median(res["tusknetd"], res["lws"]) or 0,
                         t[1] * 100, r[1] * 100, t[2] * 100, r[2] * 100,
                         ("; idle WebSockets lost: " + ", ".join(closed)) if closed else ""))
     finally:
