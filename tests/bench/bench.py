@@ -15,7 +15,6 @@ missed or not), 2 when a benchmark could not run, 1 on bad usage.
 """
 
 import argparse
-import errno
 import os
 import re
 import resource
@@ -608,8 +607,8 @@ daemon off;
 master_process off;
 worker_processes 1;
 worker_rlimit_nofile %(nofile)d;
-pid %(tmp)s/nginx-http.pid;
-error_log %(tmp)s/nginx-http-error.log warn;
+pid %(tmp)s/nginx-%(name)s.pid;
+error_log %(tmp)s/nginx-%(name)s-error.log warn;
 events { worker_connections %(conns)d; }
 http {
     access_log off;
@@ -621,11 +620,27 @@ http {
     keepalive_requests 100000000;
     keepalive_timeout 300s;
     server {
-        listen 127.0.0.1:%(port)d backlog=65535;
-        location /health { default_type application/json; return 200 '%(body)s'; }
+        listen 127.0.0.1:%(port)d%(listen)s backlog=65535;
+%(server)s        location /health { default_type application/json; return 200 '%(body)s'; }
     }
-}
+%(more)s}
 """
+
+
+def start_nginx_health(ctx, name, conns, nofile, listen="", server="", more=""):
+    """nginx, 1 worker, answering GET /health like tusknetd's health handler;
+    LISTEN, SERVER and MORE add to the listen line, the server block and the
+    http block. Returns (process, port)."""
+    nport = free_port()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(ctx.path(d), exist_ok=True)
+    nconf = write(ctx.path("nginx-%s.conf" % name), NGINX_HEALTH_CONF % {
+        "name": name, "tmp": ctx.tmp, "port": nport, "conns": conns, "nofile": nofile, "body": HEALTH_BODY,
+        "listen": listen, "server": server, "more": more})
+    ng = ctx.start_server("nginx-" + name, [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
+                                            ctx.path("nginx-%s-error.log" % name)], nofile=nofile)
+    wait_tcp(ng, ctx, nport)
+    return ng, nport
 
 WRK_RPS_RE = re.compile(r"Requests/sec:\s+([\d.]+)")
 WRK_P99_RE = re.compile(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -668,14 +683,7 @@ def start_http_pair(ctx, conns):
                          'idle_timeout: "300s" }' % port, max_connections=conns * 2)
     tn = start_tusknetd(ctx, "tusknetd-http", conf, nofile=nofile)
     wait_tcp(tn, ctx, port)
-    nport = free_port()
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        os.makedirs(ctx.path(d), exist_ok=True)
-    nconf = write(ctx.path("nginx-http.conf"), NGINX_HEALTH_CONF % {
-        "tmp": ctx.tmp, "port": nport, "conns": conns * 2, "nofile": nofile, "body": HEALTH_BODY})
-    ng = ctx.start_server("nginx-http", [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
-                                         ctx.path("nginx-http-error.log")], nofile=nofile)
-    wait_tcp(ng, ctx, nport)
+    ng, nport = start_nginx_health(ctx, "http", conns * 2, nofile)
     return (tn, port), (ng, nport)
 
 
@@ -722,37 +730,6 @@ def bench_http_10k(ctx):
 
 # ------------------------------------------------------------ 4b. HTTPS GET /health, TLS handshakes
 
-NGINX_HTTPS_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile %(nofile)d;
-pid %(tmp)s/nginx-%(name)s.pid;
-error_log %(tmp)s/nginx-%(name)s-error.log warn;
-events { worker_connections %(conns)d; }
-http {
-    access_log off;
-    client_body_temp_path %(tmp)s/body;
-    proxy_temp_path %(tmp)s/proxy;
-    fastcgi_temp_path %(tmp)s/fastcgi;
-    uwsgi_temp_path %(tmp)s/uwsgi;
-    scgi_temp_path %(tmp)s/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:%(port)d ssl backlog=65535;
-        ssl_certificate %(cert)s;
-        ssl_certificate_key %(key)s;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_tickets %(tickets)s;
-        location /health { default_type application/json; return 200 '%(body)s'; }
-    }
-    server {
-        listen 127.0.0.1:%(status_port)d;
-        location = /status { stub_status; }
-    }
-}
-"""
 
 NGINX_ACCEPTS_RE = re.compile(r"server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)")
 S_CLIENT_KEX_RE = re.compile(r"Server Temp Key: ([^\r\n]+)")
@@ -882,15 +859,13 @@ def start_https_pair(ctx, name, conns, tickets):
         if "TLS is not available" in ctx.log_tail(tn):
             raise BenchError("%s refuses the tls block: TLS is not available in this build" % ctx.args.tusknetd)
         raise
-    nport, nsport = free_port(), free_port()
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        os.makedirs(ctx.path(d), exist_ok=True)
-    nconf = write(ctx.path("nginx-%s.conf" % name), NGINX_HTTPS_CONF % {
-        "name": name, "tmp": ctx.tmp, "port": nport, "status_port": nsport, "conns": conns * 2 + 100,
-        "nofile": nofile, "body": HEALTH_BODY, "cert": cert, "key": key, "tickets": "on" if tickets else "off"})
-    ng = ctx.start_server("nginx-" + name, [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
-                                            ctx.path("nginx-%s-error.log" % name)], nofile=nofile)
-    wait_tcp(ng, ctx, nport)
+    nsport = free_port()
+    ng, nport = start_nginx_health(
+        ctx, name, conns * 2 + 100, nofile, listen=" ssl",
+        server=("        ssl_certificate %s;\n        ssl_certificate_key %s;\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_tickets %s;\n"
+                % (cert, key, "on" if tickets else "off")),
+        more="    server {\n        listen 127.0.0.1:%d;\n        location = /status { stub_status; }\n    }\n" % nsport)
     return (tn, port, lambda: tusknetd_accepts(sport)), (ng, nport, lambda: nginx_accepts(nsport))
 
 

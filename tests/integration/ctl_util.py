@@ -337,32 +337,6 @@ class CtlDaemon(DaemonProcess):
     def rss_kb(self):
         return rss_kb(self.pid)
 
-    def children(self):
-        kids = descendants(self.pid) if self.alive() else []
-        self.known_children.update(kids)
-        return kids
-
-    def send_signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout=5.0):
-        """SIGTERM and wait (SIGKILL if it does not go); the exit code."""
-        if self.proc is None:
-            return None
-        if self.alive():
-            self.children()
-            self.proc.send_signal(signal.SIGTERM)
-            if self.wait(timeout) is None:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
-
     def cleanup(self):
         if self.proc is not None:
             if self.alive():

@@ -157,8 +157,9 @@ def check_config(text, tmp_path, name="check.conf"):
 
 
 class DaemonProcess:
-    """What every started daemon offers: its pid, liveness and its log (the
-    subclass sets self.proc and self.log_path)."""
+    """What every started daemon offers: its pid, liveness, its log, signals
+    and stopping (the subclass sets self.proc, self.log_path and
+    self.known_children)."""
 
     TAIL = 40
 
@@ -187,6 +188,34 @@ class DaemonProcess:
             if m or time.monotonic() >= deadline:
                 return m
             time.sleep(0.02)
+
+    def children(self):
+        """Live descendants; remembered so that teardown can kill them."""
+        kids = descendants(self.pid) if self.alive() else []
+        self.known_children.update(kids)
+        return kids
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        """Exit code, or None if it is still running after TIMEOUT seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=5.0):
+        """SIGTERM and wait; SIGKILL if it does not exit. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.children()
+            self.proc.send_signal(signal.SIGTERM)
+            if self.wait(timeout) is None:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
 
 
 class Daemon(DaemonProcess):
@@ -235,36 +264,8 @@ class Daemon(DaemonProcess):
             time.sleep(0.01)
         raise RuntimeError(f"tusknetd did not start within {timeout}s\n--- log ---\n{self.log()}")
 
-    def children(self):
-        """Live descendants; remembered so that teardown can kill them."""
-        kids = descendants(self.pid) if self.alive() else []
-        self.known_children.update(kids)
-        return kids
-
     def cpu_seconds(self):
         return cpu_seconds(self.pid)
-
-    def send_signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout):
-        """Exit code, or None if it is still running after TIMEOUT seconds."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout=5.0):
-        """SIGTERM and wait; SIGKILL if it does not exit. Returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.alive():
-            self.children()
-            self.proc.send_signal(signal.SIGTERM)
-            if self.wait(timeout) is None:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        return self.proc.returncode
 
     def cleanup(self, graceful=True):
         if self.proc is None:
