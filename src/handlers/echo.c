@@ -4,7 +4,7 @@
 static tn_result echo_handle(tn_handler *h, tn_call *call)
 {
     (void)h;
-    evbuffer_add(call->out, call->payload, call->len);
+    tn_call_reply_ref(call, call->payload, call->len);
     return TN_REPLY;
 }
 

@@ -70,7 +70,26 @@ typedef struct tn_call {
     tn_msg_ctx ctx;
     struct evbuffer *out; /* sync replies go here */
     tn_job *job;          /* set by tn_job_begin() */
+    /* A front end that sets take_ref also takes a sync reply by reference:
+     * reply/reply_len, bytes that stay valid until the call returns (echo's
+     * payload, a static text), which spares a copy through out and the
+     * allocation of a buffer for it. See tn_call_reply_ref(). */
+    bool take_ref;
+    const char *reply;
+    size_t reply_len;
 } tn_call;
+
+/* A sync reply the handler need not copy: by reference when the front end
+ * takes one, else into call->out. */
+static inline void tn_call_reply_ref(tn_call *call, const char *data, size_t len)
+{
+    if (call->take_ref) {
+        call->reply = data;
+        call->reply_len = len;
+    } else {
+        evbuffer_add(call->out, data, len);
+    }
+}
 
 /* An asynchronous reply in progress. The front end sets complete/fe right
  * after the call returns TN_LATER; the handler owns hstate. */

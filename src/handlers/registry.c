@@ -234,6 +234,8 @@ tn_result tn_handler_call(tn_call *call)
     bool timed = (h->stats.calls++ % LATENCY_SAMPLE) == 0;
     int64_t start = timed ? tn_now_us() : 0;
     call->job = NULL;
+    call->reply = NULL;
+    call->reply_len = 0;
     tn_result res = h->ops->handle(h, call);
     if (res == TN_LATER) {
         if (call->job && !timed)

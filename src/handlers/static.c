@@ -77,6 +77,14 @@ static tn_result static_handle(tn_handler *h, tn_call *call)
         for (size_t i = 0; i < h->conf.headers.n; i++)
             tn_http_add_header(r, h->conf.headers.v[i].key, h->conf.headers.v[i].val);
     }
+    if (st->nparts == 1 && (st->parts[0].kind == PART_TEXT || st->parts[0].kind == PART_PAYLOAD)) {
+        const part *p = &st->parts[0];
+        if (p->kind == PART_TEXT)
+            tn_call_reply_ref(call, p->text, p->len);
+        else
+            tn_call_reply_ref(call, call->payload, call->len);
+        return TN_REPLY;
+    }
     for (size_t i = 0; i < st->nparts; i++) {
         const part *p = &st->parts[i];
         switch (p->kind) {

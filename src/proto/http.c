@@ -568,7 +568,7 @@ static void dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_ht
             return;
         }
     }
-    tn_call call;
+    tn_call call = {0};
     call.handler = route->handler;
     size_t blen = r->body ? evbuffer_get_length(r->body) : 0;
     call.payload = blen ? (const char *)evbuffer_pullup(r->body, -1) : "";

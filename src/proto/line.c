@@ -129,7 +129,8 @@ static void job_complete(tn_job *job, tn_result result, const char *data, size_t
 }
 
 /* A reply produced now: straight out, or parked behind outstanding ones. */
-static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
+/* A sync reply: REF (by reference, REFLEN bytes) when set, else BODY. */
+static void answer_ref(tn_conn *c, tn_result res, bool crlf, const char *ref, size_t reflen, struct evbuffer *body)
 {
     if (res == TN_SILENT) {
         evbuffer_drain(body, evbuffer_get_length(body));
@@ -139,20 +140,32 @@ static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
         struct evbuffer *out = tn_conn_output(c);
         if (res == TN_FAIL)
             evbuffer_add(out, "Error: ", 7);
-        evbuffer_add_buffer(out, body);
+        if (ref)
+            evbuffer_add(out, ref, reflen);
+        else
+            evbuffer_add_buffer(out, body);
         add_eol(out, crlf);
         count_reply(c);
         return;
     }
     pending *p = enqueue(c, crlf);
-    size_t n = evbuffer_get_length(body);
+    size_t n = ref ? reflen : evbuffer_get_length(body);
     if (p) {
         p->result = res;
         p->data = malloc(n ? n : 1);
-        if (p->data)
+        if (p->data && ref) {
+            memcpy(p->data, ref, n);
+            p->len = n;
+        } else if (p->data) {
             p->len = (size_t)evbuffer_remove(body, p->data, n);
+        }
     }
     evbuffer_drain(body, evbuffer_get_length(body));
+}
+
+static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
+{
+    answer_ref(c, res, crlf, NULL, 0, body);
 }
 
 static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *fmt, const char *arg, size_t arglen)
@@ -178,10 +191,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
         answer_text(c, TN_FAIL, crlf, "rate limit exceeded", NULL, 0);
         return;
     }
-    tn_call call;
-    call.handler = l->handler;
-    call.payload = line;
-    call.len = len;
+    tn_call call = { .handler = l->handler, .payload = line, .len = len, .take_ref = true };
     if (!call.handler) {
         size_t tok = tn_split_token(line, len, &call.payload, &call.len);
         if (tok == 0) {
@@ -206,7 +216,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
     call.out = c->d->scratch;
     tn_result res = tn_handler_call(&call);
     if (res != TN_LATER) {
-        answer(c, res, crlf, c->d->scratch);
+        answer_ref(c, res, crlf, call.reply, call.reply_len, c->d->scratch);
         return;
     }
     pending *p = call.job ? enqueue(c, crlf) : NULL;

@@ -99,7 +99,7 @@ static ssize_t handle(tn_listener *l, char *data, size_t len, const struct socka
     tn_daemon *d = l->d;
     struct evbuffer *out = d->scratch;
     tn_result res;
-    tn_call call;
+    tn_call call = {0};
     call.handler = l->handler;
     call.payload = data;
     call.len = len;

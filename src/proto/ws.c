@@ -65,8 +65,10 @@ typedef struct wsmsg {
     bool ready;       /* pending: answered (or data to send) */
     bool send;        /* pending: something to send once at the head */
     bool binary;
+    bool small;       /* inline_buf holds LWS_PRE + MSG_SMALL + 2: reusable */
     size_t len;
-    unsigned char *buf; /* LWS_PRE + len */
+    unsigned char *buf; /* LWS_PRE + len: inline below, or malloc'd by job_complete */
+    unsigned char inline_buf[];
 } wsmsg;
 
 struct wsconn {
@@ -77,7 +79,10 @@ struct wsconn {
     evutil_socket_t fd;
     struct event *rev, *wev;
     int fdpos;          /* cached index into lws's pollfd table */
+    bool want_in;       /* rev is added */
     bool want_out;      /* POLLOUT wanted, as last seen */
+    bool write_listed;  /* on g.writable */
+    struct wsconn *write_next;
     bool established;
     bool finished;      /* sessions detached, jobs cancelled */
     bool destroyed;     /* lws freed the wsi; memory freed from the post event */
@@ -134,6 +139,9 @@ static struct {
     wsconn *conns;
     size_t nconns;
     wsconn *dead;
+    wsmsg *spare;     /* freed small messages, for the next replies */
+    size_t nspare;
+    wsconn *writable; /* POLLOUT wanted and nothing partly buffered: serviced at the end of the pass */
     wsconn *adopting;
     wsvhost *vhosts;
     bool initializing;
@@ -184,7 +192,14 @@ static bool utf8_valid(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        /* most text is ASCII: eight bytes at a time while no high bit is set */
+        /* most text is ASCII: 32, then 8 bytes at a time while no high bit is set */
+        while (i + 32 <= n) {
+            uint64_t w[4];
+            memcpy(w, s + i, sizeof(w));
+            if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL)
+                break;
+            i += 32;
+        }
         while (i + 8 <= n) {
             uint64_t w;
             memcpy(&w, s + i, 8);
@@ -296,21 +311,44 @@ static void sync_events(wsconn *c)
     if (ev < 0)
         return;
     bool in = ev & POLLIN, out = ev & POLLOUT;
-    if (in != (event_pending(c->rev, EV_READ, NULL) != 0)) {
+    if (in != c->want_in) {
         if (in)
             event_add(c->rev, NULL);
         else
             event_del(c->rev);
+        c->want_in = in;
     }
     if (out && !c->want_out) {
-        if (c->wsi && !c->foreign && !lws_partial_buffered(c->wsi))
-            event_active(c->wev, EV_WRITE, 0); /* writable unless proven otherwise */
-        else
+        if (c->wsi && !c->foreign && !lws_partial_buffered(c->wsi)) {
+            /* writable unless proven otherwise: no syscall, no libevent
+             * activation; on_post writes for every such connection once the
+             * pass's reads are done */
+            if (!c->write_listed) {
+                c->write_listed = true;
+                c->write_next = g.writable;
+                g.writable = c;
+                schedule_post();
+            }
+        } else {
             event_add(c->wev, NULL);
+        }
     } else if (!out && c->want_out) {
-        event_del(c->wev);
+        if (!c->write_listed)
+            event_del(c->wev);
     }
     c->want_out = out;
+}
+
+static void unlist_writable(wsconn *c)
+{
+    if (!c->write_listed)
+        return;
+    for (wsconn **pp = &g.writable; *pp; pp = &(*pp)->write_next)
+        if (*pp == c) {
+            *pp = c->write_next;
+            break;
+        }
+    c->write_listed = false;
 }
 
 static void service(wsconn *c, short revents)
@@ -327,11 +365,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
     service(arg, POLLIN);
 }
 
-static void on_write(evutil_socket_t fd, short what, void *arg)
+static void write_ready(wsconn *c)
 {
-    (void)fd;
-    (void)what;
-    wsconn *c = arg;
     int ev = wanted(c);
     if (ev < 0 || !(ev & POLLOUT)) {
         c->want_out = false;
@@ -341,6 +376,29 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     service(c, POLLOUT);
     if (!c->destroyed)
         sync_events(c); /* still wanted (partial write): trigger again */
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    write_ready(arg);
+}
+
+/* The writes wanted during this pass, in one go after its reads (as lws's
+ * own loop answers a poll() pass's reads on the next pass's POLLOUT). A
+ * connection listed again while this runs waits for the next on_post. */
+static void service_writable(void)
+{
+    wsconn *list = g.writable;
+    g.writable = NULL;
+    while (list) {
+        wsconn *c = list;
+        list = c->write_next;
+        c->write_listed = false;
+        if (!c->destroyed)
+            write_ready(c);
+    }
 }
 
 static void tick(bool force)
@@ -372,6 +430,7 @@ static void on_post(evutil_socket_t fd, short what, void *arg)
     g.post_pending = false;
     if (!g.ctx)
         return;
+    service_writable();
     bool force = lws_service_adjust_timeout(g.ctx, 1, 0) == 0;
     uint64_t before = g.callbacks;
     tick(force);
@@ -404,16 +463,26 @@ static void on_post(evutil_socket_t fd, short what, void *arg)
 
 /* ---- output --------------------------------------------------------------------- */
 
+/* Replies up to MSG_SMALL bytes are recycled through g.spare: a pass reads
+ * up to one message per connection before it writes any reply, and glibc's
+ * per-thread cache (7 chunks a size) missed for most of them, which cost
+ * more than the rest of our per-message work. */
+enum { MSG_SMALL = 240, MSG_SPARES = 256 };
+
 static wsmsg *msg_new(const void *data, size_t len, bool binary)
 {
-    wsmsg *m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
-    m->buf = malloc(LWS_PRE + len + 2);
-    if (!m->buf) {
-        free(m);
+    wsmsg *m;
+    bool small = len <= MSG_SMALL;
+    if (small && g.spare) {
+        m = g.spare;
+        g.spare = m->next;
+        g.nspare--;
+    } else if (!(m = malloc(sizeof(*m) + LWS_PRE + (small ? MSG_SMALL : len) + 2))) {
         return NULL;
     }
+    memset(m, 0, sizeof(*m));
+    m->small = small;
+    m->buf = m->inline_buf;
     if (len)
         memcpy(m->buf + LWS_PRE, data, len);
     m->len = len;
@@ -424,7 +493,14 @@ static wsmsg *msg_new(const void *data, size_t len, bool binary)
 
 static void msg_free(wsmsg *m)
 {
-    free(m->buf);
+    if (m->buf != m->inline_buf)
+        free(m->buf);
+    if (m->small && m->buf == m->inline_buf && g.ctx && g.nspare < MSG_SPARES) {
+        m->next = g.spare;
+        g.spare = m;
+        g.nspare++;
+        return;
+    }
     free(m);
 }
 
@@ -489,16 +565,22 @@ static void pend_flush(wsconn *c)
     }
 }
 
-static wsmsg *pend_add(wsconn *c)
+static void pend_append(wsconn *c, wsmsg *m)
 {
-    wsmsg *m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
+    m->next = NULL;
     if (c->pend_tail)
         c->pend_tail->next = m;
     else
         c->pend_head = m;
     c->pend_tail = m;
+}
+
+/* A slot for an asynchronous reply; job_complete gives it its buffer. */
+static wsmsg *pend_add(wsconn *c)
+{
+    wsmsg *m = calloc(1, sizeof(*m));
+    if (m)
+        pend_append(c, m);
     return m;
 }
 
@@ -539,17 +621,7 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
         return;
     }
     /* behind an outstanding asynchronous reply */
-    wsmsg *p = pend_add(c);
-    if (!p) {
-        msg_free(m);
-        return;
-    }
-    p->ready = true;
-    p->send = true;
-    p->binary = m->binary;
-    p->buf = m->buf;
-    p->len = m->len;
-    free(m);
+    pend_append(c, m);
 }
 
 static void reply_text(wsconn *c, const char *text)
@@ -592,10 +664,7 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
 {
     tn_daemon *d = c->d;
     count_in(c, len);
-    tn_call call;
-    call.handler = c->handler;
-    call.payload = msg;
-    call.len = len;
+    tn_call call = { .handler = c->handler, .payload = msg, .len = len, .take_ref = true };
     if (!call.handler) {
         size_t tok = tn_split_token(msg, len, &call.payload, &call.len);
         if (tok == 0) {
@@ -644,10 +713,27 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
         call.job->complete = job_complete;
         return;
     }
+    if (call.reply) {
+        reply(c, res, call.reply, call.reply_len, binary);
+        return;
+    }
     size_t n = evbuffer_get_length(out);
     const char *data = n ? (const char *)evbuffer_pullup(out, -1) : "";
     reply(c, res, data, n, binary);
     evbuffer_drain(out, n);
+}
+
+/* Text that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1).
+ * Checked here on the whole message rather than by lws
+ * (LWS_SERVER_OPTION_VALIDATE_UTF8), whose byte-at-a-time check cost more
+ * than anything else per 64-byte message; a character split across
+ * fragments is whole by now. */
+static int fail_utf8(wsconn *c)
+{
+    static const char why[] = "invalid UTF-8";
+    lws_close_reason(c->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, (unsigned char *)why, sizeof(why) - 1);
+    close_with(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, why, true);
+    return -1;
 }
 
 static int on_receive(wsconn *c, const char *in, size_t len)
@@ -681,7 +767,10 @@ static int on_receive(wsconn *c, const char *in, size_t len)
         return -1;
     }
     if (final && c->rx_len == 0) {
-        handle_message(c, in, len, c->rx_binary); /* the common case: no copy */
+        /* the common case: no copy */
+        if (!c->rx_binary && !utf8_valid((const unsigned char *)in, len))
+            return fail_utf8(c);
+        handle_message(c, in, len, c->rx_binary);
         return 0;
     }
     if (!c->rx && !(c->rx = evbuffer_new()))
@@ -691,6 +780,8 @@ static int on_receive(wsconn *c, const char *in, size_t len)
     if (final) {
         size_t n = evbuffer_get_length(c->rx);
         const char *msg = (const char *)evbuffer_pullup(c->rx, -1);
+        if (!c->rx_binary && !utf8_valid((const unsigned char *)msg, n))
+            return fail_utf8(c);
         handle_message(c, msg ? msg : "", n, c->rx_binary);
         /* an idle WebSocket keeps no buffer */
         evbuffer_free(c->rx);
@@ -825,6 +916,7 @@ static void conn_destroy(wsconn *c)
     finish(c);
     c->destroyed = true;
     c->wsi = NULL;
+    unlist_writable(c);
     if (c->inflight) {
         msg_free(c->inflight);
         c->inflight = NULL;
@@ -1030,7 +1122,7 @@ static struct lws_vhost *vhost_for(const tn_ws_conf *ep)
     info.vhost_name = v->name;
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = v->protocols;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.options = 0;
     info.extensions = extensions; /* offered per endpoint: see rewrite_head() */
     if (ping)
         info.retry_and_idle_policy = &v->retry;
@@ -1062,8 +1154,8 @@ static void watch_foreign(void)
         c->fdpos = (int)i;
         c->rev = event_new(g.d->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
         c->wev = event_new(g.d->base, c->fd, EV_WRITE, on_write, c);
-        if (c->rev)
-            event_add(c->rev, NULL);
+        if (c->rev && event_add(c->rev, NULL) == 0)
+            c->want_in = true;
         tn_debug("libwebsockets internal fd %d watched", c->fd);
         c->next = g.foreign;
         g.foreign = c;
@@ -1086,7 +1178,7 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_VALIDATE_UTF8;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     info.gid = (gid_t)-1;
     info.uid = (uid_t)-1;
     info.count_threads = 1;
@@ -1334,7 +1426,7 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
     d->stats.active_connections++;
     l->stats.active_connections++;
     c->established_ms = c->last_ms = wall_ms();
-    event_add(c->rev, NULL);
+    c->want_in = event_add(c->rev, NULL) == 0;
     g.adopting = c;
     struct lws *wsi = lws_adopt_socket_vhost_readbuf(vh, fd, buf, n);
     g.adopting = NULL;
@@ -1491,6 +1583,12 @@ void tn_ws_free(tn_daemon *d)
     if (g.timer_ev)
         event_free(g.timer_ev);
     g.post_ev = g.timer_ev = NULL;
+    while (g.spare) {
+        wsmsg *m = g.spare;
+        g.spare = m->next;
+        free(m);
+    }
+    g.nspare = 0;
     while (g.vhosts) {
         wsvhost *v = g.vhosts;
         g.vhosts = v->next;

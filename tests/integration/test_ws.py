@@ -235,6 +235,40 @@ def test_invalid_utf8_closes_1007(web):
     c.close()
 
 
+def test_utf8_checked_on_the_whole_message(web):
+    # a character split across fragments is valid text
+    c = RawWs(web.ports["WEB"], "/echo")
+    c.send_frame(0x1, b"caf\xc3", fin=False)
+    c.send_frame(0x0, b"\xa9 \xf0\x9f", fin=False)
+    c.send_frame(0x0, b"\x98\x80", fin=True)
+    assert c.recv_frame() == (0x1, "café 😀".encode())
+    # an invalid byte in a later fragment fails the connection
+    c.send_frame(0x1, b"fine so far ", fin=False)
+    c.send_frame(0x0, b"then \xc3(", fin=True)
+    assert c.close_code() == 1007
+    c.close()
+    # binary frames carry any bytes
+    c = RawWs(web.ports["WEB"], "/echo")
+    c.send_frame(0x2, b"\xff\xfe\xc3")
+    assert c.recv_frame() == (0x2, b"\xff\xfe\xc3")
+    c.close()
+
+
+@pytest.mark.parametrize("bad", [
+    b"\xc0\xaf",            # overlong "/"
+    b"\xed\xa0\x80",        # a UTF-16 surrogate
+    b"\xf4\x90\x80\x80",    # above U+10FFFF
+    b"abc\xe2\x82",         # cut short at the end
+    b"\x80",                # a lone continuation byte
+    b"12345678\xf8\x88\x80\x80\x80",  # five-byte form, after the ASCII fast path
+])
+def test_invalid_utf8_forms_close_1007(web, bad):
+    c = RawWs(web.ports["WEB"], "/echo")
+    c.send_frame(0x1, bad)
+    assert c.close_code() == 1007
+    c.close()
+
+
 @pytest.mark.parametrize("path", ["/echo", "/deflate"])
 def test_fragmented_input(web, path):
     async def go():
