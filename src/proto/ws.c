@@ -81,6 +81,8 @@ struct wsconn {
     int fdpos;          /* cached index into lws's pollfd table */
     bool want_in;       /* rev is added */
     bool want_out;      /* POLLOUT wanted, as last seen */
+    bool in_receive;    /* inside lws's RECEIVE callback: replies may go out at once */
+    bool write_failed;  /* such a reply's write failed: the callback returns -1 */
     bool write_listed;  /* on g.writable */
     struct wsconn *write_next;
     bool established;
@@ -585,7 +587,7 @@ static wsmsg *pend_add(wsconn *c)
 }
 
 /* A reply (or an error text) to a message that was text (or binary). */
-static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool req_binary)
+static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool req_binary, bool utf8_known)
 {
     if (res == TN_SILENT)
         return;
@@ -608,8 +610,29 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
     }
     m->send = true;
     /* text stays text only while it is UTF-8 (a program's output may not be) */
-    if (!m->binary && !utf8_valid(m->buf + LWS_PRE, m->len))
+    if (!m->binary && !utf8_known && !utf8_valid(m->buf + LWS_PRE, m->len))
         m->binary = true;
+    if (c->in_receive && !c->pend_head && !c->out_head && !c->deflate && !c->close_code && m->len &&
+        !lws_partial_buffered(c->wsi)) {
+        /* A sync reply to a message, with nothing queued before it and
+         * nothing partly sent: written now, from inside lws's RECEIVE
+         * callback, rather than on a POLLOUT round trip through lws (a
+         * pollfd change, a libevent activation and a second service
+         * call per message). lws 4.1.6 accepts it; a partial send is kept
+         * by lws (lws_partial_buffered()), and what follows queues. Not
+         * with permessage-deflate, whose output may outlive this call. */
+        int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        size_t len = m->len;
+        msg_free(m);
+        if (n < 0) {
+            c->l->stats.connection_errors++;
+            c->d->stats.connection_errors++;
+            c->write_failed = true;
+            return;
+        }
+        count_out(c, len);
+        return;
+    }
     if (!c->pend_head) {
         if (over_cap(c, m->len)) {
             msg_free(m);
@@ -626,7 +649,7 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
 
 static void reply_text(wsconn *c, const char *text)
 {
-    reply(c, TN_REPLY, text, strlen(text), false);
+    reply(c, TN_REPLY, text, strlen(text), false, false);
 }
 
 static void job_complete(tn_job *job, tn_result res, const char *data, size_t len)
@@ -694,7 +717,8 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
         .tls = c->tls,
     };
     struct evbuffer *out = d->scratch;
-    evbuffer_drain(out, evbuffer_get_length(out));
+    if (evbuffer_get_length(out))
+        evbuffer_drain(out, evbuffer_get_length(out));
     call.out = out;
     tn_result res = tn_handler_call(&call);
     if (res == TN_LATER) {
@@ -703,7 +727,7 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
             if (call.job)
                 tn_job_cancel(call.job);
             evbuffer_drain(out, evbuffer_get_length(out));
-            reply(c, TN_FAIL, "out of memory", 13, false);
+            reply(c, TN_FAIL, "out of memory", 13, false, true);
             return;
         }
         slot->job = call.job;
@@ -714,12 +738,15 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
         return;
     }
     if (call.reply) {
-        reply(c, res, call.reply, call.reply_len, binary);
+        /* the payload itself (the message, or what follows "name ") is
+         * already known to be UTF-8 when the message was text */
+        bool own = call.reply == call.payload && call.reply_len == call.len;
+        reply(c, res, call.reply, call.reply_len, binary, own);
         return;
     }
     size_t n = evbuffer_get_length(out);
     const char *data = n ? (const char *)evbuffer_pullup(out, -1) : "";
-    reply(c, res, data, n, binary);
+    reply(c, res, data, n, binary, false);
     evbuffer_drain(out, n);
 }
 
@@ -1011,7 +1038,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return -1;
         if (c->close_code && c->close_now)
             return 0;
-        return on_receive(c, in, len);
+        {
+            c->in_receive = true;
+            int r = on_receive(c, in, len);
+            c->in_receive = false;
+            return c->write_failed ? -1 : r;
+        }
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!c || c->finished)
             return -1;

@@ -80,8 +80,15 @@ def web(daemon):  # noqa: F811
 class RawWs:
     """A minimal RFC 6455 client on a blocking socket."""
 
-    def __init__(self, port, path, headers=None, timeout=5.0):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, path, headers=None, timeout=5.0, rcvbuf=None):
+        if rcvbuf:
+            # set before connecting, so the window the server sees is small
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((HOST, port))
+        else:
+            self.sock = socket.create_connection((HOST, port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         fields = {
             "Host": f"{HOST}:{port}",
@@ -201,6 +208,42 @@ def test_async_replies_keep_order(web):
             assert got == ["first", "second", "THIRD", "fourth"]
 
     run(go())
+
+
+def test_frames_in_one_write_answered_in_order(web):
+    # sync replies go out from inside the receive callback unless something
+    # is queued before them: many frames in one TCP write, sync and async
+    # mixed, and replies too big for one send, must still come back in order
+    c = RawWs(web.ports["WEB"], "/ws", rcvbuf=8192)
+    expect = []
+    frames = []
+    for i in range(300):
+        if i % 50 == 7:
+            frames.append(f"slow s{i}")
+            expect.append(f"s{i}")
+        elif i % 50 == 30:
+            frames.append(f"upper u{i}")
+            expect.append(f"U{i}")
+        elif i % 100 == 99:
+            big = f"b{i}" + "x" * 900000
+            frames.append("echo " + big)
+            expect.append(big)
+        else:
+            frames.append(f"ping {i}" if i % 3 == 0 else f"echo e{i}")
+            expect.append("+PONG" if i % 3 == 0 else f"e{i}")
+    data = b""
+    for f in frames:
+        payload = f.encode()
+        n = len(payload)
+        hdr = struct.pack("!BB", 0x81, 0x80 | n) if n < 126 else (
+            struct.pack("!BBH", 0x81, 0x80 | 126, n) if n < 65536 else struct.pack("!BBQ", 0x81, 0x80 | 127, n))
+        mask = os.urandom(4)
+        data += hdr + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    c.sock.sendall(data)
+    time.sleep(0.5)  # the server's sends stall on the small window meanwhile
+    got = [c.recv_frame(timeout=10)[1].decode() for _ in expect]
+    assert got == expect
+    c.close()
 
 
 @pytest.mark.parametrize("path", ["/echo", "/deflate"])
