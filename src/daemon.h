@@ -48,6 +48,7 @@ typedef struct tn_daemon {
     uint64_t reload_failures;
     bool stopping;
     int exit_code;
+    uint64_t io_events;       /* I/O callbacks run: tells the busy-poll loop a pass did work */
     struct event *sig_ev[4];
     struct event *shutdown_ev;
     struct event *sweep_ev;

@@ -93,6 +93,7 @@ typedef struct tn_daemon_conf {
     int64_t max_connections;
     int64_t shutdown_timeout;
     char *pid_file;
+    int64_t busy_poll_us;
 } tn_daemon_conf;
 
 typedef struct tn_handler_conf {

@@ -54,6 +54,9 @@ const tn_key tn_schema[] = {
       "How long SIGTERM waits for in-flight work before closing everything." },
     { "daemon", "pid_file", TN_T_STRING, "", 0, 0, NULL, NULL, D(pid_file), 0,
       "Write the process id here when set." },
+    { "daemon", "busy_poll_us", TN_T_INT, "0", 0, 100000, NULL, NULL, D(busy_poll_us), 0,
+      "Microseconds the loop keeps polling, not sleeping, after the last event (shrinks while "
+      "polling finds nothing); trades CPU for latency. 0 = off." },
 
     /* [limits]: defaults that listeners, routes and WebSocket endpoints override */
     { "limits", "max_connections", TN_T_INT, "0", 0, 10000000, NULL, NULL, L(max_connections), 0,

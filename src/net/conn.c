@@ -335,6 +335,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     tn_conn *c = arg;
+    c->d->io_events++;
     if (what & EV_TIMEOUT) {
         c->listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;

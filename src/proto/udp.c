@@ -164,6 +164,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     tn_listener *l = arg;
+    l->d->io_events++;
     udp_state *st = l->udp;
     tn_daemon *d = l->d;
     const tn_limits *lim = tn_listener_limits(l);

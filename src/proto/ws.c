@@ -355,6 +355,7 @@ static void unlist_writable(wsconn *c)
 
 static void service(wsconn *c, short revents)
 {
+    g.d->io_events++;
     struct lws_pollfd p = { .fd = c->fd, .events = (short)(POLLIN | POLLOUT), .revents = revents };
     lws_service_fd(g.ctx, &p);
     schedule_post();

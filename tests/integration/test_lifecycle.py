@@ -217,3 +217,57 @@ def test_client_reset_mid_reply(daemon):
         assert d.wait_log(r"connection \d+ closed", timeout=2)
     finally:
         good.close()
+
+
+# ---- busy polling ------------------------------------------------------------------
+
+POLL_CONFIG = """
+[daemon]
+control_socket: ""
+busy_poll_us: POLL
+[handlers]
+echo { type: "echo" }
+[listeners]
+lines { protocol: "tcp" listen: "127.0.0.1:PORT_L" handler: "echo" }
+dgram { protocol: "udp" listen: "127.0.0.1:PORT_U" handler: "echo" }
+"""
+
+
+def idle_cpu(d, seconds=1.5):
+    c0 = d.cpu_seconds()
+    time.sleep(seconds)
+    return d.cpu_seconds() - c0
+
+
+def test_busy_poll_serves_and_sleeps_when_idle(daemon):
+    d = daemon(POLL_CONFIG.replace("POLL", "200"))
+    with LineClient(d.ports["L"]) as c:
+        for i in range(3000):
+            c.sendline(f"m{i}")
+            assert c.readline() == f"m{i}"
+        # the window shrinks once polling finds nothing: an idle daemon sleeps
+        assert idle_cpu(d) < 0.15
+        # and it still answers the first message after a long sleep
+        c.sendline("after idle")
+        assert c.readline() == "after idle"
+    with UdpClient(d.ports["U"]) as u:
+        assert u.request("dgram") == b"dgram"
+    assert idle_cpu(d) < 0.15
+
+
+def test_busy_poll_turned_on_and_off_by_reload(daemon):
+    d = daemon(POLL_CONFIG.replace("POLL", "0"))
+    with LineClient(d.ports["L"]) as c:
+        for n, setting in enumerate(["300", "0", "50", "0"]):
+            for i in range(500):
+                c.sendline(f"{n}-{i}")
+                assert c.readline() == f"{n}-{i}"
+            d.config_path.write_text(d.config.replace("busy_poll_us: 0", f"busy_poll_us: {setting}"))
+            d.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while d.log().count("reload complete") < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert d.log().count("reload complete") == n + 1
+            c.sendline("ping")
+            assert c.readline() == "ping"
+        assert idle_cpu(d) < 0.15
