@@ -24,6 +24,7 @@
 #include "control.h"
 #include "log.h"
 #include "net/conn.h"
+#include "net/linger.h"
 #include "net/listener.h"
 #include "proto/udp.h"
 #include "proto/ws.h"
@@ -346,6 +347,7 @@ static void free_state(tn_daemon *d)
         tn_conn_close(d->relays, NULL);
     tn_conn_reap(d);
     tn_ws_free(d);
+    tn_linger_free_all(d);
     while (d->listeners)
         tn_listener_free(d->listeners);
     /* children cut short by the shutdown get a moment to be reaped */

@@ -17,6 +17,7 @@
 typedef struct tn_listener tn_listener;
 typedef struct tn_conn tn_conn;
 typedef struct tn_control tn_control;
+typedef struct tn_linger tn_linger;
 
 typedef struct tn_daemon {
     struct event_base *base;
@@ -32,6 +33,8 @@ typedef struct tn_daemon {
     tn_conn *conns;          /* every open connection */
     tn_conn *dead;           /* closed, freed from the reap event */
     tn_conn *relays;         /* TLS connections carrying a WebSocket (conn.h) */
+    tn_linger *lingering;    /* sockets closed by us, drained until the peer closes (linger.h) */
+    size_t nlingering;
     struct event *reap_ev;
     uint64_t next_conn_id;
     uint64_t active;

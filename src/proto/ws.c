@@ -48,6 +48,7 @@
 #include "handlers/handler.h"
 #include "log.h"
 #include "net/addr.h"
+#include "net/linger.h"
 #include "net/listener.h"
 #include "proto/http.h"
 
@@ -751,6 +752,11 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
     evbuffer_drain(out, n);
 }
 
+/* Failing the connection from here (1007, 1009): the rest of the message is
+ * ignored and the close goes out from the writeable callback (close_with),
+ * which lingers on the socket; returning -1 here would make lws close at
+ * once, with the peer's data unread. */
+
 /* Text that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1).
  * Checked here on the whole message rather than by lws
  * (LWS_SERVER_OPTION_VALIDATE_UTF8), whose byte-at-a-time check cost more
@@ -759,9 +765,8 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
 static int fail_utf8(wsconn *c)
 {
     static const char why[] = "invalid UTF-8";
-    lws_close_reason(c->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD, (unsigned char *)why, sizeof(why) - 1);
     close_with(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, why, true);
-    return -1;
+    return 0;
 }
 
 static int on_receive(wsconn *c, const char *in, size_t len)
@@ -788,11 +793,8 @@ static int on_receive(wsconn *c, const char *in, size_t len)
         c->rx_len = 0;
         c->rx_open = false;
         static const char why[] = "message too large";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)why, sizeof(why) - 1);
-        /* lws ignores the -1 while it drains an inflated message: the rest
-         * is dropped and the close goes out from the writeable callback */
         close_with(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, why, true);
-        return -1;
+        return 0;
     }
     if (final && c->rx_len == 0) {
         /* the common case: no copy */
@@ -830,6 +832,12 @@ static int on_writeable(wsconn *c)
     if (c->close_code && (c->close_now || !c->out_head)) {
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
                          strlen(c->close_reason));
+        /* lws now sends the close frame and closes the socket without
+         * waiting for the peer's: a duplicate keeps it open and drained,
+         * so a peer still sending gets our close frame, not a reset */
+        evutil_socket_t keep = dup(c->fd);
+        if (keep >= 0)
+            tn_linger_start(c->d, keep);
         return -1;
     }
     wsmsg *m = c->out_head;

@@ -268,6 +268,46 @@ def test_max_message_closes_1009(web, path):
     run(go())
 
 
+def test_close_code_reaches_a_client_still_sending(web):
+    # the daemon fails the connection in the middle of a message the client
+    # is still sending: the client must read the close code, not a reset,
+    # so the daemon drains the socket until the client closes
+    async def too_large():
+        async with websockets.connect(url(web, "/small")) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.send(("x" * 40000 for _ in range(100)))
+                await asyncio.wait_for(ws.recv(), 10)
+            return ws.close_code
+
+    fds = len(os.listdir(f"/proc/{web.pid}/fd"))
+    for _ in range(5):
+        assert run(too_large()) == 1009
+    # the drained sockets are closed once the clients have gone
+    deadline = time.monotonic() + 3
+    while len(os.listdir(f"/proc/{web.pid}/fd")) > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(f"/proc/{web.pid}/fd")) <= fds
+
+
+def test_drained_socket_closed_when_the_client_stays(web):
+    # after its close frame the daemon drains what the client still sends
+    # (no reset), and lets go of the socket a second after the client falls
+    # silent without closing
+    fds = len(os.listdir(f"/proc/{web.pid}/fd"))
+    c = RawWs(web.ports["WEB"], "/small")
+    c.send_frame(0x2, b"z" * 70000)
+    assert c.close_code() == 1009
+    for _ in range(20):
+        c.sock.sendall(b"w" * 10000)  # would raise ConnectionResetError on a reset
+        time.sleep(0.02)
+    assert len(os.listdir(f"/proc/{web.pid}/fd")) > fds
+    deadline = time.monotonic() + 3
+    while len(os.listdir(f"/proc/{web.pid}/fd")) > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(f"/proc/{web.pid}/fd")) == fds
+    c.close()
+
+
 def test_invalid_utf8_closes_1007(web):
     c = RawWs(web.ports["WEB"], "/echo")
     assert c.status == 101
