@@ -82,8 +82,9 @@ struct wsconn {
     int fdpos;          /* cached index into lws's pollfd table */
     bool want_in;       /* rev is added */
     bool want_out;      /* POLLOUT wanted, as last seen */
-    bool in_receive;    /* inside lws's RECEIVE callback: replies may go out at once */
-    bool write_failed;  /* such a reply's write failed: the callback returns -1 */
+    bool in_receive;    /* inside lws's RECEIVE callback: a reply may take the fast path */
+    bool flush_listed;  /* on g.flush: replies to write at the end of the pass */
+    struct wsconn *flush_next;
     bool write_listed;  /* on g.writable */
     struct wsconn *write_next;
     bool established;
@@ -144,6 +145,7 @@ static struct {
     wsconn *dead;
     wsmsg *spare;     /* freed small messages, for the next replies */
     size_t nspare;
+    wsconn *flush;    /* replies to write at the end of the pass, without POLLOUT */
     wsconn *writable; /* POLLOUT wanted and nothing partly buffered: serviced at the end of the pass */
     wsconn *adopting;
     wsvhost *vhosts;
@@ -392,6 +394,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 /* The writes wanted during this pass, in one go after its reads (as lws's
  * own loop answers a poll() pass's reads on the next pass's POLLOUT). A
  * connection listed again while this runs waits for the next on_post. */
+static void flush_replies(void);
+
 static void service_writable(void)
 {
     wsconn *list = g.writable;
@@ -434,6 +438,7 @@ static void on_post(evutil_socket_t fd, short what, void *arg)
     g.post_pending = false;
     if (!g.ctx)
         return;
+    flush_replies();
     service_writable();
     bool force = lws_service_adjust_timeout(g.ctx, 1, 0) == 0;
     uint64_t before = g.callbacks;
@@ -529,7 +534,7 @@ static void close_with(wsconn *c, int code, const char *reason, bool now)
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
-static void out_append(wsconn *c, wsmsg *m)
+static void queue_out(wsconn *c, wsmsg *m)
 {
     m->next = NULL;
     if (c->out_tail)
@@ -538,7 +543,68 @@ static void out_append(wsconn *c, wsmsg *m)
         c->out_head = m;
     c->out_tail = m;
     c->out_bytes += m->len;
+}
+
+static void out_append(wsconn *c, wsmsg *m)
+{
+    queue_out(c, m);
     want_write(c);
+}
+
+/* The fast path for replies: a sync reply to a message, with nothing queued
+ * or partly sent before it, is written with lws_write() at the end of the
+ * loop pass (on_post), not on a POLLOUT round trip through lws (a pollfd
+ * change, a libevent activation and a second service call per message).
+ * Writing after all of the pass's reads, as lws's own loop does on its next
+ * poll, also hands the client its replies together. lws 4.1.6 takes writes
+ * outside its writeable callback; a partial send stays with lws
+ * (lws_partial_buffered()) and the rest goes the POLLOUT way, as do
+ * permessage-deflate connections, whose output may outlive the call. */
+static void flush_conn(wsconn *c)
+{
+    while (c->out_head && !c->destroyed && !c->close_code && c->out_head->len && !lws_partial_buffered(c->wsi)) {
+        wsmsg *m = c->out_head;
+        c->out_head = m->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        c->out_bytes -= m->len;
+        size_t len = m->len;
+        int n = lws_write(c->wsi, m->buf + LWS_PRE, len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        msg_free(m);
+        if (n < 0) {
+            c->l->stats.connection_errors++;
+            c->d->stats.connection_errors++;
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            return;
+        }
+        count_out(c, len);
+    }
+    if (!c->destroyed && (c->out_head || c->close_code))
+        want_write(c);
+}
+
+static void unlist_flush(wsconn *c)
+{
+    if (!c->flush_listed)
+        return;
+    for (wsconn **pp = &g.flush; *pp; pp = &(*pp)->flush_next)
+        if (*pp == c) {
+            *pp = c->flush_next;
+            break;
+        }
+    c->flush_listed = false;
+}
+
+static void flush_replies(void)
+{
+    wsconn *list = g.flush;
+    g.flush = NULL;
+    while (list) {
+        wsconn *c = list;
+        list = c->flush_next;
+        c->flush_listed = false;
+        flush_conn(c);
+    }
 }
 
 /* Over the output cap: the peer is a slow reader. */
@@ -614,32 +680,22 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
     /* text stays text only while it is UTF-8 (a program's output may not be) */
     if (!m->binary && !utf8_known && !utf8_valid(m->buf + LWS_PRE, m->len))
         m->binary = true;
-    if (c->in_receive && !c->pend_head && !c->out_head && !c->deflate && !c->close_code && m->len &&
-        !lws_partial_buffered(c->wsi)) {
-        /* A sync reply to a message, with nothing queued before it and
-         * nothing partly sent: written now, from inside lws's RECEIVE
-         * callback, rather than on a POLLOUT round trip through lws (a
-         * pollfd change, a libevent activation and a second service
-         * call per message). lws 4.1.6 accepts it; a partial send is kept
-         * by lws (lws_partial_buffered()), and what follows queues. Not
-         * with permessage-deflate, whose output may outlive this call. */
-        int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-        size_t len = m->len;
-        msg_free(m);
-        if (n < 0) {
-            c->l->stats.connection_errors++;
-            c->d->stats.connection_errors++;
-            c->write_failed = true;
-            return;
-        }
-        count_out(c, len);
-        return;
-    }
     if (!c->pend_head) {
         if (over_cap(c, m->len)) {
             msg_free(m);
             reject(c, TN_REJ_SLOW_READER);
             close_with(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow reader", true);
+            return;
+        }
+        if (c->in_receive && (!c->out_head || c->flush_listed) && !c->deflate && !c->close_code && m->len &&
+            !lws_partial_buffered(c->wsi)) {
+            queue_out(c, m); /* the fast path: see flush_conn() */
+            if (!c->flush_listed) {
+                c->flush_listed = true;
+                c->flush_next = g.flush;
+                g.flush = c;
+                schedule_post();
+            }
             return;
         }
         out_append(c, m);
@@ -953,6 +1009,7 @@ static void conn_destroy(wsconn *c)
     c->destroyed = true;
     c->wsi = NULL;
     unlist_writable(c);
+    unlist_flush(c);
     if (c->inflight) {
         msg_free(c->inflight);
         c->inflight = NULL;
@@ -1051,13 +1108,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             c->in_receive = true;
             int r = on_receive(c, in, len);
             c->in_receive = false;
-            return c->write_failed ? -1 : r;
+            return r;
         }
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!c || c->finished)
             return -1;
         return on_writeable(c);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* replies to what came before the close go out before lws's
+         * answering close frame */
+        if (c && c->flush_listed) {
+            unlist_flush(c);
+            flush_conn(c);
+        }
         if (c && len >= 2) {
             const unsigned char *p = in;
             tn_debug("websocket %llu: peer closed with %d", (unsigned long long)c->session.id, p[0] << 8 | p[1]);

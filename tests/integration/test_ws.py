@@ -246,6 +246,25 @@ def test_frames_in_one_write_answered_in_order(web):
     c.close()
 
 
+def test_replies_before_the_close_answer(web):
+    # messages and a close frame in one write: the replies come before the
+    # daemon's close frame, and nothing after it
+    c = RawWs(web.ports["WEB"], "/echo")
+    data = b""
+    for op, payload in ((0x1, b"first"), (0x1, b"second"), (0x8, struct.pack("!H", 1000))):
+        mask = os.urandom(4)
+        data += struct.pack("!BB", 0x80 | op, 0x80 | len(payload)) + mask
+        data += bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    c.sock.sendall(data)
+    assert c.recv_frame() == (0x1, b"first")
+    assert c.recv_frame() == (0x1, b"second")
+    op, payload = c.recv_frame()
+    assert op == 0x8 and struct.unpack("!H", payload[:2])[0] == 1000
+    c.sock.settimeout(3)
+    assert c.sock.recv(100) == b""
+    c.close()
+
+
 @pytest.mark.parametrize("path", ["/echo", "/deflate"])
 def test_max_message_closes_1009(web, path):
     async def go():
