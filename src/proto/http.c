@@ -166,6 +166,27 @@ const char *tn_http_resp_header_get(const tn_http_request *r, const char *name)
     return NULL;
 }
 
+bool tn_http_list_has(const char *list, const char *token, bool star)
+{
+    size_t tl = strlen(token);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        if ((size_t)(t - p) == tl && strncasecmp(p, token, tl) == 0)
+            return true;
+        if (star && t - p == 1 && *p == '*')
+            return true;
+        p = e;
+    }
+    return false;
+}
+
 const char *tn_http_reason(int status)
 {
     switch (status) {

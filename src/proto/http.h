@@ -74,6 +74,9 @@ const char *tn_http_resp_header_get(const tn_http_request *r, const char *name);
 void tn_http_remove_header(tn_http_request *r, const char *name);
 /* Status code to reason phrase ("Not Found"). */
 const char *tn_http_reason(int status);
+/* Whether a comma-separated header value (Connection, Upgrade, Vary) names
+ * TOKEN, case-insensitively; with STAR, a "*" element names every token. */
+bool tn_http_list_has(const char *list, const char *token, bool star);
 /* Appends S to OUT percent-encoding what may not appear as is: in a path
  * (r->path is decoded, so "?", "#", "%", spaces and controls go back to %XX)
  * or in a query (still encoded: only bytes no URI may hold are escaped). */

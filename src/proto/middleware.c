@@ -178,27 +178,6 @@ static tn_mw_result answer(tn_http_request *r, struct evbuffer *body, int status
     return TN_MW_RESPOND;
 }
 
-static bool has_token(const char *list, const char *token)
-{
-    size_t tl = strlen(token);
-    for (const char *p = list; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t)(t - p) == tl && strncasecmp(p, token, tl) == 0)
-            return true;
-        if ((size_t)(t - p) == 1 && *p == '*')
-            return true;
-        p = e;
-    }
-    return false;
-}
-
 /* Vary lists every header that chose the response; several middleware may
  * each contribute one, so merge rather than repeat. */
 static void vary_add(tn_http_request *r, const char *token)
@@ -208,7 +187,7 @@ static void vary_add(tn_http_request *r, const char *token)
         tn_http_add_header(r, "Vary", token);
         return;
     }
-    if (has_token(cur, token))
+    if (tn_http_list_has(cur, token, true))
         return;
     size_t a = strlen(cur), b = strlen(token);
     char buf[512];

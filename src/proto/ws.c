@@ -1326,26 +1326,6 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
 
 /* ---- upgrade ---------------------------------------------------------------------- */
 
-static bool token_in(const char *list, const char *tok)
-{
-    size_t tl = strlen(tok);
-    const char *p = list;
-    while (p && *p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t)(t - p) == tl && strncasecmp(p, tok, tl) == 0)
-            return true;
-        p = e;
-    }
-    return false;
-}
-
 /* "https://host:port" -> "host:port" */
 static const char *origin_host(const char *origin)
 {
@@ -1384,7 +1364,7 @@ int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r)
 {
     const char *up = tn_http_header_get(r, "Upgrade");
     const char *conn = tn_http_header_get(r, "Connection");
-    if (strcmp(r->method, "GET") != 0 || !up || !token_in(up, "websocket") || !conn || !token_in(conn, "upgrade"))
+    if (strcmp(r->method, "GET") != 0 || !up || !tn_http_list_has(up, "websocket", false) || !conn || !tn_http_list_has(conn, "upgrade", false))
         return 426;
     const char *key = tn_http_header_get(r, "Sec-WebSocket-Key");
     const char *ver = tn_http_header_get(r, "Sec-WebSocket-Version");
