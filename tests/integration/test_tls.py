@@ -193,6 +193,24 @@ def check_t(path, as_user=None):
     return r.returncode, (r.stderr + r.stdout).splitlines()
 
 
+def failed_check(text, path, mode=None, as_user=None):
+    """Writes TEXT to PATH and runs `tusknetd -t` on it, which must fail:
+    (its FILE:LINE:COL diagnostics, all its output lines)."""
+    with open(path, "w") as f:
+        f.write(text)
+    if mode is not None:
+        os.chmod(path, mode)
+    rc, out = check_t(path, as_user=as_user)
+    assert rc == 1, out
+    return [l for l in out if l.startswith(f"{path}:")], out
+
+
+def at(path, text, needle):
+    """The "FILE:LINE:COL: " prefix of a diagnostic about NEEDLE in TEXT."""
+    ln, col = first_position(text, needle)
+    return f"{path}:{ln}:{col}: "
+
+
 def tls_stats(d, listener=None):
     """The `tls` object of a listener's stats (or of the global object)."""
     s = d.stats()
@@ -390,12 +408,8 @@ def test_check_missing_cert(pki, tmp_path):
     missing = tmp_path / "nope.crt"
     text = config(tcp_listener("lines", tls_block(missing, pki.localhost.key)))
     p = tmp_path / "t.conf"
-    p.write_text(text)
-    rc, out = check_t(p)
-    ln, col = first_position(text, f'"{missing}"')
-    assert rc == 1, out
-    diag = [l for l in out if l.startswith(f"{p}:")]
-    assert diag and diag[0].startswith(f"{p}:{ln}:{col}: "), out
+    diag, out = failed_check(text, p)
+    assert diag and diag[0].startswith(at(p, text, f'"{missing}"')), out
     assert str(missing) in diag[0] and "No such file or directory" in diag[0], diag
 
 
@@ -404,24 +418,16 @@ def test_check_cert_not_pem(pki, tmp_path):
     junk.write_text("this is not a certificate\n")
     text = config(http_listener("web", tls_block(junk, pki.localhost.key)))
     p = tmp_path / "t.conf"
-    p.write_text(text)
-    rc, out = check_t(p)
-    ln, col = first_position(text, f'"{junk}"')
-    assert rc == 1, out
-    diag = [l for l in out if l.startswith(f"{p}:")]
-    assert diag and diag[0].startswith(f"{p}:{ln}:{col}: ") and str(junk) in diag[0], out
+    diag, out = failed_check(text, p)
+    assert diag and diag[0].startswith(at(p, text, f'"{junk}"')) and str(junk) in diag[0], out
 
 
 def test_check_missing_sni_cert(pki, tmp_path):
     missing = tmp_path / "gone-a.crt"
     text = config(tcp_listener("lines", tls_block(pki.localhost, sni={"a.test": CertKey(missing, pki.a.key)})))
     p = tmp_path / "t.conf"
-    p.write_text(text)
-    rc, out = check_t(p)
-    ln, col = first_position(text, f'"{missing}"')
-    assert rc == 1, out
-    diag = [l for l in out if l.startswith(f"{p}:")]
-    assert diag and diag[0].startswith(f"{p}:{ln}:{col}: ") and str(missing) in diag[0], out
+    diag, out = failed_check(text, p)
+    assert diag and diag[0].startswith(at(p, text, f'"{missing}"')) and str(missing) in diag[0], out
 
 
 def test_check_unreadable_key(pki, tmp_path):
@@ -439,14 +445,8 @@ def test_check_unreadable_key(pki, tmp_path):
         os.chmod(key, 0o000)
         text = config(tcp_listener("lines", tls_block(cert, key)))
         p = os.path.join(base, "t.conf")
-        with open(p, "w") as f:
-            f.write(text)
-        os.chmod(p, 0o644)
-        rc, out = check_t(p, as_user=(65534, 65534) if root else None)
-        ln, col = first_position(text, f'"{key}"')
-        assert rc == 1, out
-        diag = [l for l in out if l.startswith(f"{p}:")]
-        assert diag and diag[0].startswith(f"{p}:{ln}:{col}: "), out
+        diag, out = failed_check(text, p, mode=0o644, as_user=(65534, 65534) if root else None)
+        assert diag and diag[0].startswith(at(p, text, f'"{key}"')), out
         assert key in diag[0] and "Permission denied" in diag[0], diag
     finally:
         if root:
@@ -462,10 +462,7 @@ def test_check_key_does_not_match(pki, tmp_path, where):
         bad = CertKey(pki.a.cert, pki.b.key)
         text = config(http_listener("web", tls_block(pki.localhost, sni={"a.test": bad})))
     p = tmp_path / "t.conf"
-    p.write_text(text)
-    rc, out = check_t(p)
-    assert rc == 1, out
-    diag = [l for l in out if l.startswith(f"{p}:")]
+    diag, out = failed_check(text, p)
     assert len(diag) == 1, out
     key_at = first_position(text, f'"{bad.key}"')
     cert_at = first_position(text, f'"{bad.cert}"' if where == "listener" else f'"{pki.a.cert}"')
@@ -477,25 +474,17 @@ def test_check_key_does_not_match(pki, tmp_path, where):
 def test_check_unknown_min_version(pki, tmp_path):
     text = config(tcp_listener("lines", tls_block(pki.localhost, min_version="1.5")))
     p = tmp_path / "t.conf"
-    p.write_text(text)
-    rc, out = check_t(p)
-    ln, col = first_position(text, '"1.5"')
-    assert rc == 1, out
-    diag = [l for l in out if l.startswith(f"{p}:")]
-    assert diag and diag[0].startswith(f"{p}:{ln}:{col}: unknown min_version '1.5'"), out
+    diag, out = failed_check(text, p)
+    assert diag and diag[0].startswith(at(p, text, '"1.5"') + "unknown min_version '1.5'"), out
 
 
 def test_check_unusable_ciphers(pki, tmp_path):
     text = config(tcp_listener("lines", tls_block(pki.localhost, ciphers="NO-SUCH-CIPHER",
                                                   ciphersuites="TLS_NO_SUCH_SUITE")))
     p = tmp_path / "t.conf"
-    p.write_text(text)
-    rc, out = check_t(p)
-    assert rc == 1, out
-    diag = [l for l in out if l.startswith(f"{p}:")]
+    diag, out = failed_check(text, p)
     for i, needle in enumerate(('"NO-SUCH-CIPHER"', '"TLS_NO_SUCH_SUITE"')):
-        ln, col = first_position(text, needle)
-        assert len(diag) > i and diag[i].startswith(f"{p}:{ln}:{col}: "), out
+        assert len(diag) > i and diag[i].startswith(at(p, text, needle)), out
 
 
 def test_check_expired_cert_warns(pki, tmp_path):
