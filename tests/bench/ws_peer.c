@@ -46,6 +46,25 @@ static void pss_free(struct pss *p)
     p->rx_len = 0;
 }
 
+/* Queues a copy of the message DATA for echoing and asks for POLLOUT. */
+static int queue_echo(struct pss *p, struct lws *wsi, const void *data, size_t len)
+{
+    struct msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    if (!m)
+        return -1;
+    m->next = NULL;
+    m->len = len;
+    m->binary = lws_frame_is_binary(wsi);
+    memcpy(m->buf + LWS_PRE, data, len);
+    if (p->tail)
+        p->tail->next = m;
+    else
+        p->head = m;
+    p->tail = m;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
 static int cb_echo(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
     struct pss *p = user;
@@ -58,19 +77,8 @@ static int cb_echo(struct lws *wsi, enum lws_callback_reasons reason, void *user
     case LWS_CALLBACK_RECEIVE: {
         int first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
         if (first && final) { /* the common case: one piece, one allocation */
-            struct msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-            if (!m)
+            if (queue_echo(p, wsi, in, len) < 0)
                 return -1;
-            m->next = NULL;
-            m->len = len;
-            m->binary = lws_frame_is_binary(wsi);
-            memcpy(m->buf + LWS_PRE, in, len);
-            if (p->tail)
-                p->tail->next = m;
-            else
-                p->head = m;
-            p->tail = m;
-            lws_callback_on_writable(wsi);
             break;
         }
         unsigned char *nb = realloc(p->rx, p->rx_len + len);
@@ -80,22 +88,12 @@ static int cb_echo(struct lws *wsi, enum lws_callback_reasons reason, void *user
         memcpy(p->rx + p->rx_len, in, len);
         p->rx_len += len;
         if (final) {
-            struct msg *m = malloc(sizeof(*m) + LWS_PRE + p->rx_len);
-            if (!m)
-                return -1;
-            m->next = NULL;
-            m->len = p->rx_len;
-            m->binary = lws_frame_is_binary(wsi);
-            memcpy(m->buf + LWS_PRE, p->rx, p->rx_len);
+            int r = queue_echo(p, wsi, p->rx, p->rx_len);
             free(p->rx);
             p->rx = NULL;
             p->rx_len = 0;
-            if (p->tail)
-                p->tail->next = m;
-            else
-                p->head = m;
-            p->tail = m;
-            lws_callback_on_writable(wsi);
+            if (r < 0)
+                return -1;
         }
         break;
     }
