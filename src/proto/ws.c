@@ -72,6 +72,11 @@ typedef struct wsmsg {
     unsigned char inline_buf[];
 } wsmsg;
 
+/* What on_post does for a connection at the end of a loop pass: write the
+ * replies reply() queued on its fast path (flush_conn), or service POLLOUT
+ * that lws wants while nothing is partly sent (write_ready). */
+enum { PASS_FLUSH, PASS_WRITABLE, PASS_LISTS };
+
 struct wsconn {
     struct wsconn *prev, *next;
     tn_daemon *d;
@@ -83,10 +88,8 @@ struct wsconn {
     bool want_in;       /* rev is added */
     bool want_out;      /* POLLOUT wanted, as last seen */
     bool in_receive;    /* inside lws's RECEIVE callback: a reply may take the fast path */
-    bool flush_listed;  /* on g.flush: replies to write at the end of the pass */
-    struct wsconn *flush_next;
-    bool write_listed;  /* on g.writable */
-    struct wsconn *write_next;
+    bool on_pass[PASS_LISTS]; /* on g.pass[]: serviced at the end of the loop pass */
+    struct wsconn *pass_next[PASS_LISTS];
     bool established;
     bool finished;      /* sessions detached, jobs cancelled */
     bool destroyed;     /* lws freed the wsi; memory freed from the post event */
@@ -145,8 +148,7 @@ static struct {
     wsconn *dead;
     wsmsg *spare;     /* freed small messages, for the next replies */
     size_t nspare;
-    wsconn *flush;    /* replies to write at the end of the pass, without POLLOUT */
-    wsconn *writable; /* POLLOUT wanted and nothing partly buffered: serviced at the end of the pass */
+    wsconn *pass[PASS_LISTS]; /* connections on_post services once per pass */
     wsconn *adopting;
     wsvhost *vhosts;
     bool initializing;
@@ -286,6 +288,43 @@ static void schedule_post(void)
     }
 }
 
+static void pass_add(wsconn *c, int list)
+{
+    if (c->on_pass[list])
+        return;
+    c->on_pass[list] = true;
+    c->pass_next[list] = g.pass[list];
+    g.pass[list] = c;
+    schedule_post();
+}
+
+static void pass_remove(wsconn *c, int list)
+{
+    if (!c->on_pass[list])
+        return;
+    for (wsconn **pp = &g.pass[list]; *pp; pp = &(*pp)->pass_next[list])
+        if (*pp == c) {
+            *pp = c->pass_next[list];
+            break;
+        }
+    c->on_pass[list] = false;
+}
+
+/* Runs FN for the connections on LIST; one listed again meanwhile waits
+ * for the next pass. */
+static void pass_run(int list, void (*fn)(wsconn *c))
+{
+    wsconn *todo = g.pass[list];
+    g.pass[list] = NULL;
+    while (todo) {
+        wsconn *c = todo;
+        todo = c->pass_next[list];
+        c->on_pass[list] = false;
+        if (!c->destroyed)
+            fn(c);
+    }
+}
+
 /* The wanted events of C's fd in lws's table; -1 if it is not there. Live
  * entries are contiguous from 0 (lws moves the last one into a freed slot
  * and marks the old last slot fd -1; never-used slots are zero), so the
@@ -328,32 +367,15 @@ static void sync_events(wsconn *c)
             /* writable unless proven otherwise: no syscall, no libevent
              * activation; on_post writes for every such connection once the
              * pass's reads are done */
-            if (!c->write_listed) {
-                c->write_listed = true;
-                c->write_next = g.writable;
-                g.writable = c;
-                schedule_post();
-            }
+            pass_add(c, PASS_WRITABLE);
         } else {
             event_add(c->wev, NULL);
         }
     } else if (!out && c->want_out) {
-        if (!c->write_listed)
+        if (!c->on_pass[PASS_WRITABLE])
             event_del(c->wev);
     }
     c->want_out = out;
-}
-
-static void unlist_writable(wsconn *c)
-{
-    if (!c->write_listed)
-        return;
-    for (wsconn **pp = &g.writable; *pp; pp = &(*pp)->write_next)
-        if (*pp == c) {
-            *pp = c->write_next;
-            break;
-        }
-    c->write_listed = false;
 }
 
 static void service(wsconn *c, short revents)
@@ -391,23 +413,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     write_ready(arg);
 }
 
-/* The writes wanted during this pass, in one go after its reads (as lws's
- * own loop answers a poll() pass's reads on the next pass's POLLOUT). A
- * connection listed again while this runs waits for the next on_post. */
-static void flush_replies(void);
-
-static void service_writable(void)
-{
-    wsconn *list = g.writable;
-    g.writable = NULL;
-    while (list) {
-        wsconn *c = list;
-        list = c->write_next;
-        c->write_listed = false;
-        if (!c->destroyed)
-            write_ready(c);
-    }
-}
+static void flush_conn(wsconn *c);
 
 static void tick(bool force)
 {
@@ -438,8 +444,9 @@ static void on_post(evutil_socket_t fd, short what, void *arg)
     g.post_pending = false;
     if (!g.ctx)
         return;
-    flush_replies();
-    service_writable();
+    /* after all of the pass's reads: fast-path replies, then POLLOUT */
+    pass_run(PASS_FLUSH, flush_conn);
+    pass_run(PASS_WRITABLE, write_ready);
     bool force = lws_service_adjust_timeout(g.ctx, 1, 0) == 0;
     uint64_t before = g.callbacks;
     tick(force);
@@ -583,30 +590,6 @@ static void flush_conn(wsconn *c)
         want_write(c);
 }
 
-static void unlist_flush(wsconn *c)
-{
-    if (!c->flush_listed)
-        return;
-    for (wsconn **pp = &g.flush; *pp; pp = &(*pp)->flush_next)
-        if (*pp == c) {
-            *pp = c->flush_next;
-            break;
-        }
-    c->flush_listed = false;
-}
-
-static void flush_replies(void)
-{
-    wsconn *list = g.flush;
-    g.flush = NULL;
-    while (list) {
-        wsconn *c = list;
-        list = c->flush_next;
-        c->flush_listed = false;
-        flush_conn(c);
-    }
-}
-
 /* Over the output cap: the peer is a slow reader. */
 static bool over_cap(wsconn *c, size_t len)
 {
@@ -687,15 +670,10 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
             close_with(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow reader", true);
             return;
         }
-        if (c->in_receive && (!c->out_head || c->flush_listed) && !c->deflate && !c->close_code && m->len &&
+        if (c->in_receive && (!c->out_head || c->on_pass[PASS_FLUSH]) && !c->deflate && !c->close_code && m->len &&
             !lws_partial_buffered(c->wsi)) {
             queue_out(c, m); /* the fast path: see flush_conn() */
-            if (!c->flush_listed) {
-                c->flush_listed = true;
-                c->flush_next = g.flush;
-                g.flush = c;
-                schedule_post();
-            }
+            pass_add(c, PASS_FLUSH);
             return;
         }
         out_append(c, m);
@@ -1008,8 +986,8 @@ static void conn_destroy(wsconn *c)
     finish(c);
     c->destroyed = true;
     c->wsi = NULL;
-    unlist_writable(c);
-    unlist_flush(c);
+    pass_remove(c, PASS_FLUSH);
+    pass_remove(c, PASS_WRITABLE);
     if (c->inflight) {
         msg_free(c->inflight);
         c->inflight = NULL;
@@ -1117,8 +1095,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         /* replies to what came before the close go out before lws's
          * answering close frame */
-        if (c && c->flush_listed) {
-            unlist_flush(c);
+        if (c && c->on_pass[PASS_FLUSH]) {
+            pass_remove(c, PASS_FLUSH);
             flush_conn(c);
         }
         if (c && len >= 2) {
