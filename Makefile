@@ -4,7 +4,7 @@
 #   make test       same set-up, then every test (unit, integration, reference check)
 #   make test SANITIZE=1   the same built with ASan+UBSan
 #   make fuzz       libFuzzer on the config parsers (FUZZ_SECONDS each, default 60)
-#   make bench      SPEC section 10 benchmarks side by side with the peers
+#   make bench      the performance benchmarks side by side with the peers
 #   make install    PREFIX=/usr/local DESTDIR=
 
 SHELL   := /bin/bash

@@ -1,4 +1,4 @@
-/* control.c - the control socket (SPEC section 8): a Unix stream socket
+/* control.c - the control socket: a Unix stream socket
  * taking one command per line and answering one JSON document per line
  * (`metrics` answers Prometheus text ending in "# EOF").
  *

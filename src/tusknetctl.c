@@ -1,4 +1,4 @@
-/* tusknetctl.c - the control client of tusknetd (SPEC section 8).
+/* tusknetctl.c - the control client of tusknetd.
  *
  *   tusknetctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND [ARGS...]
  *   tusknetctl [-s SOCKET] top [-n N] [-d SECONDS]

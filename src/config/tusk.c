@@ -1,4 +1,4 @@
-/* tusk.c - the TuskLang-style configuration parser (SPEC section 4).
+/* tusk.c - the TuskLang-style configuration parser.
  *
  * This file owns everything between the bytes of a .conf/.tsk file and the
  * tn_value tree: input validation (UTF-8, NUL), the lexer, a recursive-descent

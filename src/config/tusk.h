@@ -1,4 +1,4 @@
-/* tusk.h - the TuskLang-style configuration parser (SPEC section 4). */
+/* tusk.h - the TuskLang-style configuration parser. */
 #ifndef TN_CONFIG_TUSK_H
 #define TN_CONFIG_TUSK_H
 

@@ -1,4 +1,4 @@
-/* exec.c - the "exec" handler: one process per message (SPEC section 6).
+/* exec.c - the "exec" handler: one process per message.
  *
  * The payload goes to the command's stdin, its stdout (one trailing newline
  * removed) is the reply. Every message becomes a tn_job answered when the

@@ -1,5 +1,5 @@
-/* file.c - the file handler: static files under a root directory (SPEC
- * section 6) with index files, MIME types by extension, ETag and
+/* file.c - the file handler: static files under a root directory
+ * with index files, MIME types by extension, ETag and
  * Last-Modified validators (304), single byte ranges (206/416), and no way
  * out of the root.
  *

@@ -1,4 +1,4 @@
-/* handler.h - the protocol-neutral handler interface (SPEC section 3).
+/* handler.h - the protocol-neutral handler interface.
  *
  * A front end (tcp line, udp, http, websocket) frames a message and calls
  * tn_handler_call(). The handler answers in one of three ways:
@@ -177,7 +177,7 @@ const char *tn_msg_remote_addr(const tn_msg_ctx *ctx, char *buf, size_t len);
 /* Calls the handler with metrics and error accounting. */
 tn_result tn_handler_call(tn_call *call);
 
-/* Handler selection by first token (SPEC section 5): the token ends at a
+/* Handler selection by first token: the token ends at a
  * space, a colon with optional spaces, or a newline. On success *payload and
  * *len are the rest of the message. Returns the token length (0 = empty). */
 size_t tn_split_token(const char *msg, size_t len, const char **payload, size_t *plen);

@@ -1,5 +1,5 @@
 /* stream.c - the "stream" handler: one process per connection, inetd or
- * websocketd style (SPEC section 6).
+ * websocketd style.
  *
  * The process starts when a session first uses the handler (attach). Each
  * message becomes a line on its stdin, each line of its stdout is pushed to

@@ -1,5 +1,5 @@
 /* conn.h - connections of the stream front ends: the record every
- * connection keeps (SPEC section 7), reading, writing, timeouts, output caps
+ * connection keeps, reading, writing, timeouts, output caps
  * and closing. */
 #ifndef TN_NET_CONN_H
 #define TN_NET_CONN_H

@@ -2,7 +2,7 @@
  *
  * A listener binds its address (IPv4 or IPv6, port 0 allowed: the bound
  * address is read back and reported), resolves the handlers it names, and
- * admits connections through the checks of SPEC section 7 in the order that
+ * admits connections through the limits checks in the order that
  * costs least: allow/deny, the global cap, the listener's cap, per-address
  * connections, per-address connections per second. A refused TCP client gets
  * one "Error: ..." line, written without waiting, then the close.

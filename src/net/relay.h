@@ -1,5 +1,5 @@
 /* relay.h - a TLS connection that carries a WebSocket: the decrypted
- * stream reaches libwebsockets through a socketpair (SPEC section 3). */
+ * stream reaches libwebsockets through a socketpair. */
 #ifndef TN_NET_RELAY_H
 #define TN_NET_RELAY_H
 

@@ -1,4 +1,4 @@
-/* http.c - the HTTP/1.1 connection layer (SPEC sections 3 and 5).
+/* http.c - the HTTP/1.1 connection layer.
  *
  * Built on the same connections as the line protocol (net/conn.c) with
  * libhttp-parser doing the parsing. A request head is only parsed once it is

@@ -1,4 +1,4 @@
-/* line.c - the TCP line-protocol front end (SPEC section 5).
+/* line.c - the TCP line-protocol front end.
  *
  * Each '\n'-terminated line (a '\r' before it is dropped) is one message and
  * gets at most one reply line, in request order even when handlers answer

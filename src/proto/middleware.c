@@ -1,4 +1,4 @@
-/* middleware.c - the six HTTP middleware kinds (SPEC section 5): cors, gzip,
+/* middleware.c - the six HTTP middleware kinds: cors, gzip,
  * auth, rate_limit, access_log and headers.
  *
  * An instance is built from its [middleware] settings once per router and

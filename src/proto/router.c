@@ -1,5 +1,5 @@
 /* router.c - HTTP routes: from a listener's config to the route a request
- * takes (SPEC section 5).
+ * takes.
  *
  * Everything is decided when the router is built, so matching a request
  * allocates nothing: routes are grouped by the shape of their path (param

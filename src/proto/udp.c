@@ -1,4 +1,4 @@
-/* udp.c - the UDP front end (SPEC section 5): one datagram in, one datagram
+/* udp.c - the UDP front end: one datagram in, one datagram
  * back to its sender, with the same handler selection as TCP lines.
  *
  * Each wakeup drains the socket with recvmmsg in batches (bounded, so one

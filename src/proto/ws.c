@@ -1,7 +1,7 @@
 /* ws.c - the WebSocket front end: libwebsockets driven from the libevent loop.
  *
  * Debian's libwebsockets 4.1.6 has neither libevent support nor external-poll
- * callbacks, so it is driven directly (SPEC section 3, "direct drive"):
+ * callbacks, so it is driven directly ("direct drive"):
  *
  *  - lws runs on its default poll backend but never polls: its pollfd table
  *    (pt->fds, allocated once at context creation) is found by interposing

@@ -1,4 +1,4 @@
-/* ws.h - the WebSocket front end (SPEC sections 3 and 5).
+/* ws.h - the WebSocket front end.
  *
  * The HTTP layer accepts, sees `Upgrade: websocket` on an endpoint path,
  * checks it with tn_ws_check() and hands the socket plus the bytes already

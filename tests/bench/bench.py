@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""tusknetd benchmarks, side by side with the peer servers (SPEC section 10).
+"""tusknetd benchmarks, side by side with the peer servers.
 
 Every server under test (tusknetd, redis-server, nginx) runs pinned to CPU 0
 with `taskset -c 0`; this script and every load generator it starts run
@@ -1232,7 +1232,7 @@ def bench_ws_idle_mem(ctx):
 
 # (name for --only, function). Each function takes the Ctx and returns Rows;
 # raising BenchError (or anything) marks its row as an error and the run goes on.
-# Planned rows (SPEC section 10), to add here as the features land:
+# Planned rows, to add here as the features land:
 #   ("tlsping",  ...)                 the ping rows over TLS vs redis --tls-port
 BENCHMARKS = [
     ("ping", bench_tcp_ping),
@@ -1260,7 +1260,7 @@ def print_table(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description="tusknetd benchmarks vs redis-server / nginx (SPEC section 10)")
+    ap = argparse.ArgumentParser(description="tusknetd benchmarks vs redis-server / nginx")
     ap.add_argument("--tusknetd", required=False, default="build/release/tusknetd")
     ap.add_argument("--redis-server", default=shutil.which("redis-server"))
     ap.add_argument("--redis-benchmark", default=shutil.which("redis-benchmark"))

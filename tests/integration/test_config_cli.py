@@ -1,6 +1,6 @@
 """The command line and the configuration language, end to end through the
 real binary: -t, --dump-config, --config-reference, -V, -h, and every kind
-of config error reported as FILE:LINE:COL: message (SPEC section 4).
+of config error reported as FILE:LINE:COL: message.
 
 Positions and messages are asserted exactly: a test fails if the check it
 names is removed or reports somewhere else.

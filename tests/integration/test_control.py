@@ -1,4 +1,4 @@
-"""The control socket over a real Unix socket (SPEC section 8): every command
+"""The control socket over a real Unix socket: every command
 and its JSON answer, errors that keep the connection usable, many clients at
 once, a client that never reads, SO_PEERCRED permissions, and metrics that
 count exactly the traffic the test sends (checked with promtool too)."""

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 front end (SPEC section 5, 6 and 7) over real sockets and curl:
+"""The HTTP/1.1 front end over real sockets and curl:
 every status code the front end itself produces, malformed and smuggling
 requests, keep-alive, pipelining, chunked uploads, Expect: 100-continue, HEAD,
 HTTP/1.0, absolute-form targets, path normalization, route precedence, the

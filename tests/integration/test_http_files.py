@@ -1,4 +1,4 @@
-"""The file handler (SPEC section 6) over real sockets and curl: index
+"""The file handler over real sockets and curl: index
 files, MIME types, ETag and Last-Modified with 304, single ranges (206,
 416), HEAD, large files, clients that vanish mid-response, and no way out of
 the root: `..`, `%2e%2e`, `%2f` and symlinks pointing outside all get 404."""

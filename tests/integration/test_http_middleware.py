@@ -1,4 +1,4 @@
-"""HTTP middleware (SPEC section 5) with real sockets and curl: cors
+"""HTTP middleware with real sockets and curl: cors
 (simple requests, preflight, credentials, exposed headers), gzip (q-values,
 min_size, skip_types, Vary, output that `gzip -d` accepts), auth (bearer
 tokens from @env and @file, basic users, 401 with WWW-Authenticate),

@@ -1,4 +1,4 @@
-"""Lifecycle with real sockets and signals (SPEC section 9 and the daemon
+"""Lifecycle with real sockets and signals (the daemon
 core): graceful shutdown with replies in flight, shutdown_timeout, SIGPIPE,
 clients that reset while a reply is being written."""
 import signal

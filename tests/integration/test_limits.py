@@ -1,4 +1,4 @@
-"""Limits and timeouts (SPEC section 7) with real sockets: max_line,
+"""Limits and timeouts with real sockets: max_line,
 connection caps (global, per listener, per address, per second), rate_limit,
 allow/deny, idle and read timeouts, UDP max_message, max_output for slow
 readers, 1,000 concurrent connections and running out of descriptors."""

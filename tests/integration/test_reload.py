@@ -1,4 +1,4 @@
-"""Reload (SPEC section 9) by SIGHUP and by the control socket's `reload`,
+"""Reload by SIGHUP and by the control socket's `reload`,
 each effect observed from a real client: handlers and listeners added, a
 static reply changed, a listener removed (its open connection drains, new
 ones are refused), a broken config refused with FILE:LINE:COL while the old

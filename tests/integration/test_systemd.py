@@ -1,4 +1,4 @@
-"""systemd integration (SPEC section 9) without systemd running: sd_notify
+"""systemd integration without systemd running: sd_notify
 messages read from a NOTIFY_SOCKET the test binds (READY=1, STATUS=,
 RELOADING=1/READY=1 around reloads, STOPPING=1, WATCHDOG=1), socket
 activation (sockets passed as systemd passes them, matched by

@@ -1,4 +1,4 @@
-"""Handlers over real TCP and UDP sockets (SPEC sections 5 and 6): every
+"""Handlers over real TCP and UDP sockets: every
 handler type, handler selection, error replies, pipelining with async
 handlers, exec failures, stream process lifecycle and broadcast."""
 import datetime

@@ -1,4 +1,4 @@
-"""TLS on TCP and HTTP listeners (SPEC sections 1-4, README "TLS") from
+"""TLS on TCP and HTTP listeners (README "TLS") from
 real clients on loopback: ``openssl s_client``, ``curl``, Python's ``ssl``
 sockets and python3-websockets over an ``ssl.SSLContext``. Certificates come
 from the ``pki`` session fixture (tls_util.py: a test CA, server certificates

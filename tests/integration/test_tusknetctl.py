@@ -1,4 +1,4 @@
-"""tusknetctl, the control client (SPEC section 8): every command in both
+"""tusknetctl, the control client: every command in both
 output modes (tables for people, raw JSON with --json), exit codes, the
 message when the daemon is not running, send/broadcast/close reaching real TCP
 clients, `top` with stdout piped, and robustness against partial reads, long

@@ -1,4 +1,4 @@
-"""The WebSocket front end (SPEC sections 3, 5 and 6) over real sockets:
+"""The WebSocket front end over real sockets:
 python3-websockets (asyncio API) for the ordinary client side, and a small
 raw RFC 6455 client below for what a well-behaved library will not send
 (invalid UTF-8, not answering pings, hand-made fragments and close codes).

@@ -1255,7 +1255,7 @@ static void test_error_messages(void **state)
     }
 }
 
-/* ---- the SPEC section 4 example, verbatim */
+/* ---- the configuration-language example, verbatim */
 
 static const char spec_example[] =
     "$bind: @env(\"TUSKNET_BIND\", \"127.0.0.1\")\n"
