@@ -38,6 +38,7 @@ typedef struct ctl_client {
     tn_control *ctl;
     struct bufferevent *bev;
     int level;
+    bool discarding; /* inside an over-long command: skip to its newline */
 } ctl_client;
 
 struct tn_control {
@@ -488,11 +489,16 @@ static void cmd_help(ctl_client *c, tn_json *j, char *arg)
     tn_json_close(j, '}');
 }
 
-static void run_command(ctl_client *c, char *line)
+static void run_command(ctl_client *c, char *line, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     tn_json j;
     tn_json_init(&j, out);
+    if (memchr(line, '\0', len)) {
+        error_answer(&j, "invalid command: it contains a NUL byte", NULL);
+        evbuffer_add(out, "\n", 1);
+        return;
+    }
     while (*line == ' ' || *line == '\t')
         line++;
     char *arg = strchr(line, ' ');
@@ -519,6 +525,17 @@ static void run_command(ctl_client *c, char *line)
         evbuffer_add(out, "\n", 1);
 }
 
+static void answer_too_long(ctl_client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    char limit[24];
+    snprintf(limit, sizeof(limit), "%d", MAX_COMMAND);
+    tn_json j;
+    tn_json_init(&j, out);
+    error_answer(&j, "command too long (at most %s bytes)", limit);
+    evbuffer_add(out, "\n", 1);
+}
+
 static void on_client_read(struct bufferevent *bev, void *arg)
 {
     ctl_client *c = arg;
@@ -528,19 +545,31 @@ static void on_client_read(struct bufferevent *bev, void *arg)
             bufferevent_disable(bev, EV_READ);
             return;
         }
+        if (c->discarding) {
+            /* the rest of an over-long command is dropped up to its end,
+             * never run as a command of its own */
+            struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
+            if (eol.pos < 0) {
+                evbuffer_drain(in, evbuffer_get_length(in));
+                return;
+            }
+            evbuffer_drain(in, (size_t)eol.pos + 1);
+            c->discarding = false;
+        }
         size_t len;
         char *line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
         if (!line) {
             if (evbuffer_get_length(in) > MAX_COMMAND) {
-                tn_json j;
-                tn_json_init(&j, bufferevent_get_output(bev));
-                error_answer(&j, "command too long", NULL);
-                evbuffer_add(bufferevent_get_output(bev), "\n", 1);
+                answer_too_long(c);
                 evbuffer_drain(in, evbuffer_get_length(in));
+                c->discarding = true;
             }
             return;
         }
-        run_command(c, line);
+        if (len > MAX_COMMAND)
+            answer_too_long(c);
+        else
+            run_command(c, line, len);
         free(line);
     }
 }

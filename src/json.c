@@ -41,15 +41,57 @@ void tn_json_close(tn_json *j, char bracket)
         j->depth--;
 }
 
+/* Length of the well-formed UTF-8 sequence at S (at most N bytes), or 0:
+ * overlongs, surrogates and code points past U+10FFFF are not well formed. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* Client bytes reach answers (unknown commands, handler names, remote
+ * input): control characters are escaped and bytes that are not UTF-8
+ * become U+FFFD, so every answer stays one valid JSON line. */
 void tn_json_escape(struct evbuffer *out, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
     evbuffer_add(out, "\"", 1);
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
             continue;
+        if (c >= 0x80) {
+            size_t n = utf8_seq(u + i, len - i);
+            if (n) {
+                i += n - 1;
+                continue;
+            }
+        }
         evbuffer_add(out, s + start, i - start);
         start = i + 1;
         switch (c) {
@@ -58,10 +100,13 @@ void tn_json_escape(struct evbuffer *out, const char *s, size_t len)
         case '\n': evbuffer_add(out, "\\n", 2); break;
         case '\r': evbuffer_add(out, "\\r", 2); break;
         case '\t': evbuffer_add(out, "\\t", 2); break;
-        default: {
-            char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            evbuffer_add(out, u, 6);
-        }
+        default:
+            if (c >= 0x80) {
+                evbuffer_add(out, "\\ufffd", 6);
+            } else {
+                char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+                evbuffer_add(out, esc, 6);
+            }
         }
     }
     evbuffer_add(out, s + start, len - start);
