@@ -252,7 +252,7 @@ static size_t cgi_response(tn_http_request *r, const char *data, size_t len)
                     have_status = true;
                 }
             } else if (!strcasecmp(name, "Content-Type")) {
-                r->content_type = value;
+                tn_http_set_header(r, "Content-Type", value);
             } else {
                 if (!strcasecmp(name, "Location"))
                     have_location = true;

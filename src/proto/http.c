@@ -120,8 +120,19 @@ const char *tn_http_param(const tn_http_request *r, const char *name)
     return NULL;
 }
 
+/* A CR or LF in a response header would end the head early and let whoever
+ * chose the value (a client, a CGI program) write headers of their own. */
+static bool header_safe(const char *name, const char *value)
+{
+    return !strpbrk(name, "\r\n:") && *name && !strpbrk(value, "\r\n");
+}
+
 void tn_http_add_header(tn_http_request *r, const char *name, const char *value)
 {
+    if (!header_safe(name, value)) {
+        tn_debug("response header '%s' dropped: CR, LF or a bad name", name);
+        return;
+    }
     if (r->nresp == r->resp_cap) {
         size_t cap = r->resp_cap ? r->resp_cap * 2 : 8;
         tn_http_header *h = arena_alloc(r, cap * sizeof(*h));
@@ -149,6 +160,8 @@ void tn_http_remove_header(tn_http_request *r, const char *name)
 void tn_http_set_header(tn_http_request *r, const char *name, const char *value)
 {
     if (strcasecmp(name, "Content-Type") == 0) {
+        if (!header_safe(name, value))
+            return;
         r->content_type = tn_http_strdup(r, value, strlen(value));
         return;
     }
@@ -222,6 +235,7 @@ const char *tn_http_reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
                     : status < 500 ? "Client Error" : "Server Error";
     }
@@ -268,8 +282,12 @@ typedef struct http_conn {
     /* header parsing scratch: the callbacks see pieces of the arena copy */
     const char *field, *value;
     size_t field_len, value_len;
-    int content_lengths, transfer_encodings;
+    int content_lengths, transfer_encodings, hosts;
     bool te_chunked_last;
+    /* chunk data must end with CRLF; http_parser (not built strict) takes
+     * any two bytes there, which smuggles bytes past other parsers */
+    int crlf_need;
+    const char *feed_end;   /* end of the bytes being parsed */
     bool message_complete;
     int error;              /* status to answer with, 0 = none */
     bool path_above_root;   /* the current request's path climbed above '/' */
@@ -656,8 +674,8 @@ static int hex(int ch)
 
 /* Percent-decodes PATH, then resolves "." and ".." segments and repeated
  * slashes (an encoded "%2F" separates segments like a raw one), so nothing
- * after this can be tricked into leaving a root. An encoded NUL or a bad
- * escape is malformed (NULL, 400); a ".." above the root names nothing there
+ * after this can be tricked into leaving a root. An encoded control byte
+ * (NUL, CR, LF ...) or a bad escape is malformed (NULL, 400); a ".." above the root names nothing there
  * is (*above set, 404). The result starts with '/' and ends with one only
  * when the request named a directory. */
 static const char *normalize_path(tn_http_request *r, const char *raw, size_t len, bool *above)
@@ -675,7 +693,9 @@ static const char *normalize_path(tn_http_request *r, const char *raw, size_t le
         if (i + 2 >= len)
             return NULL;
         int h1 = hex((unsigned char)raw[i + 1]), h2 = hex((unsigned char)raw[i + 2]);
-        if (h1 < 0 || h2 < 0 || (h1 == 0 && h2 == 0))
+        /* a decoded control byte would reach file names, CGI variables
+         * and logs: no valid path needs one */
+        if (h1 < 0 || h2 < 0 || h1 * 16 + h2 < 0x20 || h1 * 16 + h2 == 0x7f)
             return NULL;
         dec[n++] = (char)(h1 * 16 + h2);
         i += 2;
@@ -739,6 +759,8 @@ static void end_header(http_conn *hc)
         h->value = tn_http_strdup(r, hc->value ? hc->value : "", hc->value_len);
         if (strcasecmp(h->name, "Content-Length") == 0)
             hc->content_lengths++;
+        else if (strcasecmp(h->name, "Host") == 0)
+            hc->hosts++;
         if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
             hc->transfer_encodings++;
             size_t vl = strlen(h->value);
@@ -786,13 +808,33 @@ static int on_headers_complete(http_parser *p)
     if (hc->content_lengths > 1 || (hc->content_lengths && hc->transfer_encodings) ||
         (hc->transfer_encodings && !hc->te_chunked_last))
         hc->error = 400;
+    /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one before */
+    if (hc->hosts > 1 || (p->http_minor >= 1 && !hc->hosts))
+        hc->error = 400;
+    if (p->http_major != 1 || p->http_minor > 1)
+        hc->error = 505;
     return 0;
+}
+
+/* Checks the CRLF owed after chunk data against the bytes from AT to END. */
+static bool chunk_crlf_ok(http_conn *hc, const char *at, const char *end)
+{
+    for (; hc->crlf_need && at < end; at++, hc->crlf_need--)
+        if (*at != (hc->crlf_need == 2 ? '\r' : '\n'))
+            return false;
+    return true;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     http_conn *hc = p->data;
     tn_http_request *r = hc->cur;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+        /* this chunk's data ends here: the CRLF follows, maybe in the next read */
+        hc->crlf_need = 2;
+        if (!chunk_crlf_ok(hc, at + len, hc->feed_end))
+            return -1;
+    }
     if (!r->body && !(r->body = evbuffer_new()))
         return -1;
     evbuffer_add(r->body, at, len);
@@ -867,6 +909,27 @@ static bool body_too_large(http_conn *hc)
     return r->body && (int64_t)evbuffer_get_length(r->body) > hc->max_body;
 }
 
+/* What http_parser lets through and nginx refuses: obs-fold (a line that
+ * continues the previous header; its raw CRLF would reach whatever copies the
+ * value), a CR that does not end a line, and NUL. */
+static bool head_strict(const char *h, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        switch (h[i]) {
+        case '\0': return false;
+        case '\r':
+            if (i + 1 >= len || h[i + 1] != '\n')
+                return false;
+            break;
+        case '\n':
+            if (i + 1 < len && (h[i + 1] == ' ' || h[i + 1] == '\t'))
+                return false;
+            break;
+        }
+    }
+    return true;
+}
+
 /* Parses a complete head (DATA, LEN including the blank line). */
 static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t len)
 {
@@ -890,12 +953,18 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
     }
     memcpy(copy, data, len);
     copy[len] = '\0';
+    if (!head_strict(copy, len)) {
+        fail_request(c, hc, 400, "Bad Request");
+        return;
+    }
     http_parser_init(&hc->parser, HTTP_REQUEST);
     hc->parser.data = hc;
     hc->field = hc->value = NULL;
     hc->field_len = hc->value_len = 0;
-    hc->content_lengths = hc->transfer_encodings = 0;
+    hc->content_lengths = hc->transfer_encodings = hc->hosts = 0;
     hc->te_chunked_last = false;
+    hc->crlf_need = 0;
+    hc->feed_end = copy + len;
     hc->message_complete = false;
     hc->error = 0;
     hc->path_above_root = false;
@@ -909,7 +978,7 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
         int status = hc->error ? hc->error : 400;
         tn_debug("connection %llu: bad request: %s", (unsigned long long)c->session.id,
                  err != HPE_OK ? http_errno_description(err) : "malformed");
-        fail_request(c, hc, status, status == 431 ? "Request Header Fields Too Large" : "Bad Request");
+        fail_request(c, hc, status, tn_http_reason(status));
         return;
     }
     /* the target is NUL-terminated in place: the parser saw it end at ' ' */
@@ -1016,6 +1085,11 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
 /* Feeds body bytes; returns how many were used. */
 static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
 {
+    hc->feed_end = data + len;
+    if (!chunk_crlf_ok(hc, data, data + len)) {
+        fail_request(c, hc, 400, "Bad Request");
+        return len;
+    }
     size_t n = http_parser_execute(&hc->parser, &parser_settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&hc->parser);
     if (err == HPE_PAUSED) {
