@@ -115,15 +115,27 @@ reference: $(BUILD)/tusknetd
 	$(PYTHON) tests/tools/reference.py update README.md $(BUILD)/tusknetd
 
 FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
+# The network fuzzers run the daemon's own code in-process: the core is built
+# once with coverage instrumentation, then linked into one harness per target.
+FUZZ_NET_TARGETS := http line ws ctl
+FUZZ_OBJS := $(CORE_SRCS:src/%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	clang $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS) -c $< -o $@
+build/fuzz/fuzz_net_%: tests/fuzz/fuzz_net.c $(FUZZ_OBJS)
+	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -DFUZZ_TARGET=$(call fuzz_net_id,$*) $^ $(PKG_LIBS) -o $@
+fuzz_net_id = $(if $(filter http,$(1)),1,$(if $(filter line,$(1)),2,$(if $(filter ws,$(1)),3,4)))
+
 fuzz: deps-test
 	@mkdir -p build/fuzz
 	clang $(FUZZ_CFLAGS) src/config/value.c src/config/tusk.c tests/fuzz/fuzz_tusk.c -o build/fuzz/fuzz_tusk
 	clang $(FUZZ_CFLAGS) src/config/value.c src/config/yaml.c tests/fuzz/fuzz_yaml.c -lyaml -o build/fuzz/fuzz_yaml
-	@for f in tusk yaml; do \
+	@$(MAKE) --no-print-directory -j2 $(FUZZ_NET_TARGETS:%=build/fuzz/fuzz_net_%)
+	@for f in tusk yaml $(FUZZ_NET_TARGETS:%=net_%); do \
 	  rm -rf build/fuzz/corpus-$$f && mkdir -p build/fuzz/corpus-$$f && cp tests/fuzz/corpus/$$f/* build/fuzz/corpus-$$f/; \
 	  echo "== fuzz_$$f for $(FUZZ_SECONDS)s"; \
 	  (cd build/fuzz && ./fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	     -print_final_stats=1 corpus-$$f 2>&1 | grep -E "^(stat::number_of_executed_units|SUMMARY|==[0-9]+==ERROR|Done)" ) ; \
+	     -print_final_stats=1 corpus-$$f 2>&1 | grep -E "^(stat::number_of_executed_units|SUMMARY|==[0-9]+==ERROR|Done|fuzz_net:)" ) ; \
 	  code=$${PIPESTATUS[0]}; \
 	  ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* >/dev/null 2>&1 && { echo "fuzz_$$f found a failure"; exit 1; }; \
 	done; echo "fuzz: no crash, leak or timeout"

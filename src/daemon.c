@@ -422,7 +422,7 @@ static void run_loop(tn_daemon *d)
     }
 }
 
-int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
+tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
 {
     tn_daemon *d = &daemon_state;
     memset(d, 0, sizeof(*d));
@@ -444,7 +444,7 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
     if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry) {
         tn_error("cannot initialize the event loop");
         free_state(d);
-        return 1;
+        return NULL;
     }
     d->reap_ev = event_new(d->base, -1, 0, on_reap, d);
     d->shutdown_ev = evtimer_new(d->base, on_shutdown_timeout, d);
@@ -462,14 +462,14 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
     if (tn_ws_init(d, err, sizeof(err)) < 0) {
         tn_error("%s", err);
         free_state(d);
-        return 1;
+        return NULL;
     }
     tn_config *initial = d->cfg;
     if (apply_config(d, initial, err, sizeof(err)) < 0) {
         tn_error("%s", err);
         tn_sd_notify("STATUS=Failed to start: %s", err);
         free_state(d);
-        return 1;
+        return NULL;
     }
     tn_sd_close_unused(&d->sd);
     if (*cfg->daemon.control_socket) {
@@ -478,7 +478,7 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
             tn_error("%s", err);
             tn_sd_notify("STATUS=Failed to start: %s", err);
             free_state(d);
-            return 1;
+            return NULL;
         }
     }
     if (*cfg->daemon.pid_file) {
@@ -493,11 +493,24 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
     tn_info("tusknetd started: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
     tn_sd_notify("READY=1\nMAINPID=%ld", (long)getpid());
     notify_status(d, "Serving: ");
-    run_loop(d);
+    return d;
+}
+
+int tn_daemon_stop(tn_daemon *d)
+{
     tn_info("stopped");
     if (*d->cfg->daemon.pid_file)
         unlink(d->cfg->daemon.pid_file);
     int code = d->exit_code;
     free_state(d);
     return code;
+}
+
+int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
+{
+    tn_daemon *d = tn_daemon_start(cfg, path, cli_log_level);
+    if (!d)
+        return 1;
+    run_loop(d);
+    return tn_daemon_stop(d);
 }

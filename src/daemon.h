@@ -60,6 +60,11 @@ typedef struct tn_daemon {
 } tn_daemon;
 
 int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level);
+/* tn_daemon_run in steps, for harnesses that drive the loop themselves
+ * (the fuzzers): start takes CFG and returns the serving daemon, or NULL
+ * with the reason logged; stop frees everything and returns the exit code. */
+tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level);
+int tn_daemon_stop(tn_daemon *d);
 
 /* Re-read the config file and apply it (SIGHUP, control `reload`). On
  * failure the running config stays and err holds FILE:LINE:COL messages. */
