@@ -5,8 +5,9 @@
  * handlers run in the loop, never in signal context).
  *
  * Reload builds everything new before touching anything old: the config is
- * loaded and validated, the handler registry is rebuilt (a failure leaves the
- * old one), and only then are listeners matched up. A listener whose
+ * loaded and checked (tn_check_startup(), as -t and the start do), the
+ * handler registry is rebuilt (a failure leaves the old one), and only then
+ * are listeners matched up. A listener whose
  * protocol and address are unchanged keeps its socket and connections and
  * picks up the new limits and handlers; new ones open; removed ones stop
  * accepting and drain. Old configs stay alive while a draining listener
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "control.h"
 #include "log.h"
 #include "net/conn.h"
@@ -256,6 +258,10 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     tn_diag diag = { 0 };
     tn_config *cfg = tn_config_load(d->config_path, &diag);
     err[0] = '\0';
+    if (cfg && tn_check_startup(cfg, &diag) < 0) {
+        tn_config_free(cfg);
+        cfg = NULL;
+    }
     if (!cfg) {
         char *all = tn_diag_join(&diag);
         snprintf(err, errlen, "%s", all ? all : "invalid configuration");

@@ -641,14 +641,18 @@ int tn_proc_check_program(const char *prog, const char *cwd, char *err, size_t e
     return -1;
 }
 
-int tn_proc_check_conf(const tn_handler_conf *conf, char *err, size_t errlen)
+int tn_proc_check_conf(const tn_handler_conf *conf, tn_pos *at, char *err, size_t errlen)
 {
+    if (at)
+        *at = conf->command_pos;
     if (conf->command.n == 0 || !conf->command.v[0] || !*conf->command.v[0]) {
         snprintf(err, errlen, "command is empty");
         return -1;
     }
     if (conf->cwd && *conf->cwd) {
         struct stat st;
+        if (at)
+            *at = conf->cwd_pos;
         if (stat(conf->cwd, &st) < 0) {
             snprintf(err, errlen, "cwd %s: %s", conf->cwd, strerror(errno));
             return -1;
@@ -658,6 +662,8 @@ int tn_proc_check_conf(const tn_handler_conf *conf, char *err, size_t errlen)
             return -1;
         }
     }
+    if (at)
+        *at = conf->command_pos;
     return tn_proc_check_program(conf->command.v[0], conf->cwd, err, errlen);
 }
 

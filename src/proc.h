@@ -92,8 +92,9 @@ char **tn_proc_argv(const tn_strlist *list);
 int tn_proc_check_program(const char *prog, const char *cwd, char *err, size_t errlen);
 
 /* tn_proc_check_program() on the command of CONF after checking that its
- * cwd, when set, is a directory. */
-int tn_proc_check_conf(const tn_handler_conf *conf, char *err, size_t errlen);
+ * cwd, when set, is a directory. On failure *AT (when AT is set) is where
+ * the value at fault is written. */
+int tn_proc_check_conf(const tn_handler_conf *conf, tn_pos *at, char *err, size_t errlen);
 
 /* "exit status N" or "killed by signal N". */
 void tn_proc_status_text(int status, char *buf, size_t len);

@@ -361,6 +361,13 @@ static void *grow_array(void *arr, size_t n, size_t size)
     return p;
 }
 
+/* Where OBJ's KEY has its value, or FALLBACK when it is not written. */
+static tn_pos value_pos(const tn_value *obj, const char *key, tn_pos fallback)
+{
+    const tn_value *v = tn_object_get(obj, key);
+    return v ? v->pos : fallback;
+}
+
 static void read_handlers(ctx *c, const tn_value *sec)
 {
     for (size_t i = 0; i < sec->u.o.len; i++) {
@@ -384,6 +391,9 @@ static void read_handlers(ctx *c, const tn_value *sec)
         snprintf(kind, sizeof(kind), "handlers of type '%s'", type_name(handler_types, h->type, tn, sizeof(tn)));
         scope_call sc = { "handler", tn, "type", what, kind, NULL, NULL, NULL };
         apply_scope(c, &sc, h, obj);
+        h->command_pos = value_pos(obj, "command", h->pos);
+        h->cwd_pos = value_pos(obj, "cwd", h->pos);
+        h->root_pos = value_pos(obj, "root", h->pos);
     }
 }
 
@@ -411,6 +421,7 @@ static void read_middleware(ctx *c, const tn_value *sec)
         snprintf(kind, sizeof(kind), "middleware of type '%s'", tn);
         scope_call sc = { "middleware", tn, "type", what, kind, NULL, NULL, NULL };
         apply_scope(c, &sc, mw, obj);
+        mw->file_pos = value_pos(obj, "file", mw->pos);
     }
 }
 
@@ -438,13 +449,6 @@ static void materialize_middleware(ctx *c, const tn_strlist *names)
             if (row_applies(&tn_schema[k], "middleware", name) && !(tn_schema[k].flags & TN_K_REQUIRED))
                 tn_apply_default(c->d, &tn_schema[k], mw);
     }
-}
-
-/* Where OBJ's KEY has its value, or FALLBACK when it is not written. */
-static tn_pos value_pos(const tn_value *obj, const char *key, tn_pos fallback)
-{
-    const tn_value *v = tn_object_get(obj, key);
-    return v ? v->pos : fallback;
 }
 
 static bool read_sni(ctx *c, const tn_key *k, void *base, const tn_value *v)
@@ -566,8 +570,10 @@ static bool read_routes(ctx *c, const tn_key *k, void *base, const tn_value *v)
             if (obj && tn_object_add(obj, strdup("handler"), m->val->pos, tn_value_clone(m->val)) == 0)
                 apply_scope(c, &sc, r, obj);
             tn_value_free(obj);
+            r->handler_pos = m->val->pos;
         } else if (m->val->type == TN_V_OBJECT) {
             apply_scope(c, &sc, r, m->val);
+            r->handler_pos = value_pos(m->val, "handler", r->pos);
         } else {
             tn_diag_error(c->d, m->val->pos, "route '%s' must name a handler or be a block, not %s", spec,
                           tn_vtype_name(m->val->type));
@@ -623,6 +629,7 @@ static bool read_websocket(ctx *c, const tn_key *k, void *base, const tn_value *
         if (use) {
             apply_scope(c, &sc, w, use);
             need_one_handler(c, w->handler, &w->handlers, use->pos, what);
+            w->handler_pos = value_pos(use, "handler", value_pos(use, "handlers", w->pos));
         }
         tn_value_free(obj);
     }
@@ -679,6 +686,7 @@ static void read_listeners(ctx *c, const tn_value *sec)
         tn_member *lm = tn_object_find(obj, "listen");
         if (lm)
             li->listen_pos = lm->val->pos;
+        li->handler_pos = value_pos(obj, "handler", value_pos(obj, "handlers", li->pos));
         if (li->protocol != TN_PROTO_HTTP)
             need_one_handler(c, li->handler, &li->handlers, obj->pos, what);
         else
@@ -765,6 +773,9 @@ tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag)
         if (!sec[s])
             sec[s] = &empty;
     read_flat(&c, "daemon", &cfg->daemon, sec[0]);
+    tn_pos daemon_pos = sec[0]->type == TN_V_OBJECT && sec[0] != &empty ? sec[0]->pos
+                                                                         : (tn_pos){ cfg->nfiles ? cfg->files[0] : NULL, 1, 1 };
+    cfg->daemon.control_socket_pos = value_pos(sec[0], "control_socket", daemon_pos);
     read_flat(&c, "limits", &cfg->limits, sec[1]);
     read_handlers(&c, sec[2]);
     read_middleware(&c, sec[3]);
@@ -873,6 +884,9 @@ int tn_handler_conf_copy(tn_handler_conf *dst, const tn_handler_conf *src)
     memset(dst, 0, sizeof(*dst));
     dst->name = strdup(src->name);
     dst->pos = src->pos;
+    dst->command_pos = src->command_pos;
+    dst->cwd_pos = src->cwd_pos;
+    dst->root_pos = src->root_pos;
     dst->type = src->type;
     int rc = dst->name ? 0 : -1;
     for (size_t i = 0; i < tn_schema_len && rc == 0; i++) {

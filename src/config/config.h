@@ -88,6 +88,7 @@ typedef struct tn_limits {
 typedef struct tn_daemon_conf {
     int log_level;
     char *control_socket;
+    tn_pos control_socket_pos; /* the value, or the [daemon] section when it is the default */
     char *control_group;
     int control_group_level;
     int64_t max_connections;
@@ -129,6 +130,9 @@ typedef struct tn_handler_conf {
     /* plugin */
     char *path;
     tn_strmap options;
+    /* where command, cwd and root are written (the handler's name when
+     * not): startup checks of the programs and directories point here */
+    tn_pos command_pos, cwd_pos, root_pos;
 } tn_handler_conf;
 
 typedef struct tn_middleware_conf {
@@ -155,6 +159,7 @@ typedef struct tn_middleware_conf {
     int64_t burst;
     /* access_log */
     char *file;
+    tn_pos file_pos;
     int format;
     /* headers */
     tn_strmap set;
@@ -194,6 +199,7 @@ typedef struct tn_route_conf {
     char *path;
     tn_pos pos;
     char *handler;
+    tn_pos handler_pos;
     tn_strlist middleware;
     tn_limits limits;
 } tn_route_conf;
@@ -203,6 +209,7 @@ typedef struct tn_ws_conf {
     tn_pos pos;
     char *handler;
     tn_strlist handlers;
+    tn_pos handler_pos; /* the handler or handlers value */
     tn_strlist subprotocols;
     tn_strlist origins;
     int64_t ping_interval;
@@ -219,6 +226,7 @@ typedef struct tn_listener_conf {
     tn_pos listen_pos;
     char *handler;
     tn_strlist handlers;
+    tn_pos handler_pos; /* the handler or handlers value */
     tn_strlist middleware;
     int64_t backlog;
     char *fd_name; /* systemd FileDescriptorName to take the socket from */

@@ -409,7 +409,7 @@ static void exec_cancel(tn_job *job)
 
 static int exec_init(tn_handler *h, char *err, size_t errlen)
 {
-    if (tn_proc_check_conf(&h->conf, err, errlen) < 0)
+    if (tn_proc_check_conf(&h->conf, NULL, err, errlen) < 0)
         return -1;
     exec_state *st = calloc(1, sizeof(*st));
     if (!st || !(st->argv = tn_proc_argv(&h->conf.command))) {

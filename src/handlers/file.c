@@ -440,23 +440,32 @@ static tn_result file_handle(tn_handler *h, tn_call *call)
     return answer(r, call, 404, "Not Found");
 }
 
-static int file_init(tn_handler *h, char *err, size_t errlen)
+int tn_file_check_root(const char *root, char *err, size_t errlen)
 {
     /* a mistyped root is better found at start (or reload) than as 404s */
     struct stat st;
-    if (!h->conf.root || !*h->conf.root) {
+    if (!root || !*root) {
         snprintf(err, errlen, "root is required");
         return -1;
     }
-    if (stat(h->conf.root, &st) < 0) {
-        snprintf(err, errlen, "root %s: %s", h->conf.root, strerror(errno));
+    if (stat(root, &st) < 0) {
+        snprintf(err, errlen, "root %s: %s", root, strerror(errno));
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "root %s: not a directory", h->conf.root);
+        snprintf(err, errlen, "root %s: not a directory", root);
+        return -1;
+    }
+    if (access(root, R_OK | X_OK) < 0) {
+        snprintf(err, errlen, "root %s: %s", root, strerror(errno));
         return -1;
     }
     return 0;
+}
+
+static int file_init(tn_handler *h, char *err, size_t errlen)
+{
+    return tn_file_check_root(h->conf.root, err, errlen);
 }
 
 const tn_handler_ops tn_file_ops = { .type = "file", .init = file_init, .handle = file_handle };

@@ -212,6 +212,10 @@ extern const tn_handler_ops tn_metrics_ops;
 extern const tn_handler_ops tn_file_ops;
 extern const tn_handler_ops tn_redirect_ops;
 
+/* What a file handler needs of its root to start: an existing directory
+ * the daemon may read. Returns -1 with a message in err. */
+int tn_file_check_root(const char *root, char *err, size_t errlen);
+
 /* Microseconds on a monotonic clock. */
 int64_t tn_now_us(void);
 

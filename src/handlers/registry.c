@@ -142,13 +142,8 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
     size_t n = 0;
     for (size_t i = 0; i < cfg->nhandlers; i++) {
         const tn_handler_conf *c = &cfg->handlers[i];
-        if (!ops_for(c->type)) {
-            /* Types of later versions: a listener naming one fails to
-             * start, anything else runs. */
-            tn_error("%s:%d:%d: handler '%s': type '%s' is not available in this version", c->pos.file,
-                     c->pos.line, c->pos.col, c->name, tn_handler_type_name(c->type));
-            continue;
-        }
+        if (!ops_for(c->type))
+            continue; /* a later version's type: tn_check_startup() warned, and refuses its use */
         tn_handler *old = tn_registry_find(r, c->name);
         if (old && tn_handler_conf_equal(&old->conf, c)) {
             tn_handler_ref(old);

@@ -134,7 +134,7 @@ static void stream_kill(evutil_socket_t fd, short what, void *arg)
 
 static int stream_init(tn_handler *h, char *err, size_t errlen)
 {
-    if (tn_proc_check_conf(&h->conf, err, errlen) < 0)
+    if (tn_proc_check_conf(&h->conf, NULL, err, errlen) < 0)
         return -1;
     stream_state *st = calloc(1, sizeof(*st));
     if (!st || !(st->argv = tn_proc_argv(&h->conf.command))) {

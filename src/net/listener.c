@@ -236,7 +236,7 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
     tn_debug("listener %s: accept: %s", l->name, strerror(err));
 }
 
-static int resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
+int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen)
 {
     char host[256];
     int port;
@@ -343,7 +343,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
     struct sockaddr_storage ss;
     socklen_t len = 0;
     int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
-    if (resolve(conf->listen, &ss, &len, why, sizeof(why)) == 0) {
+    if (tn_listen_resolve(conf->listen, &ss, &len, why, sizeof(why)) == 0) {
         /* socket activation: systemd may already hold this socket for us */
         l->fd = tn_sd_take(&d->sd, conf->fd_name, type, (struct sockaddr *)&ss, len);
         if (l->fd >= 0) {

@@ -37,6 +37,9 @@ struct tn_listener {
     bool draining;              /* removed by a reload: no accepts, freed when empty */
 };
 
+/* The socket address of a listen value ("host:port", "[v6]:port",
+ * "*:port"), host names resolved. Returns -1 with a message in err. */
+int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
 /* Bind and start accepting. Returns NULL with a message in err. */
 tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, size_t errlen);
 /* Builds what CONF needs that can fail to load (TLS certificates) for a

@@ -125,6 +125,10 @@ typedef struct tn_mw tn_mw;
 /* One configured middleware instance (from [middleware] or a bare kind). */
 tn_mw *tn_mw_new(tn_daemon *d, const tn_middleware_conf *conf, char *err, size_t errlen);
 void tn_mw_free(tn_mw *mw);
+/* What CONF needs from the system to start, checked without side effects:
+ * an access_log file must open for appending, or be creatable in its
+ * directory. Returns -1 with a message in err. */
+int tn_mw_check(const tn_middleware_conf *conf, char *err, size_t errlen);
 /* Before the handler, in order. May answer (preflight, 401, 429). */
 tn_mw_result tn_mw_before(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
 /* After the handler (or an earlier middleware's answer), in reverse order:

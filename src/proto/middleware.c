@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -649,6 +650,36 @@ static int log_new(tn_mw *mw, const tn_middleware_conf *c, char *err, size_t err
             snprintf(err, errlen, "cannot open access log '%s': %s", file, strerror(errno));
             return -1;
         }
+    }
+    return 0;
+}
+
+int tn_mw_check(const tn_middleware_conf *conf, char *err, size_t errlen)
+{
+    const char *file = conf->file;
+    if (conf->type != TN_MW_ACCESS_LOG || !file || strcmp(file, "-") == 0)
+        return 0;
+    /* Without O_CREAT: a check leaves no file behind (log_new() creates it).
+     * O_NONBLOCK: a FIFO without a reader must not hang the check. */
+    int fd = open(file, O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(err, errlen, "cannot open access log '%s': %s", file, strerror(errno));
+        return -1;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", file);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof(dir), ".");
+    if (access(dir, W_OK | X_OK) < 0) {
+        snprintf(err, errlen, "cannot create access log '%s': %s: %s", file, dir, strerror(errno));
+        return -1;
     }
     return 0;
 }

@@ -1,0 +1,110 @@
+/* check.c - what starting a configuration needs from the system, besides
+ * binding its sockets.
+ *
+ * Loading a config checks its language (keys, types, references); whether
+ * the directories, programs and files it names are usable is a question
+ * about this machine, answered here. `tusknetd -t`, the start and every
+ * reload run this same function before anything else, so a config that -t
+ * accepts starts, and the start and a reload refuse what -t refuses with
+ * the same FILE:LINE:COL messages, all at once.
+ *
+ * Each check is the one the running code relies on (tn_file_check_root()
+ * for file handlers, tn_proc_check_conf() for exec and stream, tn_tls_new()
+ * for certificates, ...), called without side effects: nothing is created.
+ * Sockets are not bound: on a reload the addresses are held by the daemon
+ * being reloaded, and before a restart by the one still running. */
+#include "check.h"
+
+#include <string.h>
+
+#include "control.h"
+#include "handlers/handler.h"
+#include "net/listener.h"
+#include "net/tls.h"
+#include "proc.h"
+#include "proto/http.h"
+
+static bool unavailable(int type)
+{
+    return type == TN_H_PROXY || type == TN_H_PLUGIN;
+}
+
+/* Handler types of later versions may be declared, but nothing may use one. */
+static void check_refs(const tn_config *cfg, tn_diag *diag, tn_pos at, const char *who, const char *one,
+                       const tn_strlist *many)
+{
+    size_t n = one ? 1 : many ? many->n : 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = one ? one : many->v[i];
+        const tn_handler_conf *h = tn_config_handler(cfg, name);
+        if (h && unavailable(h->type))
+            tn_diag_error(diag, at, "%s: handler '%s' (type %s) is not available in this version", who, name,
+                          tn_handler_type_name(h->type));
+    }
+}
+
+static void check_handler(const tn_handler_conf *h, tn_diag *diag)
+{
+    char err[1024];
+    tn_pos at = h->pos;
+    int rc = 0;
+    switch (h->type) {
+    case TN_H_FILE:
+        at = h->root_pos;
+        rc = tn_file_check_root(h->root, err, sizeof(err));
+        break;
+    case TN_H_EXEC:
+    case TN_H_STREAM: rc = tn_proc_check_conf(h, &at, err, sizeof(err)); break;
+    case TN_H_PROXY:
+    case TN_H_PLUGIN:
+        tn_diag_warn(diag, h->pos, "handler '%s': type '%s' is not available in this version", h->name,
+                     tn_handler_type_name(h->type));
+        break;
+    default: break;
+    }
+    if (rc < 0)
+        tn_diag_error(diag, at, "handler '%s': %s", h->name, err);
+}
+
+static void check_listener(const tn_config *cfg, const tn_listener_conf *li, tn_diag *diag)
+{
+    char err[1024], who[512];
+    struct sockaddr_storage ss;
+    socklen_t len;
+    /* the message listener.c gives when it cannot bind for this reason */
+    if (tn_listen_resolve(li->listen, &ss, &len, err, sizeof(err)) < 0)
+        tn_diag_error(diag, li->listen_pos, "listener '%s': %s", li->name, err);
+    snprintf(who, sizeof(who), "listener '%s'", li->name);
+    check_refs(cfg, diag, li->handler_pos, who, li->handler, &li->handlers);
+    for (size_t i = 0; i < li->nroutes; i++) {
+        const tn_route_conf *r = &li->routes[i];
+        snprintf(who, sizeof(who), "listener '%s': route '%s'", li->name, r->spec);
+        check_refs(cfg, diag, r->handler_pos, who, r->handler, NULL);
+    }
+    for (size_t i = 0; i < li->nwebsocket; i++) {
+        const tn_ws_conf *w = &li->websocket[i];
+        snprintf(who, sizeof(who), "listener '%s': WebSocket endpoint '%s'", li->name, w->path);
+        check_refs(cfg, diag, w->handler_pos, who, w->handler, &w->handlers);
+    }
+    if (li->tls)
+        tn_tls_unref(tn_tls_new(li, diag));
+}
+
+int tn_check_startup(const tn_config *cfg, tn_diag *diag)
+{
+    int before = tn_diag_errors(diag);
+    char err[1024];
+    if (*cfg->daemon.control_socket && tn_control_check(cfg->daemon.control_socket, err, sizeof(err)) < 0)
+        tn_diag_error(diag, cfg->daemon.control_socket_pos, "%s", err);
+    for (size_t i = 0; i < cfg->nhandlers; i++)
+        check_handler(&cfg->handlers[i], diag);
+    for (size_t i = 0; i < cfg->nmiddleware; i++) {
+        const tn_middleware_conf *m = &cfg->middleware[i];
+        if (tn_mw_check(m, err, sizeof(err)) < 0)
+            tn_diag_error(diag, m->file_pos, "middleware '%s': %s", m->name, err);
+    }
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+        check_listener(cfg, &cfg->listeners[i], diag);
+    tn_diag_sort(diag, 0);
+    return tn_diag_errors(diag) > before ? -1 : 0;
+}
