@@ -144,12 +144,24 @@ bench: deps-bench
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) tests/bench/bench.py --tusknetd $(BUILD)/tusknetd
 
+# The installed config serves the installed site: its file handler's root
+# is rewritten from the example's ./conf/www to SHARE/www. An existing
+# /etc/tusknetd/tusknetd.conf is never overwritten.
+SHARE := $(PREFIX)/share/tusknetd
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/tusknetd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/tusknetd \
+	  $(DESTDIR)$(SHARE)/www $(DESTDIR)$(SHARE)/examples
 	install -m 755 $(BUILD)/tusknetd $(CTL) $(DESTDIR)$(PREFIX)/bin/
 	sed 's|/usr/local|$(PREFIX)|g' systemd/tusknetd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/tusknetd.service
 	install -m 644 systemd/tusknetd.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
-	[ -e $(DESTDIR)/etc/tusknetd/tusknetd.conf ] || install -m 644 tusknetd.conf.example $(DESTDIR)/etc/tusknetd/tusknetd.conf
+	cp -R conf/www/. $(DESTDIR)$(SHARE)/www/
+	cp -R conf/examples/. $(DESTDIR)$(SHARE)/examples/
+	[ -e $(DESTDIR)/etc/tusknetd/tusknetd.conf ] || { \
+	  sed 's|"\./conf/www"|"$(SHARE)/www"|' tusknetd.conf.example > $(DESTDIR)/etc/tusknetd/tusknetd.conf.new && \
+	  { grep -q '"$(SHARE)/www"' $(DESTDIR)/etc/tusknetd/tusknetd.conf.new || \
+	    { echo 'tusknetd.conf.example has no root "./conf/www" to point at $(SHARE)/www' >&2; exit 1; }; } && \
+	  chmod 644 $(DESTDIR)/etc/tusknetd/tusknetd.conf.new && \
+	  mv $(DESTDIR)/etc/tusknetd/tusknetd.conf.new $(DESTDIR)/etc/tusknetd/tusknetd.conf; }
 
 clean:
 	rm -rf build

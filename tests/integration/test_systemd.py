@@ -638,11 +638,15 @@ def test_make_install_destdir_prefix(tmp_path):
     assert "ExecStart=/usr/bin/tusknetd -c /etc/tusknetd/tusknetd.conf" in text
     assert "/usr/local" not in text
     assert sock.read_text() == (REPO_ROOT / "systemd" / "tusknetd.socket").read_text()
-    assert conf.read_text() == (REPO_ROOT / "tusknetd.conf.example").read_text()
-    # the installed binary runs and accepts the installed config
+    example = (REPO_ROOT / "tusknetd.conf.example").read_text()
+    assert conf.read_text() == example.replace('"./conf/www"', '"/usr/share/tusknetd/www"')
+    # the installed binary runs and accepts the installed config (whose site
+    # root /usr/share/tusknetd/www is under DESTDIR here)
     v = subprocess.run([str(tusknetd), "-V"], capture_output=True, text=True, timeout=10)
     assert v.returncode == 0 and v.stdout.startswith("tusknetd "), v
-    t = subprocess.run([str(tusknetd), "-t", "-c", str(conf)], capture_output=True, text=True, timeout=10)
+    staged = dest / "etc/tusknetd/staged.conf"
+    staged.write_text(conf.read_text().replace('"/usr/share/tusknetd/', f'"{dest}/usr/share/tusknetd/'))
+    t = subprocess.run([str(tusknetd), "-t", "-c", str(staged)], capture_output=True, text=True, timeout=10)
     assert t.returncode == 0, t.stderr
     # a second install keeps an edited config
     conf.write_text(conf.read_text() + "\n# edited by the operator\n")
