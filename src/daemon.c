@@ -200,9 +200,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
         free(keep);
         return -1;
     }
-    for (int i = 0; i < diag.count; i++)
-        tn_warn("reload: %s", diag.msgs[i]);
-    tn_diag_free(&diag);
+    tn_diag_free(&diag); /* its warnings came from tn_check_startup() already */
     /* From here on nothing fails that the old state needs. */
     for (size_t i = 0; i < newcfg->nlisteners; i++)
         if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)

@@ -332,9 +332,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         tn_listener_free(l);
         return NULL;
     }
-    for (int i = 0; i < diag.count; i++)
-        tn_warn("%s", diag.msgs[i]);
-    tn_diag_free(&diag);
+    tn_diag_free(&diag); /* its warnings (expiry) came from tn_check_startup() already */
     if (tn_listener_configure(l, conf, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "%s", why);
         tn_listener_free(l);
