@@ -38,7 +38,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libyaml-dev \
              libsystemd-dev libhttp-parser-dev zlib1g-dev
 DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
-             libclang-rt-14-dev openssl procps prometheus systemd chromium
+             libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium
 DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
 
 CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c,$(wildcard src/*.c src/*/*.c))

@@ -14,7 +14,11 @@
  * Edge triggering means every readiness must be used up: reads continue
  * until the socket has nothing more (a short read is taken as empty, a new
  * packet raises a new edge), and input paused for backpressure is read when
- * the output drains.
+ * the output drains. A FIN that arrived with the data raises no edge of its
+ * own, so the event also asks for EPOLLRDHUP (libevent's EV_CLOSED) and,
+ * when it is reported, reads on to the end of stream (nginx's pending_eof):
+ * a client that sends and shuts down its write side in one go is answered
+ * and closed at once instead of lingering in CLOSE-WAIT until idle_timeout.
  *
  * Closing is two-step. tn_conn_close() runs whenever something decides the
  * connection is over, often from deep inside its own callbacks: it releases
@@ -235,6 +239,33 @@ static void process_buffered(tn_conn *c)
     }
 }
 
+/* The peer sent its last byte: what is left of an incomplete message goes
+ * to the front end, replies still owed (async ones too) go out, then the
+ * connection closes. */
+static void peer_finished(tn_conn *c)
+{
+    if (c->in && c->fe->input_end) {
+        size_t len = evbuffer_get_length(c->in);
+        c->fe->input_end(c, (const char *)evbuffer_pullup(c->in, -1), len);
+        if (c->dead)
+            return;
+    }
+    if (c->in) {
+        evbuffer_free(c->in);
+        c->in = NULL;
+    }
+    c->closing = 1;
+    tn_conn_flush(c); /* closes once the output is out and nothing is in flight */
+    tn_conn_close_after_flush(c, NULL);
+}
+
+/* Whether the loop reports the peer's FIN (EV_CLOSED); without it a short
+ * read cannot be taken as draining the socket. */
+static bool reports_fin(tn_daemon *d)
+{
+    return event_base_get_features(d->base) & EV_FEATURE_EARLY_CLOSE;
+}
+
 static void conn_read(tn_conn *c)
 {
     tn_daemon *d = c->d;
@@ -274,18 +305,23 @@ static void conn_read(tn_conn *c)
                 }
             }
             tn_conn_flush(c);
-            /* A short read drained the socket: new data raises a new edge.
+            /* A short read drained the socket: new data raises a new edge,
+             * but a FIN already reported raises none, so read on to it.
              * SSL_read returns a record at a time, so TLS reads on until
              * the socket says EAGAIN. */
-            if ((size_t)n < TN_RBUF_SIZE && !c->tls)
+            if ((size_t)n < TN_RBUF_SIZE && !c->tls && !c->eof_pending && reports_fin(d))
                 break;
             continue;
         }
         if (n == 0) {
-            /* The peer finished sending; answer what is in flight, then close. */
-            c->closing = 1;
-            if (!tn_conn_unsent(c) && !fe_busy(c))
+            if (c->tls && tn_tls_broken(c->tls)) {
+                /* an end without close_notify may be a truncation, and
+                 * OpenSSL has already failed the session: nothing more
+                 * can be answered */
                 tn_conn_close(c, NULL);
+                return;
+            }
+            peer_finished(c);
             return;
         }
         if (errno == EINTR)
@@ -336,6 +372,8 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     tn_conn *c = arg;
     c->d->io_events++;
+    if (what & EV_CLOSED)
+        c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
         c->listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;
@@ -362,7 +400,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     }
     if ((what & EV_WRITE) && c->out)
         tn_conn_flush(c);
-    if ((what & EV_READ) && !c->dead)
+    if ((what & (EV_READ | EV_CLOSED)) && !c->dead)
         conn_read(c);
 }
 
@@ -376,7 +414,7 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     if (!c)
         return NULL;
     evutil_make_socket_nonblocking(fd);
-    c->ev = event_new(d->base, fd, EV_READ | EV_WRITE | EV_PERSIST | EV_ET, on_event, c);
+    c->ev = event_new(d->base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, on_event, c);
     if (!c->ev || event_add(c->ev, NULL) < 0) {
         if (c->ev)
             event_free(c->ev);

@@ -39,6 +39,11 @@ typedef struct tn_frontend {
     bool (*timed_out)(tn_conn *c);
     /* Optional. Everything queued was written (the peer reads again). */
     void (*drained)(tn_conn *c);
+    /* Optional. The peer finished sending (FIN, close_notify) with LEN bytes
+     * of an incomplete message left over: answer them as a whole message or
+     * ignore them. Without it the rest is dropped. Replies still owed go out
+     * before the close either way. */
+    void (*input_end)(tn_conn *c, const char *data, size_t len);
 } tn_frontend;
 
 struct tn_conn {
@@ -62,7 +67,7 @@ struct tn_conn {
     uint8_t closing;       /* no more input; closes once output is flushed */
     uint8_t dead;          /* closed; memory freed from the reap event */
     uint8_t read_paused;   /* too much unread output: input waits */
-    uint8_t read_pending;  /* input may be waiting in the socket while paused */
+    uint8_t eof_pending;   /* the peer's FIN waits in the socket behind data */
     uint8_t relay;         /* carries a WebSocket for lws: counted and listed there */
 };
 

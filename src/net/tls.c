@@ -352,6 +352,11 @@ bool tn_tls_handshaking(const tn_tls_conn *tc)
     return tc->handshaking;
 }
 
+bool tn_tls_broken(const tn_tls_conn *tc)
+{
+    return tc->broken;
+}
+
 const tn_tls_info *tn_tls_conn_info(const tn_tls_conn *tc)
 {
     return tc->handshaking ? NULL : &tc->info;

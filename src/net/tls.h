@@ -35,6 +35,9 @@ enum { TN_TLS_DONE = 1, TN_TLS_AGAIN = 0, TN_TLS_FAILED = -1 };
  * tn_tls_failure and detail (DETAILLEN) says what OpenSSL reported. */
 int tn_tls_handshake(tn_tls_conn *tc, int *reason, char *detail, size_t detaillen);
 bool tn_tls_handshaking(const tn_tls_conn *tc);
+/* A fatal error ended the session (also an end of stream without
+ * close_notify): nothing more can be sent. */
+bool tn_tls_broken(const tn_tls_conn *tc);
 /* After the handshake: version, cipher, client certificate. */
 const tn_tls_info *tn_tls_conn_info(const tn_tls_conn *tc);
 

@@ -2,7 +2,8 @@
  *
  * Each '\n'-terminated line (a '\r' before it is dropped) is one message and
  * gets at most one reply line, in request order even when handlers answer
- * asynchronously. Sync replies with nothing queued ahead of them go straight
+ * asynchronously. A client that shuts down its side after an unterminated
+ * last line gets that line answered too, then the close. Sync replies with nothing queued ahead of them go straight
  * into the output buffer; only when an asynchronous reply is outstanding are
  * later replies parked in a queue, so the common case allocates nothing.
  *
@@ -276,6 +277,14 @@ static size_t line_input(tn_conn *c, const char *data, size_t len)
     return used;
 }
 
+/* The client shut down its side in the middle of a line: the line ends
+ * there, as it does for readline() or a line scanner at end of input. */
+static void line_input_end(tn_conn *c, const char *data, size_t len)
+{
+    bool crlf = data[len - 1] == '\r';
+    handle_line(c, data, len - crlf, crlf);
+}
+
 static bool line_busy(const tn_conn *c)
 {
     return !queue_empty(c);
@@ -319,6 +328,7 @@ static const tn_frontend line_frontend = {
     .busy = line_busy,
     .push = line_push,
     .release = line_release,
+    .input_end = line_input_end,
 };
 
 tn_conn *tn_line_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
