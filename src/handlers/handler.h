@@ -143,6 +143,9 @@ struct tn_session {
 void *tn_session_state(tn_session *s, tn_handler *h);
 /* The front end calls this when the connection ends: every handler detaches. */
 void tn_session_detach_all(tn_session *s);
+/* The peer sends nothing more (it shut down its side). True when a handler
+ * still talks to it and closes the session itself when done. */
+bool tn_session_input_end(tn_session *s);
 
 typedef struct tn_handler_ops {
     const char *type;
@@ -152,6 +155,10 @@ typedef struct tn_handler_ops {
     tn_result (*handle)(tn_handler *h, tn_call *call);
     void *(*attach)(tn_handler *h, tn_session *s);
     void (*detach)(tn_handler *h, tn_session *s, void *state);
+    /* Optional. The session's peer sends nothing more; true to keep the
+     * session open until the handler closes it (a stream process finishing
+     * its output, inetd style). */
+    bool (*input_end)(tn_handler *h, tn_session *s, void *state);
     /* Called once no session, job or listener refers to the handler. */
     void (*destroy)(tn_handler *h);
 } tn_handler_ops;

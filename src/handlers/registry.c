@@ -348,6 +348,15 @@ void tn_session_detach_all(tn_session *s)
     }
 }
 
+bool tn_session_input_end(tn_session *s)
+{
+    bool held = false;
+    for (tn_attachment *a = s->attached; a; a = a->next)
+        if (a->handler->ops->input_end && a->handler->ops->input_end(a->handler, s, a->state))
+            held = true;
+    return held;
+}
+
 /* ---- selection ------------------------------------------------------------ */
 
 size_t tn_split_token(const char *msg, size_t len, const char **payload, size_t *plen)

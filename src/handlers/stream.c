@@ -3,7 +3,9 @@
  *
  * The process starts when a session first uses the handler (attach). Each
  * message becomes a line on its stdin, each line of its stdout is pushed to
- * the session, and its exit closes the session. When the session ends first
+ * the session, and its exit closes the session. A peer that shuts down its
+ * side gets the process's stdin closed and the session stays until the
+ * process has said its last and exited. When the session ends first
  * (detach) the process gets its stdin closed and SIGTERM, then SIGKILL two
  * seconds later; its state outlives the session until it is reaped, holding
  * a reference on the handler meanwhile, and never touches the session again.
@@ -203,6 +205,17 @@ static void stream_detach(tn_handler *h, tn_session *s, void *state)
     ss->holds_ref = true;
 }
 
+static bool stream_input_end(tn_handler *h, tn_session *s, void *state)
+{
+    (void)h;
+    (void)s;
+    stream_sess *ss = state;
+    if (ss->done || ss->closing)
+        return false;
+    tn_proc_close_stdin(ss->proc, false); /* after what is queued: the last lines count */
+    return true;
+}
+
 static tn_result stream_handle(tn_handler *h, tn_call *call)
 {
     stream_state *st = h->state;
@@ -262,5 +275,6 @@ const tn_handler_ops tn_stream_ops = {
     .handle = stream_handle,
     .attach = stream_attach,
     .detach = stream_detach,
+    .input_end = stream_input_end,
     .destroy = stream_destroy,
 };

@@ -241,7 +241,8 @@ static void process_buffered(tn_conn *c)
 
 /* The peer sent its last byte: what is left of an incomplete message goes
  * to the front end, replies still owed (async ones too) go out, then the
- * connection closes. */
+ * connection closes, unless a handler still talks (a stream process gets
+ * its stdin closed and closes the connection when it exits). */
 static void peer_finished(tn_conn *c)
 {
     if (c->in && c->fe->input_end) {
@@ -253,6 +254,14 @@ static void peer_finished(tn_conn *c)
     if (c->in) {
         evbuffer_free(c->in);
         c->in = NULL;
+    }
+    c->input_ended = 1;
+    if (tn_session_input_end(&c->session)) {
+        if (!c->dead)
+            tn_conn_flush(c);
+        if (!c->dead)
+            tn_conn_update_timeouts(c);
+        return;
     }
     c->closing = 1;
     tn_conn_flush(c); /* closes once the output is out and nothing is in flight */
@@ -274,7 +283,7 @@ static void conn_read(tn_conn *c)
         tn_conn_flush(c);
     }
     for (;;) {
-        if (c->dead || c->closing)
+        if (c->dead || c->closing || c->input_ended)
             return;
         if (c->read_paused || (c->out && evbuffer_get_length(c->out) > OUTPUT_HIGH)) {
             /* the client sends faster than it reads: leave its input in

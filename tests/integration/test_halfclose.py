@@ -37,6 +37,8 @@ echo  { type: "echo" }
 ping  { type: "static" reply: "+PONG" }
 upper { type: "exec" command: ["tr", "a-z", "A-Z"] timeout: "5s" }
 slow  { type: "exec" command: ["sh", "-c", "sleep 0.1; tr a-z A-Z"] timeout: "5s" }
+cat   { type: "stream" command: ["cat"] }
+last  { type: "stream" command: ["sh", "-c", 'while read l; do echo "got $l"; done; sleep 0.1; echo bye'] }
 """
 
 LISTENERS = """
@@ -44,6 +46,8 @@ LISTENERS = """
 lines { protocol: "tcp" listen: "127.0.0.1:PORT_LINES" handlers: ["echo", "ping", "upper", "slow"] }
 short { protocol: "tcp" listen: "127.0.0.1:PORT_SHORT" handler: "echo" max_line: 16 }
 limited { protocol: "tcp" listen: "127.0.0.1:PORT_LIMITED" handler: "ping" max_connections_per_ip: 2 }
+inetd { protocol: "tcp" listen: "127.0.0.1:PORT_INETD" handler: "cat" }
+multi { protocol: "tcp" listen: "127.0.0.1:PORT_MULTI" handlers: ["ping", "last"] }
 web {
     protocol: "http"
     listen: "127.0.0.1:PORT_WEB"
@@ -209,6 +213,29 @@ def test_socat_runs_within_per_address_limit(d):
                            capture_output=True, timeout=READ_TIMEOUT)
         assert (r.returncode, r.stdout, r.stderr) == (0, b"+PONG\n", b""), f"run {i}"
     assert close_wait(port) == []
+
+
+# ---- stream handlers: the process finishes after the client's FIN ------------------
+
+
+def test_stream_gets_eof_and_finishes_its_output(d):
+    """inetd style: the FIN closes the process's stdin; everything it prints
+    until it exits reaches the client, then the connection closes."""
+    port = d.ports["INETD"]
+    for i in range(10):
+        assert exchange_and_end(port, f"hi{i}\nlast{i}".encode()) == f"hi{i}\nlast{i}\n".encode(), f"round {i}"
+    r = subprocess.run(["sh", "-c", f"printf 'a\\nb\\n' | socat - TCP:{HOST}:{port}"],
+                       capture_output=True, timeout=READ_TIMEOUT)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"a\nb\n", b"")
+    assert close_wait(port) == []
+    assert d.children() == []
+
+
+def test_stream_selected_by_token_finishes_after_fin(d):
+    port = d.ports["MULTI"]
+    assert exchange_and_end(port, b"ping\nlast one\nlast two") == b"+PONG\ngot one\ngot two\nbye\n"
+    assert close_wait(port) == []
+    assert d.children() == []
 
 
 # ---- HTTP ----------------------------------------------------------------------------
