@@ -12,6 +12,7 @@ and without close_notify, and keep-alive connections that send no FIN.
 import socket
 import ssl
 import subprocess
+import threading
 
 import pytest
 
@@ -193,6 +194,26 @@ def test_line_unterminated_last_line_obeys_max_line(d):
     assert exchange_and_end(port, b"x" * 16) == b"x" * 16 + b"\n"
     assert exchange_and_end(port, b"y" * 17) == b"Error: line too long\n"
     assert exchange_and_end(port, b"ok\n" + b"z" * 40) == b"ok\nError: line too long\n"
+    assert close_wait(port) == []
+
+
+def test_line_fin_behind_paused_input(d):
+    """2 MB of pipelined lines and the FIN, from a client that reads only
+    later: the daemon pauses reading at 256 KB of unsent replies, so
+    the FIN waits in the socket until the replies drain. Every reply still
+    comes, then the close."""
+    port = d.ports["LINES"]
+    n = 400_000
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(READ_TIMEOUT)
+        s.connect((HOST, port))
+        sender = threading.Thread(target=send_and_finish, args=(s, b"ping\n" * n))
+        sender.start()
+        sender.join(1.0)  # the sender blocks: the daemon stopped reading
+        got = read_to_end(s)
+        sender.join()
+    assert (len(got), got == b"+PONG\n" * n) == (6 * n, True)
     assert close_wait(port) == []
 
 
