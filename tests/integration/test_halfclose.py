@@ -140,21 +140,17 @@ def post(path, body):
 # ---- TCP line ----------------------------------------------------------------------
 
 
-def test_line_sync_replies_then_close(d):
+@pytest.mark.parametrize("sent,want", [
+    ("ping\necho a{i}\necho b{i}\n", "+PONG\na{i}\nb{i}\n"),
+    # the exec replies are computed after the FIN arrived: the daemon waits
+    # for them and writes them in order before it closes
+    ("slow abc{i}\nping\nupper x{i}\necho e{i}\n", "ABC{i}\n+PONG\nX{i}\ne{i}\n"),
+], ids=["sync", "async"])
+def test_line_replies_then_close(d, sent, want):
     port = d.ports["LINES"]
     for i in range(ROUNDS):
-        got = exchange_and_end(port, f"ping\necho a{i}\necho b{i}\n".encode())
-        assert got == f"+PONG\na{i}\nb{i}\n".encode(), f"round {i}"
-    assert close_wait(port) == []
-
-
-def test_line_async_replies_after_fin_then_close(d):
-    """The exec replies are computed after the FIN arrived: the daemon waits
-    for them, writes them in order, then closes."""
-    port = d.ports["LINES"]
-    for i in range(ROUNDS):
-        got = exchange_and_end(port, f"slow abc{i}\nping\nupper x{i}\necho e{i}\n".encode())
-        assert got == f"ABC{i}\n+PONG\nX{i}\ne{i}\n".encode(), f"round {i}"
+        got = exchange_and_end(port, sent.format(i=i).encode())
+        assert got == want.format(i=i).encode(), f"round {i}"
     assert close_wait(port) == []
 
 
