@@ -257,8 +257,7 @@ static void peer_finished(tn_conn *c)
     }
     c->input_ended = 1;
     if (tn_session_input_end(&c->session)) {
-        if (!c->dead)
-            tn_conn_flush(c);
+        tn_conn_flush(c); /* the last line's reply, if any */
         if (!c->dead)
             tn_conn_update_timeouts(c);
         return;

@@ -68,7 +68,7 @@ struct tn_conn {
     uint8_t dead;          /* closed; memory freed from the reap event */
     uint8_t read_paused;   /* too much unread output: input waits */
     uint8_t eof_pending;   /* the peer's FIN waits in the socket behind data */
-    uint8_t input_ended;   /* the peer finished sending; a handler still talks */
+    uint8_t input_ended;   /* the peer finished sending (a stream process may still talk) */
     uint8_t relay;         /* carries a WebSocket for lws: counted and listed there */
 };
 

@@ -3,9 +3,10 @@
  * Each '\n'-terminated line (a '\r' before it is dropped) is one message and
  * gets at most one reply line, in request order even when handlers answer
  * asynchronously. A client that shuts down its side after an unterminated
- * last line gets that line answered too, then the close. Sync replies with nothing queued ahead of them go straight
- * into the output buffer; only when an asynchronous reply is outstanding are
- * later replies parked in a queue, so the common case allocates nothing.
+ * last line gets that line answered too, then the close. Sync replies with
+ * nothing queued ahead of them go straight into the output buffer; only when
+ * an asynchronous reply is outstanding are later replies parked in a queue,
+ * so the common case allocates nothing.
  *
  * Backpressure: a client that pipelines faster than it reads has its input
  * paused while more than OUTPUT_HIGH bytes of replies are unsent; pushes
