@@ -38,7 +38,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libyaml-dev \
              libsystemd-dev libhttp-parser-dev zlib1g-dev
 DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
-             libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium
+             libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium logrotate
 DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
 
 CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c,$(wildcard src/*.c src/*/*.c))
@@ -162,6 +162,8 @@ install: all
 	    { echo 'tusknetd.conf.example has no root "./conf/www" to point at $(SHARE)/www' >&2; exit 1; }; } && \
 	  chmod 644 $(DESTDIR)/etc/tusknetd/tusknetd.conf.new && \
 	  mv $(DESTDIR)/etc/tusknetd/tusknetd.conf.new $(DESTDIR)/etc/tusknetd/tusknetd.conf; }
+	install -d $(DESTDIR)/etc/logrotate.d
+	[ -e $(DESTDIR)/etc/logrotate.d/tusknetd ] || install -m 644 conf/logrotate/tusknetd $(DESTDIR)/etc/logrotate.d/tusknetd
 
 clean:
 	rm -rf build

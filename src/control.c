@@ -311,6 +311,8 @@ static void cmd_reload(ctl_client *c, tn_json *j, char *arg)
         tn_json_open(j, NULL, '{');
         tn_json_bool(j, "ok", false);
         tn_json_str(j, "error", err);
+        /* tells a refused reload from other errors (tusknetctl) */
+        tn_json_u64(j, "reload_failures", c->ctl->d->reload_failures);
         tn_json_close(j, '}');
         return;
     }

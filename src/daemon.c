@@ -322,6 +322,13 @@ void tn_daemon_release_retired(tn_daemon *d)
 
 /* ---- signals ----------------------------------------------------------------- */
 
+/* The signals an operator may send. QUIT stops like TERM (as in most
+ * servers, a graceful stop), USR1 reopens log files for logrotate. USR2,
+ * WINCH and ALRM mean nothing here; a stray one is logged instead of
+ * ending the process, which the default action of USR2 and ALRM would
+ * (WINCH at info: a terminal resize sends it to a daemon in the
+ * foreground; USR2 is nginx's binary upgrade, worth a warning when it
+ * does nothing). */
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -329,13 +336,25 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     switch (sig) {
     case SIGTERM: tn_daemon_shutdown(d, "SIGTERM"); break;
     case SIGINT: tn_daemon_shutdown(d, "SIGINT"); break;
+    case SIGQUIT: tn_daemon_shutdown(d, "SIGQUIT"); break;
     case SIGHUP:
         if (!d->stopping) {
             char err[2048];
             tn_daemon_reload(d, err, sizeof(err));
         }
         break;
-    default: break;
+    case SIGUSR1: {
+        size_t failed = 0, n = tn_logfile_reopen_all(d->logfiles, &failed);
+        if (failed)
+            tn_warn("SIGUSR1: reopened %zu log file(s), %zu could not be reopened", n, failed);
+        else
+            tn_info("SIGUSR1: reopened %zu log file(s)", n);
+        break;
+    }
+    default:
+        tn_log(sig == SIGWINCH ? TN_LOG_INFO : TN_LOG_WARN, "SIG%s received: ignored (no meaning for tusknetd)",
+               sigabbrev_np((int)sig));
+        break;
     }
 }
 
@@ -356,7 +375,7 @@ static void free_state(tn_daemon *d)
         tn_listener_free(d->listeners);
     /* children cut short by the shutdown get a moment to be reaped */
     tn_registry_free(d->registry, 3000);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < TN_NSIGNALS; i++)
         if (d->sig_ev[i])
             event_free(d->sig_ev[i]);
     if (d->shutdown_ev)
@@ -455,8 +474,8 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
     d->sweep_ev = event_new(d->base, -1, EV_PERSIST, on_sweep, d);
     struct timeval sweep = { 5, 0 };
     event_add(d->sweep_ev, &sweep);
-    static const int sigs[4] = { SIGTERM, SIGINT, SIGHUP, 0 };
-    for (int i = 0; sigs[i]; i++) {
+    static const int sigs[TN_NSIGNALS] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, SIGALRM };
+    for (int i = 0; i < TN_NSIGNALS; i++) {
         d->sig_ev[i] = evsignal_new(d->base, sigs[i], on_signal, d);
         event_add(d->sig_ev[i], NULL);
     }

@@ -18,6 +18,10 @@ typedef struct tn_listener tn_listener;
 typedef struct tn_conn tn_conn;
 typedef struct tn_control tn_control;
 typedef struct tn_linger tn_linger;
+typedef struct tn_logfile tn_logfile;
+
+/* Signals handled in the loop: TERM INT QUIT HUP USR1 USR2 WINCH ALRM. */
+#define TN_NSIGNALS 8
 
 typedef struct tn_daemon {
     struct event_base *base;
@@ -52,7 +56,8 @@ typedef struct tn_daemon {
     bool stopping;
     int exit_code;
     uint64_t io_events;       /* I/O callbacks run: tells the busy-poll loop a pass did work */
-    struct event *sig_ev[4];
+    struct event *sig_ev[TN_NSIGNALS];
+    tn_logfile *logfiles;     /* open log files, reopened on SIGUSR1 (log.h) */
     struct event *shutdown_ev;
     struct event *sweep_ev;
     tn_control *control;

@@ -3,11 +3,17 @@
  * Lines are written with one write(2) each so that they never interleave
  * with children's stderr sharing the descriptor. Under journald the time is
  * left out (the journal stamps it) and a "<N>" sd-daemon priority prefix is
- * added instead. */
+ * added instead.
+ *
+ * Log files (access logs) are appended to with one write per line as well,
+ * and reopened by path on SIGUSR1, for logrotate. */
 #include "log.h"
 
+#include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -95,4 +101,80 @@ void tn_log(int level, const char *fmt, ...)
         if (*p == '\n')
             p++;
     }
+}
+
+/* ---- log files ------------------------------------------------------------------ */
+
+struct tn_logfile {
+    tn_logfile *next, **pprev;
+    int fd;
+    char path[];
+};
+
+static int open_append(const char *path)
+{
+    int fd;
+    do
+        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+tn_logfile *tn_logfile_open(tn_logfile **list, const char *path)
+{
+    size_t n = strlen(path);
+    tn_logfile *f = malloc(sizeof(*f) + n + 1);
+    if (!f)
+        return NULL;
+    memcpy(f->path, path, n + 1);
+    f->fd = open_append(path);
+    if (f->fd < 0) {
+        int e = errno;
+        free(f);
+        errno = e;
+        return NULL;
+    }
+    f->next = *list;
+    if (f->next)
+        f->next->pprev = &f->next;
+    f->pprev = list;
+    *list = f;
+    return f;
+}
+
+void tn_logfile_close(tn_logfile *f)
+{
+    if (!f)
+        return;
+    *f->pprev = f->next;
+    if (f->next)
+        f->next->pprev = f->pprev;
+    close(f->fd);
+    free(f);
+}
+
+void tn_logfile_write(tn_logfile *f, const void *p, size_t len)
+{
+    ssize_t n;
+    do
+        n = write(f->fd, p, len);
+    while (n < 0 && errno == EINTR);
+}
+
+size_t tn_logfile_reopen_all(tn_logfile *list, size_t *failed)
+{
+    size_t done = 0;
+    *failed = 0;
+    for (tn_logfile *f = list; f; f = f->next) {
+        int fd = open_append(f->path);
+        if (fd < 0) {
+            tn_error("cannot reopen log file %s, still writing to the old one: %s", f->path, strerror(errno));
+            ++*failed;
+            continue;
+        }
+        close(f->fd);
+        f->fd = fd;
+        done++;
+    }
+    return done;
 }

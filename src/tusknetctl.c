@@ -1690,6 +1690,8 @@ int main(int argc, char **argv)
         usage_error("no command given");
     const char *cmdname = argv[i++];
     const ctl_command *cmd = find_command(cmdname);
+    if (!cmd)
+        usage_error("unknown command '%s'", cmdname);
 
     /* the command's arguments; for commands without free text, options may
      * also follow the command (tusknetctl stats --json) */
@@ -1698,14 +1700,14 @@ int main(int argc, char **argv)
     int nargs = 0;
     int top_n = 0;
     double top_d = 1.0;
-    bool free_text = cmd && cmd->max_args < 0;
+    bool free_text = cmd->max_args < 0;
     for (; i < argc; i++) {
         const char *a = argv[i], *v;
         if (free_text && nargs >= cmd->min_args - 1) {
             args[nargs++] = argv[i];
             continue;
         }
-        if (a[0] == '-' && a[1] && cmd) {
+        if (a[0] == '-' && a[1]) {
             if (strcmp(a, "-j") == 0 || strcmp(a, "--json") == 0)
                 json = true;
             else if ((v = opt_value(argc, argv, &i, "-s", "--socket")))
@@ -1729,29 +1731,31 @@ int main(int argc, char **argv)
         }
         args[nargs++] = argv[i];
     }
+    if (!*g_socket)
+        usage_error("the control socket path is empty");
     if (strlen(g_socket) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         usage_error("socket path too long: %s", g_socket);
-    if (cmd) {
-        if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
-            static const char *const forms[] = { "close ID", "send ID MESSAGE", "broadcast HANDLER MESSAGE",
-                                                 "log-level LEVEL", "connections [LISTENER]" };
-            const char *form = cmd->name;
-            for (size_t k = 0; k < sizeof(forms) / sizeof(forms[0]); k++)
-                if (strncmp(forms[k], cmd->name, strlen(cmd->name)) == 0 && forms[k][strlen(cmd->name)] == ' ')
-                    form = forms[k];
-            if (nargs < cmd->min_args)
-                usage_error("usage: tusknetctl %s", form);
-            usage_error("%s takes %s", cmd->name,
-                        cmd->max_args == 0 ? "no arguments" : "at most one argument");
-        }
-        if ((strcmp(cmd->name, "close") == 0 || strcmp(cmd->name, "send") == 0) &&
-            (!*args[0] || strspn(args[0], "0123456789") != strlen(args[0])))
-            usage_error("connection ID must be a number, not '%s'", args[0]);
+    if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
+        static const char *const forms[] = { "close ID", "send ID MESSAGE", "broadcast HANDLER MESSAGE",
+                                             "log-level LEVEL", "connections [LISTENER]" };
+        const char *form = cmd->name;
+        for (size_t k = 0; k < sizeof(forms) / sizeof(forms[0]); k++)
+            if (strncmp(forms[k], cmd->name, strlen(cmd->name)) == 0 && forms[k][strlen(cmd->name)] == ' ')
+                form = forms[k];
+        if (nargs < cmd->min_args)
+            usage_error("usage: tusknetctl %s", form);
+        usage_error("%s takes %s", cmd->name, cmd->max_args == 0 ? "no arguments" : "at most one argument");
     }
+    if ((strcmp(cmd->name, "close") == 0 || strcmp(cmd->name, "send") == 0) &&
+        (!*args[0] || strspn(args[0], "0123456789") != strlen(args[0])))
+        usage_error("connection ID must be a number, not '%s'", args[0]);
+    if (strcmp(cmd->name, "log-level") == 0 && strcmp(args[0], "error") != 0 && strcmp(args[0], "warn") != 0 &&
+        strcmp(args[0], "info") != 0 && strcmp(args[0], "debug") != 0)
+        usage_error("log-level takes error, warn, info or debug, not '%s'", args[0]);
     for (int k = 0; k < 3; k++)
         g_args[k] = k < nargs ? args[k] : "";
 
-    if (cmd && strcmp(cmd->name, "top") == 0) {
+    if (strcmp(cmd->name, "top") == 0) {
         free(args);
         return run_top(top_n, top_d, json);
     }
@@ -1801,10 +1805,17 @@ int main(int argc, char **argv)
             fprintf(stderr, "tusknetctl: invalid answer from tusknetd: %s\n", a ? "not a JSON object" : perr);
             rc = 1;
         } else if (jget(a, "ok") && !jbool(a, "ok")) {
-            fprintf(stderr, "tusknetctl: %s\n", jstr(a, "error", "tusknetd answered an error"));
+            const char *e = jstr(a, "error", "tusknetd answered an error");
+            /* a refused reload's FILE:LINE:COL lines as the daemon wrote
+             * them (so editors and `systemctl reload`'s journal show them
+             * as they are), then what it means */
+            if (strcmp(cmd->name, "reload") == 0 && jget(a, "reload_failures"))
+                fprintf(stderr, "%s\ntusknetctl: reload refused; tusknetd keeps the running configuration\n", e);
+            else
+                fprintf(stderr, "tusknetctl: %s\n", e);
             rc = 1;
         } else if (!json) {
-            if (cmd && cmd->show)
+            if (cmd->show)
                 rc = cmd->show(a, stdout);
             else
                 rc = show_ok(cmdname, a, stdout);

@@ -73,7 +73,7 @@ struct tn_mw {
             uint32_t calls;
         } rl;
         struct {
-            int fd; /* -1: the daemon's log */
+            tn_logfile *file; /* NULL: the daemon's log */
             int format;
             struct evbuffer *line;
             time_t tsec;
@@ -635,9 +635,10 @@ static tn_mw_result rl_before(tn_mw *mw, tn_http_request *r, struct evbuffer *bo
 
 /* ---- access_log ------------------------------------------------------------------ */
 
-static int log_new(tn_mw *mw, const tn_middleware_conf *c, char *err, size_t errlen)
+/* A file is opened through the daemon's list of log files, which SIGUSR1
+ * reopens (logrotate). */
+static int log_new(tn_mw *mw, tn_daemon *d, const tn_middleware_conf *c, char *err, size_t errlen)
 {
-    mw->u.log.fd = -1;
     mw->u.log.format = c->format;
     mw->u.log.tsec = -1;
     mw->u.log.line = evbuffer_new();
@@ -645,8 +646,8 @@ static int log_new(tn_mw *mw, const tn_middleware_conf *c, char *err, size_t err
         return -1;
     const char *file = c->file ? c->file : "-";
     if (strcmp(file, "-") != 0) {
-        mw->u.log.fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-        if (mw->u.log.fd < 0) {
+        mw->u.log.file = tn_logfile_open(&d->logfiles, file);
+        if (!mw->u.log.file) {
             snprintf(err, errlen, "cannot open access log '%s': %s", file, strerror(errno));
             return -1;
         }
@@ -686,8 +687,7 @@ int tn_mw_check(const tn_middleware_conf *conf, char *err, size_t errlen)
 
 static void log_free(tn_mw *mw)
 {
-    if (mw->u.log.fd >= 0)
-        close(mw->u.log.fd);
+    tn_logfile_close(mw->u.log.file);
     if (mw->u.log.line)
         evbuffer_free(mw->u.log.line);
 }
@@ -803,18 +803,13 @@ static void log_done(tn_mw *mw, tn_http_request *r, uint64_t bytes)
         add_clf(out, ua);
         evbuffer_add(out, "\"", 1);
     }
-    if (mw->u.log.fd < 0) {
+    if (!mw->u.log.file) {
         evbuffer_add(out, "", 1);
         tn_info("%s", (const char *)evbuffer_pullup(out, -1));
     } else {
         evbuffer_add(out, "\n", 1);
         size_t len = evbuffer_get_length(out);
-        const char *p = (const char *)evbuffer_pullup(out, -1);
-        /* one write per line: O_APPEND keeps lines whole between writers */
-        ssize_t n;
-        do
-            n = write(mw->u.log.fd, p, len);
-        while (n < 0 && errno == EINTR);
+        tn_logfile_write(mw->u.log.file, evbuffer_pullup(out, -1), len);
     }
     evbuffer_drain(out, evbuffer_get_length(out));
 }
@@ -840,7 +835,6 @@ static void hdr_after(tn_mw *mw, tn_http_request *r)
 
 tn_mw *tn_mw_new(tn_daemon *d, const tn_middleware_conf *conf, char *err, size_t errlen)
 {
-    (void)d;
     tn_mw *mw = calloc(1, sizeof(*mw));
     if (!mw) {
         snprintf(err, errlen, "out of memory");
@@ -854,7 +848,7 @@ tn_mw *tn_mw_new(tn_daemon *d, const tn_middleware_conf *conf, char *err, size_t
     case TN_MW_GZIP: rc = gzip_new(mw, conf); break;
     case TN_MW_AUTH: rc = auth_new(mw, conf); break;
     case TN_MW_RATE_LIMIT: rc = rl_new(mw, conf); break;
-    case TN_MW_ACCESS_LOG: rc = log_new(mw, conf, err, errlen); break;
+    case TN_MW_ACCESS_LOG: rc = log_new(mw, d, conf, err, errlen); break;
     case TN_MW_HEADERS: rc = hdr_new(mw, conf); break;
     default:
         snprintf(err, errlen, "unknown middleware type %d", conf->type);

@@ -18,6 +18,7 @@ import pytest
 
 from ctl_util import (  # noqa: F401  (ctl_daemon is a fixture)
     REPO_ROOT,
+    TUSKNETCTL,
     TUSKNETD,
     Collector,
     activation,
@@ -553,7 +554,7 @@ def test_service_unit_settings():
     one = {k: v[-1] for k, v in s.items()}
     assert one["Type"] == "notify"
     assert one["ExecStart"] == "/usr/local/bin/tusknetd -c /etc/tusknetd/tusknetd.conf"
-    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert one["ExecReload"] == "/usr/local/bin/tusknetctl reload"
     assert one["WatchdogSec"] == "30s"
     assert one["Restart"] == "on-failure"
     assert one["RuntimeDirectory"] == "tusknetd"
@@ -605,7 +606,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     # with ExecStart pointing at the built binary (the installed path may not exist here)
     svc = (REPO_ROOT / "systemd" / "tusknetd.service").read_text()
     assert "ExecStart=/usr/local/bin/tusknetd " in svc
-    (tmp_path / "tusknetd.service").write_text(svc.replace("/usr/local/bin/tusknetd", TUSKNETD))
+    (tmp_path / "tusknetd.service").write_text(svc.replace("/usr/local/bin/tusknetctl", TUSKNETCTL)
+                                               .replace("/usr/local/bin/tusknetd", TUSKNETD))
     shutil.copy(REPO_ROOT / "systemd" / "tusknetd.socket", tmp_path / "tusknetd.socket")
     r = verify_units(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -657,7 +659,8 @@ def test_make_install_destdir_prefix(tmp_path):
     # the installed units verify (ExecStart pointed into DESTDIR: /usr/bin/tusknetd may not exist here)
     vdir = tmp_path / "verify"
     vdir.mkdir()
-    (vdir / "tusknetd.service").write_text(text.replace("/usr/bin/tusknetd", str(tusknetd)))
+    (vdir / "tusknetd.service").write_text(text.replace("/usr/bin/tusknetctl", str(tusknetctl))
+                                           .replace("/usr/bin/tusknetd", str(tusknetd)))
     shutil.copy(sock, vdir / "tusknetd.socket")
     r = verify_units(vdir)
     assert r.returncode == 0, r.stdout + r.stderr
