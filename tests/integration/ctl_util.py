@@ -13,6 +13,9 @@ The ``ctl_daemon`` fixture is a factory: ``d = ctl_daemon(CONFIG)``. At
 teardown every daemon is killed (with every process it spawned, by pid) and the
 tail of its log printed, so a failing test shows it.
 
+The ``notify`` fixture is a NotifySocket standing in for systemd's
+NOTIFY_SOCKET (give its ``.path`` to the daemon's environment).
+
 Binaries: $TUSKNETD and $TUSKNETCTL (default build/release/tusknetd and
 build/release/tusknetctl under the repository root).
 """
@@ -449,6 +452,84 @@ def ctl_daemon(tmp_path):
     f = CtlDaemonFactory(tmp_path)
     yield f
     f.cleanup()
+
+
+# ---- a NOTIFY_SOCKET -----------------------------------------------------------
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []  # list of (monotonic time, {key: value}, raw text)
+
+    def _recv(self, timeout):
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return None
+        text = data.decode()
+        fields = {}
+        for line in text.split("\n"):
+            if "=" in line:
+                k, _, v = line.partition("=")
+                fields[k] = v
+        msg = (time.monotonic(), fields, text)
+        self.messages.append(msg)
+        return msg
+
+    def wait(self, pred, timeout=5.0, what="a notification"):
+        """The first message from now on whose fields satisfy PRED."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                got = [m[2] for m in self.messages[-10:]]
+                pytest.fail(f"no {what} within {timeout}s; last messages: {got}")
+            m = self._recv(left)
+            if m and pred(m[1]):
+                return m[1]
+
+    def wait_key(self, key, value=None, timeout=5.0):
+        return self.wait(lambda f: key in f and (value is None or f[key] == value), timeout,
+                         what=f"{key}={value if value is not None else '*'}")
+
+    def drain(self, duration):
+        """Every message that arrives within DURATION."""
+        out = []
+        deadline = time.monotonic() + duration
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out
+            m = self._recv(left)
+            if m:
+                out.append(m[1])
+
+    def pending(self):
+        """Every message already queued (a millisecond's wait ends it)."""
+        out = []
+        while m := self._recv(0):
+            out.append(m[1])
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path):
+    """A NotifySocket in tmp_path; pass its .path as NOTIFY_SOCKET."""
+    path = tmp_path / "notify.sock"
+    if len(str(path)) > 107:
+        pytest.skip("tmp_path too long for a Unix socket path")
+    n = NotifySocket(path)
+    yield n
+    n.close()
 
 
 # ---- running code as another user ----------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ctl_util import REPO_ROOT, TUSKNETCTL, ctl_daemon, wait_for  # noqa: F401  (ctl_daemon is a fixture)
+from ctl_util import REPO_ROOT, TUSKNETCTL, ctl_daemon, notify, wait_for  # noqa: F401  (fixtures)
 from daemon_util import SANITIZER_RE, LineClient
 from http_util import HttpConn
 
@@ -339,39 +339,6 @@ def run_exec_reload(d, env=None):
 def position(text, needle):
     idx = text.index(needle)
     return text.count("\n", 0, idx) + 1, idx - text.rfind("\n", 0, idx)
-
-
-class Notify:
-    """A datagram socket in place of systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.path = str(path)
-
-    def pending(self):
-        """Every message already queued, as {key: value} dicts."""
-        out = []
-        self.sock.setblocking(False)
-        while True:
-            try:
-                data = self.sock.recv(65536).decode()
-            except BlockingIOError:
-                return out
-            out.append(dict(ln.split("=", 1) for ln in data.split("\n") if "=" in ln))
-
-    def close(self):
-        self.sock.close()
-
-
-@pytest.fixture
-def notify(tmp_path):
-    path = tmp_path / "n.sock"
-    if len(str(path)) > 107:
-        pytest.skip("tmp_path too long for a Unix socket path")
-    n = Notify(path)
-    yield n
-    n.close()
 
 
 def test_exec_reload_refused_config_fails_and_reports_the_position(ctl_daemon, tmp_path, notify):
