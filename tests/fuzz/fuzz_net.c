@@ -150,6 +150,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     daemon_under_test = tn_daemon_start(cfg, path, TN_LOG_ERROR);
     if (!daemon_under_test)
         die("the daemon does not start");
+    /* libFuzzer installs its signal handlers (SIGALRM for -timeout,
+     * SIGUSR1/SIGUSR2, SIGINT/SIGTERM to stop) after this returns, and only
+     * where no handler is set yet: the daemon's signals go back to it. */
+    for (int i = 0; i < TN_NSIGNALS; i++)
+        if (daemon_under_test->sig_ev[i])
+            event_del(daemon_under_test->sig_ev[i]);
     atexit(stop_daemon);
     for (tn_listener *l = daemon_under_test->listeners; l; l = l->next) {
         struct sockaddr_in *to = strcmp(l->name, "web") == 0 ? &web_addr : &line_addr;
