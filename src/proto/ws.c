@@ -51,9 +51,11 @@
 #include "net/linger.h"
 #include "net/listener.h"
 #include "proto/http.h"
+#include "proto/wsframe.h"
 
 #define WS_TID 1 /* what GET_THREAD_ID answers */
-#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.2 KiB each */
+#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.4 KiB each */
+#define HEAD_MAX 8192 /* lws's header data per handshake (max_http_header_data) */
 
 /* ---- records ------------------------------------------------------------------ */
 
@@ -67,6 +69,8 @@ typedef struct wsmsg {
     bool send;        /* pending: something to send once at the head */
     bool binary;
     bool small;       /* inline_buf holds LWS_PRE + MSG_SMALL + 2: reusable */
+    bool pong;        /* a pong (control frame), not a message */
+    uint32_t after;   /* pong: goes out after the replies to this many messages */
     size_t len;
     unsigned char *buf; /* LWS_PRE + len: inline below, or malloc'd by job_complete */
     unsigned char inline_buf[];
@@ -110,6 +114,11 @@ struct wsconn {
     size_t rx_len;
     bool rx_binary;
     bool rx_open; /* a message is partly received */
+    bool rx_dead; /* failed while receiving: lws's further messages are ignored */
+    tn_utf8 rx_utf8; /* the text message so far */
+    uint32_t msgs_done; /* messages received whole (the frame check counts them too) */
+    tn_wsf wsf;         /* the frame check in front of lws */
+    wsmsg *pong_head, *pong_tail; /* pongs owed, in order */
     wsmsg *out_head, *out_tail; /* ready to write */
     wsmsg *inflight;    /* written with permessage-deflate: lws may still read it */
     bool deflate;       /* permessage-deflate offered and allowed */
@@ -159,6 +168,8 @@ static struct {
     struct lws_pollfd *cap_fds;
     unsigned cap_nfds;
     wsconn *foreign; /* lws's own fds */
+    wsconn **byfd;   /* WebSockets by fd, for the recv() interposer */
+    size_t nbyfd;
 } g;
 
 /* ---- poll() interposer -------------------------------------------------------- */
@@ -193,59 +204,6 @@ static int64_t wall_ms(void)
     else
         gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        /* most text is ASCII: 32, then 8 bytes at a time while no high bit is set */
-        while (i + 32 <= n) {
-            uint64_t w[4];
-            memcpy(w, s + i, sizeof(w));
-            if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ULL)
-                break;
-            i += 32;
-        }
-        while (i + 8 <= n) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (w & 0x8080808080808080ULL)
-                break;
-            i += 8;
-        }
-        if (i >= n)
-            break;
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
 }
 
 static void count_in(wsconn *c, size_t len)
@@ -558,6 +516,13 @@ static void out_append(wsconn *c, wsmsg *m)
     want_write(c);
 }
 
+static int write_type(const wsmsg *m)
+{
+    return m->pong ? LWS_WRITE_PONG : m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+}
+
+static void pong_release(wsconn *c, bool all);
+
 /* The fast path for replies: a sync reply to a message, with nothing queued
  * or partly sent before it, is written with lws_write() at the end of the
  * loop pass (on_post), not on a POLLOUT round trip through lws (a pollfd
@@ -566,17 +531,24 @@ static void out_append(wsconn *c, wsmsg *m)
  * poll, also hands the client its replies together. lws 4.1.6 takes writes
  * outside its writeable callback; a partial send stays with lws
  * (lws_partial_buffered()) and the rest goes the POLLOUT way, as do
- * permessage-deflate connections, whose output may outlive the call. */
+ * permessage-deflate connections, whose output may outlive the call.
+ *
+ * The pass's pongs are released here too, and what the frame check found
+ * (the peer's close, a violation) closes the connection after the replies
+ * and pongs its earlier frames were owed. */
 static void flush_conn(wsconn *c)
 {
-    while (c->out_head && !c->destroyed && !c->close_code && c->out_head->len && !lws_partial_buffered(c->wsi)) {
+    pong_release(c, true);
+    while (c->out_head && !c->destroyed && !c->close_code && !c->deflate && (c->out_head->len || c->out_head->pong) &&
+           !lws_partial_buffered(c->wsi)) {
         wsmsg *m = c->out_head;
         c->out_head = m->next;
         if (!c->out_head)
             c->out_tail = NULL;
         c->out_bytes -= m->len;
         size_t len = m->len;
-        int n = lws_write(c->wsi, m->buf + LWS_PRE, len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        bool pong = m->pong;
+        int n = lws_write(c->wsi, m->buf + LWS_PRE, len, write_type(m));
         msg_free(m);
         if (n < 0) {
             c->l->stats.connection_errors++;
@@ -584,7 +556,13 @@ static void flush_conn(wsconn *c)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
             return;
         }
-        count_out(c, len);
+        if (!pong)
+            count_out(c, len);
+    }
+    if (c->wsf.code && !c->destroyed) {
+        /* the peer's close is echoed after what is queued; a violation
+         * closes at once */
+        close_with(c, c->wsf.code, c->wsf.closed ? "" : c->wsf.why, !c->wsf.closed);
     }
     if (!c->destroyed && (c->out_head || c->close_code))
         want_write(c);
@@ -594,6 +572,43 @@ static void flush_conn(wsconn *c)
 static bool over_cap(wsconn *c, size_t len)
 {
     return (int64_t)(c->out_bytes + len) > c->max_output;
+}
+
+/* M goes out: on the fast path (see flush_conn()) when FAST and nothing
+ * stands in its way, otherwise through lws's POLLOUT. */
+static void output(wsconn *c, wsmsg *m, bool fast)
+{
+    if (over_cap(c, m->len)) {
+        msg_free(m);
+        reject(c, TN_REJ_SLOW_READER);
+        close_with(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow reader", true);
+        return;
+    }
+    if (fast && (!c->out_head || c->on_pass[PASS_FLUSH]) && !c->deflate && !c->close_code && (m->len || m->pong) &&
+        !lws_partial_buffered(c->wsi)) {
+        queue_out(c, m);
+        pass_add(c, PASS_FLUSH);
+        return;
+    }
+    out_append(c, m);
+}
+
+/* Pongs go out in the order of the peer's frames: each after the replies to
+ * the messages before its ping (as soon as lws has handed those over), never
+ * behind a reply to a later message or an outstanding asynchronous one. ALL:
+ * every pong owed (the end of the loop pass). */
+static void pong_release(wsconn *c, bool all)
+{
+    while (c->pong_head && (all || (int32_t)(c->pong_head->after - c->msgs_done) <= 0)) {
+        wsmsg *m = c->pong_head;
+        c->pong_head = m->next;
+        if (!c->pong_head)
+            c->pong_tail = NULL;
+        if (c->close_code || c->destroyed)
+            msg_free(m); /* our close frame is the last one */
+        else
+            output(c, m, true);
+    }
 }
 
 /* Moves answered replies at the head of the pending queue to the output. */
@@ -661,22 +676,10 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
     }
     m->send = true;
     /* text stays text only while it is UTF-8 (a program's output may not be) */
-    if (!m->binary && !utf8_known && !utf8_valid(m->buf + LWS_PRE, m->len))
+    if (!m->binary && !utf8_known && !tn_utf8_valid(m->buf + LWS_PRE, m->len))
         m->binary = true;
     if (!c->pend_head) {
-        if (over_cap(c, m->len)) {
-            msg_free(m);
-            reject(c, TN_REJ_SLOW_READER);
-            close_with(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow reader", true);
-            return;
-        }
-        if (c->in_receive && (!c->out_head || c->on_pass[PASS_FLUSH]) && !c->deflate && !c->close_code && m->len &&
-            !lws_partial_buffered(c->wsi)) {
-            queue_out(c, m); /* the fast path: see flush_conn() */
-            pass_add(c, PASS_FLUSH);
-            return;
-        }
-        out_append(c, m);
+        output(c, m, c->in_receive);
         return;
     }
     /* behind an outstanding asynchronous reply */
@@ -711,10 +714,87 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
                 memcpy(slot->buf + LWS_PRE + plen, data, len);
             slot->len = plen + len;
             slot->send = true;
-            slot->binary = req_binary || !utf8_valid(slot->buf + LWS_PRE, slot->len);
+            slot->binary = req_binary || !tn_utf8_valid(slot->buf + LWS_PRE, slot->len);
         }
     }
     pend_flush(c);
+}
+
+/* ---- the frame check ---------------------------------------------------------------- */
+
+/* lws reads a WebSocket's bytes with recv() and nothing else, and only from
+ * calls this file makes; the bytes pass through tn_wsf_run() (wsframe.h)
+ * on their way in. Other callers and sockets get the real thing (through
+ * recvfrom, a different symbol). */
+
+static void on_ping(void *arg, const uint8_t *payload, size_t len, uint32_t msgs)
+{
+    wsconn *c = arg;
+    wsmsg *m = msg_new(payload, len, true);
+    if (!m)
+        return; /* out of memory: the peer's keepalive will tell */
+    m->pong = true;
+    m->after = msgs;
+    m->next = NULL;
+    if (c->pong_tail)
+        c->pong_tail->next = m;
+    else
+        c->pong_head = m;
+    c->pong_tail = m;
+    pass_add(c, PASS_FLUSH);
+}
+
+/* Runs the frame check over LEN bytes at BUF; what lws may see is left. */
+static size_t check_frames(wsconn *c, unsigned char *buf, size_t len)
+{
+    bool ok = !c->wsf.code;
+    size_t n = tn_wsf_run(&c->wsf, buf, len, on_ping, c);
+    if (ok && c->wsf.code) {
+        if (c->wsf.code == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE && !c->wsf.closed)
+            reject(c, TN_REJ_TOO_LARGE);
+        pass_add(c, PASS_FLUSH); /* flush_conn() closes */
+    }
+    return n;
+}
+
+static ssize_t rx_read(wsconn *c, unsigned char *buf, size_t len)
+{
+    ssize_t n;
+    if (c->wsf.code) {
+        /* after the peer's close or a violation: input is dropped */
+        n = recvfrom(c->fd, buf, len, 0, NULL, NULL);
+        if (n > 0) {
+            errno = EAGAIN;
+            return -1;
+        }
+        return n;
+    }
+    /* a header cut by the end of the last read is read again */
+    size_t held = c->wsf.nhold;
+    if (len <= held) {
+        errno = EAGAIN;
+        return -1;
+    }
+    memcpy(buf, c->wsf.hold, held);
+    n = recvfrom(c->fd, buf + held, len - held, 0, NULL, NULL);
+    if (n <= 0)
+        return n;
+    c->wsf.nhold = 0;
+    size_t left = check_frames(c, buf, held + (size_t)n);
+    if (!left) {
+        /* nothing for lws (a ping, a partial header): 0 would mean EOF */
+        errno = EAGAIN;
+        return -1;
+    }
+    return (ssize_t)left;
+}
+
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    wsconn *c = fd >= 0 && (size_t)fd < g.nbyfd ? g.byfd[fd] : NULL;
+    if (!c || flags || c->destroyed)
+        return recvfrom(fd, buf, len, flags, NULL, NULL);
+    return rx_read(c, buf, len);
 }
 
 /* ---- messages -------------------------------------------------------------------- */
@@ -786,20 +866,25 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
     evbuffer_drain(out, n);
 }
 
-/* Failing the connection from here (1007, 1009): the rest of the message is
- * ignored and the close goes out from the writeable callback (close_with),
- * which lingers on the socket; returning -1 here would make lws close at
- * once, with the peer's data unread. */
-
-/* Text that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1).
- * Checked here on the whole message rather than by lws
- * (LWS_SERVER_OPTION_VALIDATE_UTF8), whose byte-at-a-time check cost more
- * than anything else per 64-byte message; a character split across
- * fragments is whole by now. */
-static int fail_utf8(wsconn *c)
+/* Failing the connection from here (1007, 1009): lws's further messages
+ * are ignored, the frame check drops further input, and flush_conn() closes
+ * after the replies owed, from the writeable callback (close_with), which
+ * lingers on the socket; returning -1 here would make lws close at once,
+ * with the peer's data unread. This failure comes before anything the frame
+ * check found further on in the stream. */
+static int fail_rx(wsconn *c, int code, const char *why)
 {
-    static const char why[] = "invalid UTF-8";
-    close_with(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, why, true);
+    c->rx_dead = true;
+    c->wsf.code = code;
+    c->wsf.why = why;
+    c->wsf.closed = false;
+    if (c->rx) {
+        evbuffer_free(c->rx);
+        c->rx = NULL;
+    }
+    c->rx_len = 0;
+    c->rx_open = false;
+    pass_add(c, PASS_FLUSH);
     return 0;
 }
 
@@ -815,25 +900,28 @@ static int on_receive(wsconn *c, const char *in, size_t len)
     if (first) {
         c->rx_binary = lws_frame_is_binary(wsi);
         c->rx_len = 0;
+        memset(&c->rx_utf8, 0, sizeof(c->rx_utf8));
         if (c->rx)
             evbuffer_drain(c->rx, evbuffer_get_length(c->rx));
     }
+    if (final)
+        c->msgs_done++;
     if ((int64_t)(c->rx_len + len) > c->max_message) {
+        /* only inflated messages get here: the frame check refuses the
+         * others at the header */
         reject(c, TN_REJ_TOO_LARGE);
-        if (c->rx) {
-            evbuffer_free(c->rx);
-            c->rx = NULL;
-        }
-        c->rx_len = 0;
-        c->rx_open = false;
-        static const char why[] = "message too large";
-        close_with(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, why, true);
-        return 0;
+        return fail_rx(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
     }
+    /* Text that is not UTF-8 fails the connection with 1007 (RFC 6455 8.1)
+     * at the fragment that shows it; a character split across fragments
+     * is whole at the next one. Checked here rather than by lws
+     * (LWS_SERVER_OPTION_VALIDATE_UTF8), whose byte-at-a-time check cost
+     * more than anything else per 64-byte message. */
+    if (!c->rx_binary &&
+        (!tn_utf8_step(&c->rx_utf8, (const unsigned char *)in, len) || (final && c->rx_utf8.need)))
+        return fail_rx(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "invalid UTF-8");
     if (final && c->rx_len == 0) {
         /* the common case: no copy */
-        if (!c->rx_binary && !utf8_valid((const unsigned char *)in, len))
-            return fail_utf8(c);
         handle_message(c, in, len, c->rx_binary);
         return 0;
     }
@@ -844,8 +932,6 @@ static int on_receive(wsconn *c, const char *in, size_t len)
     if (final) {
         size_t n = evbuffer_get_length(c->rx);
         const char *msg = (const char *)evbuffer_pullup(c->rx, -1);
-        if (!c->rx_binary && !utf8_valid((const unsigned char *)msg, n))
-            return fail_utf8(c);
         handle_message(c, msg ? msg : "", n, c->rx_binary);
         /* an idle WebSocket keeps no buffer */
         evbuffer_free(c->rx);
@@ -882,7 +968,9 @@ static int on_writeable(wsconn *c)
         c->out_tail = NULL;
     c->out_bytes -= m->len;
     int n;
-    if (m->len == 0) {
+    if (m->pong) {
+        n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_PONG) < 0 ? -1 : 0;
+    } else if (m->len == 0) {
         /* 4.1.6's permessage-deflate asserts on an empty message (the sync
          * flush yields under 4 bytes to trim): send the frame as is, raw and
          * uncompressed (RSV1 clear), which RFC 7692 allows */
@@ -894,7 +982,8 @@ static int on_writeable(wsconn *c)
         n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     }
     size_t len = m->len;
-    if (c->deflate && len) {
+    bool pong = m->pong;
+    if (c->deflate && len && !pong) {
         /* 4.1.6's permessage-deflate keeps deflating from the caller's
          * buffer on later POLLOUTs when the output did not fit in one go */
         c->inflight = m;
@@ -908,7 +997,8 @@ static int on_writeable(wsconn *c)
         c->d->stats.connection_errors++;
         return -1;
     }
-    count_out(c, len);
+    if (!pong)
+        count_out(c, len);
     if (c->out_head || c->close_code)
         lws_callback_on_writable(c->wsi);
     return 0;
@@ -930,7 +1020,7 @@ static int session_push(tn_session *s, const char *data, size_t len)
         reject(c, TN_REJ_SLOW_READER);
         return -1;
     }
-    wsmsg *m = msg_new(data, len, !utf8_valid((const unsigned char *)data, len));
+    wsmsg *m = msg_new(data, len, !tn_utf8_valid((const unsigned char *)data, len));
     if (!m)
         return -1;
     out_append(c, m);
@@ -972,6 +1062,12 @@ static void finish(wsconn *c)
     }
     c->out_tail = NULL;
     c->out_bytes = 0;
+    while (c->pong_head) {
+        wsmsg *m = c->pong_head;
+        c->pong_head = m->next;
+        msg_free(m);
+    }
+    c->pong_tail = NULL;
     tn_session_detach_all(&c->session);
     if (c->rx) {
         evbuffer_free(c->rx);
@@ -1013,6 +1109,8 @@ static void conn_destroy(wsconn *c)
         c->tls = NULL;
     }
     if (!c->foreign) {
+        if (c->fd >= 0 && (size_t)c->fd < g.nbyfd && g.byfd[c->fd] == c)
+            g.byfd[c->fd] = NULL;
         if (c->prev)
             c->prev->next = c->next;
         else
@@ -1080,30 +1178,24 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_RECEIVE:
         if (!c || c->finished)
             return -1;
-        if (c->close_code && c->close_now)
+        if (c->rx_dead || (c->close_code && c->close_now))
             return 0;
         {
+            /* pongs for pings before this piece, then for those right
+             * after the message it completes */
+            if (c->pong_head)
+                pong_release(c, false);
             c->in_receive = true;
             int r = on_receive(c, in, len);
             c->in_receive = false;
+            if (c->pong_head)
+                pong_release(c, false);
             return r;
         }
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!c || c->finished)
             return -1;
         return on_writeable(c);
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        /* replies to what came before the close go out before lws's
-         * answering close frame */
-        if (c && c->on_pass[PASS_FLUSH]) {
-            pass_remove(c, PASS_FLUSH);
-            flush_conn(c);
-        }
-        if (c && len >= 2) {
-            const unsigned char *p = in;
-            tn_debug("websocket %llu: peer closed with %d", (unsigned long long)c->session.id, p[0] << 8 | p[1]);
-        }
-        return 0; /* lws echoes the close */
     case LWS_CALLBACK_CLOSED:
         if (c)
             finish(c);
@@ -1264,7 +1356,7 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
     info.gid = (gid_t)-1;
     info.uid = (uid_t)-1;
     info.count_threads = 1;
-    info.max_http_header_data = 8192;
+    info.max_http_header_data = HEAD_MAX;
     info.max_http_header_pool = 256;
     info.timeout_secs = 20;
     g.ctx = lws_create_context(&info);
@@ -1338,6 +1430,32 @@ static bool origin_allowed(const tn_ws_conf *ep, const char *origin, const char 
     return false;
 }
 
+/* RFC 6455 4.1: a nonce of 16 bytes in base64, so 22 characters (the last
+ * of which carries 2 bits of the nonce and 4 zero bits) and "==". */
+static bool key_valid(const char *key)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (strlen(key) != 24 || strcmp(key + 22, "==") != 0)
+        return false;
+    for (size_t i = 0; i < 22; i++) {
+        const char *p = key[i] ? strchr(b64, key[i]) : NULL;
+        if (!p || (i == 21 && (p - b64) % 16))
+            return false;
+    }
+    return true;
+}
+
+/* Whether lws can hold the head (HEAD_MAX of header data, which holds
+ * less than the head's own bytes): lws drops a handshake it cannot hold
+ * without a word, so the HTTP layer answers 431 instead. */
+static bool head_fits(const struct tn_http_request *r)
+{
+    size_t n = strlen(r->method) + strlen(r->target) + 12;
+    for (size_t i = 0; i < r->nheaders; i++)
+        n += strlen(r->headers[i].name) + strlen(r->headers[i].value) + 4;
+    return n < HEAD_MAX;
+}
+
 int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r)
 {
     const char *up = tn_http_header_get(r, "Upgrade");
@@ -1346,7 +1464,9 @@ int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r)
         return 426;
     const char *key = tn_http_header_get(r, "Sec-WebSocket-Key");
     const char *ver = tn_http_header_get(r, "Sec-WebSocket-Version");
-    if (!key || !*key || !ver || strcmp(ver, "13") != 0 || r->http_major != 1 || r->http_minor < 1)
+    if (!head_fits(r))
+        return 431;
+    if (!key || !key_valid(key) || !ver || strcmp(ver, "13") != 0 || r->http_major != 1 || r->http_minor < 1)
         return 400;
     if (!origin_allowed(ep, tn_http_header_get(r, "Origin"), tn_http_header_get(r, "Host")))
         return 403;
@@ -1358,7 +1478,7 @@ int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r)
  * speaks is put in CHOSEN and answered from LWS_CALLBACK_ADD_HEADERS (lws
  * 4.1.6 tokenizes names at '.', so "chat.v1" could never match in lws). */
 static size_t rewrite_head(const tn_ws_conf *ep, const char *head, size_t len, char *out, size_t cap, char *chosen,
-                           size_t chosen_len)
+                           size_t chosen_len, size_t *head_len)
 {
     const char *end = NULL;
     for (size_t i = 0; i + 1 < len; i++) {
@@ -1404,12 +1524,32 @@ static size_t rewrite_head(const tn_ws_conf *ep, const char *head, size_t len, c
         p = le;
     }
     /* whatever followed the head is WebSocket data: unchanged */
+    *head_len = o;
     size_t rest = (size_t)(head + len - end);
     if (o + rest <= cap) {
         memcpy(out + o, end, rest);
         o += rest;
     }
     return o;
+}
+
+/* Lists C in g.byfd, where the recv() interposer finds it. */
+static bool watch_fd(wsconn *c)
+{
+    size_t fd = (size_t)c->fd;
+    if (fd >= g.nbyfd) {
+        size_t n = g.nbyfd ? g.nbyfd : 64;
+        while (n <= fd)
+            n *= 2;
+        wsconn **v = realloc(g.byfd, n * sizeof(*v));
+        if (!v)
+            return false;
+        memset(v + g.nbyfd, 0, (n - g.nbyfd) * sizeof(*v));
+        g.byfd = v;
+        g.nbyfd = n;
+    }
+    g.byfd[fd] = c;
+    return true;
 }
 
 int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd, const tn_ws_origin *from,
@@ -1437,6 +1577,7 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
     c->session.protocol = TN_PROTO_WS;
     c->max_message = ep->limits.max_message;
     c->max_output = ep->limits.max_output;
+    c->wsf.max_message = (uint64_t)c->max_message;
     c->path = strdup(ep->path);
     if (remote && remote_len <= sizeof(c->remote)) {
         memcpy(&c->remote, remote, remote_len);
@@ -1474,9 +1615,16 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
     c->wev = event_new(d->base, fd, EV_WRITE, on_write, c);
     if (!c->rev || !c->wev || !c->path)
         goto fail;
-    size_t n = rewrite_head(ep, head, len, buf, cap, c->subprotocol, sizeof(c->subprotocol));
+    size_t head_len = 0;
+    size_t n = rewrite_head(ep, head, len, buf, cap, c->subprotocol, sizeof(c->subprotocol), &head_len);
     buf[n < cap ? n : cap - 1] = '\0';
     c->deflate = ep->deflate && strcasestr(buf, "permessage-deflate");
+    c->wsf.deflate = c->deflate;
+    if (!watch_fd(c))
+        goto fail;
+    /* frames sent with the upgrade request are checked like the rest */
+    if (n > head_len)
+        n = head_len + check_frames(c, (unsigned char *)buf + head_len, n - head_len);
     /* counted from now; the HTTP connection that carried the upgrade stops
      * counting when it lets the socket go */
     c->next = g.conns;
@@ -1657,5 +1805,8 @@ void tn_ws_free(tn_daemon *d)
         free(v->protocols);
         free(v);
     }
+    free(g.byfd);
+    g.byfd = NULL;
+    g.nbyfd = 0;
     g.fds = NULL;
 }

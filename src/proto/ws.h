@@ -29,7 +29,8 @@ void tn_ws_set_log_level(int level);
 
 /* Whether request R may be upgraded at endpoint EP: 0 when it may, or the
  * HTTP status to answer instead: 426 (not a WebSocket upgrade: answer with
- * `Upgrade: websocket`), 400 (bad key/version), 403 (Origin refused). */
+ * `Upgrade: websocket`), 431 (a head too big for libwebsockets), 400 (bad
+ * key/version: the key must be 16 bytes in base64), 403 (Origin refused). */
 int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r);
 
 /* Where an upgraded connection comes from: its peer and local address, and
