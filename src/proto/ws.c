@@ -21,7 +21,10 @@
  *    when lws_service_adjust_timeout() says work is pending (rx buffered,
  *    extension draining) the fake poll reports activity so lws runs its
  *    forced service;
- *  - the events are freed on LWS_CALLBACK_WSI_DESTROY.
+ *  - the events are freed on LWS_CALLBACK_WSI_DESTROY;
+ *  - lws reads a WebSocket's bytes with recv(), interposed too: they pass
+ *    the frame check (wsframe.h) first, which holds clients to RFC 6455
+ *    where lws does not and hands pings and closes to this file.
  *
  * This leans on 4.1.x internals; tn_ws_init() refuses other versions and the
  * integration tests cover the behaviour. */
@@ -54,7 +57,7 @@
 #include "proto/wsframe.h"
 
 #define WS_TID 1 /* what GET_THREAD_ID answers */
-#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.4 KiB each */
+#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.2 KiB each */
 #define HEAD_MAX 8192 /* lws's header data per handshake (max_http_header_data) */
 
 /* ---- records ------------------------------------------------------------------ */
@@ -611,6 +614,16 @@ static void pong_release(wsconn *c, bool all)
     }
 }
 
+static void pongs_drop(wsconn *c)
+{
+    while (c->pong_head) {
+        wsmsg *m = c->pong_head;
+        c->pong_head = m->next;
+        msg_free(m);
+    }
+    c->pong_tail = NULL;
+}
+
 /* Moves answered replies at the head of the pending queue to the output. */
 static void pend_flush(wsconn *c)
 {
@@ -878,6 +891,9 @@ static int fail_rx(wsconn *c, int code, const char *why)
     c->wsf.code = code;
     c->wsf.why = why;
     c->wsf.closed = false;
+    /* the pongs owed for pings before this piece are out (see the
+     * RECEIVE callback): those still waiting came after it */
+    pongs_drop(c);
     if (c->rx) {
         evbuffer_free(c->rx);
         c->rx = NULL;
@@ -1062,12 +1078,7 @@ static void finish(wsconn *c)
     }
     c->out_tail = NULL;
     c->out_bytes = 0;
-    while (c->pong_head) {
-        wsmsg *m = c->pong_head;
-        c->pong_head = m->next;
-        msg_free(m);
-    }
-    c->pong_tail = NULL;
+    pongs_drop(c);
     tn_session_detach_all(&c->session);
     if (c->rx) {
         evbuffer_free(c->rx);

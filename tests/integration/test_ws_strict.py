@@ -11,11 +11,13 @@ on another connection is still served afterwards."""
 import base64
 import os
 import socket
+import ssl
 import struct
 
 import pytest
 
 from daemon_util import HOST, daemon  # noqa: F401  (daemon is a fixture)
+from tls_util import pki, tls_context  # noqa: F401  (pki is a fixture)
 
 CONFIG = """
 [daemon]
@@ -75,8 +77,10 @@ def close_payload(code, reason=b""):
 class Ws:
     """A raw client: the handshake, then bytes in and frames out."""
 
-    def __init__(self, port, path="/echo", key=None, extra=b"", timeout=5.0):
+    def __init__(self, port, path="/echo", key=None, extra=b"", timeout=5.0, tls=None):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        if tls:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=HOST)
         key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
         req = (
             f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
@@ -125,16 +129,16 @@ class Ws:
         while True:
             try:
                 out.append(self.frame())
-            except (EOFError, ConnectionResetError):
+            except (EOFError, ConnectionResetError, ssl.SSLEOFError):
                 return out
 
     def close(self):
         self.sock.close()
 
 
-def served(d, path="/echo"):
+def served(d, path="/echo", port="WEB", tls=None):
     """A well-behaved client on a new connection gets its echo and a clean close."""
-    c = Ws(d.ports["WEB"], path)
+    c = Ws(d.ports[port], path, tls=tls)
     assert c.status == 101
     c.send(frame(TEXT, "still served"), frame(CLOSE, close_payload(1000)))
     assert c.frames() == [(TEXT, b"still served"), (CLOSE, 1000)]
@@ -277,6 +281,12 @@ def test_code_point_split_at_a_fragment_boundary(web):
     served(web)
 
 
+def test_pings_around_invalid_utf8(web):
+    # the ping before the bad message is answered, the one after it is not
+    got = hostile(web, frame(PING, b"before"), frame(TEXT, b"bad \xff"), frame(PING, b"after"))
+    assert got == [(PONG, b"before"), (CLOSE, 1007)]
+
+
 def test_incomplete_code_point_at_the_end_fails(web):
     assert hostile(web, frame(TEXT, b"abc\xe2\x82", fin=False), frame(CONT, b"")) == [(CLOSE, 1007)]
 
@@ -374,6 +384,33 @@ def test_exactly_max_message_passes(web):
     c.close()
 
 
+# ---- over TLS -----------------------------------------------------------------------------
+
+
+def test_checked_over_tls(daemon, pki):  # noqa: F811
+    # a WSS connection reaches lws through the TLS relay: checked the same way
+    conf = CONFIG.replace("[listeners]\n", f"""[listeners]
+wss {{
+    protocol: "http"
+    listen: "127.0.0.1:PORT_WSS"
+    websocket {{ "/echo": {{ handler: "echo"  ping_interval: "0s" }} }}
+    tls {{ cert: "{pki.localhost.cert}"  key: "{pki.localhost.key}" }}
+}}
+""")
+    d = daemon(conf)
+    ctx = tls_context(pki)
+    c = Ws(d.ports["WSS"], tls=ctx)
+    assert c.status == 101
+    c.send(frame(TEXT, "ok"), frame(PING, b"p"), frame(TEXT, "plain", masked=False))
+    assert c.frames() == [(TEXT, b"ok"), (PONG, b"p"), (CLOSE, 1002)]
+    c.close()
+    c = Ws(d.ports["WSS"], tls=ctx)
+    c.send(frame(TEXT, "a", fin=False), frame(PING, b"between"), frame(CONT, "b"), frame(CLOSE, close_payload(3001)))
+    assert c.frames() == [(PONG, b"between"), (TEXT, b"ab"), (CLOSE, 3001)]
+    c.close()
+    served(d, port="WSS", tls=ctx)
+
+
 # ---- the handshake ---------------------------------------------------------------------------
 
 
@@ -383,6 +420,8 @@ def test_exactly_max_message_passes(web):
     base64.b64encode(b"x" * 17).decode(),
     "AAAAAAAAAAAAAAAAAAAAA*==",
     "AAAAAAAAAAAAAAAAAAAAAAAA",
+    "AAAAAAAAAAAAAAAAAAAAAB==",
+    "",
 ])
 def test_bad_key_is_400(web, key):
     c = Ws(web.ports["WEB"], key=key)
@@ -407,3 +446,11 @@ def test_oversized_handshake_gets_an_http_answer(web, extra):
     assert c.status == 431
     c.close()
     served(web)
+
+
+def test_big_handshake_that_fits_is_accepted(web):
+    c = Ws(web.ports["WEB"], extra=b"Cookie: " + b"c" * 7500 + b"\r\n")
+    assert c.status == 101
+    c.send(frame(TEXT, "big head"), frame(CLOSE, close_payload(1000)))
+    assert c.frames() == [(TEXT, b"big head"), (CLOSE, 1000)]
+    c.close()
