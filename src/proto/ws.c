@@ -788,7 +788,8 @@ static ssize_t rx_read(wsconn *c, unsigned char *buf, size_t len)
         errno = EAGAIN;
         return -1;
     }
-    memcpy(buf, c->wsf.hold, held);
+    if (held)
+        memcpy(buf, c->wsf.hold, held);
     n = recvfrom(c->fd, buf + held, len - held, 0, NULL, NULL);
     if (n <= 0)
         return n;

@@ -174,6 +174,21 @@ size_t tn_wsf_run(tn_wsf *f, unsigned char *buf, size_t n, tn_wsf_ping_fn ping, 
 {
     size_t r = 0, w = 0;
     while (r < n && !f->code) {
+        const uint8_t *p = buf + r;
+        size_t small = !f->left && n - r >= 6 ? p[1] & 0x7f : 126;
+        if (small < 126 && n - r >= 6 + small && !f->open && (p[0] == 0x81 || p[0] == 0x82) && (p[1] & 0x80) &&
+            small <= f->max_message) {
+            /* the usual frame, whole here: a short unfragmented message,
+             * which passes every rule below */
+            size_t fl = 6 + small;
+            if (w != r)
+                memmove(buf + w, p, fl);
+            w += fl;
+            r += fl;
+            f->msg_len = small;
+            f->msgs++;
+            continue;
+        }
         bool take = f->op == OP_PING || f->op == OP_CLOSE;
         if (f->left) {
             size_t k = f->left < n - r ? (size_t)f->left : n - r;

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import struct
+import time
 
 import pytest
 
@@ -194,6 +195,26 @@ def test_protocol_violation_answered_with_close_1002(web, case):
 def test_violation_after_frames_in_the_same_write(web):
     got = hostile(web, frame(TEXT, "one"), frame(PING, b"p1"), frame(CONT, "stray"), frame(TEXT, "never"))
     assert got == [(TEXT, b"one"), (PONG, b"p1"), (CLOSE, 1002)]
+
+
+def test_frames_cut_at_every_byte(web):
+    # headers, pings and closes cut across reads are put together again
+    c = Ws(web.ports["WEB"])
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = (frame(TEXT, "split", fin=False) + frame(PING, b"pp") + frame(CONT, "!") + frame(BINARY, b"b" * 300) +
+            frame(CLOSE, close_payload(1001, b"bye")))
+    for i in range(len(data)):
+        c.sock.sendall(data[i:i + 1])
+        time.sleep(0.002)  # separate segments, so that reads end anywhere
+    assert c.frames() == [(PONG, b"pp"), (TEXT, b"split!"), (BINARY, b"b" * 300), (CLOSE, 1001)]
+    c.close()
+    served(web)
+
+
+def test_long_lengths_in_shortest_form_pass(web):
+    got = hostile(web, frame(TEXT, "x" * 126), frame(BINARY, b"y" * 65535), frame(BINARY, b"z" * 65536),
+                  frame(CLOSE, close_payload(1000)))
+    assert got == [(TEXT, b"x" * 126), (BINARY, b"y" * 65535), (BINARY, b"z" * 65536), (CLOSE, 1000)]
 
 
 # ---- close frames -------------------------------------------------------------------
