@@ -502,14 +502,19 @@ static void close_with(wsconn *c, int code, const char *reason, bool now)
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
-static void queue_out(wsconn *c, wsmsg *m)
+static void msg_append(wsmsg **head, wsmsg **tail, wsmsg *m)
 {
     m->next = NULL;
-    if (c->out_tail)
-        c->out_tail->next = m;
+    if (*tail)
+        (*tail)->next = m;
     else
-        c->out_head = m;
-    c->out_tail = m;
+        *head = m;
+    *tail = m;
+}
+
+static void queue_out(wsconn *c, wsmsg *m)
+{
+    msg_append(&c->out_head, &c->out_tail, m);
     c->out_bytes += m->len;
 }
 
@@ -646,22 +651,14 @@ static void pend_flush(wsconn *c)
     }
 }
 
-static void pend_append(wsconn *c, wsmsg *m)
-{
-    m->next = NULL;
-    if (c->pend_tail)
-        c->pend_tail->next = m;
-    else
-        c->pend_head = m;
-    c->pend_tail = m;
-}
+
 
 /* A slot for an asynchronous reply; job_complete gives it its buffer. */
 static wsmsg *pend_add(wsconn *c)
 {
     wsmsg *m = calloc(1, sizeof(*m));
     if (m)
-        pend_append(c, m);
+        msg_append(&c->pend_head, &c->pend_tail, m);
     return m;
 }
 
@@ -696,7 +693,7 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
         return;
     }
     /* behind an outstanding asynchronous reply */
-    pend_append(c, m);
+    msg_append(&c->pend_head, &c->pend_tail, m);
 }
 
 static void reply_text(wsconn *c, const char *text)
@@ -748,12 +745,7 @@ static void on_ping(void *arg, const uint8_t *payload, size_t len, uint32_t msgs
         return; /* out of memory: the peer's keepalive will tell */
     m->pong = true;
     m->after = msgs;
-    m->next = NULL;
-    if (c->pong_tail)
-        c->pong_tail->next = m;
-    else
-        c->pong_head = m;
-    c->pong_tail = m;
+    msg_append(&c->pong_head, &c->pong_tail, m);
     pass_add(c, PASS_FLUSH);
 }
 

@@ -80,7 +80,7 @@ def web(daemon):  # noqa: F811
 class RawWs:
     """A minimal RFC 6455 client on a blocking socket."""
 
-    def __init__(self, port, path, headers=None, timeout=5.0, rcvbuf=None):
+    def __init__(self, port, path, headers=None, timeout=5.0, rcvbuf=None, tls=None):
         if rcvbuf:
             # set before connecting, so the window the server sees is small
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -89,6 +89,8 @@ class RawWs:
             self.sock.connect((HOST, port))
         else:
             self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        if tls:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=HOST)
         key = base64.b64encode(os.urandom(16)).decode()
         fields = {
             "Host": f"{HOST}:{port}",
