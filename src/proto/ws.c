@@ -57,7 +57,7 @@
 #include "proto/wsframe.h"
 
 #define WS_TID 1 /* what GET_THREAD_ID answers */
-#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.2 KiB each */
+#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.4 KiB each */
 #define HEAD_MAX 8192 /* lws's header data per handshake (max_http_header_data) */
 
 /* ---- records ------------------------------------------------------------------ */
