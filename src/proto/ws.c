@@ -546,7 +546,12 @@ static void pong_release(wsconn *c, bool all);
  * and pongs its earlier frames were owed. */
 static void flush_conn(wsconn *c)
 {
-    pong_release(c, true);
+    /* lws may still hold messages that came before what the frame check
+     * found (it handles the bytes that came with the upgrade request in a
+     * later pass): then the pongs for later pings and the close wait */
+    bool behind = !c->rx_dead && (int32_t)(c->msgs_done - c->wsf.msgs) < 0 &&
+                  lws_service_adjust_timeout(g.ctx, 1, 0) == 0;
+    pong_release(c, !behind);
     while (c->out_head && !c->destroyed && !c->close_code && !c->deflate && (c->out_head->len || c->out_head->pong) &&
            !lws_partial_buffered(c->wsi)) {
         wsmsg *m = c->out_head;
@@ -567,7 +572,9 @@ static void flush_conn(wsconn *c)
         if (!pong)
             count_out(c, len);
     }
-    if (c->wsf.code && !c->destroyed) {
+    if (behind && (c->pong_head || c->wsf.code)) {
+        pass_add(c, PASS_FLUSH); /* the next pass, after lws's */
+    } else if (c->wsf.code && !c->destroyed) {
         /* the peer's close is echoed after what is queued; a violation
          * closes at once */
         close_with(c, c->wsf.code, c->wsf.closed ? "" : c->wsf.why, !c->wsf.closed);
@@ -650,8 +657,6 @@ static void pend_flush(wsconn *c)
         out_append(c, m);
     }
 }
-
-
 
 /* A slot for an asynchronous reply; job_complete gives it its buffer. */
 static wsmsg *pend_add(wsconn *c)
@@ -1194,6 +1199,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             c->in_receive = false;
             if (c->pong_head)
                 pong_release(c, false);
+            if (c->wsf.code)
+                pass_add(c, PASS_FLUSH); /* a close waiting for this message */
             return r;
         }
     case LWS_CALLBACK_SERVER_WRITEABLE:

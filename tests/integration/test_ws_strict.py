@@ -226,6 +226,29 @@ def test_pong_before_the_close(web):
     assert hostile(web, frame(PING, b"last"), frame(CLOSE, close_payload(1000))) == [(PONG, b"last"), (CLOSE, 1000)]
 
 
+@pytest.mark.parametrize("frames,want", [
+    ([frame(TEXT, "early"), frame(PING, b"p"), frame(CLOSE, close_payload(1000))],
+     [(TEXT, b"early"), (PONG, b"p"), (CLOSE, 1000)]),
+    ([frame(TEXT, "early"), frame(TEXT, "bad", masked=False)], [(TEXT, b"early"), (CLOSE, 1002)]),
+], ids=["good", "unmasked"])
+def test_frames_in_the_upgrade_write(web, frames, want):
+    # frames sent in the same write as the upgrade request are checked too
+    port = web.ports["WEB"]
+    s = socket.create_connection((HOST, port), timeout=5)
+    s.sendall(f"GET /echo HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+              + b"".join(frames))
+    c = Ws.__new__(Ws)
+    c.sock, c.buf = s, b""
+    while b"\r\n\r\n" not in c.buf:
+        c.buf += s.recv(65536)
+    head, _, c.buf = c.buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert c.frames() == want
+    c.close()
+    served(web)
+
+
 def test_close_after_frames_sent_separately(web):
     c = Ws(web.ports["WEB"])
     c.send(frame(TEXT, "hello"))
