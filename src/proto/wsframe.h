@@ -1,9 +1,9 @@
 /* wsframe.h - the check of a WebSocket client's frames in front of
  * libwebsockets, and incremental UTF-8 validation.
  *
- * lws 4.1.6 echoes unmasked frames, drops the connection without a close
- * frame on most framing errors, answers only the last of several pings and
- * knows nothing of max_message. ws.c therefore runs every byte lws reads
+ * lws 4.1.6 echoes unmasked frames, accepts lengths not in their shortest
+ * form, drops some violators without a close frame, answers only the first
+ * of several pings read together and knows nothing of max_message. ws.c therefore runs every byte lws reads
  * from a client through tn_wsf_run() first: it sees frame headers (never
  * payload, except of pings and closes), refuses what RFC 6455 forbids at the
  * header that shows it, and takes pings and closes out of the stream so that
