@@ -17,20 +17,28 @@ SANITIZE ?= 0
 FUZZ_SECONDS ?= 60
 PYTHON  := /usr/bin/python3
 
+# As packagers expect: CPPFLAGS, CFLAGS and LDFLAGS from the environment or
+# the command line (dpkg-buildflags' hardening: _FORTIFY_SOURCE, stack
+# protector, relro, now) are used, and the user's CFLAGS come after ours so
+# that they win. The sanitizer build adds its own flags last.
+CFLAGS  ?= -O2 -g
 ifeq ($(SANITIZE),1)
 BUILD   := build/sanitize
-OPT     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN     := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDSAN   := -fsanitize=address,undefined
 else
 BUILD   := build/release
-OPT     := -O2 -g
+SAN     :=
 LDSAN   :=
 endif
 
 PKGS    := libevent libevent_openssl openssl libwebsockets yaml-0.1 libsystemd zlib
 # snprintf truncating a message is the intended behaviour, not a bug to warn about
-WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -Wno-format-truncation
-CFLAGS  += $(WARN) $(OPT) -Isrc -Isrc/include -MMD -MP
+WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE
+ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),clang)
+WARN    += -Wno-format-truncation
+endif
+TN_CFLAGS = $(WARN) -Isrc -MMD -MP $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 
@@ -80,17 +88,17 @@ deps-bench: deps-test
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	$(CC) $(TN_CFLAGS) -c $< -o $@
 
 $(BUILD)/tusknetd: $(BUILD)/main.o $(CORE_OBJS)
-	$(CC) $(LDSAN) $^ $(PKG_LIBS) -o $@
+	$(CC) $(LDFLAGS) $(LDSAN) $^ $(PKG_LIBS) -o $@
 
 $(BUILD)/tusknetctl: $(BUILD)/tusknetctl.o
-	$(CC) $(LDSAN) $^ -o $@
+	$(CC) $(LDFLAGS) $(LDSAN) $^ -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) $< $(CORE_OBJS) $(PKG_LIBS) -lcmocka $(LDSAN) -o $@
+	$(CC) $(TN_CFLAGS) $(LDFLAGS) $< $(CORE_OBJS) $(PKG_LIBS) -lcmocka $(LDSAN) -o $@
 
 run: deps
 	@$(MAKE) --no-print-directory all
