@@ -15,6 +15,11 @@
  * files and directories are opened for what they are; anything else, a
  * missing file or a permission problem all answer the same 404.
  *
+ * Where the route compresses and the client takes gzip, a regular file
+ * NAME.gz beside NAME, found by the same rules, is sent in its place with
+ * NAME's type (nginx's gzip_static); compressing on the fly is the gzip
+ * middleware's.
+ *
  * The body is not read here: the open descriptor goes into r->file_fd with
  * the range to send, and from then on it belongs to the response. http.c
  * sends it with sendfile and closes it (also when the request is dropped or
@@ -34,6 +39,7 @@
 #include <unistd.h>
 
 #include "handlers/handler.h"
+#include "proto/gzip.h"
 #include "proto/http.h"
 
 #define TEXT_PLAIN "text/plain; charset=utf-8"
@@ -312,11 +318,43 @@ static tn_result redirect_slash(tn_http_request *r, tn_call *call, const char *p
     return TN_REPLY;
 }
 
-/* FD (a regular file found as NAME) with validators, conditionals and
- * ranges. FD passes to the response or is closed here. */
-static tn_result serve(tn_http_request *r, tn_call *call, int fd, const struct stat *st, const char *name,
-                       bool get)
+/* NAME.gz under ROOT, opened by the same rules as any file, when the
+ * route's gzip middleware found that the client takes gzip and compresses
+ * NAME's type, and the request is not for a range (ranges are of the
+ * file's own bytes). -1 when there is none to serve. */
+static int gz_sibling(const tn_http_request *r, const char *root, const char *name, const char *type, bool get,
+                      struct stat *st)
 {
+    if (!r->gzip || !tn_gzip_type(r->gzip, type) || (get && tn_http_header_get(r, "Range")))
+        return -1;
+    char gz[PATH_MAX];
+    int n = snprintf(gz, sizeof(gz), "%s.gz", name);
+    if (n < 0 || (size_t)n >= sizeof(gz))
+        return -1;
+    int fd = open_inside(root, gz, st);
+    if (fd >= 0 && !S_ISREG(st->st_mode)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* FD (a regular file found as NAME under ROOT) with validators,
+ * conditionals and ranges; its precompressed NAME.gz instead when there is
+ * one to serve, with the .gz file's own validators and length. FD passes to
+ * the response or is closed here. */
+static tn_result serve(tn_http_request *r, tn_call *call, const char *root, int fd, const struct stat *st,
+                       const char *name, bool get)
+{
+    const char *type = mime_type(name);
+    struct stat gst;
+    int gfd = gz_sibling(r, root, name, type, get, &gst);
+    if (gfd >= 0) {
+        close(fd);
+        fd = gfd;
+        st = &gst;
+        tn_http_add_header(r, "Content-Encoding", "gzip");
+    }
     uint64_t size = (uint64_t)st->st_size;
     uint64_t mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
     char etag[80], modified[40];
@@ -327,7 +365,10 @@ static tn_result serve(tn_http_request *r, tn_call *call, int fd, const struct s
     tn_http_add_header(r, "ETag", etag);
     tn_http_add_header(r, "Last-Modified", modified);
     tn_http_add_header(r, "Accept-Ranges", "bytes");
-    r->content_type = mime_type(name);
+    r->content_type = type;
+    r->file_offset = 0;
+    /* with a 304 too: gzip weakens its ETag when the 200 would be compressed */
+    r->file_length = (off_t)size;
 
     if (not_modified(r, etag, st->st_mtim.tv_sec)) {
         close(fd);
@@ -336,8 +377,6 @@ static tn_result serve(tn_http_request *r, tn_call *call, int fd, const struct s
         return TN_REPLY;
     }
     r->status = 200;
-    r->file_offset = 0;
-    r->file_length = (off_t)size;
     /* Range is defined for GET only (RFC 9110 14.2); HEAD gets the 200 */
     const char *range = get ? tn_http_header_get(r, "Range") : NULL;
     uint64_t first = 0, last = 0;
@@ -416,7 +455,7 @@ static tn_result file_handle(tn_handler *h, tn_call *call)
     if (fd < 0)
         return answer(r, call, 404, "Not Found");
     if (S_ISREG(st.st_mode))
-        return serve(r, call, fd, &st, rel, get);
+        return serve(r, call, root, fd, &st, rel, get);
 
     close(fd);
     size_t len = strlen(path);
@@ -434,7 +473,7 @@ static tn_result file_handle(tn_handler *h, tn_call *call)
         if (fd < 0)
             continue;
         if (S_ISREG(st.st_mode))
-            return serve(r, call, fd, &st, name, get);
+            return serve(r, call, root, fd, &st, name, get);
         close(fd);
     }
     return answer(r, call, 404, "Not Found");

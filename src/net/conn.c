@@ -133,6 +133,8 @@ static void output_drained(tn_conn *c)
     if (c->closing) {
         if (!fe_busy(c))
             tn_conn_close(c, NULL);
+        else if (c->fe->drained)
+            c->fe->drained(c); /* a body still being made (HTTP) goes on */
         return;
     }
     if (c->fe->drained) {

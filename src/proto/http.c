@@ -200,6 +200,25 @@ bool tn_http_list_has(const char *list, const char *token, bool star)
     return false;
 }
 
+void tn_http_vary_add(tn_http_request *r, const char *token)
+{
+    const char *cur = tn_http_resp_header_get(r, "Vary");
+    if (!cur) {
+        tn_http_add_header(r, "Vary", token);
+        return;
+    }
+    if (tn_http_list_has(cur, token, true))
+        return;
+    size_t a = strlen(cur), b = strlen(token);
+    char buf[512];
+    if (a + b + 3 > sizeof(buf))
+        return;
+    memcpy(buf, cur, a);
+    memcpy(buf + a, ", ", 2);
+    memcpy(buf + a + 2, token, b + 1);
+    tn_http_set_header(r, "Vary", buf);
+}
+
 const char *tn_http_reason(int status)
 {
     switch (status) {
@@ -251,6 +270,8 @@ static void request_free(tn_http_request *r)
         evbuffer_free(r->body);
     if (r->file_fd >= 0)
         close(r->file_fd);
+    if (r->stream)
+        r->stream->free(r->stream);
     chunk *c = r->arena;
     while (c) {
         chunk *n = c->next;
@@ -267,6 +288,7 @@ typedef struct pending {
     tn_http_request *req;
     tn_job *job;      /* outstanding handler call */
     struct evbuffer *resp; /* the serialized response, once ready */
+    size_t bytes;     /* its size so far (a streamed body follows) */
     bool ready;
     bool close_after;
     tn_conn *conn;
@@ -296,6 +318,13 @@ typedef struct http_conn {
     const char *allow;      /* for a 405 */
     const tn_ws_conf *upgrade; /* the head just parsed upgrades to this WebSocket endpoint */
     pending *head, *tail;
+    /* a response whose body is being made as it is sent (r->stream): while
+     * it lasts, later responses wait and no further request is read */
+    tn_http_request *sreq;
+    struct event *pump_ev;  /* makes the next piece, from the loop */
+    struct evbuffer *piece;
+    uint64_t sbytes;        /* sent for sreq so far (access log) */
+    bool sclose, schunked, pumping;
 } http_conn;
 
 static const http_parser_settings parser_settings;
@@ -339,6 +368,8 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
 {
     int status = r->status ? r->status : 200;
     bool no_body = status < 200 || status == 204 || status == 304;
+    /* a streamed body has no length: chunked, or (HTTP/1.0) up to the close */
+    bool streamed = r->stream && !no_body;
     size_t body_len = r->file_fd >= 0 ? (size_t)r->file_length : evbuffer_get_length(body);
     size_t before = evbuffer_get_length(out);
     /* built with memcpy rather than printf: this runs for every response */
@@ -366,23 +397,32 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
             ADD_LIT("Content-Type: ");
             memcpy(head + n, ctype, cl);
             n += cl;
-            ADD_LIT("\r\nContent-Length: ");
-            char digits[24];
-            size_t nd = 0, v = body_len;
-            do {
-                digits[nd++] = (char)('0' + v % 10);
-                v /= 10;
-            } while (v);
-            while (nd)
-                head[n++] = digits[--nd];
-            ADD_LIT("\r\n");
+            if (streamed) {
+                ADD_LIT("\r\n");
+                if (r->http_minor)
+                    ADD_LIT("Transfer-Encoding: chunked\r\n");
+            } else {
+                ADD_LIT("\r\nContent-Length: ");
+                char digits[24];
+                size_t nd = 0, v = body_len;
+                do {
+                    digits[nd++] = (char)('0' + v % 10);
+                    v /= 10;
+                } while (v);
+                while (nd)
+                    head[n++] = digits[--nd];
+                ADD_LIT("\r\n");
+            }
         }
 #undef ADD_LIT
         evbuffer_add(out, head, n);
     } else {
         evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nServer: tusknetd\r\nDate: %s\r\n", r->http_minor ? 1 : 0,
                             status, reason, date);
-        if (!no_body)
+        if (streamed)
+            evbuffer_add_printf(out, "Content-Type: %s\r\n%s", ctype,
+                                r->http_minor ? "Transfer-Encoding: chunked\r\n" : "");
+        else if (!no_body)
             evbuffer_add_printf(out, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, body_len);
     }
     for (size_t i = 0; i < r->nresp; i++)
@@ -396,8 +436,14 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
     n = evbuffer_get_length(out) - before;
     if (no_body || r->head) {
         evbuffer_drain(body, evbuffer_get_length(body));
+        if (r->stream) {
+            r->stream->free(r->stream);
+            r->stream = NULL;
+        }
         return n;
     }
+    if (streamed)
+        return n; /* the body follows piece by piece (stream_pump) */
     if (r->file_fd >= 0) {
         /* libevent sends file segments with sendfile and closes the fd */
         if (r->file_length > 0) {
@@ -419,28 +465,143 @@ static void count_response(tn_conn *c)
     c->d->stats.messages_out++;
 }
 
-/* The route's middleware after the handler (in reverse order), then the
- * serialization; the request is done with after this. */
-static void finish(tn_conn *c, pending *p, struct evbuffer *body)
+/* The route's middleware after the handler, in reverse order. Returns
+ * whether the connection closes after the response: also when a streamed
+ * body can only end with it (HTTP/1.0 has no chunked coding). */
+static bool run_after(tn_http_request *r, struct evbuffer *body, bool close)
 {
-    tn_http_request *r = p->req;
     const tn_http_route *route = r->route;
     if (route)
         for (size_t i = route->nmiddleware; i-- > 0;)
             tn_mw_after(route->middleware[i], r, body);
-    p->resp = evbuffer_new();
-    size_t bytes = p->resp ? serialize(c, r, body, p->resp, p->close_after) : 0;
+    return close || (r->stream && !r->head && !r->http_minor);
+}
+
+static void run_done(tn_http_request *r, uint64_t bytes)
+{
+    const tn_http_route *route = r->route;
     if (route)
         for (size_t i = 0; i < route->nmiddleware; i++)
             tn_mw_done(route->middleware[i], r, bytes);
+}
+
+/* The middleware after the handler, then the serialization; the request
+ * is done with after this unless its body is streamed. */
+static void finish(tn_conn *c, pending *p, struct evbuffer *body)
+{
+    tn_http_request *r = p->req;
+    p->close_after = run_after(r, body, p->close_after);
+    p->resp = evbuffer_new();
+    p->bytes = p->resp ? serialize(c, r, body, p->resp, p->close_after) : 0;
+    if (!p->resp && r->stream) {
+        r->stream->free(r->stream);
+        r->stream = NULL;
+    }
+    if (!r->stream)
+        run_done(r, p->bytes);
     p->ready = true;
+}
+
+/* ---- streamed bodies -------------------------------------------------------------
+ *
+ * The head goes out like any other; the body is made a piece at a time,
+ * and the next piece only once the output has drained, so a slow reader
+ * holds one piece here and the socket's buffer, never the whole body.
+ * Pieces are made from a deferred event rather than from the drain
+ * itself: the end of a body resumes reading, and a new stream must not
+ * start inside the call chain of the last one. */
+
+static void queue_flush(tn_conn *c);
+
+static void stream_end(tn_conn *c, http_conn *hc, bool failed)
+{
+    tn_http_request *r = hc->sreq;
+    hc->sreq = NULL;
+    run_done(r, hc->sbytes);
+    request_free(r);
+    if (failed) {
+        tn_warn("connection %llu: response body failed (file read error)", (unsigned long long)c->session.id);
+        tn_conn_close(c, "response body failed");
+    } else if (hc->sclose) {
+        tn_conn_close_after_flush(c, NULL);
+    } else {
+        queue_flush(c);
+        if (!c->dead)
+            tn_conn_resume_input(c);
+    }
+}
+
+/* Makes and writes pieces while the socket takes all of them; the next
+ * drain of the output comes back here (http_drained). */
+static void stream_pump(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_conn *c = arg;
+    http_conn *hc = c->fe_state;
+    if (c->dead || !hc || !hc->sreq)
+        return;
+    tn_http_stream *st = hc->sreq->stream;
+    int rc = 1;
+    hc->pumping = true;
+    while (rc > 0 && !tn_conn_unsent(c)) {
+        rc = st->next(st, hc->piece);
+        size_t len = evbuffer_get_length(hc->piece);
+        if (rc < 0) {
+            evbuffer_drain(hc->piece, len);
+            break;
+        }
+        struct evbuffer *out = tn_conn_output(c);
+        size_t before = evbuffer_get_length(out);
+        if (len && hc->schunked)
+            evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add_buffer(out, hc->piece);
+        if (len && hc->schunked)
+            evbuffer_add(out, "\r\n", 2);
+        if (rc == 0 && hc->schunked)
+            evbuffer_add(out, "0\r\n\r\n", 5);
+        hc->sbytes += evbuffer_get_length(out) - before;
+        tn_conn_flush(c);
+        if (c->dead)
+            return; /* hc went with it */
+    }
+    hc->pumping = false;
+    if (rc <= 0)
+        stream_end(c, hc, rc < 0);
+}
+
+/* R's head is in the output; its body (r->stream) follows. R stays alive
+ * until the body is sent (its route's middleware log it then). */
+static void stream_start(tn_conn *c, http_conn *hc, tn_http_request *r, size_t head_bytes, bool close)
+{
+    if (!hc->pump_ev) {
+        hc->pump_ev = event_new(c->d->base, -1, 0, stream_pump, c);
+        hc->piece = evbuffer_new();
+        if (!hc->pump_ev || !hc->piece) {
+            request_free(r);
+            tn_conn_close(c, "out of memory");
+            return;
+        }
+    }
+    hc->sreq = r;
+    hc->sbytes = head_bytes;
+    hc->sclose = close;
+    hc->schunked = r->http_minor >= 1;
+    event_active(hc->pump_ev, EV_TIMEOUT, 0);
+}
+
+static void http_drained(tn_conn *c)
+{
+    http_conn *hc = c->fe_state;
+    if (hc && hc->sreq && !hc->pumping)
+        event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
 
 static void queue_flush(tn_conn *c)
 {
     http_conn *hc = c->fe_state;
     bool close = false;
-    while (hc && hc->head && hc->head->ready) {
+    while (hc && hc->head && hc->head->ready && !hc->sreq) {
         pending *p = hc->head;
         hc->head = p->next;
         if (!hc->head)
@@ -450,6 +611,12 @@ static void queue_flush(tn_conn *c)
             evbuffer_free(p->resp);
         }
         count_response(c);
+        if (p->req->stream) {
+            stream_start(c, hc, p->req, p->bytes, p->close_after);
+            free(p);
+            tn_conn_flush(c);
+            return;
+        }
         close |= p->close_after;
         request_free(p->req);
         free(p);
@@ -468,17 +635,16 @@ static void queue_flush(tn_conn *c)
 static bool respond_direct(tn_conn *c, tn_http_request *r, struct evbuffer *body, bool close)
 {
     http_conn *hc = c->fe_state;
-    if (hc->head)
+    if (hc->head || hc->sreq)
         return false;
-    const tn_http_route *route = r->route;
-    if (route)
-        for (size_t i = route->nmiddleware; i-- > 0;)
-            tn_mw_after(route->middleware[i], r, body);
+    close = run_after(r, body, close);
     size_t bytes = serialize(c, r, body, tn_conn_output(c), close);
-    if (route)
-        for (size_t i = 0; i < route->nmiddleware; i++)
-            tn_mw_done(route->middleware[i], r, bytes);
     count_response(c);
+    if (r->stream) {
+        stream_start(c, hc, r, bytes, close);
+        return true;
+    }
+    run_done(r, bytes);
     request_free(r);
     if (close)
         tn_conn_close_after_flush(c, NULL);
@@ -1170,6 +1336,11 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
     while (used < len) {
         if (c->dead || c->closing || hc->state == ST_DONE)
             return len;
+        if (hc->sreq) {
+            /* one streamed body at a time: the next request waits */
+            tn_conn_pause_input(c);
+            break;
+        }
         const char *d = data + used;
         size_t left = len - used;
         if (hc->state == ST_BODY) {
@@ -1270,7 +1441,7 @@ static bool http_timed_out(tn_conn *c)
 static bool http_busy(const tn_conn *c)
 {
     const http_conn *hc = c->fe_state;
-    return hc && hc->head;
+    return hc && (hc->head || hc->sreq);
 }
 
 static int http_push(tn_conn *c, const char *data, size_t len)
@@ -1298,6 +1469,11 @@ static void http_release(tn_conn *c)
         free(p);
     }
     request_free(hc->cur);
+    request_free(hc->sreq);
+    if (hc->pump_ev)
+        event_free(hc->pump_ev);
+    if (hc->piece)
+        evbuffer_free(hc->piece);
     free(hc);
     c->fe_state = NULL;
 }
@@ -1310,6 +1486,7 @@ static const tn_frontend http_frontend = {
     .release = http_release,
     .partial_timeout = http_partial_timeout,
     .timed_out = http_timed_out,
+    .drained = http_drained,
 };
 
 tn_conn *tn_http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)

@@ -25,6 +25,17 @@ typedef struct tn_http_header {
 typedef struct tn_http_route tn_http_route;
 typedef struct tn_http_router tn_http_router;
 
+/* A response body made while it is sent (gzip of a large file), so that
+ * neither it nor its source is ever held whole: http.c asks for the next
+ * piece each time the connection's output has drained. */
+typedef struct tn_http_stream {
+    /* Appends the next piece (a bounded amount) to OUT: 1 more follows, 0
+     * that was the last, -1 failed (the connection is then closed: the
+     * body cannot be completed). */
+    int (*next)(struct tn_http_stream *s, struct evbuffer *out);
+    void (*free)(struct tn_http_stream *s);
+} tn_http_stream;
+
 struct tn_http_request {
     /* ---- the request, as parsed ---- */
     const char *method;     /* "GET" */
@@ -56,7 +67,9 @@ struct tn_http_request {
     const char *content_type;    /* NULL: text/plain; charset=utf-8 */
     int file_fd;                 /* >= 0: the body is this file's range (sendfile) */
     off_t file_offset;
-    off_t file_length;
+    off_t file_length;           /* also set with a file's 304: the size it would have */
+    tn_http_stream *stream;      /* non-NULL: the body, made piece by piece (owned); no Content-Length */
+    const struct tn_gzip *gzip;  /* the route's gzip, set before the handler when the client takes it */
 
     /* ---- internals of http.c ---- */
     void *arena;
@@ -77,6 +90,9 @@ const char *tn_http_reason(int status);
 /* Whether a comma-separated header value (Connection, Upgrade, Vary) names
  * TOKEN, case-insensitively; with STAR, a "*" element names every token. */
 bool tn_http_list_has(const char *list, const char *token, bool star);
+/* Adds TOKEN to the response's Vary unless it is listed already: several
+ * middleware may each contribute one. */
+void tn_http_vary_add(tn_http_request *r, const char *token);
 /* Appends S to OUT percent-encoding what may not appear as is: in a path
  * (r->path is decoded, so "?", "#", "%", spaces and controls go back to %XX)
  * or in a query (still encoded: only bytes no URI may hold are escaped). */
@@ -132,8 +148,8 @@ int tn_mw_check(const tn_middleware_conf *conf, char *err, size_t errlen);
 /* Before the handler, in order. May answer (preflight, 401, 429). */
 tn_mw_result tn_mw_before(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
 /* After the handler (or an earlier middleware's answer), in reverse order:
- * may change the response headers and BODY (gzip). Not called for a file
- * body (file_fd >= 0) except for header changes. */
+ * may change the response headers and BODY, or turn a file body into a
+ * compressed one (in BODY, or as r->stream for a large file: gzip). */
 void tn_mw_after(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
 /* When the response has been written (access_log). */
 void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t bytes_sent);

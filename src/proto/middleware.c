@@ -6,7 +6,7 @@
  * from while requests are in flight across a reload. Whatever can be worked
  * out in advance is: joined header values, SHA-256 digests of the accepted
  * credentials, the WWW-Authenticate values; per request the kinds only look
- * at headers and, for gzip, reuse one deflate stream per instance.
+ * at headers. gzip's compression lives in gzip.c.
  *
  * before() runs in list order and may answer (preflight, 401, 403, 429);
  * after() runs in reverse order on every response, the handler's or an
@@ -27,10 +27,10 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "log.h"
 #include "net/limits.h"
+#include "proto/gzip.h"
 
 #define TEXT_PLAIN "text/plain; charset=utf-8"
 #define SWEEP_EVERY 1024
@@ -51,14 +51,7 @@ struct tn_mw {
             char *expose;        /* NULL: none */
             char max_age[24];
         } cors;
-        struct {
-            size_t min_size;
-            int level;
-            tn_strlist skip;
-            z_stream zs;
-            bool zs_ready;
-            struct evbuffer *out;
-        } gzip;
+        tn_gzip *gzip; /* gzip.c */
         struct {
             digest *tokens;
             size_t ntokens;
@@ -179,27 +172,6 @@ static tn_mw_result answer(tn_http_request *r, struct evbuffer *body, int status
     return TN_MW_RESPOND;
 }
 
-/* Vary lists every header that chose the response; several middleware may
- * each contribute one, so merge rather than repeat. */
-static void vary_add(tn_http_request *r, const char *token)
-{
-    const char *cur = tn_http_resp_header_get(r, "Vary");
-    if (!cur) {
-        tn_http_add_header(r, "Vary", token);
-        return;
-    }
-    if (tn_http_list_has(cur, token, true))
-        return;
-    size_t a = strlen(cur), b = strlen(token);
-    char buf[512];
-    if (a + b + 3 > sizeof(buf))
-        return;
-    memcpy(buf, cur, a);
-    memcpy(buf + a, ", ", 2);
-    memcpy(buf + a + 2, token, b + 1);
-    tn_http_set_header(r, "Vary", buf);
-}
-
 /* ---- cors --------------------------------------------------------------------- */
 
 static int cors_new(tn_mw *mw, const tn_middleware_conf *c)
@@ -242,7 +214,7 @@ static void cors_common(tn_mw *mw, tn_http_request *r, const char *origin)
     tn_http_set_header(r, "Access-Control-Allow-Origin", mw->u.cors.star ? "*" : origin);
     if (mw->u.cors.credentials)
         tn_http_set_header(r, "Access-Control-Allow-Credentials", "true");
-    vary_add(r, "Origin");
+    tn_http_vary_add(r, "Origin");
 }
 
 static tn_mw_result cors_before(tn_mw *mw, tn_http_request *r, struct evbuffer *body)
@@ -278,159 +250,6 @@ static void cors_after(tn_mw *mw, tn_http_request *r)
     cors_common(mw, r, origin);
     if (mw->u.cors.expose)
         tn_http_set_header(r, "Access-Control-Expose-Headers", mw->u.cors.expose);
-}
-
-/* ---- gzip ------------------------------------------------------------------------ */
-
-static int gzip_new(tn_mw *mw, const tn_middleware_conf *c)
-{
-    mw->u.gzip.min_size = c->min_size > 0 ? (size_t)c->min_size : 0;
-    mw->u.gzip.level = (int)c->level;
-    mw->u.gzip.out = evbuffer_new();
-    if (!mw->u.gzip.out)
-        return -1;
-    return strlist_copy(&mw->u.gzip.skip, &c->skip_types);
-}
-
-static void gzip_free(tn_mw *mw)
-{
-    if (mw->u.gzip.zs_ready)
-        deflateEnd(&mw->u.gzip.zs);
-    if (mw->u.gzip.out)
-        evbuffer_free(mw->u.gzip.out);
-    strlist_free(&mw->u.gzip.skip);
-}
-
-/* A q-value in thousandths ("0.5" -> 500); malformed counts as 1. */
-static int parse_q(const char *p, const char *end)
-{
-    int q = 0, scale = 1000;
-    if (p < end && (*p == '0' || *p == '1')) {
-        q = (*p++ - '0') * 1000;
-        if (p < end && *p == '.') {
-            p++;
-            for (int i = 0; i < 3 && p < end && *p >= '0' && *p <= '9'; i++, p++) {
-                scale /= 10;
-                q += (*p - '0') * scale;
-            }
-        }
-        return q > 1000 ? 1000 : q;
-    }
-    return 1000;
-}
-
-/* Whether ACCEPT-ENCODING lets us answer with gzip: its q (or "*"'s) must
- * be above 0 and not below an explicitly preferred identity. */
-static bool accepts_gzip(const char *ae)
-{
-    int q_gzip = -1, q_star = -1, q_id = -1;
-    for (const char *p = ae; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        const char *e = strchrnul(p, ',');
-        const char *ne = p;
-        while (ne < e && *ne != ';' && *ne != ' ' && *ne != '\t')
-            ne++;
-        size_t nlen = (size_t)(ne - p);
-        int q = 1000;
-        for (const char *s = ne; s < e; s++) {
-            if (*s != ';')
-                continue;
-            s++;
-            while (s < e && (*s == ' ' || *s == '\t'))
-                s++;
-            if (s + 1 < e && (s[0] == 'q' || s[0] == 'Q') && s[1] == '=') {
-                q = parse_q(s + 2, e);
-                break;
-            }
-            s--;
-        }
-        if ((nlen == 4 && strncasecmp(p, "gzip", 4) == 0) || (nlen == 6 && strncasecmp(p, "x-gzip", 6) == 0))
-            q_gzip = q;
-        else if (nlen == 1 && *p == '*')
-            q_star = q;
-        else if (nlen == 8 && strncasecmp(p, "identity", 8) == 0)
-            q_id = q;
-        p = e;
-    }
-    int g = q_gzip >= 0 ? q_gzip : q_star >= 0 ? q_star : 0;
-    return g > 0 && g >= q_id;
-}
-
-static bool gzip_compress(tn_mw *mw, struct evbuffer *body)
-{
-    z_stream *zs = &mw->u.gzip.zs;
-    if (!mw->u.gzip.zs_ready) {
-        memset(zs, 0, sizeof(*zs));
-        /* 31 = 15 bits of window + 16: a gzip wrapper rather than zlib's */
-        if (deflateInit2(zs, mw->u.gzip.level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-            return false;
-        mw->u.gzip.zs_ready = true;
-    } else if (deflateReset(zs) != Z_OK) {
-        return false;
-    }
-    size_t len = evbuffer_get_length(body);
-    unsigned char *in = evbuffer_pullup(body, -1);
-    if (!in)
-        return false;
-    struct evbuffer *out = mw->u.gzip.out;
-    evbuffer_drain(out, evbuffer_get_length(out));
-    zs->next_in = in;
-    zs->avail_in = (uInt)len;
-    size_t want = deflateBound(zs, (uLong)len);
-    int rc;
-    do {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, (ev_ssize_t)want, &v, 1) < 1)
-            return false;
-        zs->next_out = v.iov_base;
-        zs->avail_out = (uInt)v.iov_len;
-        rc = deflate(zs, Z_FINISH);
-        v.iov_len -= zs->avail_out;
-        evbuffer_commit_space(out, &v, 1);
-        want = 4096;
-    } while (rc == Z_OK);
-    if (rc != Z_STREAM_END) {
-        evbuffer_drain(out, evbuffer_get_length(out));
-        return false;
-    }
-    evbuffer_drain(body, len);
-    evbuffer_add_buffer(body, out);
-    return true;
-}
-
-static void gzip_after(tn_mw *mw, tn_http_request *r, struct evbuffer *body)
-{
-    if (r->file_fd >= 0)
-        return;
-    int status = r->status ? r->status : 200;
-    if (status < 200 || status == 204 || status == 206 || status == 304)
-        return;
-    size_t len = evbuffer_get_length(body);
-    if (!len || len < mw->u.gzip.min_size || tn_http_resp_header_get(r, "Content-Encoding"))
-        return;
-    const char *ct = r->content_type ? r->content_type : TEXT_PLAIN;
-    for (size_t i = 0; i < mw->u.gzip.skip.n; i++) {
-        const char *s = mw->u.gzip.skip.v[i];
-        if (*s && strncasecmp(ct, s, strlen(s)) == 0)
-            return;
-    }
-    /* the answer depends on Accept-Encoding from here on, whatever this
-     * client sent: caches must know */
-    vary_add(r, "Accept-Encoding");
-    const char *ae = tn_http_header_get(r, "Accept-Encoding");
-    if (!ae || !accepts_gzip(ae) || !gzip_compress(mw, body))
-        return;
-    tn_http_set_header(r, "Content-Encoding", "gzip");
-    /* the compressed bytes differ: a strong validator would lie */
-    const char *etag = tn_http_resp_header_get(r, "ETag");
-    if (etag && etag[0] == '"') {
-        char buf[256];
-        snprintf(buf, sizeof(buf), "W/%s", etag);
-        tn_http_set_header(r, "ETag", buf);
-    }
 }
 
 /* ---- auth --------------------------------------------------------------------- */
@@ -845,7 +664,7 @@ tn_mw *tn_mw_new(tn_daemon *d, const tn_middleware_conf *conf, char *err, size_t
     int rc;
     switch (conf->type) {
     case TN_MW_CORS: rc = cors_new(mw, conf); break;
-    case TN_MW_GZIP: rc = gzip_new(mw, conf); break;
+    case TN_MW_GZIP: rc = (mw->u.gzip = tn_gzip_new(conf)) ? 0 : -1; break;
     case TN_MW_AUTH: rc = auth_new(mw, conf); break;
     case TN_MW_RATE_LIMIT: rc = rl_new(mw, conf); break;
     case TN_MW_ACCESS_LOG: rc = log_new(mw, d, conf, err, errlen); break;
@@ -869,7 +688,7 @@ void tn_mw_free(tn_mw *mw)
         return;
     switch (mw->type) {
     case TN_MW_CORS: cors_free(mw); break;
-    case TN_MW_GZIP: gzip_free(mw); break;
+    case TN_MW_GZIP: tn_gzip_free(mw->u.gzip); break;
     case TN_MW_AUTH: auth_free(mw); break;
     case TN_MW_RATE_LIMIT:
         if (mw->u.rl.peers.buckets)
@@ -891,6 +710,7 @@ tn_mw_result tn_mw_before(tn_mw *mw, tn_http_request *r, struct evbuffer *body)
     case TN_MW_CORS: return cors_before(mw, r, body);
     case TN_MW_AUTH: return auth_before(mw, r, body);
     case TN_MW_RATE_LIMIT: return rl_before(mw, r, body);
+    case TN_MW_GZIP: tn_gzip_before(mw->u.gzip, r); return TN_MW_NEXT;
     default: return TN_MW_NEXT;
     }
 }
@@ -899,7 +719,7 @@ void tn_mw_after(tn_mw *mw, tn_http_request *r, struct evbuffer *body)
 {
     switch (mw->type) {
     case TN_MW_CORS: cors_after(mw, r); break;
-    case TN_MW_GZIP: gzip_after(mw, r, body); break;
+    case TN_MW_GZIP: tn_gzip_after(mw->u.gzip, r, body); break;
     case TN_MW_HEADERS: hdr_after(mw, r); break;
     default: break;
     }
