@@ -177,13 +177,34 @@ bool tn_gzip_type(const tn_gzip *g, const char *ct)
 
 /* ---- compressing ------------------------------------------------------------------- */
 
+static bool deflate_init(z_stream *zs, int level)
+{
+    memset(zs, 0, sizeof(*zs));
+    return deflateInit2(zs, level, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+}
+
+/* One deflate() into at least WANT bytes of room at the end of OUT; the
+ * bytes made are added to *MADE. */
+static int deflate_into(z_stream *zs, struct evbuffer *out, size_t want, int flush, size_t *made)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)want, &v, 1) < 1)
+        return Z_MEM_ERROR;
+    zs->next_out = v.iov_base;
+    zs->avail_out = (uInt)v.iov_len;
+    int rc = deflate(zs, flush);
+    v.iov_len -= zs->avail_out;
+    *made += v.iov_len;
+    evbuffer_commit_space(out, &v, 1);
+    return rc;
+}
+
 /* BODY, all in memory, replaced by its gzip. */
 static bool compress_body(tn_gzip *g, struct evbuffer *body)
 {
     z_stream *zs = &g->zs;
     if (!g->zs_ready) {
-        memset(zs, 0, sizeof(*zs));
-        if (deflateInit2(zs, g->level, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        if (!deflate_init(zs, g->level))
             return false;
         g->zs_ready = true;
     } else if (deflateReset(zs) != Z_OK) {
@@ -197,17 +218,10 @@ static bool compress_body(tn_gzip *g, struct evbuffer *body)
     evbuffer_drain(out, evbuffer_get_length(out));
     zs->next_in = in;
     zs->avail_in = (uInt)len;
-    size_t want = deflateBound(zs, (uLong)len);
+    size_t want = deflateBound(zs, (uLong)len), made = 0;
     int rc;
     do {
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, (ev_ssize_t)want, &v, 1) < 1)
-            return false;
-        zs->next_out = v.iov_base;
-        zs->avail_out = (uInt)v.iov_len;
-        rc = deflate(zs, Z_FINISH);
-        v.iov_len -= zs->avail_out;
-        evbuffer_commit_space(out, &v, 1);
+        rc = deflate_into(zs, out, want, Z_FINISH, &made);
         want = 4096;
     } while (rc == Z_OK);
     if (rc != Z_STREAM_END) {
@@ -267,7 +281,7 @@ static int stream_next(tn_http_stream *base, struct evbuffer *out)
     if (!s->ready) {
         if (!s->in && !(s->in = malloc(BLOCK)))
             return -1;
-        if (deflateInit2(&s->zs, s->level, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        if (!deflate_init(&s->zs, s->level))
             return -1;
         s->ready = true;
     }
@@ -292,15 +306,7 @@ static int stream_next(tn_http_stream *base, struct evbuffer *out)
                 flush = s->left > 0 ? Z_SYNC_FLUSH : Z_FINISH;
             }
         }
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, OUT_STEP, &v, 1) < 1)
-            return -1;
-        s->zs.next_out = v.iov_base;
-        s->zs.avail_out = (uInt)v.iov_len;
-        int rc = deflate(&s->zs, flush);
-        v.iov_len -= s->zs.avail_out;
-        made += v.iov_len;
-        evbuffer_commit_space(out, &v, 1);
+        int rc = deflate_into(&s->zs, out, OUT_STEP, flush, &made);
         if (rc == Z_STREAM_END)
             return 0;
         if (rc != Z_OK)

@@ -10,7 +10,9 @@
  * Responses leave in request order. A response produced while nothing is
  * outstanding goes straight to the connection's output; otherwise it waits in
  * the queue behind the ones still being computed. File bodies are added to
- * the output as file segments, which libevent sends with sendfile(2).
+ * the output as file segments, which libevent sends with sendfile(2); a body
+ * made while it is sent (r->stream: gzip of a large file) goes out a piece
+ * per drained output, holding later responses and reading until it ends.
  *
  * Errors in a request (400, 408, 413, 414, 431) answer and close: after a
  * malformed request the framing of the stream cannot be trusted. */
