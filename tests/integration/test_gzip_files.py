@@ -14,6 +14,7 @@ import zlib
 
 import pytest
 
+from ctl_util import rss_kb
 from daemon_util import daemon  # noqa: F401  (daemon is a fixture)
 from http_util import HttpConn, assert_valid, curl_response
 
@@ -351,30 +352,13 @@ def test_pipelined_behind_a_streamed_body(d):
 
 
 def test_half_closed_client_gets_the_whole_body(d):
-    s = socket.create_connection(("127.0.0.1", d.ports["WEB"]), timeout=20)
-    try:
-        s.sendall(b"GET /big.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert b"Transfer-Encoding: chunked" in head, head
-    assert body.endswith(b"\r\n0\r\n\r\n")
-    raw, pos = [], 0
-    while True:
-        eol = body.index(b"\r\n", pos)
-        n = int(body[pos:eol], 16)
-        if n == 0:
-            break
-        raw.append(body[eol + 2:eol + 2 + n])
-        pos = eol + 2 + n + 2
-    assert gzip.decompress(b"".join(raw)) == BIG
+    with HttpConn(d.ports["WEB"], timeout=20) as c:
+        c.request("GET", "/big.txt", headers={"Accept-Encoding": "gzip", "Connection": "close"})
+        c.sock.shutdown(socket.SHUT_WR)
+        r = assert_valid(c.read_response(timeout=20), 200)
+        assert r.framing == "chunked" and r.header("Content-Encoding") == "gzip", r
+        assert gzip.decompress(r.body) == BIG
+        assert c.wait_closed()
 
 
 def test_clients_vanishing_mid_stream(d):
@@ -393,14 +377,6 @@ def test_clients_vanishing_mid_stream(d):
 
 
 BOUND_MB = 8
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_memory_bounded_while_a_slow_client_downloads_50mb(daemon, site, tmp_path):

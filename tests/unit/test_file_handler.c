@@ -29,6 +29,7 @@
 #include "daemon.h"
 #include "handlers/handler.h"
 #include "proto/http.h"
+#include "unit_util.h"
 #include "version.h"
 
 #define BIG_SIZE (1024 * 1024 + 123)
@@ -42,28 +43,6 @@ typedef struct fx {
     tn_handler h;
     int fds; /* open descriptors when the test began */
 } fx;
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
-    int n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
-static void put(const char *dir, const char *name, const void *data, size_t len)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
 
 static void puts_file(const char *dir, const char *name, const char *text)
 {
@@ -178,12 +157,7 @@ static int group_setup(void **state)
     if (mkfifo(p, 0644) < 0)
         return -1;
 
-    f->index_v[0] = "index.html";
-    f->h.name = "files";
-    f->h.ops = &tn_file_ops;
-    f->h.conf.root = f->root;
-    f->h.conf.index.v = f->index_v;
-    f->h.conf.index.n = 1;
+    file_handler(&f->h, f->root, f->index_v);
     char err[256] = "";
     if (tn_file_ops.init && tn_file_ops.init(&f->h, err, sizeof(err)) < 0) {
         fprintf(stderr, "init: %s\n", err);
@@ -196,13 +170,11 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     fx *f = *state;
-    char cmd[PATH_MAX + 32];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->base);
-    int rc = system(cmd);
+    int rc = remove_tree(f->base);
     if (f->h.ops->destroy)
         f->h.ops->destroy(&f->h);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 static int test_setup(void **state)
@@ -287,14 +259,7 @@ static void done(treq *t)
 {
     if (t->r.file_fd >= 0)
         close(t->r.file_fd);
-    /* the request's arena is http.c's list of chunks, each starting with
-     * the pointer to the next (http.c frees it with the request) */
-    void *c = t->r.arena;
-    while (c) {
-        void *next = *(void **)c;
-        free(c);
-        c = next;
-    }
+    free_arena(&t->r);
     evbuffer_free(t->out);
     free(t);
 }

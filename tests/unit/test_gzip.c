@@ -16,7 +16,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include "handlers/handler.h"
 #include "proto/gzip.h"
 #include "proto/http.h"
+#include "unit_util.h"
 
 #define LARGE (3 * 1024 * 1024 + 5)
 #define ZEROS (10 * 1024 * 1024)
@@ -43,27 +43,6 @@ typedef struct fx {
     tn_gzip *gz;   /* defaults: min_size 256, level 6, the default skip_types */
     int fds;
 } fx;
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
-}
-
-static void put(const char *dir, const char *name, const void *data, size_t len)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof(p), "%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
 
 static unsigned char *text(size_t n)
 {
@@ -131,12 +110,7 @@ static int group_setup(void **state)
     if (mkdir(p, 0755) < 0)
         return -1;
 
-    f->index_v[0] = "index.html";
-    f->h.name = "files";
-    f->h.ops = &tn_file_ops;
-    f->h.conf.root = f->root;
-    f->h.conf.index.v = f->index_v;
-    f->h.conf.index.n = 1;
+    file_handler(&f->h, f->root, f->index_v);
     static const char *const skip[] = { "image/", "video/", "audio/", "application/zip", "application/gzip",
                                         "font/woff2" };
     for (size_t i = 0; i < 6; i++)
@@ -151,12 +125,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     fx *f = *state;
-    char cmd[PATH_MAX + 32];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->base);
-    int rc = system(cmd);
+    int rc = remove_tree(f->base);
     tn_gzip_free(f->gz);
     free(f);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 static int test_setup(void **state)
@@ -216,12 +188,7 @@ static void done(treq *t)
         close(t->r.file_fd);
     if (t->r.stream)
         t->r.stream->free(t->r.stream);
-    void *c = t->r.arena; /* http.c's chunks, each starting with the next */
-    while (c) {
-        void *next = *(void **)c;
-        free(c);
-        c = next;
-    }
+    free_arena(&t->r);
     evbuffer_free(t->body);
     free(t);
 }
@@ -235,6 +202,19 @@ static bool varies(treq *t)
 {
     const char *v = resp(t, "Vary");
     return v && strcasecmp(v, "Accept-Encoding") == 0;
+}
+
+/* T's answer is compressed: its headers say so, the file body is gone
+ * (into T->body, or a stream when STREAMED). */
+static void assert_compressed(treq *t, bool streamed)
+{
+    assert_int_equal(t->r.status, 200);
+    assert_int_equal(t->r.file_fd, -1);
+    assert_true(streamed ? t->r.stream != NULL : t->r.stream == NULL);
+    assert_string_equal(resp(t, "Content-Encoding"), "gzip");
+    assert_true(varies(t));
+    assert_null(resp(t, "Accept-Ranges"));
+    assert_memory_equal(resp(t, "ETag"), "W/\"", 3);
 }
 
 /* Inflates all of IN, asserting it is one whole gzip member. */
@@ -352,12 +332,7 @@ static void test_small_file_in_memory(void **state)
 {
     fx *f = *state;
     treq *t = serve(f, "GET", "/small.txt", "Accept-Encoding", "gzip", NULL);
-    assert_int_equal(t->r.file_fd, -1);
-    assert_null(t->r.stream);
-    assert_string_equal(resp(t, "Content-Encoding"), "gzip");
-    assert_true(varies(t));
-    assert_null(resp(t, "Accept-Ranges"));
-    assert_memory_equal(resp(t, "ETag"), "W/\"", 3);
+    assert_compressed(t, false);
     size_t n = evbuffer_get_length(t->body);
     assert_true(n < 5000 / 2);
     assert_inflates_to_file(f, evbuffer_pullup(t->body, -1), n, "small.txt");
@@ -365,8 +340,8 @@ static void test_small_file_in_memory(void **state)
 
     /* HEAD compresses too: its Content-Length is the GET's */
     t = serve(f, "HEAD", "/small.txt", "Accept-Encoding", "gzip", NULL);
+    assert_compressed(t, false);
     assert_int_equal(evbuffer_get_length(t->body), n);
-    assert_string_equal(resp(t, "Content-Encoding"), "gzip");
     done(t);
 }
 
@@ -374,12 +349,8 @@ static void test_large_file_streamed(void **state)
 {
     fx *f = *state;
     treq *t = serve(f, "GET", "/large.txt", "Accept-Encoding", "x-gzip", NULL);
-    assert_int_equal(t->r.file_fd, -1);
-    assert_non_null(t->r.stream);
+    assert_compressed(t, true);
     assert_int_equal(evbuffer_get_length(t->body), 0);
-    assert_string_equal(resp(t, "Content-Encoding"), "gzip");
-    assert_memory_equal(resp(t, "ETag"), "W/\"", 3);
-    assert_true(varies(t));
     size_t pieces = drain_stream(t);
     assert_true(pieces > 1);
     size_t n = evbuffer_get_length(t->body);
@@ -389,7 +360,7 @@ static void test_large_file_streamed(void **state)
     /* 10 MB of zeros deflate to almost nothing: pieces are still cut at a
      * bounded amount of input (256 KB), each flushed out */
     t = serve(f, "GET", "/zeros.txt", "Accept-Encoding", "gzip", NULL);
-    assert_non_null(t->r.stream);
+    assert_compressed(t, true);
     pieces = drain_stream(t);
     assert_true(pieces >= ZEROS / (256 * 1024));
     n = evbuffer_get_length(t->body);
@@ -399,7 +370,7 @@ static void test_large_file_streamed(void **state)
 
     /* HEAD: a stream that is never pulled (http.c frees it unread) */
     t = serve(f, "HEAD", "/large.txt", "Accept-Encoding", "gzip", NULL);
-    assert_non_null(t->r.stream);
+    assert_compressed(t, true);
     done(t);
 }
 
@@ -532,9 +503,7 @@ static void test_gz_sibling(void **state)
     static const char *const refused[] = { "/out.js", "/dir.html" };
     for (size_t i = 0; i < 2; i++) {
         t = serve(f, "GET", refused[i], "Accept-Encoding", "gzip", NULL);
-        assert_int_equal(t->r.status, 200);
-        assert_string_equal(resp(t, "Content-Encoding"), "gzip");
-        assert_memory_equal(resp(t, "ETag"), "W/\"", 3);
+        assert_compressed(t, false);
         size_t n = evbuffer_get_length(t->body);
         assert_inflates_to_file(f, evbuffer_pullup(t->body, -1), n, refused[i] + 1);
         done(t);

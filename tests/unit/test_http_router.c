@@ -26,6 +26,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "proto/http.h"
+#include "unit_util.h"
 
 /* ---- fixture ------------------------------------------------------------------- */
 
@@ -150,13 +151,7 @@ static treq *req(const char *method, const char *target, ...)
 
 static void req_free(treq *t)
 {
-    /* http.c's arena is a list of chunks, each starting with the next one */
-    void *c = t->r.arena;
-    while (c) {
-        void *next = *(void **)c;
-        free(c);
-        c = next;
-    }
+    free_arena(&t->r);
     evbuffer_free(t->body);
     free(t);
 }
