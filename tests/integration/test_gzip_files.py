@@ -17,6 +17,7 @@ import pytest
 from ctl_util import rss_kb
 from daemon_util import daemon  # noqa: F401  (daemon is a fixture)
 from http_util import HttpConn, assert_valid, curl_response
+from tls_util import https_conn, pki, tls_context  # noqa: F401  (pki is a fixture)
 
 SECRET = b"outside the root: never served " * 20
 
@@ -359,6 +360,25 @@ def test_half_closed_client_gets_the_whole_body(d):
         assert r.framing == "chunked" and r.header("Content-Encoding") == "gzip", r
         assert gzip.decompress(r.body) == BIG
         assert c.wait_closed()
+
+
+def test_streamed_over_tls(daemon, site, pki):
+    tls = f"""
+secure {{
+    protocol: "http"
+    listen: "127.0.0.1:PORT_TLS"
+    middleware: ["gzip"]
+    tls {{ cert: "{pki.localhost.cert}"  key: "{pki.localhost.key}" }}
+    routes {{ "GET /*": "site" }}
+}}
+"""
+    d = daemon(CONFIG.replace("{WWW}", str(site)) + tls)
+    with https_conn(d.ports["TLS"], tls_context(pki), timeout=20, rcvbuf=16384) as c:
+        for name in ("big.txt", "small.txt", "big.txt"):
+            r = assert_valid(c.exchange("GET", "/" + name, headers=GZ, timeout=20), 200)
+            assert r.header("Content-Encoding") == "gzip", r
+            assert r.framing == ("chunked" if name == "big.txt" else "length"), r
+            assert gzip.decompress(r.body) == FILES[name]
 
 
 def test_clients_vanishing_mid_stream(d):
