@@ -7,6 +7,7 @@ with 304, identity ranges (206), q=0, HEAD, types that are not compressed,
 pipelining behind a streamed body, clients that half-close or vanish."""
 import gzip
 import hashlib
+import json
 import os
 import socket
 import time
@@ -31,6 +32,7 @@ site { type: "file" root: "{WWW}" }
 
 [middleware]
 gz1k { type: "gzip" min_size: "1KB" level: 1 }
+alog { type: "access_log" file: "{ALOG}" format: "json" }
 
 [listeners]
 web {
@@ -47,6 +49,12 @@ k1 {
 plain {
     protocol: "http"
     listen: "127.0.0.1:PORT_PLAIN"
+    routes { "GET /*": "site" }
+}
+logged {
+    protocol: "http"
+    listen: "127.0.0.1:PORT_LOG"
+    middleware: ["alog", "gzip"]
     routes { "GET /*": "site" }
 }
 """
@@ -99,9 +107,13 @@ def site(tmp_path):
     return www
 
 
+def config(site):
+    return CONFIG.replace("{WWW}", str(site)).replace("{ALOG}", str(site.parent / "access.log"))
+
+
 @pytest.fixture
 def d(daemon, site):
-    return daemon(CONFIG.replace("{WWW}", str(site)))
+    return daemon(config(site))
 
 
 def get(d, path, headers=None, port="WEB", method="GET", version="HTTP/1.1"):
@@ -372,13 +384,30 @@ secure {{
     routes {{ "GET /*": "site" }}
 }}
 """
-    d = daemon(CONFIG.replace("{WWW}", str(site)) + tls)
+    d = daemon(config(site) + tls)
     with https_conn(d.ports["TLS"], tls_context(pki), timeout=20, rcvbuf=16384) as c:
         for name in ("big.txt", "small.txt", "big.txt"):
             r = assert_valid(c.exchange("GET", "/" + name, headers=GZ, timeout=20), 200)
             assert r.header("Content-Encoding") == "gzip", r
             assert r.framing == ("chunked" if name == "big.txt" else "length"), r
             assert gzip.decompress(r.body) == FILES[name]
+
+
+def test_access_log_counts_a_streamed_body(d, site):
+    # logged once the last piece is out, with every byte the client received
+    log = site.parent / "access.log"
+    with HttpConn(d.ports["LOG"], timeout=20) as c:
+        big = assert_valid(c.exchange("GET", "/big.txt", headers=GZ, timeout=20), 200)
+        small = assert_valid(c.exchange("GET", "/small.txt", headers=GZ), 200)
+    assert big.framing == "chunked" and small.framing == "length"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(log.read_text().splitlines()) < 2:
+        time.sleep(0.02)
+    lines = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [(e["path"], e["status"], e["bytes"]) for e in lines] == [
+        ("/big.txt", 200, big.wire_len),
+        ("/small.txt", 200, small.wire_len),
+    ], lines
 
 
 def test_clients_vanishing_mid_stream(d):
@@ -411,7 +440,7 @@ def test_memory_bounded_while_a_slow_client_downloads_50mb(daemon, site, tmp_pat
     if os.environ.get("SANITIZE") == "1":
         # ASan keeps freed memory in quarantine on purpose; this measures ours
         env = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1")
-    d = daemon(CONFIG.replace("{WWW}", str(site)), env=env)
+    d = daemon(config(site), env=env)
     assert gzip.decompress(get(d, "/small.txt", GZ).body) == SMALL  # deflate state in place
     before = rss_kb(d.pid)
     s = socket.socket()
