@@ -372,6 +372,16 @@ def test_half_closed_client_gets_the_whole_body(d):
         assert r.framing == "chunked" and r.header("Content-Encoding") == "gzip", r
         assert gzip.decompress(r.body) == BIG
         assert c.wait_closed()
+    # requests pipelined behind a streamed body, then the FIN: all answered, then the close
+    with HttpConn(d.ports["WEB"], timeout=20) as c:
+        names = ["big.txt", "small.txt", "big.txt", "tiny.txt"]
+        c.send(b"".join(f"GET /{n} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n".encode() for n in names))
+        c.sock.shutdown(socket.SHUT_WR)
+        for n in names:
+            r = assert_valid(c.read_response(timeout=20), 200)
+            body = gzip.decompress(r.body) if r.header("Content-Encoding") == "gzip" else r.body
+            assert body == FILES[n], n
+        assert c.wait_closed()
 
 
 def test_streamed_over_tls(daemon, site, pki):
