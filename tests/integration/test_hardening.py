@@ -6,11 +6,16 @@ programs:
   listener: each "\\n" or "\\r\\n" becomes one space; UDP keeps them;
 - TLS listeners offer forward secret suites only by default: static-RSA
   key exchange, CBC suites and TLS 1.1 are refused, ECDHE-GCM and TLS 1.3
-  served; min_version "1.0" adds the ECDHE CBC suites, never static RSA.
+  served; min_version "1.0" adds the ECDHE CBC suites, never static RSA;
+- an include fan-out (twenty files each including a directory of twenty)
+  or a mesh of files including each other ends `tusknetd -t` at once with
+  one FILE:LINE:COL error.
 """
+import subprocess
+
 import pytest
 
-from daemon_util import LineClient, UdpClient, daemon  # noqa: F401  (daemon is a fixture)
+from daemon_util import TUSKNETD, LineClient, UdpClient, daemon  # noqa: F401  (daemon is a fixture)
 from tls_util import handshake_ok, pki, s_client  # noqa: F401  (pki is a fixture)
 
 LINES = r"""
@@ -123,3 +128,51 @@ def test_legacy_min_version_stays_forward_secret(tls_daemon, pki):
         assert not handshake_ok(r.out), r.out
     r = s_client(port, "-tls1_2", "-CAfile", pki.ca.cert)
     assert handshake_ok(r.out) and cipher_of(r.out) == "ECDHE-RSA-AES128-GCM-SHA256", r.out
+
+
+# ---- config include bounds -------------------------------------------------------
+
+
+def check(path):
+    r = subprocess.run([TUSKNETD, "-t", "-c", str(path)], capture_output=True, text=True, timeout=20)
+    return r.returncode, r.stderr.splitlines()
+
+
+def test_include_fan_out_is_bounded(tmp_path):
+    for i in range(20):
+        (tmp_path / "l1").mkdir(exist_ok=True)
+        (tmp_path / "l2").mkdir(exist_ok=True)
+        (tmp_path / "l1" / f"f{i:02d}.conf").write_text('@include("../l2/*.conf")\n')
+        (tmp_path / "l2" / f"g{i:02d}.conf").write_text("# nothing\n")
+    main = tmp_path / "main.conf"
+    main.write_text('[daemon]\n@include("l1/*.conf")\n')
+    # main, then f00..f11 with their twenty each (253 files), f12, g00, g01
+    assert check(main) == (1, [
+        f"{tmp_path}/l1/f12.conf:1:1: include limit: more than 256 files (config, includes, @file) "
+        "for one configuration",
+        f"tusknetd: configuration {main} is invalid"])
+
+
+def test_include_mesh_stops_at_the_first_cycle(tmp_path):
+    for i in range(20):
+        (tmp_path / f"m{i:02d}.conf").write_text(f'[s{i}]\n@include("*.conf")\n')
+    main = tmp_path / "m07.conf"
+    first = tmp_path / "m00.conf"
+    assert check(main) == (1, [
+        f"{first}:2:1: include cycle: {first} -> {first}",
+        f"tusknetd: configuration {main} is invalid"])
+    # the same file through another spelling of its path
+    (tmp_path / "sub").mkdir()
+    loop = tmp_path / "sub" / "loop.conf"
+    loop.write_text('@include("../sub/./loop.conf")\n')
+    assert check(loop) == (1, [
+        f"{loop}:1:1: include cycle: {loop} -> {tmp_path}/sub/../sub/./loop.conf",
+        f"tusknetd: configuration {loop} is invalid"])
+
+
+def test_include_statements_are_bounded(tmp_path):
+    main = tmp_path / "main.conf"
+    main.write_text('@include("nothing*.conf")\n' * 100000)
+    assert check(main) == (1, [
+        f"{main}:257:1: include limit: more than 256 @include statements for one configuration",
+        f"tusknetd: configuration {main} is invalid"])
