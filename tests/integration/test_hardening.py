@@ -7,10 +7,15 @@ programs:
 - TLS listeners offer forward secret suites only by default: static-RSA
   key exchange, CBC suites and TLS 1.1 are refused, ECDHE-GCM and TLS 1.3
   served; min_version "1.0" adds the ECDHE CBC suites, never static RSA;
+- what programs write to stderr and what clients send reaches the daemon's
+  log escaped (control bytes as \\xHH), one log line per stderr line, and a
+  program flooding stderr gets 100 lines a second logged and the rest
+  counted in "dropped N stderr lines";
 - an include fan-out (twenty files each including a directory of twenty)
   or a mesh of files including each other ends `tusknetd -t` at once with
   one FILE:LINE:COL error.
 """
+import re
 import subprocess
 
 import pytest
@@ -176,3 +181,75 @@ def test_include_statements_are_bounded(tmp_path):
     assert check(main) == (1, [
         f"{main}:257:1: include limit: more than 256 @include statements for one configuration",
         f"tusknetd: configuration {main} is invalid"])
+
+
+# ---- the daemon's log ------------------------------------------------------------
+
+LOGS = r"""
+[daemon]
+control_socket: ""
+log_level: "info"
+shutdown_timeout: "2s"
+
+[handlers]
+forge { type: "exec" command: ["sh", "-c", "printf 'evil\r\n2026-01-01 00:00:00.000 [error] forged \\033[31mred\\033[0m \\377\n' >&2"] }
+tell  { type: "exec" command: ["sh", "-c", "cat >&2"] }
+chat  { type: "stream" command: ["sh", "-c", "while read -r l; do printf '%s\n' \"$l\" >&2; echo ok; done"] }
+flood { type: "exec" command: ["sh", "-c", "seq 1 100000 >&2; echo done"] timeout: "20s" }
+ping  { type: "static" reply: "+PONG" }
+
+[listeners]
+lines { protocol: "tcp" listen: "127.0.0.1:PORT_LINES" handlers: ["forge", "tell", "chat", "flood", "ping"] }
+"""
+
+HEAD = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \[warn\] "
+
+
+def log_lines(d, handler):
+    """The daemon's log lines for HANDLER's stderr, without the time stamp."""
+    rx = re.compile(HEAD + "(handler " + handler + ": .*)$")
+    return [m.group(1) for m in map(rx.match, d.log().split("\n")) if m]
+
+
+def test_program_stderr_is_escaped_in_the_log(daemon):
+    d = daemon(LOGS)
+    with LineClient(d.ports["LINES"]) as c:
+        assert c.request("forge") == ""
+        assert d.wait_log("forged", 3)
+    raw = d.log()
+    assert "\x1b" not in raw and "\r" not in raw and "\xff" not in raw
+    assert not re.search(r"^2026-01-01", raw, re.M), raw
+    assert log_lines(d, "forge") == [
+        r"handler forge: evil",  # a line's CRLF ending is its end
+        r"handler forge: 2026-01-01 00:00:00.000 [error] forged \x1B[31mred\x1B[0m \xFF",
+    ]
+
+
+def test_client_bytes_are_escaped_in_the_log(daemon):
+    d = daemon(LOGS)
+    with LineClient(d.ports["LINES"]) as c:
+        # a program that logs what the client sent, once per message and as a stream
+        c.send(b"tell one\rtwo \x1b]0;title\x07 \xc3\xa9t\xc3\xa9 \x7f\n")
+        assert c.readline() == ""
+        c.send(b"chat \x1b[2J\x08\x01x\n")
+        assert c.readline() == "ok"
+        assert d.wait_log("handler chat", 3)
+    assert log_lines(d, "tell") == [r"handler tell: one\x0Dtwo \x1B]0;title\x07 été \x7F"]
+    assert log_lines(d, "chat") == [r"handler chat: \x1B[2J\x08\x01x"]
+
+
+def test_stderr_flood_is_rate_limited(daemon):
+    d = daemon(LOGS)
+    with LineClient(d.ports["LINES"], timeout=20) as c:
+        assert c.request("flood") == "done"
+        # the drops are reported while the daemon runs, and it keeps serving
+        assert d.wait_log(r"handler flood: dropped \d+ stderr lines \(more than 100 a second\)", 3)
+        assert c.request("ping") == "+PONG"
+    assert d.stop() == 0  # the last count comes when the handler goes
+    logged = [line for line in log_lines(d, "flood") if re.fullmatch(r"handler flood: \d+", line)]
+    dropped = [int(m) for m in re.findall(r"handler flood: dropped (\d+) stderr lines", d.log())]
+    # the burst first, in order, then what the rate let through; every line
+    # is either logged or counted
+    assert logged[:100] == [f"handler flood: {i}" for i in range(1, 101)]
+    assert len(logged) + sum(dropped) == 100000
+    assert sum(dropped) > 0
