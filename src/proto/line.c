@@ -59,14 +59,15 @@ static void add_line(struct evbuffer *out, bool fail, const char *data, size_t l
     if (fail)
         evbuffer_add(out, "Error: ", 7);
     const char *nl;
-    while ((nl = memchr(data, '\n', len))) {
+    while (len && (nl = memchr(data, '\n', len))) {
         size_t n = (size_t)(nl - data);
         evbuffer_add(out, data, n && nl[-1] == '\r' ? n - 1 : n);
         evbuffer_add(out, " ", 1);
         len -= n + 1;
         data = nl + 1;
     }
-    evbuffer_add(out, data, len);
+    if (len)
+        evbuffer_add(out, data, len);
     if (crlf)
         evbuffer_add(out, "\r\n", 2);
     else
