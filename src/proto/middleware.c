@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "json.h"
 #include "log.h"
 #include "net/limits.h"
 
@@ -702,34 +703,12 @@ static void add_clf(struct evbuffer *out, const char *s)
         tn_log_escape(out, s, strlen(s), TN_ESC_CLF);
 }
 
-/* A JSON string; bytes that are not UTF-8 (a decoded path may hold any)
+/* A JSON member; bytes that are not UTF-8 (a decoded path may hold any)
  * become U+FFFD so that the line stays valid JSON. */
 static void add_json(struct evbuffer *out, const char *key, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    evbuffer_add_printf(out, ",\"%s\":\"", key);
-    const unsigned char *p = (const unsigned char *)(s ? s : ""), *start = p, *end = p + strlen((const char *)p);
-    while (*p) {
-        unsigned char c = *p;
-        size_t n = c >= 0x20 && c != '"' && c != '\\' ? tn_utf8_len(p, (size_t)(end - p)) : 0;
-        if (n) {
-            p += n;
-            continue;
-        }
-        evbuffer_add(out, start, (size_t)(p - start));
-        if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-            evbuffer_add(out, e, 2);
-        } else if (c < 0x20) {
-            char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            evbuffer_add(out, u, 6);
-        } else {
-            evbuffer_add(out, "\\ufffd", 6);
-        }
-        start = ++p;
-    }
-    evbuffer_add(out, start, (size_t)(p - start));
-    evbuffer_add(out, "\"", 1);
+    evbuffer_add_printf(out, ",\"%s\":", key);
+    tn_json_escape(out, s ? s : "", s ? strlen(s) : 0);
 }
 
 static void log_done(tn_mw *mw, tn_http_request *r, uint64_t bytes)
