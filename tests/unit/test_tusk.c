@@ -885,6 +885,19 @@ static void test_include_limits(void **state)
     assert_null(at(r.doc.root, "k256", NULL));
     unparse(&r);
 
+    /* @include statements count even when they match nothing: each globs */
+    cap = 300 * 32;
+    len = 0;
+    big = malloc(cap);
+    assert_non_null(big);
+    for (int i = 1; i <= 300; i++)
+        len += (size_t)snprintf(big + len, cap - len, "@include(\"none*.conf\")\n");
+    write_filen("globs/main.conf", big, len);
+    free(big);
+    parse_path(&r, "globs/main.conf");
+    assert_errors(&r, "globs/main.conf:257:1: include limit: more than 256 @include statements for one configuration");
+    unparse(&r);
+
     /* bytes: two includes of 9 MiB each are more than 16 MiB together */
     size_t nine = (size_t)9 << 20;
     big = malloc(nine);
