@@ -54,8 +54,8 @@ void tn_json_escape(struct evbuffer *out, const char *s, size_t len)
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = u[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
-            continue;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            continue; /* DEL is escaped too: JSON lines reach the daemon's log */
         if (c >= 0x80) {
             size_t n = tn_utf8_len(u + i, len - i);
             if (n) {

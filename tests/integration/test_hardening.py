@@ -10,17 +10,20 @@ programs:
 - what programs write to stderr and what clients send reaches the daemon's
   log escaped (control bytes as \\xHH), one log line per stderr line, and a
   program flooding stderr gets 100 lines a second logged and the rest
-  counted in "dropped N stderr lines";
+  counted in "dropped N stderr lines"; access log lines (combined and JSON)
+  pass through unchanged, the JSON ones still valid JSON;
 - an include fan-out (twenty files each including a directory of twenty)
   or a mesh of files including each other ends `tusknetd -t` at once with
   one FILE:LINE:COL error.
 """
+import json
 import re
 import subprocess
 
 import pytest
 
 from daemon_util import TUSKNETD, LineClient, UdpClient, daemon  # noqa: F401  (daemon is a fixture)
+from http_util import raw_exchange
 from tls_util import handshake_ok, pki, s_client  # noqa: F401  (pki is a fixture)
 
 LINES = r"""
@@ -133,6 +136,41 @@ def test_legacy_min_version_stays_forward_secret(tls_daemon, pki):
         assert not handshake_ok(r.out), r.out
     r = s_client(port, "-tls1_2", "-CAfile", pki.ca.cert)
     assert handshake_ok(r.out) and cipher_of(r.out) == "ECDHE-RSA-AES128-GCM-SHA256", r.out
+
+
+ACCESS = """
+[daemon]
+control_socket: ""
+log_level: "info"
+
+[handlers]
+ok { type: "static" reply: "ok" }
+
+[middleware]
+clf  { type: "access_log" format: "combined" }
+json { type: "access_log" format: "json" }
+
+[listeners]
+a { protocol: "http" listen: "127.0.0.1:PORT_A" middleware: ["clf"] routes { "/*": "ok" } }
+b { protocol: "http" listen: "127.0.0.1:PORT_B" middleware: ["json"] routes { "/*": "ok" } }
+"""
+
+
+def test_access_log_lines_in_the_daemon_log(daemon):
+    """Both access log formats reach the daemon's log unchanged: what they
+    quote is already safe, and a JSON line stays valid JSON."""
+    d = daemon(ACCESS)
+    ua = b'ua "q" \\ \xff\xfe \xc3\xa9'
+    for port in (d.ports["A"], d.ports["B"]):
+        r, _ = raw_exchange(port, b"GET /p HTTP/1.1\r\nHost: x\r\nUser-Agent: " + ua + b"\r\nConnection: close\r\n\r\n")
+        assert r.status == 200, r
+    assert d.wait_log(r'\{"time"', 3)
+    lines = d.log().split("\n")
+    clf = [line for line in lines if '"GET /p HTTP/1.1"' in line]
+    assert len(clf) == 1 and clf[0].endswith(r'"ua \x22q\x22 \x5C \xFF\xFE \xC3\xA9"'), clf
+    js = [line[line.index("{"):] for line in lines if '{"time"' in line]
+    assert len(js) == 1, js
+    assert json.loads(js[0])["user_agent"] == 'ua "q" \\ \ufffd\ufffd \u00e9', js
 
 
 # ---- config include bounds -------------------------------------------------------
