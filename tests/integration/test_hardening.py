@@ -5,8 +5,8 @@ programs:
   broadcast relayed from UDP) is still exactly one line on a TCP line
   listener: each "\\n" or "\\r\\n" becomes one space; UDP keeps them;
 - TLS listeners offer forward secret suites only by default: static-RSA
-  key exchange, CBC suites and TLS 1.1 are refused, ECDHE-GCM and TLS 1.3
-  served; min_version "1.0" adds the ECDHE CBC suites, never static RSA;
+  key exchange, CBC suites and TLS 1.1 are refused, ECDHE/DHE AEAD suites
+  and TLS 1.3 served; min_version "1.0" adds the ECDHE CBC suites, never static RSA;
 - what programs write to stderr and what clients send reaches the daemon's
   log escaped (control bytes as \\xHH), one log line per stderr line, and a
   program flooding stderr gets 100 lines a second logged and the rest
@@ -102,7 +102,8 @@ def tls_daemon(daemon, pki):
 
 
 @pytest.mark.parametrize("cipher", ["AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA256",
-                                    "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384"])
+                                    "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384", "DHE-RSA-AES128-SHA",
+                                    "DHE-RSA-AES256-SHA256"])
 def test_default_tls12_refuses_static_rsa_and_cbc(tls_daemon, pki, cipher):
     r = s_client(tls_daemon.ports["MODERN"], "-tls1_2", "-cipher", cipher, "-CAfile", pki.ca.cert)
     assert not handshake_ok(r.out), r.out
@@ -110,10 +111,14 @@ def test_default_tls12_refuses_static_rsa_and_cbc(tls_daemon, pki, cipher):
 
 
 @pytest.mark.parametrize("cipher", ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
-                                    "ECDHE-RSA-CHACHA20-POLY1305"])
+                                    "ECDHE-RSA-CHACHA20-POLY1305", "DHE-RSA-AES128-GCM-SHA256",
+                                    "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305"])
 def test_default_tls12_serves_forward_secret_aead(tls_daemon, pki, cipher):
     r = s_client(tls_daemon.ports["MODERN"], "-tls1_2", "-cipher", cipher, "-CAfile", pki.ca.cert)
     assert handshake_ok(r.out) and cipher_of(r.out) == cipher, r.out
+    # the DH group matches the RSA 2048 certificate
+    want = "Server Temp Key: DH, 2048 bits" if cipher.startswith("DHE") else "Server Temp Key: X25519, 253 bits"
+    assert want in r.out, r.out
 
 
 def test_default_tls_versions(tls_daemon, pki):
