@@ -275,7 +275,7 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     }
     if (!cfg) {
         d->reload_failures++;
-        tn_error("reload failed, keeping the running configuration: %s", err);
+        tn_log_lines(TN_LOG_ERROR, "reload failed, keeping the running configuration: ", err);
         /* first line only: STATUS is one line */
         char first[512];
         snprintf(first, sizeof(first), "%s", err);
@@ -489,7 +489,7 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
     }
     tn_config *initial = d->cfg;
     if (apply_config(d, initial, err, sizeof(err)) < 0) {
-        tn_error("%s", err);
+        tn_log_lines(TN_LOG_ERROR, NULL, err);
         tn_sd_notify("STATUS=Failed to start: %s", err);
         free_state(d);
         return NULL;

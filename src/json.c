@@ -8,6 +8,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "log.h"
+
 void tn_json_init(tn_json *j, struct evbuffer *out)
 {
     memset(j, 0, sizeof(*j));
@@ -41,37 +43,6 @@ void tn_json_close(tn_json *j, char bracket)
         j->depth--;
 }
 
-/* Length of the well-formed UTF-8 sequence at S (at most N bytes), or 0:
- * overlongs, surrogates and code points past U+10FFFF are not well formed. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
 /* Client bytes reach answers (unknown commands, handler names, remote
  * input): control characters are escaped and bytes that are not UTF-8
  * become U+FFFD, so every answer stays one valid JSON line. */
@@ -83,10 +54,10 @@ void tn_json_escape(struct evbuffer *out, const char *s, size_t len)
     size_t start = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = u[i];
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
-            continue;
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            continue; /* DEL is escaped too: JSON lines reach the daemon's log */
         if (c >= 0x80) {
-            size_t n = utf8_seq(u + i, len - i);
+            size_t n = tn_utf8_len(u + i, len - i);
             if (n) {
                 i += n - 1;
                 continue;

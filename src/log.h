@@ -3,14 +3,43 @@
 #ifndef TN_LOG_H
 #define TN_LOG_H
 
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/config.h"
 
 void tn_log_init(void);
 void tn_log_set_level(int level);
 int tn_log_get_level(void);
+/* Every line is escaped as tn_log_escape() does without flags: what clients
+ * and programs send can neither split a line nor reach a terminal raw. */
 void tn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One log line per line of TEXT, each PREFIX + the line (a list of errors). */
+void tn_log_lines(int level, const char *prefix, const char *text);
+
+/* Escapes text for a log line: control bytes (below 0x20, and 0x7f) and
+ * bytes that are not UTF-8 become \xHH. With TN_ESC_CLF (the quoting of
+ * nginx's combined format) '"', '\' and all bytes outside printable ASCII do
+ * too. */
+#define TN_ESC_CLF 1
+void tn_log_escape(struct evbuffer *out, const char *s, size_t len, int flags);
+/* Length of the valid UTF-8 sequence at S of at most AVAIL bytes (0: none). */
+size_t tn_utf8_len(const unsigned char *s, size_t avail);
+
+/* A token bucket for the stderr lines a handler's programs log: past
+ * TN_LOG_LIMIT_RATE lines a second (bursts of TN_LOG_LIMIT_BURST) lines are
+ * dropped and counted, and one line a second at most says how many ("handler
+ * NAME: dropped N stderr lines"), the last one when the limiter is freed. */
+#define TN_LOG_LIMIT_RATE 100
+#define TN_LOG_LIMIT_BURST 100
+typedef struct tn_log_limit tn_log_limit;
+tn_log_limit *tn_log_limit_new(struct event_base *base, const char *handler);
+/* True when a line may be logged at NOW_US (a monotonic clock). */
+bool tn_log_limit_take(tn_log_limit *l, int64_t now_us);
+void tn_log_limit_free(tn_log_limit *l);
 
 /* Files the daemon appends log lines to (access logs). Each open file is
  * listed under its owner's list head (the daemon state) so that SIGUSR1

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "handlers/handler.h" /* tn_now_us */
 #include "log.h"
 
 extern char **environ;
@@ -46,6 +47,7 @@ struct tn_proc {
     struct evbuffer *in, *out, *err;
     int stderr_mode;
     size_t stderr_line_max;
+    tn_log_limit *stderr_limit;
     int status;
     bool in_close; /* close stdin once drained */
     bool err_cutting;
@@ -87,7 +89,7 @@ static void stderr_line(void *arg, const char *line, size_t len)
     if (p->stderr_mode == TN_STDERR_CLIENT) {
         if (p->ops->on_stderr_line)
             p->ops->on_stderr_line(p, p->arg, line, len);
-    } else {
+    } else if (!p->stderr_limit || tn_log_limit_take(p->stderr_limit, tn_now_us())) {
         tn_warn("handler %s: %.*s", p->name, (int)len, line);
     }
 }
@@ -370,6 +372,7 @@ tn_proc *tn_proc_spawn(struct event_base *base, const tn_proc_opts *o, const tn_
     in[1] = out[0] = errp[0] = -1;
     p->stderr_mode = o->stderr_mode;
     p->stderr_line_max = o->stderr_line_max ? o->stderr_line_max : 1024;
+    p->stderr_limit = o->stderr_limit;
     p->name = strdup(o->name ? o->name : "?");
     p->in = evbuffer_new();
     p->out = evbuffer_new();

@@ -44,6 +44,7 @@ typedef struct tn_proc_opts {
     int stderr_mode;       /* enum tn_stderr_mode */
     size_t stderr_line_max; /* longer stderr lines are cut (0: 1024) */
     const char *name;      /* handler name for log lines (copied) */
+    struct tn_log_limit *stderr_limit; /* TN_STDERR_LOG lines pass it (NULL: all); outlives the process */
 } tn_proc_opts;
 
 /* Start a process. On failure returns NULL with "cannot run ARGV0: reason"

@@ -221,7 +221,7 @@ const tn_key tn_schema[] = {
     { "tls", "min_version", TN_T_ENUM, "1.2", 0, 0, "1.0|1.1|1.2|1.3", NULL, T(min_version), 0,
       "Oldest TLS version accepted." },
     { "tls", "ciphers", TN_T_STRING, "", 0, 0, NULL, NULL, T(ciphers), 0,
-      "OpenSSL cipher list for TLS 1.2 and older; empty = OpenSSL's default." },
+      "OpenSSL cipher list for TLS 1.2 and older; empty = forward secret AEAD suites only." },
     { "tls", "ciphersuites", TN_T_STRING, "", 0, 0, NULL, NULL, T(ciphersuites), 0,
       "TLS 1.3 cipher suites; empty = OpenSSL's default." },
     { "tls", "alpn", TN_T_STRLIST, "", 0, 0, NULL, NULL, T(alpn), 0,

@@ -10,8 +10,10 @@
  * The input is untrusted (a fuzzer drives tn_tusk_parse_string), so every
  * recursion is bounded by TN_TUSK_MAX_DEPTH, what variables, '+' and @file
  * can produce is capped by a byte budget (a few short lines can otherwise
- * describe an exponentially large tree), and duplicate-key checks in large
- * objects go through a hash index so a file with many keys stays linear. */
+ * describe an exponentially large tree), so are the number and total size
+ * of the files one parse reads, an include cycle ends the parse, and
+ * duplicate-key checks in large objects go through a hash index so a file
+ * with many keys stays linear. */
 #include "config/tusk.h"
 
 #include <errno.h>
@@ -32,6 +34,14 @@
 #define MAX_CONCAT ((size_t)16 << 20)
 /* Total bytes variables, '+' and @file may produce in one parse. */
 #define EXPAND_BUDGET ((size_t)64 << 20)
+/* What one parse may read: every file (the config, its includes, @file
+ * files) counts. Without a total, twenty files each including a directory
+ * of twenty more describe 20^n reads in a few lines. */
+#define MAX_FILES 256
+#define MAX_TOTAL ((size_t)16 << 20)
+/* Each @include globs or resolves a path even when it matches nothing:
+ * 16 MiB of those take seconds. */
+#define MAX_INCLUDES 256
 /* Objects with fewer members are searched linearly; the index would cost more. */
 #define INDEX_MIN 16
 /* Longest piece of user text quoted in a message. */
@@ -325,6 +335,10 @@ typedef struct parser {
     incl stack[TN_TUSK_MAX_DEPTH + 2];
     int nstack;
     size_t expanded;
+    int files;   /* read so far, against MAX_FILES */
+    int includes; /* @include statements run, against MAX_INCLUDES */
+    size_t read; /* bytes of them, against MAX_TOTAL */
+    bool stop;   /* the whole parse ends: every file on the stack aborts */
 } parser;
 
 static void perr(parser *p, tn_pos pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -344,6 +358,33 @@ static void oom(parser *p)
     perr(p, p->cur.pos, "out of memory");
     if (p->s)
         p->s->abort = true;
+}
+
+/* After an include cycle or past a read limit: whatever follows could only
+ * repeat the error, at a cost that may grow exponentially. */
+static void stop(parser *p)
+{
+    p->stop = true;
+    if (p->s)
+        p->s->abort = true;
+}
+
+/* Counts a file about to be read (LEN < 0) or the bytes of one just read. */
+static int read_budget(parser *p, tn_pos at, ssize_t len)
+{
+    if (len < 0 && p->files >= MAX_FILES) {
+        perr(p, at, "include limit: more than %d files (config, includes, @file) for one configuration", MAX_FILES);
+    } else if (len >= 0 && (size_t)len > MAX_TOTAL - p->read) {
+        perr(p, at, "include limit: the files of one configuration hold more than %zu MiB together", MAX_TOTAL >> 20);
+    } else {
+        if (len < 0)
+            p->files++;
+        else
+            p->read += (size_t)len;
+        return 0;
+    }
+    stop(p);
+    return -1;
 }
 
 static int charge(parser *p, tn_pos pos, size_t n)
@@ -1263,6 +1304,7 @@ static void include_one(parser *p, tn_value *ctx, bool sections_ok, tn_pos at, c
         }
         sb_adds(&b, path);
         perr(p, at, "%s", b.ptr ? b.ptr : "include cycle");
+        stop(p);
         free(b.ptr);
         free(real);
         return;
@@ -1270,8 +1312,17 @@ static void include_one(parser *p, tn_value *ctx, bool sections_ok, tn_pos at, c
     char *text;
     size_t len;
     const char *why;
+    if (read_budget(p, at, -1) < 0) {
+        free(real);
+        return;
+    }
     if (read_all(path, MAX_FILE, &text, &len, &why) < 0) {
         perr(p, at, "cannot open include file %s: %s", path, why);
+        free(real);
+        return;
+    }
+    if (read_budget(p, at, (ssize_t)len) < 0) {
+        free(text);
         free(real);
         return;
     }
@@ -1288,6 +1339,8 @@ static void include_one(parser *p, tn_value *ctx, bool sections_ok, tn_pos at, c
         p->nstack--;
         p->s = saved;
         p->cur = saved_tok;
+        if (p->stop)
+            p->s->abort = true;
     }
     free(ns.dir);
     free(text);
@@ -1299,6 +1352,11 @@ static bool has_wildcard(const char *s) { return strpbrk(s, "*?[") != NULL; }
 static void do_include(parser *p, tn_value *ctx, bool sections_ok, tn_pos at, const char *pattern)
 {
     const char *dir = p->s->dir;
+    if (p->includes++ >= MAX_INCLUDES) {
+        perr(p, at, "include limit: more than %d @include statements for one configuration", MAX_INCLUDES);
+        stop(p);
+        return;
+    }
     if (!has_wildcard(pattern)) {
         char *path = path_join(dir, pattern);
         if (path)
@@ -1349,8 +1407,17 @@ static int call_file(parser *p, tn_pos at, const char *rel, tn_value **out)
         oom(p);
         return -1;
     }
+    if (read_budget(p, at, -1) < 0) {
+        free(path);
+        return -1;
+    }
     if (read_all(path, MAX_FILE, &text, &len, &why) < 0) {
         perr(p, at, "cannot open file %s: %s", path, why);
+        free(path);
+        return -1;
+    }
+    if (read_budget(p, at, (ssize_t)len) < 0) {
+        free(text);
         free(path);
         return -1;
     }
@@ -1754,6 +1821,8 @@ static int parse_top(tn_doc *doc, const char *name, const char *text, size_t len
     memset(p, 0, sizeof(P));
     p->doc = doc;
     p->diag = diag;
+    p->files = 1;
+    p->read = len < MAX_TOTAL ? len : MAX_TOTAL;
     src s = { .name = tn_doc_intern(doc, name), .dir = dir_of(name), .text = text ? text : "",
               .len = text ? len : 0, .line = 1, .col = 1 };
     tn_pos pos0 = { s.name, 1, 1 };

@@ -53,6 +53,7 @@ typedef struct run_list {
 struct exec_state {
     tn_handler *h;
     char **argv; /* the command, NULL-terminated as execve wants it */
+    tn_log_limit *stderr_limit;
     run_list running;
     run_list queue;
 };
@@ -292,6 +293,7 @@ static int run_start(exec_run *r, const tn_msg_ctx *ctx, const char *payload, si
         .stderr_mode = c->stderr_mode,
         .stderr_line_max = ERRLINE_MAX,
         .name = h->name,
+        .stderr_limit = r->st->stderr_limit,
     };
     r->proc = tn_proc_spawn(h->base, &o, &exec_proc_ops, r, err, errlen);
     tn_proc_env_free(envp);
@@ -412,7 +414,10 @@ static int exec_init(tn_handler *h, char *err, size_t errlen)
     if (tn_proc_check_conf(&h->conf, NULL, err, errlen) < 0)
         return -1;
     exec_state *st = calloc(1, sizeof(*st));
-    if (!st || !(st->argv = tn_proc_argv(&h->conf.command))) {
+    if (!st || !(st->argv = tn_proc_argv(&h->conf.command)) ||
+        !(st->stderr_limit = tn_log_limit_new(h->base, h->name))) {
+        if (st)
+            free(st->argv);
         free(st);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -500,6 +505,7 @@ static void exec_destroy(tn_handler *h)
         run_free(r);
         tn_job_done(job, TN_FAIL, "shutting down", 13);
     }
+    tn_log_limit_free(st->stderr_limit);
     free(st->argv);
     free(st);
 }

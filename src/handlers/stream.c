@@ -30,6 +30,7 @@ typedef struct stream_sess stream_sess;
 typedef struct stream_state {
     tn_handler *h;
     char **argv;       /* the command, NULL-terminated as execve wants it */
+    tn_log_limit *stderr_limit;
     stream_sess *head; /* attached and dying processes */
     char err[256];     /* why the last attach failed */
 } stream_state;
@@ -139,7 +140,10 @@ static int stream_init(tn_handler *h, char *err, size_t errlen)
     if (tn_proc_check_conf(&h->conf, NULL, err, errlen) < 0)
         return -1;
     stream_state *st = calloc(1, sizeof(*st));
-    if (!st || !(st->argv = tn_proc_argv(&h->conf.command))) {
+    if (!st || !(st->argv = tn_proc_argv(&h->conf.command)) ||
+        !(st->stderr_limit = tn_log_limit_new(h->base, h->name))) {
+        if (st)
+            free(st->argv);
         free(st);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -167,6 +171,7 @@ static void *stream_attach(tn_handler *h, tn_session *s)
         .stderr_mode = c->stderr_mode,
         .stderr_line_max = (size_t)c->max_output,
         .name = h->name,
+        .stderr_limit = st->stderr_limit,
     };
     ss->proc = tn_proc_spawn(h->base, &o, &stream_proc_ops, ss, st->err, sizeof(st->err));
     tn_proc_env_free(envp);
@@ -265,6 +270,7 @@ static void stream_destroy(tn_handler *h)
             event_free(ss->kill_timer);
         free(ss);
     }
+    tn_log_limit_free(st->stderr_limit);
     free(st->argv);
     free(st);
 }

@@ -29,6 +29,20 @@
 
 #include "metrics.h"
 
+/* The default TLS 1.2 list: forward secret AEAD suites only, Mozilla's
+ * "intermediate" profile. OpenSSL's own default still has static-RSA key
+ * exchange and CBC suites. The DHE suites are what IE 11 on Windows 7 and
+ * 8.1 can use with an RSA certificate (their ECDHE suites are all CBC); DH
+ * groups come with the certificate's strength (SSL_CTX_set_dh_auto). TLS
+ * 1.3 suites are all forward secret: OpenSSL's default stays. */
+#define DEFAULT_CIPHERS                                                                                            \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"                    \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                      \
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+/* TLS 1.0 and 1.1 know no AEAD suite: a min_version below 1.2 adds the
+ * forward secret CBC ones, still no static RSA. */
+#define LEGACY_CIPHERS "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
+
 typedef struct sni_ctx {
     char *name; /* lower case; "*.example.com" matches one label */
     SSL_CTX *ctx;
@@ -186,6 +200,10 @@ static SSL_CTX *make_ctx(tn_tls *t, const tn_tls_conf *tc, const char *cert, tn_
                                                                                             : strlen(listener)));
     if (*tc->ciphers && !SSL_CTX_set_cipher_list(ctx, tc->ciphers))
         tn_diag_error(diag, tc->ciphers_pos, "no usable cipher in '%s': %s", tc->ciphers, ssl_reason(why, sizeof(why)));
+    if (!*tc->ciphers)
+        SSL_CTX_set_cipher_list(ctx, tc->min_version < TN_TLS_1_2 ? DEFAULT_CIPHERS ":" LEGACY_CIPHERS
+                                                                  : DEFAULT_CIPHERS);
+    SSL_CTX_set_dh_auto(ctx, 1);
     if (*tc->ciphersuites && !SSL_CTX_set_ciphersuites(ctx, tc->ciphersuites))
         tn_diag_error(diag, tc->ciphersuites_pos, "no usable TLS 1.3 cipher suite in '%s': %s", tc->ciphersuites,
                       ssl_reason(why, sizeof(why)));

@@ -48,10 +48,26 @@ static void count_reply(tn_conn *c)
     c->d->stats.messages_out++;
 }
 
-/* Replies end the way the request line did, so CRLF clients (telnet, redis
- * tools) get CRLF and everyone else a bare newline. */
-static void add_eol(struct evbuffer *out, bool crlf)
+/* One reply line. A reply holding line breaks (a program printing several
+ * lines, a broadcast from a WebSocket) has each "\n" or "\r\n" joined
+ * into one space, so the client's next reply is never shifted; spaces keep
+ * pretty-printed JSON valid, where escaping would not. Replies end the way
+ * the request line did, so CRLF clients (telnet, redis tools) get CRLF and
+ * everyone else a bare newline. */
+static void add_line(struct evbuffer *out, bool fail, const char *data, size_t len, bool crlf)
 {
+    if (fail)
+        evbuffer_add(out, "Error: ", 7);
+    const char *nl;
+    while (len && (nl = memchr(data, '\n', len))) {
+        size_t n = (size_t)(nl - data);
+        evbuffer_add(out, data, n && nl[-1] == '\r' ? n - 1 : n);
+        evbuffer_add(out, " ", 1);
+        len -= n + 1;
+        data = nl + 1;
+    }
+    if (len)
+        evbuffer_add(out, data, len);
     if (crlf)
         evbuffer_add(out, "\r\n", 2);
     else
@@ -77,11 +93,7 @@ static void flush_queue(tn_conn *c)
                 tn_conn_close(c, "slow reader: output over max_output");
                 return; /* release() freed the rest */
             }
-            struct evbuffer *out = tn_conn_output(c);
-            if (p->result == TN_FAIL)
-                evbuffer_add(out, "Error: ", 7);
-            evbuffer_add(out, p->data, p->len);
-            add_eol(out, p->crlf);
+            add_line(tn_conn_output(c), p->result == TN_FAIL, p->data, p->len, p->crlf);
             count_reply(c);
         }
         free(p->data);
@@ -139,14 +151,10 @@ static void answer_ref(tn_conn *c, tn_result res, bool crlf, const char *ref, si
         return;
     }
     if (queue_empty(c)) {
-        struct evbuffer *out = tn_conn_output(c);
-        if (res == TN_FAIL)
-            evbuffer_add(out, "Error: ", 7);
-        if (ref)
-            evbuffer_add(out, ref, reflen);
-        else
-            evbuffer_add_buffer(out, body);
-        add_eol(out, crlf);
+        size_t n = ref ? reflen : evbuffer_get_length(body);
+        const char *data = ref ? ref : (const char *)evbuffer_pullup(body, -1);
+        add_line(tn_conn_output(c), res == TN_FAIL, data ? data : "", n, crlf);
+        evbuffer_drain(body, evbuffer_get_length(body));
         count_reply(c);
         return;
     }
@@ -298,9 +306,7 @@ static int line_push(tn_conn *c, const char *data, size_t len)
         c->d->stats.rejected[TN_REJ_SLOW_READER]++;
         return -1;
     }
-    struct evbuffer *out = tn_conn_output(c);
-    evbuffer_add(out, data, len);
-    evbuffer_add(out, "\n", 1);
+    add_line(tn_conn_output(c), false, data, len, false);
     count_reply(c);
     tn_conn_flush(c);
     return 0;

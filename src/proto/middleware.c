@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "log.h"
 #include "net/limits.h"
 #include "proto/gzip.h"
@@ -511,72 +512,22 @@ static void log_free(tn_mw *mw)
         evbuffer_free(mw->u.log.line);
 }
 
-/* Combined-format quoting as nginx does it: '"', '\' and bytes outside
- * printable ASCII as \xHH, so a line can neither be split nor forged. */
+/* Combined-format quoting as nginx does it, so a line can neither be split
+ * nor forged. */
 static void add_clf(struct evbuffer *out, const char *s)
 {
-    if (!s || !*s) {
+    if (!s || !*s)
         evbuffer_add(out, "-", 1);
-        return;
-    }
-    const char *start = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-            continue;
-        evbuffer_add(out, start, (size_t)(s - start));
-        evbuffer_add_printf(out, "\\x%02X", c);
-        start = s + 1;
-    }
-    evbuffer_add(out, start, (size_t)(s - start));
+    else
+        tn_log_escape(out, s, strlen(s), TN_ESC_CLF);
 }
 
-/* Length of the valid UTF-8 sequence at S (0: invalid). */
-static size_t utf8_len(const unsigned char *s)
-{
-    if (s[0] < 0x80)
-        return 1;
-    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
-    if (n == 3 && s[0] > 0xef)
-        n = 0;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    if (n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0)))
-        return 0;
-    if (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90)))
-        return 0;
-    return n;
-}
-
-/* A JSON string; bytes that are not UTF-8 (a decoded path may hold any)
+/* A JSON member; bytes that are not UTF-8 (a decoded path may hold any)
  * become U+FFFD so that the line stays valid JSON. */
 static void add_json(struct evbuffer *out, const char *key, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    evbuffer_add_printf(out, ",\"%s\":\"", key);
-    const unsigned char *p = (const unsigned char *)(s ? s : ""), *start = p;
-    while (*p) {
-        unsigned char c = *p;
-        size_t n = c >= 0x20 && c != '"' && c != '\\' ? utf8_len(p) : 0;
-        if (n) {
-            p += n;
-            continue;
-        }
-        evbuffer_add(out, start, (size_t)(p - start));
-        if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-            evbuffer_add(out, e, 2);
-        } else if (c < 0x20) {
-            char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            evbuffer_add(out, u, 6);
-        } else {
-            evbuffer_add(out, "\\ufffd", 6);
-        }
-        start = ++p;
-    }
-    evbuffer_add(out, start, (size_t)(p - start));
-    evbuffer_add(out, "\"", 1);
+    evbuffer_add_printf(out, ",\"%s\":", key);
+    tn_json_escape(out, s ? s : "", s ? strlen(s) : 0);
 }
 
 static void log_done(tn_mw *mw, tn_http_request *r, uint64_t bytes)

@@ -106,7 +106,7 @@ static void test_json_escapes_control_bytes(void **state)
     (void)state;
     check_escape("a\"b\\c", 5, "\"a\\\"b\\\\c\"");
     check_escape("\n\r\t", 3, "\"\\n\\r\\t\"");
-    check_escape("\x01\x1b[1m\x7f", 6, "\"\\u0001\\u001b[1m\x7f\"");
+    check_escape("\x01\x1b[1m\x7f", 6, "\"\\u0001\\u001b[1m\\u007f\"");
     check_escape("a\0b", 3, "\"a\\u0000b\"");
 }
 

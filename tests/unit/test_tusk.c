@@ -827,6 +827,95 @@ static void test_include_errors(void **state)
     unparse(&r);
 }
 
+/* What one parse reads is bounded in files and bytes, so a fan-out of
+ * includes ends with one error at the include that went over. */
+static void test_include_limits(void **state)
+{
+    (void)state;
+    parsed r;
+    char name[64], text[128];
+    /* 20 files that each include a directory of 20: 1 + 20 + 400 reads */
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof(name), "fan/l1/f%02d.conf", i);
+        write_file(name, "@include(\"../l2/*.conf\")\n");
+        snprintf(name, sizeof(name), "fan/l2/g%02d.conf", i);
+        write_file(name, "# nothing but a comment\n");
+    }
+    write_file("fan/main.conf", "a: 1\n@include(\"l1/*.conf\")\nz: 2\n");
+    parse_path(&r, "fan/main.conf");
+    /* after main and f00..f11 with their 20 each (253 files), f12 and g00, g01
+     * make 256: g02 is one too many */
+    assert_errors(&r, "fan/l1/f12.conf:1:1: include limit: more than 256 files (config, includes, @file) "
+                      "for one configuration");
+    assert_int(at(r.doc.root, "a", NULL), 1);
+    assert_null(at(r.doc.root, "z", NULL)); /* the whole parse stopped */
+    unparse(&r);
+
+    /* every file including all of them: the first cycle ends the parse */
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof(name), "mesh/m%02d.conf", i);
+        snprintf(text, sizeof(text), "k%02d { v: %d }\n@include(\"*.conf\")\n", i, i);
+        write_file(name, text);
+    }
+    parse_path(&r, "mesh/m05.conf");
+    assert_errors(&r, "mesh/m00.conf:2:1: include cycle: mesh/m00.conf -> mesh/m00.conf");
+    assert_int_equal(r.diag.total, 1);
+    unparse(&r);
+
+    /* itself through another spelling of its path */
+    write_file("loop/self.conf", "s: 1\n@include(\"../loop/./self.conf\")\nt: 2\n");
+    parse_path(&r, "loop/self.conf");
+    assert_errors(&r, "loop/self.conf:2:1: include cycle: loop/self.conf -> loop/../loop/./self.conf");
+    assert_null(at(r.doc.root, "t", NULL));
+    unparse(&r);
+
+    /* @file reads count too */
+    size_t cap = 300 * 32, len = 0;
+    char *big = malloc(cap);
+    assert_non_null(big);
+    write_file("files/secret", "x\n");
+    for (int i = 1; i <= 300; i++)
+        len += (size_t)snprintf(big + len, cap - len, "k%03d: @file(\"secret\")\n", i);
+    write_filen("files/main.conf", big, len);
+    free(big);
+    parse_path(&r, "files/main.conf");
+    assert_errors(&r, "files/main.conf:256:7: include limit: more than 256 files (config, includes, @file) "
+                      "for one configuration");
+    assert_str(at(r.doc.root, "k255", NULL), "x");
+    assert_null(at(r.doc.root, "k256", NULL));
+    unparse(&r);
+
+    /* @include statements count even when they match nothing: each globs */
+    cap = 300 * 32;
+    len = 0;
+    big = malloc(cap);
+    assert_non_null(big);
+    for (int i = 1; i <= 300; i++)
+        len += (size_t)snprintf(big + len, cap - len, "@include(\"none*.conf\")\n");
+    write_filen("globs/main.conf", big, len);
+    free(big);
+    parse_path(&r, "globs/main.conf");
+    assert_errors(&r, "globs/main.conf:257:1: include limit: more than 256 @include statements for one configuration");
+    unparse(&r);
+
+    /* bytes: two includes of 9 MiB each are more than 16 MiB together */
+    size_t nine = (size_t)9 << 20;
+    big = malloc(nine);
+    assert_non_null(big);
+    memset(big, ' ', nine);
+    big[0] = '#';
+    big[nine - 1] = '\n';
+    write_filen("bytes/one.conf", big, nine);
+    write_filen("bytes/two.conf", big, nine);
+    free(big);
+    write_file("bytes/main.conf", "@include(\"one.conf\")\n@include(\"two.conf\")\nz: 1\n");
+    parse_path(&r, "bytes/main.conf");
+    assert_errors(&r, "bytes/main.conf:2:1: include limit: the files of one configuration hold more than 16 MiB "
+                      "together");
+    assert_null(at(r.doc.root, "z", NULL));
+    unparse(&r);
+}
+
 static void test_variables_across_includes(void **state)
 {
     (void)state;
@@ -1387,6 +1476,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_include_glob_and_merge, fs_setup, fs_teardown),
         cmocka_unit_test_setup_teardown(test_include_in_block, fs_setup, fs_teardown),
         cmocka_unit_test_setup_teardown(test_include_errors, fs_setup, fs_teardown),
+        cmocka_unit_test_setup_teardown(test_include_limits, fs_setup, fs_teardown),
         cmocka_unit_test_setup_teardown(test_variables_across_includes, fs_setup, fs_teardown),
         cmocka_unit_test_setup_teardown(test_parse_file_errors, fs_setup, fs_teardown),
         cmocka_unit_test(test_unicode_columns),
