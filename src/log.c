@@ -32,7 +32,23 @@ static struct {
     int level;
     int journald;
     struct evbuffer *line; /* the line being built, reused */
-} logger = { TN_LOG_INFO, 0, NULL };
+    void (*on_level)(int level);
+} logger = { TN_LOG_INFO, 0, NULL, NULL };
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+const char *tn_log_level_name(int level)
+{
+    return level >= 0 && level < 4 ? level_names[level] : "?";
+}
+
+int tn_log_level_parse(const char *name)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
 
 size_t tn_utf8_len(const unsigned char *s, size_t avail)
 {
@@ -115,6 +131,13 @@ void tn_log_init(void)
 void tn_log_set_level(int level)
 {
     logger.level = level;
+    if (logger.on_level)
+        logger.on_level(level);
+}
+
+void tn_log_on_level_change(void (*fn)(int level))
+{
+    logger.on_level = fn;
 }
 
 int tn_log_get_level(void)

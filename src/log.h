@@ -9,11 +9,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config/config.h"
+enum tn_log_level { TN_LOG_ERROR, TN_LOG_WARN, TN_LOG_INFO, TN_LOG_DEBUG };
+
+const char *tn_log_level_name(int level);
+int tn_log_level_parse(const char *name); /* -1 if unknown */
 
 void tn_log_init(void);
 void tn_log_set_level(int level);
 int tn_log_get_level(void);
+/* FN is called with the new level whenever it changes (at most one: the
+ * WebSocket layer, whose library has a log level of its own). */
+void tn_log_on_level_change(void (*fn)(int level));
 /* Every line is escaped as tn_log_escape() does without flags: what clients
  * and programs send can neither split a line nor reach a terminal raw. */
 void tn_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -58,9 +64,16 @@ void tn_logfile_write(tn_logfile *f, const void *p, size_t len);
  * Returns the number reopened. */
 size_t tn_logfile_reopen_all(tn_logfile *list, size_t *failed);
 
-#define tn_error(...) tn_log(TN_LOG_ERROR, __VA_ARGS__)
-#define tn_warn(...) tn_log(TN_LOG_WARN, __VA_ARGS__)
-#define tn_info(...) tn_log(TN_LOG_INFO, __VA_ARGS__)
-#define tn_debug(...) tn_log(TN_LOG_DEBUG, __VA_ARGS__)
+/* The level is tested before the arguments are evaluated and formatted, so
+ * a debug line costs nothing when debug is off (as Redis's serverLog). */
+#define tn_log_at(level, ...)                                                                                          \
+    do {                                                                                                               \
+        if ((level) <= tn_log_get_level())                                                                             \
+            tn_log((level), __VA_ARGS__);                                                                              \
+    } while (0)
+#define tn_error(...) tn_log_at(TN_LOG_ERROR, __VA_ARGS__)
+#define tn_warn(...) tn_log_at(TN_LOG_WARN, __VA_ARGS__)
+#define tn_info(...) tn_log_at(TN_LOG_INFO, __VA_ARGS__)
+#define tn_debug(...) tn_log_at(TN_LOG_DEBUG, __VA_ARGS__)
 
 #endif

@@ -47,17 +47,6 @@ const char *tn_protocol_name(int protocol)
     return protocol >= 0 && protocol < 3 ? names[protocol] : "?";
 }
 
-const char *tn_log_level_name(int level)
-{
-    static const char *const names[] = { "error", "warn", "info", "debug" };
-    return level >= 0 && level < 4 ? names[level] : "?";
-}
-
-int tn_log_level_parse(const char *name)
-{
-    return tn_enum_index("error|warn|info|debug", name);
-}
-
 /* ---- paths ------------------------------------------------------------ */
 
 /* Relative paths in a config file mean relative to that file's directory, so

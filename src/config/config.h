@@ -29,7 +29,6 @@ typedef struct tn_strmap {
     size_t n;
 } tn_strmap;
 
-enum tn_log_level { TN_LOG_ERROR, TN_LOG_WARN, TN_LOG_INFO, TN_LOG_DEBUG };
 
 enum tn_protocol { TN_PROTO_TCP, TN_PROTO_UDP, TN_PROTO_HTTP };
 
@@ -276,8 +275,6 @@ bool tn_handler_conf_equal(const tn_handler_conf *a, const tn_handler_conf *b);
 const tn_handler_conf *tn_config_handler(const tn_config *cfg, const char *name);
 const char *tn_handler_type_name(int type);
 const char *tn_protocol_name(int protocol);
-const char *tn_log_level_name(int level);
-int tn_log_level_parse(const char *name); /* -1 if unknown */
 
 /* Parsers shared with the rest of the daemon (control commands, tests). */
 int tn_parse_duration_ms(const char *s, int64_t *out);

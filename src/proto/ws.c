@@ -1395,6 +1395,8 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
     g.fds = g.cap_fds;
     g.initializing = false;
     tn_ws_set_log_level(tn_log_get_level());
+    /* `log-level` and reloads change lws's level with ours */
+    tn_log_on_level_change(tn_ws_set_log_level);
     if (!g.fds || !g.post_ev || !g.timer_ev) {
         snprintf(err, errlen, "cannot drive libwebsockets %s from the event loop (poll table not found)", ver);
         tn_ws_free(d);
@@ -1782,6 +1784,7 @@ void tn_ws_broadcast(tn_daemon *d, tn_handler *h, const char *data, size_t len, 
 void tn_ws_free(tn_daemon *d)
 {
     (void)d;
+    tn_log_on_level_change(NULL);
     while (g.foreign) {
         wsconn *c = g.foreign;
         g.foreign = c->next;

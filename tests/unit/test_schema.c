@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "log.h"
 #include "config/schema.h"
 #include "config/tusk.h"
 #include "config/yaml.h"
