@@ -6,6 +6,7 @@
 #   make fuzz       libFuzzer on the config parsers (FUZZ_SECONDS each, default 60)
 #   make bench      the performance benchmarks side by side with the peers
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make deb        the Debian package (dpkg-buildpackage, lintian) into build/deb/
 
 SHELL   := /bin/bash
 ifeq ($(origin CC),default)
@@ -46,8 +47,11 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libyaml-dev \
              libsystemd-dev libhttp-parser-dev zlib1g-dev
 DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
-             libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium logrotate
+             libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium logrotate \
+             groff-base
 DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
+# to build the Debian package (make deb)
+DEB_PACKAGE := debhelper dpkg-dev fakeroot lintian
 
 CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c,$(wildcard src/*.c src/*/*.c))
 CONFIG_SRCS := $(wildcard src/config/*.c)
@@ -56,7 +60,7 @@ CONFIG_OBJS := $(CONFIG_SRCS:src/%.c=$(BUILD)/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps deps-test deps-bench run test unit unit-build integration reference \
-        fuzz bench install clean
+        fuzz bench install clean man install-man install-completion deps-deb deb deb-check
 
 CTL := $(if $(wildcard src/tusknetctl.c),$(BUILD)/tusknetctl)
 
@@ -85,6 +89,9 @@ deps-test: deps
 
 deps-bench: deps-test
 	$(call install_missing,$(DEB_BENCH))
+
+deps-deb: deps
+	$(call install_missing,$(DEB_PACKAGE))
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(dir $@)
@@ -122,6 +129,10 @@ integration:
 reference: $(BUILD)/tusknetd
 	$(PYTHON) tests/tools/reference.py update README.md $(BUILD)/tusknetd
 
+# tusknetd.conf(5)'s key reference is generated from the same table.
+man: $(BUILD)/tusknetd
+	$(PYTHON) tests/tools/manref.py update man/tusknetd.conf.5 $(BUILD)/tusknetd
+
 FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
 # The network fuzzers run the daemon's own code in-process: the core is built
 # once with coverage instrumentation, then linked into one harness per target.
@@ -156,7 +167,7 @@ bench: deps-bench
 # is rewritten from the example's ./conf/www to SHARE/www. An existing
 # /etc/tusknetd/tusknetd.conf is never overwritten.
 SHARE := $(PREFIX)/share/tusknetd
-install: all
+install: all install-man install-completion
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/tusknetd \
 	  $(DESTDIR)$(SHARE)/www $(DESTDIR)$(SHARE)/examples
 	install -m 755 $(BUILD)/tusknetd $(CTL) $(DESTDIR)$(PREFIX)/bin/
@@ -172,6 +183,32 @@ install: all
 	  mv $(DESTDIR)/etc/tusknetd/tusknetd.conf.new $(DESTDIR)/etc/tusknetd/tusknetd.conf; }
 	install -d $(DESTDIR)/etc/logrotate.d
 	[ -e $(DESTDIR)/etc/logrotate.d/tusknetd ] || install -m 644 conf/logrotate/tusknetd $(DESTDIR)/etc/logrotate.d/tusknetd
+
+# Man pages and the bash completion, installed by make install.
+install-man:
+	install -d $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 644 man/tusknetd.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 644 man/tusknetd.8 man/tusknetctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+
+install-completion:
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 644 completion/tusknetctl $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
+
+# The Debian package, built from this tree as a Debian developer would
+# (dpkg-buildpackage -b; debian/rules builds in build/debian, not in
+# build/release), then checked with lintian. dpkg-buildpackage writes its
+# results next to the tree: they are moved into build/deb/. MAKEFLAGS is
+# dropped so that e.g. SANITIZE=1 given here does not reach the package.
+deb: deps-deb
+	@rm -rf build/deb && mkdir -p build/deb
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -us -uc -b --jobs-try=2
+	@set -e; v=$$(dpkg-parsechangelog -S Version); a=$$(dpkg-architecture -qDEB_HOST_ARCH); \
+	  for f in $$(sed -n 's/ .*//p' debian/files) tusknetd_$${v}_$$a.changes; do mv ../$$f build/deb/; done
+	debian/rules clean
+	lintian --fail-on error --info build/deb/tusknetd_*.changes
+
+deb-check: deb
+	$(PYTHON) tests/tools/check_deb.py build/deb
 
 clean:
 	rm -rf build
