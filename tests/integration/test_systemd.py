@@ -523,14 +523,26 @@ def test_socket_unit_settings():
         assert len(s.get("ListenStream", []) + s.get("ListenDatagram", [])) == 1, s
 
 
-def verify_units(directory):
+def verify_units(directory, manpath):
+    """systemd-analyze verify; it also runs man(1) for each man: page of
+    Documentation=, found in MANPATH."""
     tool = shutil.which("systemd-analyze")
     if not tool:
         pytest.skip("systemd-analyze not installed (Debian package systemd)")
     r = subprocess.run([tool, "verify", "tusknetd.service", "tusknetd.socket"], cwd=str(directory),
                        capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, SYSTEMD_LOG_LEVEL="notice"))
+                       env=dict(os.environ, SYSTEMD_LOG_LEVEL="notice", MANPATH=str(manpath)))
     return r
+
+
+def repo_manpath(tmp_path):
+    """A man path (man5/, man8/) holding the repository's man/ pages."""
+    root = tmp_path / "manpath"
+    for page in (REPO_ROOT / "man").iterdir():
+        section = root / f"man{page.suffix[1:]}"
+        section.mkdir(parents=True, exist_ok=True)
+        (section / page.name).symlink_to(page)
+    return root
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path):
@@ -540,7 +552,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
     (tmp_path / "tusknetd.service").write_text(svc.replace("/usr/local/bin/tusknetctl", TUSKNETCTL)
                                                .replace("/usr/local/bin/tusknetd", TUSKNETD))
     shutil.copy(REPO_ROOT / "systemd" / "tusknetd.socket", tmp_path / "tusknetd.socket")
-    r = verify_units(tmp_path)
+    r = verify_units(tmp_path, repo_manpath(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (r.stdout + r.stderr).strip() == "", r.stdout + r.stderr
 
@@ -593,5 +605,5 @@ def test_make_install_destdir_prefix(tmp_path):
     (vdir / "tusknetd.service").write_text(text.replace("/usr/bin/tusknetctl", str(tusknetctl))
                                            .replace("/usr/bin/tusknetd", str(tusknetd)))
     shutil.copy(sock, vdir / "tusknetd.socket")
-    r = verify_units(vdir)
+    r = verify_units(vdir, dest / "usr/share/man")
     assert r.returncode == 0, r.stdout + r.stderr

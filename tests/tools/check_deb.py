@@ -7,7 +7,11 @@ Looks at the package as dpkg will: its file list (dpkg-deb -c), its
 control files (conffiles, maintainer scripts, Depends), the files
 themselves (extracted into a temporary directory: the binaries run, the
 shipped configuration passes -t, the man pages render, the unit starts
-/usr/bin/tusknetd as the package's user), and lintian (no error).
+/usr/bin/tusknetd as the package's user), and lintian (no error). As root,
+it also installs, reinstalls, removes and purges the package with dpkg in a
+private mount namespace whose / is an overlay on a tmpfs (this machine's
+file system, users and dpkg database are not changed) and checks what each
+step did.
 
 Prints one line per check and a closing "deb-check: N passed, N failed";
 exit status 0 when every check passed, 1 otherwise, 2 usage.
@@ -76,6 +80,64 @@ def contents(deb):
             mode = sum(1 << (8 - i) for i, c in enumerate(perms) if c not in "-")
             out[m.group(3)] = (mode, m.group(2))
     return out
+
+
+# Run in `unshare -m` with the .deb as $1 and an empty directory as $2:
+# every write lands in the tmpfs mounted there.
+INSTALL_SCRIPT = r"""
+set -e
+t=$2
+mount -t tmpfs tmpfs "$t"
+mkdir "$t/upper" "$t/work" "$t/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$t/upper,workdir=$t/work" "$t/root"
+mount -t proc proc "$t/root/proc"
+mount --rbind /dev "$t/root/dev"
+mount -t tmpfs tmpfs "$t/root/run"
+mount -t tmpfs tmpfs "$t/root/tmp"
+cp "$1" "$t/root/tmp/tusknetd.deb"
+exec chroot "$t/root" /bin/sh -ec '
+  echo "@user-before $(getent passwd tusknetd || echo none)"
+  dpkg -i /tmp/tusknetd.deb >/dev/null
+  echo "@user $(getent passwd tusknetd)"
+  echo "@group $(getent group tusknetd)"
+  echo "@enabled $(readlink /etc/systemd/system/multi-user.target.wants/tusknetd.service || echo none)"
+  echo "@socket-enabled $(ls /etc/systemd/system/sockets.target.wants/ 2>/dev/null | grep -c tusknetd || true)"
+  echo "@check $(runuser -u tusknetd -- tusknetd -t -c /etc/tusknetd/tusknetd.conf 2>&1 | tail -1)"
+  echo "@man $(man -w tusknetd tusknetctl tusknetd.conf | tr "\n" " ")"
+  echo "# edited by the administrator" >> /etc/tusknetd/tusknetd.conf
+  dpkg -i /tmp/tusknetd.deb >/dev/null
+  echo "@kept $(tail -1 /etc/tusknetd/tusknetd.conf)"
+  dpkg -r tusknetd >/dev/null
+  echo "@removed $(ls /usr/bin/tusknetd 2>/dev/null || echo gone) $(ls /etc/tusknetd)"
+  dpkg --purge tusknetd >/dev/null
+  echo "@purged $(ls /etc/tusknetd 2>/dev/null || echo gone) $(ls /etc/systemd/system/multi-user.target.wants/tusknetd.service 2>/dev/null || echo unlinked)"
+'
+"""
+
+
+def install_checks(c, deb):
+    if os.geteuid() != 0:
+        print("skip install, reinstall, remove, purge with dpkg (needs root)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run("unshare", "-m", "sh", "-ec", INSTALL_SCRIPT, "sh", os.path.abspath(deb), tmp)
+    got = dict(l[1:].split(" ", 1) for l in r.stdout.splitlines() if l.startswith("@") and " " in l)
+    detail = f"exit {r.returncode}\n{r.stdout}{r.stderr}"
+    if not c.check(r.returncode == 0 and len(got) == 10, "dpkg -i, reinstall, -r, --purge in an overlay", detail):
+        return
+    c.check(got["user-before"] == "none" and re.fullmatch(r"tusknetd:x:\d+:\d+:[^:]*:/nonexistent:/usr/sbin/nologin",
+                                                          got["user"]) is not None
+            and got["group"].startswith("tusknetd:x:"), "installing creates the system user and group tusknetd",
+            detail)
+    c.check(got["enabled"] == "/lib/systemd/system/tusknetd.service" and got["socket-enabled"] == "0",
+            "installing enables tusknetd.service, not tusknetd.socket", detail)
+    c.check(got["check"] == "tusknetd: configuration /etc/tusknetd/tusknetd.conf is valid",
+            "the installed configuration passes -t as the user tusknetd", detail)
+    c.check(got["man"].split() == ["/usr/share/man/man8/tusknetd.8.gz", "/usr/share/man/man8/tusknetctl.8.gz",
+                                   "/usr/share/man/man5/tusknetd.conf.5.gz"], "man finds the three pages", detail)
+    c.check(got["kept"] == "# edited by the administrator", "reinstalling keeps the edited conffile", detail)
+    c.check(got["removed"] == "gone tusknetd.conf" and got["purged"] == "gone unlinked",
+            "remove keeps the configuration, purge removes it and the enable link", detail)
 
 
 def main(argv):
@@ -170,6 +232,8 @@ def main(argv):
         comp = root / "usr/share/bash-completion/completions/tusknetctl"
         c.check(comp.read_bytes() == (REPO / "completion" / "tusknetctl").read_bytes(),
                 "the bash completion is completion/tusknetctl")
+
+    install_checks(c, deb)
 
     changes = glob.glob(os.path.join(argv[1], "tusknetd_*.changes"))
     lint = run("lintian", "--info", *(changes or [deb]))
