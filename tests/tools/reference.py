@@ -76,39 +76,46 @@ def read(path):
         raise Error(f"{path} is not valid UTF-8: {e}") from e
 
 
-def update(readme, binary):
-    text = read(readme)
-    before, old, after = split(text, readme)
-    new = section_for(generate(binary))
+def replace_section(path, before, old, new, after):
+    """Writes PATH with NEW in place of OLD (unless they are equal)."""
     if old == new:
-        print(f"{readme}: configuration reference already up to date")
+        print(f"{path}: configuration reference already up to date")
         return 0
     try:
-        with open(readme, "w", encoding="utf-8", newline="") as f:
+        with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(before + new + after)
     except OSError as e:
-        raise Error(f"cannot write {readme}: {e.strerror}") from e
-    print(f"{readme}: configuration reference updated")
+        raise Error(f"cannot write {path}: {e.strerror}") from e
+    print(f"{path}: configuration reference updated")
     return 0
+
+
+def update(readme, binary):
+    before, old, after = split(read(readme), readme)
+    return replace_section(readme, before, old, section_for(generate(binary)), after)
+
+
+def check_section(path, text, before, old, new, after, binary, target):
+    """0 when OLD == NEW, else 1 with the diff on stderr."""
+    if old == new:
+        return 0
+    first = before.count("\n") + 1  # the line after BEGIN
+    # Diff the whole file so the hunk headers carry the file's line numbers.
+    diff = difflib.unified_diff(text.splitlines(keepends=True),
+                                (before + new + after).splitlines(keepends=True),
+                                f"{path} (current)", f"{path} (from {binary} --config-reference)",
+                                n=1)
+    sys.stderr.write(f"{path}: the configuration reference (from line {first}) is out of date "
+                     f"with the schema table; run 'make {target}' and commit {path}.\n")
+    for line in diff:
+        sys.stderr.write(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return 1
 
 
 def check(readme, binary):
     text = read(readme)
     before, old, after = split(text, readme)
-    new = section_for(generate(binary))
-    if old == new:
-        return 0
-    first = before.count("\n") + 1  # the line after BEGIN
-    # Diff the whole file so the hunk headers carry README line numbers.
-    diff = difflib.unified_diff(text.splitlines(keepends=True),
-                                (before + new + after).splitlines(keepends=True),
-                                f"{readme} (current)", f"{readme} (from {binary} --config-reference)",
-                                n=1)
-    sys.stderr.write(f"{readme}: the configuration reference (from line {first}) is out of date "
-                     f"with the schema table; run 'make reference' and commit README.md.\n")
-    for line in diff:
-        sys.stderr.write(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
-    return 1
+    return check_section(readme, text, before, old, section_for(generate(binary)), after, binary, "reference")
 
 
 def main(argv):
