@@ -14,6 +14,7 @@ import struct
 import threading
 import time
 
+import pytest
 from ctl_util import ctl
 from daemon_util import LineClient, UdpClient, daemon  # noqa: F401  (daemon is a fixture)
 from http_util import HttpConn, build_request
@@ -335,8 +336,6 @@ def udp_from_port_zero(port, payload):
 
 def test_udp_reply_that_cannot_be_sent_is_counted(daemon, tmp_path):
     if os.geteuid() != 0:
-        import pytest
-
         pytest.skip("raw sockets need root")
     d = start(daemon, tmp_path, 'u { protocol: "udp" listen: "127.0.0.1:PORT_U" handlers: ["echo"] }\n')
     for _ in range(3):
