@@ -388,19 +388,23 @@ def closed_within(sock, timeout):
 TIMEOUTS = 'read_timeout: "2s" header_timeout: "2s" idle_timeout: "30s"'
 
 
-def test_line_trickled_one_byte_at_a_time_gets_read_timeout(daemon, tmp_path):
-    d = start(daemon, tmp_path, f'l {{ protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] {TIMEOUTS} }}\n')
-    c = LineClient(d.ports["L"])
+def trickled_answer(sock, whole, trickled):
+    """Sends WHOLE at once, then TRICKLED a byte every 0.5 s; what the daemon
+    sends until it closes, or None if it does not close within 4 s."""
     stop = threading.Event()
     try:
-        assert c.request("echo first") == "first"
-        t = threading.Thread(target=trickle, args=(c.sock, b"echo " + b"a" * 100, 0.5, stop), daemon=True)
-        t.start()
-        data = closed_within(c.sock, 4.0)
-        assert data == b"Error: read timeout\n"
+        sock.sendall(whole)
+        threading.Thread(target=trickle, args=(sock, trickled, 0.5, stop), daemon=True).start()
+        return closed_within(sock, 4.0)
     finally:
         stop.set()
-        c.close()
+
+
+def test_line_trickled_one_byte_at_a_time_gets_read_timeout(daemon, tmp_path):
+    d = start(daemon, tmp_path, f'l {{ protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] {TIMEOUTS} }}\n')
+    with LineClient(d.ports["L"]) as c:
+        assert c.request("echo first") == "first"
+        assert trickled_answer(c.sock, b"", b"echo " + b"a" * 100) == b"Error: read timeout\n"
     assert listener_stats(d, "l")["timeout_errors"] == 1
 
 
@@ -422,44 +426,23 @@ def http_status_line(data):
     return data.split(b"\r\n", 1)[0]
 
 
-def test_http_head_trickled_gets_408(daemon, tmp_path):
+@pytest.mark.parametrize(
+    "whole, trickled",
+    [
+        (b"", b"GET /e HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100),
+        (b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", b"b" * 100),
+    ],
+    ids=["head", "body"],
+)
+def test_http_trickled_request_gets_408(daemon, tmp_path, whole, trickled):
     d = start(
-        daemon, tmp_path, f'web {{ protocol: "http" listen: "127.0.0.1:PORT_H" routes {{ "GET /f/*": "files" }} {TIMEOUTS} }}\n'
+        daemon, tmp_path, f'web {{ protocol: "http" listen: "127.0.0.1:PORT_H" routes {{ "/e": "echo" }} {TIMEOUTS} }}\n'
     )
-    c = HttpConn(d.ports["H"])
-    stop = threading.Event()
-    try:
-        t = threading.Thread(
-            target=trickle, args=(c.sock, b"GET /f/a.txt HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, 0.5, stop),
-            daemon=True,
-        )
-        t.start()
-        data = closed_within(c.sock, 4.0)
-        assert data is not None, "not closed within 4 s"
-        assert http_status_line(data) == b"HTTP/1.1 408 Request Timeout"
-        assert data.endswith(b"\r\nConnection: close\r\n\r\nRequest Timeout\n")
-    finally:
-        stop.set()
-        c.close()
-
-
-def test_http_body_trickled_gets_408(daemon, tmp_path):
-    d = start(
-        daemon, tmp_path, f'web {{ protocol: "http" listen: "127.0.0.1:PORT_H" routes {{ "POST /e": "echo" }} {TIMEOUTS} }}\n'
-    )
-    c = HttpConn(d.ports["H"])
-    stop = threading.Event()
-    try:
-        c.send(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-        t = threading.Thread(target=trickle, args=(c.sock, b"b" * 100, 0.5, stop), daemon=True)
-        t.start()
-        data = closed_within(c.sock, 4.0)
-        assert data is not None, "not closed within 4 s"
-        assert http_status_line(data) == b"HTTP/1.1 408 Request Timeout"
-        assert data.endswith(b"\r\nConnection: close\r\n\r\nRequest Timeout\n")
-    finally:
-        stop.set()
-        c.close()
+    with HttpConn(d.ports["H"]) as c:
+        data = trickled_answer(c.sock, whole, trickled)
+    assert data is not None, "not closed within 4 s"
+    assert http_status_line(data) == b"HTTP/1.1 408 Request Timeout"
+    assert data.endswith(b"\r\nConnection: close\r\n\r\nRequest Timeout\n")
     assert listener_stats(d, "web")["timeout_errors"] == 1
 
 
