@@ -13,6 +13,9 @@
  * the output as file segments, which libevent sends with sendfile(2); a body
  * made while it is sent (r->stream: gzip of a large file) goes out a piece
  * per drained output, holding later responses and reading until it ends.
+ * At most PIPELINE_MAX responses wait in the queue: further pipelined
+ * requests stay unparsed until it drains, so a client cannot make the daemon
+ * hold a file (or a response) per request it sends without reading.
  *
  * Errors in a request (400, 408, 413, 414, 431) answer and close: after a
  * malformed request the framing of the stream cannot be trusted. */
