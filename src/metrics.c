@@ -8,7 +8,7 @@ const char *tn_reject_name(int reason)
 {
     static const char *const names[TN_REJ_COUNT] = {
         "max_connections", "listener_full", "per_ip", "per_second",
-        "denied", "rate_limit", "too_large", "slow_reader",
+        "denied", "rate_limit", "too_large", "slow_reader", "reply_dropped",
     };
     return reason >= 0 && reason < TN_REJ_COUNT ? names[reason] : "?";
 }

@@ -16,6 +16,7 @@ enum tn_reject {
     TN_REJ_RATE_LIMIT,       /* rate_limit */
     TN_REJ_TOO_LARGE,        /* max_line / max_message */
     TN_REJ_SLOW_READER,      /* max_output */
+    TN_REJ_REPLY_DROPPED,    /* a UDP reply the socket did not take */
     TN_REJ_COUNT
 };
 

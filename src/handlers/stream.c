@@ -12,7 +12,12 @@
  *
  * Session callbacks (push, close) may detach us synchronously, so detach only
  * marks and kills; the state is freed where the process ends (or at detach
- * when it already has). */
+ * when it already has).
+ *
+ * A session that refuses a push (its unread output is over max_output) is a
+ * slow reader, as in broadcast: the rest of the output is dropped and the
+ * session closed (WebSocket 1008) once the lines at hand are split, so the
+ * process cannot make the daemon buffer what the peer does not read. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +52,7 @@ struct stream_sess {
     bool done;      /* process reaped, pipes closed */
     bool detached;
     bool holds_ref;
+    bool slow;      /* a push was refused: close after the lines at hand */
 };
 
 static void sess_unlink(stream_sess *ss)
@@ -77,11 +83,25 @@ static void sess_free(stream_sess *ss)
 static void push_line(void *arg, const char *line, size_t len)
 {
     stream_sess *ss = arg;
-    if (!ss->session || ss->closing)
+    if (!ss->session || ss->closing || ss->slow)
         return;
     if (ss->session->ops->push(ss->session, line, len) < 0)
-        tn_debug("handler %s: session %llu cannot take more, line dropped", ss->st->h->name,
-                 (unsigned long long)ss->session->id);
+        ss->slow = true; /* the session counted the refusal */
+}
+
+/* After a refused push: the peer does not read, close it. */
+static void drop_slow(stream_sess *ss)
+{
+    if (!ss->slow || !ss->session || ss->closing)
+        return;
+    tn_warn("handler %s: dropping slow reader (connection %llu)", ss->st->h->name,
+            (unsigned long long)ss->session->id);
+    ss->closing = true;
+    ss->session->ops->close(ss->session, "slow reader");
+    /* its output has nowhere to go while the session drains (a line client
+     * gets write_timeout to read what is queued): stop it now */
+    if (!ss->detached)
+        tn_proc_kill(ss->proc, SIGTERM);
 }
 
 static void stream_on_stdout(tn_proc *p, void *arg, bool eof)
@@ -93,12 +113,14 @@ static void stream_on_stdout(tn_proc *p, void *arg, bool eof)
         return;
     }
     tn_proc_lines(out, (size_t)ss->st->h->conf.max_output, eof, &ss->cutting, push_line, ss);
+    drop_slow(ss);
 }
 
 static void stream_on_stderr_line(tn_proc *p, void *arg, const char *line, size_t len)
 {
     (void)p;
     push_line(arg, line, len);
+    drop_slow(arg);
 }
 
 static void stream_on_done(tn_proc *p, void *arg, int status)

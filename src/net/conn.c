@@ -50,6 +50,13 @@ static int64_t cached_wall_ms(tn_daemon *d)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* Milliseconds since the connection was established, truncated: the
+ * differences of two fit read_timeout's range. */
+static uint32_t conn_ms(tn_conn *c)
+{
+    return (uint32_t)(cached_wall_ms(c->d) - c->established_ms);
+}
+
 static bool fe_busy(const tn_conn *c)
 {
     return c->fe->busy && c->fe->busy(c);
@@ -88,9 +95,18 @@ void tn_conn_update_timeouts(tn_conn *c)
         exact = true;
     } else {
         ms = lim->idle_timeout;
-        /* a half-received message is held to read_timeout when stricter */
-        if (c->in && lim->read_timeout && (!ms || lim->read_timeout < ms))
-            ms = lim->read_timeout;
+        /* a half-received message must be complete read_timeout after its
+         * first byte: a deadline, or one byte now and then would hold the
+         * connection (and its buffer) forever */
+        if (c->in && lim->read_timeout) {
+            int64_t left = lim->read_timeout - (int64_t)(uint32_t)(conn_ms(c) - c->in_since_ms);
+            if (left < 1)
+                left = 1;
+            if (!ms || left < ms) {
+                ms = left;
+                exact = true;
+            }
+        }
     }
     int32_t want = ms > 0 ? (int32_t)(ms > INT32_MAX ? INT32_MAX : ms) : -1;
     if (want == c->timeout_ms && !exact)
@@ -234,6 +250,8 @@ static void process_buffered(tn_conn *c)
     size_t used = c->fe->input(c, data, len);
     if (c->dead)
         return;
+    if (used)
+        c->in_since_ms = conn_ms(c); /* the rest began after what was used: now, or a pause ago */
     evbuffer_drain(c->in, used);
     if (!evbuffer_get_length(c->in)) {
         evbuffer_free(c->in);
@@ -312,6 +330,7 @@ static void conn_read(tn_conn *c)
                         return;
                     }
                     evbuffer_add(c->in, d->rbuf + used, (size_t)n - used);
+                    c->in_since_ms = conn_ms(c);
                 }
             }
             tn_conn_flush(c);

@@ -32,7 +32,8 @@ typedef struct tn_frontend {
     /* Release front end state; the connection is going away. */
     void (*release)(tn_conn *c);
     /* Optional. Milliseconds the message being received may still take, -1
-     * when none is (default: read_timeout while input is buffered). */
+     * when none is (default: read_timeout after the first byte of an
+     * incomplete message, however slowly the rest trickles in). */
     int64_t (*partial_timeout)(const tn_conn *c);
     /* Optional. The inactivity timeout fired: true if the front end answered
      * (e.g. HTTP 408) and is closing the connection itself. */
@@ -64,6 +65,9 @@ struct tn_conn {
     tn_peer *peer;
     struct tn_tls_conn *tls; /* NULL: plain */
     int32_t timeout_ms;    /* armed inactivity timeout; -1 none */
+    /* when the incomplete message in `in` began, in ms after established_ms
+     * (wraps after 49 days; only differences are used) */
+    uint32_t in_since_ms;
     uint8_t closing;       /* no more input; closes once output is flushed */
     uint8_t dead;          /* closed; memory freed from the reap event */
     uint8_t read_paused;   /* too much unread output: input waits */

@@ -13,6 +13,9 @@
  * the output as file segments, which libevent sends with sendfile(2); a body
  * made while it is sent (r->stream: gzip of a large file) goes out a piece
  * per drained output, holding later responses and reading until it ends.
+ * At most PIPELINE_MAX responses wait in the queue: further pipelined
+ * requests stay unparsed until it drains, so a client cannot make the daemon
+ * hold a file (or a response) per request it sends without reading.
  *
  * Errors in a request (400, 408, 413, 414, 431) answer and close: after a
  * malformed request the framing of the stream cannot be trusted. */
@@ -35,6 +38,10 @@
 #define MAX_URI 8192
 #define MAX_HEADERS 100
 #define OUTPUT_HIGH (256 * 1024)
+/* Responses queued on one connection (computing or waiting to be sent)
+ * before further pipelined requests are left unparsed: each may hold a file
+ * descriptor (file bodies are opened at dispatch) and memory. */
+#define PIPELINE_MAX 32
 
 /* ---- arena -------------------------------------------------------------- */
 
@@ -327,6 +334,8 @@ typedef struct http_conn {
     struct evbuffer *piece;
     uint64_t sbytes;        /* sent for sreq so far (access log) */
     bool sclose, schunked, pumping;
+    size_t queued;          /* entries in head..tail */
+    int64_t body_start_us;  /* first byte of the current body (its read_timeout deadline) */
 } http_conn;
 
 static const http_parser_settings parser_settings;
@@ -608,6 +617,7 @@ static void queue_flush(tn_conn *c)
         hc->head = p->next;
         if (!hc->head)
             hc->tail = NULL;
+        hc->queued--;
         if (p->resp) {
             evbuffer_add_buffer(tn_conn_output(c), p->resp);
             evbuffer_free(p->resp);
@@ -630,6 +640,10 @@ static void queue_flush(tn_conn *c)
     else if (hc && !hc->head && c->d->stopping)
         c->closing = 1;
     tn_conn_flush(c);
+    /* the flush resumes input paused for output once that is written; input
+     * paused for a full pipeline with nothing to write resumes here */
+    if (!c->dead && c->read_paused && hc && hc->queued < PIPELINE_MAX && !hc->sreq && !tn_conn_unsent(c))
+        tn_conn_resume_input(c);
 }
 
 /* A response made now for a request nothing is outstanding before: straight
@@ -662,6 +676,7 @@ static pending *enqueue(tn_conn *c, tn_http_request *r, bool close)
     p->req = r;
     p->conn = c;
     p->close_after = close;
+    hc->queued++;
     if (hc->tail)
         hc->tail->next = p;
     else
@@ -1247,12 +1262,15 @@ static void begin_request(tn_conn *c, http_conn *hc, const char *data, size_t le
             }
         }
     }
+    hc->body_start_us = 0;
     hc->state = ST_BODY;
 }
 
 /* Feeds body bytes; returns how many were used. */
 static size_t feed_body(tn_conn *c, http_conn *hc, const char *data, size_t len)
 {
+    if (!hc->body_start_us)
+        hc->body_start_us = loop_us(c);
     hc->feed_end = data + len;
     if (!chunk_crlf_ok(hc, data, data + len)) {
         fail_request(c, hc, 400, "Bad Request");
@@ -1354,6 +1372,13 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
             used++;
             continue;
         }
+        if (hc->queued >= PIPELINE_MAX) {
+            /* the next request waits in the input (and the socket) until
+             * earlier responses are out, as with nginx and HAProxy, which
+             * parse one request at a time */
+            tn_conn_pause_input(c);
+            break;
+        }
         if (!hc->head_start_us)
             hc->head_start_us = loop_us(c);
         const char *end = NULL;
@@ -1412,16 +1437,21 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
 }
 
 /* Mid-request timeouts: the head must be complete header_timeout after its
- * first byte however slowly it trickles in (slowloris), a body may pause for
- * read_timeout. -1 when no request is being received. */
+ * first byte however slowly it trickles in (slowloris), the body
+ * read_timeout after its first byte (the wait for that byte is read_timeout
+ * too). -1 when no request is being received. */
 static int64_t http_partial_timeout(const tn_conn *c)
 {
     const http_conn *hc = c->fe_state;
     const tn_limits *lim = tn_listener_limits(c->listener);
     if (!hc) /* nothing received yet: the first request is held to header_timeout */
         return lim->header_timeout ? lim->header_timeout : -1;
-    if (hc->state == ST_BODY)
-        return lim->read_timeout;
+    if (hc->state == ST_BODY) {
+        if (!hc->body_start_us || !lim->read_timeout)
+            return lim->read_timeout;
+        int64_t left = lim->read_timeout - (loop_us(c) - hc->body_start_us) / 1000;
+        return left > 1 ? left : 1;
+    }
     if (hc->head_start_us && lim->header_timeout) {
         int64_t left = lim->header_timeout - (loop_us(c) - hc->head_start_us) / 1000;
         return left > 1 ? left : 1;

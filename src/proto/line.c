@@ -9,8 +9,14 @@
  * so the common case allocates nothing.
  *
  * Backpressure: a client that pipelines faster than it reads has its input
- * paused while more than OUTPUT_HIGH bytes of replies are unsent; pushes
- * (broadcast, stream) beyond max_output make it a slow consumer. */
+ * paused while more than OUTPUT_HIGH bytes of replies are unsent or parked
+ * in the queue, or while QUEUE_MAX replies (answered or not) are queued: a
+ * client that never reads behind a slow reply cannot make the daemon hold
+ * more than that. Input resumes once the queue and the output drain. Pushes
+ * (broadcast, stream) beyond max_output make it a slow consumer. A line
+ * must be complete read_timeout after its first byte (a deadline, not reset
+ * by each byte that trickles in): after it the client gets
+ * "Error: read timeout" and the close. */
 #include "proto/line.h"
 
 #include <stdlib.h>
@@ -20,6 +26,7 @@
 #include "net/listener.h"
 
 #define OUTPUT_HIGH (256 * 1024)
+#define QUEUE_MAX 1024 /* queued replies (and jobs) that pause input */
 
 typedef struct pending {
     struct pending *next;
@@ -33,6 +40,8 @@ typedef struct pending {
 
 typedef struct line_state {
     pending *head, *tail;
+    size_t queued;       /* entries, jobs still running included */
+    size_t queued_bytes; /* reply bytes parked in them */
 } line_state;
 
 static bool queue_empty(const tn_conn *c)
@@ -74,6 +83,14 @@ static void add_line(struct evbuffer *out, bool fail, const char *data, size_t l
         evbuffer_add(out, "\n", 1);
 }
 
+/* Replies held (unsent or parked) or queued entries over what pauses input. */
+static bool over_high(const tn_conn *c)
+{
+    const line_state *st = c->fe_state;
+    size_t parked = st ? st->queued_bytes : 0;
+    return tn_conn_unsent(c) + parked > OUTPUT_HIGH || (st && st->queued >= QUEUE_MAX);
+}
+
 /* Sends every answered reply at the head of the queue. */
 static void flush_queue(tn_conn *c)
 {
@@ -84,6 +101,8 @@ static void flush_queue(tn_conn *c)
         st->head = p->next;
         if (!st->head)
             st->tail = NULL;
+        st->queued--;
+        st->queued_bytes -= p->len;
         if (p->result == TN_REPLY || p->result == TN_FAIL) {
             if ((int64_t)(tn_conn_unsent(c) + p->len + 9) > cap) {
                 free(p->data);
@@ -102,6 +121,10 @@ static void flush_queue(tn_conn *c)
     if (queue_empty(c) && c->d->stopping)
         c->closing = 1; /* shutdown: this was the last thing it waited for */
     tn_conn_flush(c); /* also closes a closing connection once it is done */
+    /* the flush resumes paused input when it empties the output; when the
+     * queue held input back with nothing left to write, resume it here */
+    if (!c->dead && c->read_paused && !tn_conn_unsent(c) && !over_high(c))
+        tn_conn_resume_input(c);
 }
 
 static pending *enqueue(tn_conn *c, bool crlf)
@@ -114,6 +137,7 @@ static pending *enqueue(tn_conn *c, bool crlf)
         return NULL;
     p->conn = c;
     p->crlf = crlf;
+    st->queued++;
     if (st->tail)
         st->tail->next = p;
     else
@@ -137,6 +161,7 @@ static void job_complete(tn_job *job, tn_result result, const char *data, size_t
         if (p->data) {
             memcpy(p->data, data, len);
             p->len = len;
+            ((line_state *)p->conn->fe_state)->queued_bytes += len;
         }
     }
     flush_queue(p->conn);
@@ -169,6 +194,7 @@ static void answer_ref(tn_conn *c, tn_result res, bool crlf, const char *ref, si
         } else if (p->data) {
             p->len = (size_t)evbuffer_remove(body, p->data, n);
         }
+        ((line_state *)c->fe_state)->queued_bytes += p->len;
     }
     evbuffer_drain(body, evbuffer_get_length(body));
 }
@@ -257,6 +283,12 @@ static size_t line_input(tn_conn *c, const char *data, size_t len)
     while (used < len) {
         if (c->dead || c->closing)
             return len;
+        if (over_high(c)) {
+            /* the client reads slower than it sends: leave the rest until
+             * the output and the queue drain */
+            tn_conn_pause_input(c);
+            break;
+        }
         const char *start = data + used;
         const char *nl = memchr(start, '\n', len - used);
         if (!nl) {
@@ -276,12 +308,6 @@ static size_t line_input(tn_conn *c, const char *data, size_t len)
         used += n + 1;
         if (c->dead)
             return len;
-        if (tn_conn_unsent(c) > OUTPUT_HIGH) {
-            /* the client reads slower than it sends: stop here until the
-             * output drains */
-            tn_conn_pause_input(c);
-            break;
-        }
     }
     return used;
 }
@@ -292,6 +318,17 @@ static void line_input_end(tn_conn *c, const char *data, size_t len)
 {
     bool crlf = data[len - 1] == '\r';
     handle_line(c, data, len - crlf, crlf);
+}
+
+/* read_timeout passed with a line still incomplete. */
+static bool line_timed_out(tn_conn *c)
+{
+    if (!c->in)
+        return false;
+    answer_text(c, TN_FAIL, false, "read timeout", NULL, 0);
+    tn_conn_close_after_flush(c, "read timeout");
+    tn_conn_flush(c);
+    return true;
 }
 
 static bool line_busy(const tn_conn *c)
@@ -336,6 +373,7 @@ static const tn_frontend line_frontend = {
     .push = line_push,
     .release = line_release,
     .input_end = line_input_end,
+    .timed_out = line_timed_out,
 };
 
 tn_conn *tn_line_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)

@@ -6,7 +6,12 @@
  * batch. Asynchronous replies are sent when they come, to the address the
  * job remembered; if the listener goes away first they are cancelled.
  * UDP has no connections, so handlers get no session: broadcast can publish
- * from UDP to connected peers, stream handlers refuse. */
+ * from UDP to connected peers, stream handlers refuse.
+ *
+ * Nothing is queued for sending: a reply the socket does not take (its
+ * buffer is full, or the destination is refused) is dropped and counted
+ * (rejected.reply_dropped), as DNS servers do; a client that floods and
+ * never reads costs the daemon nothing but the work. */
 #include "proto/udp.h"
 
 #include <errno.h>
@@ -47,6 +52,12 @@ static void count_out(tn_listener *l, size_t n)
     l->d->stats.messages_out++;
 }
 
+static void count_dropped(tn_listener *l, uint64_t n)
+{
+    l->stats.rejected[TN_REJ_REPLY_DROPPED] += n;
+    l->d->stats.rejected[TN_REJ_REPLY_DROPPED] += n;
+}
+
 static void send_one(tn_listener *l, const struct sockaddr *to, socklen_t tolen, tn_result res, const char *data,
                      size_t len)
 {
@@ -61,8 +72,7 @@ static void send_one(tn_listener *l, const struct sockaddr *to, socklen_t tolen,
     memcpy(buf + n, data, len);
     n += len;
     if (sendto(l->fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL, to, tolen) < 0) {
-        l->stats.connection_errors++;
-        l->d->stats.connection_errors++;
+        count_dropped(l, 1);
         return;
     }
     count_out(l, n);
@@ -227,15 +237,22 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         }
         for (int sent = 0; sent < nout;) {
             int r = sendmmsg(fd, st->out + sent, (unsigned)(nout - sent), MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (r <= 0) {
-                /* a full socket buffer drops datagrams, as UDP may */
-                l->stats.connection_errors += (uint64_t)(nout - sent);
-                d->stats.connection_errors += (uint64_t)(nout - sent);
+            if (r > 0) {
+                for (int k = sent; k < sent + r; k++)
+                    count_out(l, st->out[k].msg_len);
+                sent += r;
+                continue;
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+                /* the socket buffer is full: the rest of the batch is dropped */
+                count_dropped(l, (uint64_t)(nout - sent));
                 break;
             }
-            for (int k = sent; k < sent + r; k++)
-                count_out(l, st->out[k].msg_len);
-            sent += r;
+            /* this one destination is refused (e.g. port 0): only its reply goes */
+            count_dropped(l, 1);
+            sent++;
         }
         if (n < BATCH)
             return;

@@ -362,7 +362,7 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] idle_timeout: 
         data, closed = half.read_until_closed(timeout=2.5)
         took = time.monotonic() - t0
         assert closed, "a half-sent line must be cut off after read_timeout"
-        assert data == b""
+        assert data == b"Error: read timeout\n"
         assert 0.25 < took < 2.0, took
         # an idle connection is held to idle_timeout, not read_timeout
         assert quiet.is_open(), "an idle connection must not get read_timeout"
