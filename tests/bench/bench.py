@@ -339,7 +339,7 @@ def bench_tcp_ping(ctx):
     rport = free_port()
     rd = start_redis(ctx, rport)
 
-    # The same daemon with daemon.busy_poll_us set (README: busy polling):
+    # The same daemon with daemon.busy_poll_us set (docs/design.md: busy polling):
     # an operator's throughput setting, measured beside the default.
     bport = free_port()
     blisteners = 'redis { protocol: "tcp" listen: "127.0.0.1:%d" handler: "ping" }' % bport
