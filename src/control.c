@@ -99,19 +99,16 @@ static void cmd_stats(ctl_client *c, tn_json *j, char *arg)
     tn_metrics_stats_json(c->ctl->d, j);
 }
 
+static void cmd_info(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_metrics_info_json(c->ctl->d, j, NULL);
+}
+
 static void cmd_metrics(ctl_client *c, tn_json *j, char *arg)
 {
     (void)arg;
     tn_metrics_prometheus(c->ctl->d, j->out);
-}
-
-static void time_iso(int64_t ms, char *buf, size_t len)
-{
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, len - n, ".%03dZ", (int)(ms % 1000));
 }
 
 typedef struct ws_rows {
@@ -135,9 +132,6 @@ static void ws_row(void *arg, const tn_ws_info *w)
     ws_rows *a = arg;
     if (a->listener && *a->listener && strcmp(w->listener, a->listener) != 0)
         return;
-    char t1[40], t2[40];
-    time_iso(w->established_ms, t1, sizeof(t1));
-    time_iso(w->last_activity_ms, t2, sizeof(t2));
     tn_json *j = a->j;
     tn_json_open(j, NULL, '{');
     tn_json_u64(j, "id", w->id);
@@ -148,8 +142,8 @@ static void ws_row(void *arg, const tn_ws_info *w)
     tn_json_str(j, "path", w->path);
     if (*w->subprotocol)
         tn_json_str(j, "subprotocol", w->subprotocol);
-    tn_json_str(j, "established", t1);
-    tn_json_str(j, "last_activity", t2);
+    tn_json_time(j, "established", w->established_ms);
+    tn_json_time(j, "last_activity", w->last_activity_ms);
     tn_json_u64(j, "bytes_sent", w->bytes_out);
     tn_json_u64(j, "bytes_received", w->bytes_in);
     tn_json_u64(j, "messages_in", w->msgs_in);
@@ -175,22 +169,20 @@ static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
     for (tn_conn *k = d->conns; k; k = k->next) {
         if (arg && *arg && strcmp(k->listener->name, arg) != 0)
             continue;
-        char remote[80], local[80] = "?", t1[40], t2[40];
+        char remote[80], local[80] = "?";
         tn_conn_remote_str(k, remote, sizeof(remote));
         tn_sockaddr la;
         socklen_t ll = sizeof(la);
         if (getsockname(k->fd, &la.sa, &ll) == 0)
             tn_addr_format(&la.sa, local, sizeof(local));
-        time_iso(k->established_ms, t1, sizeof(t1));
-        time_iso(k->last_activity_ms, t2, sizeof(t2));
         tn_json_open(j, NULL, '{');
         tn_json_u64(j, "id", k->session.id);
         tn_json_str(j, "listener", k->listener->name);
         tn_json_str(j, "protocol", k->fe->name);
         tn_json_str(j, "remote", remote);
         tn_json_str(j, "local", local);
-        tn_json_str(j, "established", t1);
-        tn_json_str(j, "last_activity", t2);
+        tn_json_time(j, "established", k->established_ms);
+        tn_json_time(j, "last_activity", k->last_activity_ms);
         tn_json_u64(j, "bytes_sent", k->bytes_out);
         tn_json_u64(j, "bytes_received", k->bytes_in);
         tn_json_u64(j, "messages_in", k->msgs_in);
@@ -319,6 +311,8 @@ static void cmd_reload(ctl_client *c, tn_json *j, char *arg)
     tn_json_open(j, NULL, '{');
     tn_json_bool(j, "ok", true);
     tn_json_u64(j, "reloads", c->ctl->d->reloads);
+    tn_json_u64(j, "reloads_ok", c->ctl->d->reloads_ok);
+    tn_json_u64(j, "reloads_refused", c->ctl->d->reloads_refused);
     tn_json_close(j, '}');
 }
 
@@ -456,6 +450,7 @@ static void cmd_help(ctl_client *c, tn_json *j, char *arg);
 
 static const command commands[] = {
     { "stats", "", TN_CTL_READ, cmd_stats, "counters globally, per listener and per handler" },
+    { "info", "", TN_CTL_READ, cmd_info, "process, build, reloads, memory, descriptors, connections by protocol" },
     { "metrics", "", TN_CTL_READ, cmd_metrics, "Prometheus text exposition, ending with # EOF" },
     { "connections", "[LISTENER]", TN_CTL_READ, cmd_connections, "open connections" },
     { "listeners", "", TN_CTL_READ, cmd_listeners, "listeners with their bound addresses" },

@@ -273,8 +273,12 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
         tn_config_free(cfg);
         cfg = NULL;
     }
+    d->reloads++;
+    d->last_reload_ms = tn_wall_ms();
+    d->last_reload_ok = cfg != NULL;
     if (!cfg) {
-        d->reload_failures++;
+        d->reloads_refused++;
+        snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%s", err);
         tn_log_lines(TN_LOG_ERROR, "reload failed, keeping the running configuration: ", err);
         /* first line only: STATUS is one line */
         char first[512];
@@ -295,12 +299,14 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     bool poll_changed = cfg->daemon.busy_poll_us != d->cfg->daemon.busy_poll_us;
     d->cfg = cfg;
     tn_daemon_release_retired(d);
-    d->reloads++;
+    d->reloads_ok++;
     if (poll_changed)
         event_base_loopbreak(d->base); /* run_loop() switches between its two ways */
     if (d->cli_log_level < 0)
         tn_log_set_level(cfg->daemon.log_level);
-    tn_info("reload complete: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
+    snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
+             cfg->nhandlers);
+    tn_info("reload complete: %s", d->last_reload_msg);
     tn_sd_notify("READY=1");
     notify_status(d, "Reloaded: ");
     return 0;

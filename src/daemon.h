@@ -51,8 +51,12 @@ typedef struct tn_daemon {
     int64_t http_date_sec;
     int64_t started_wall_ms;
     int64_t started_us;
-    uint64_t reloads;
-    uint64_t reload_failures;
+    uint64_t reloads;         /* attempts: reloads_ok + reloads_refused */
+    uint64_t reloads_ok;
+    uint64_t reloads_refused;
+    int64_t last_reload_ms;   /* wall clock of the latest attempt, 0: none yet */
+    bool last_reload_ok;
+    char last_reload_msg[512]; /* its outcome: the summary, or the errors (first lines) */
     bool stopping;
     int exit_code;
     uint64_t io_events;       /* I/O callbacks run: tells the busy-poll loop a pass did work */

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -125,6 +126,17 @@ void tn_json_bool(tn_json *j, const char *key, bool value)
 {
     prefix(j, key);
     evbuffer_add(j->out, value ? "true" : "false", value ? 4 : 5);
+}
+
+void tn_json_time(tn_json *j, const char *key, int64_t ms)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    char buf[64];
+    gmtime_r(&s, &tm);
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+    tn_json_str(j, key, buf);
 }
 
 void tn_json_value(tn_json *j, const char *key, const tn_value *v)

@@ -26,6 +26,9 @@ void tn_json_u64(tn_json *j, const char *key, uint64_t value);
 void tn_json_i64(tn_json *j, const char *key, int64_t value);
 void tn_json_num(tn_json *j, const char *key, double value);
 void tn_json_bool(tn_json *j, const char *key, bool value);
+/* A wall-clock time (milliseconds since the epoch) as ISO 8601 UTC with
+ * milliseconds: "2026-01-31T12:00:00.000Z". */
+void tn_json_time(tn_json *j, const char *key, int64_t ms);
 void tn_json_value(tn_json *j, const char *key, const tn_value *v);
 
 /* Appends S as a quoted JSON string. */

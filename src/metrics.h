@@ -38,6 +38,18 @@ enum tn_tls_failure {
 
 const char *tn_tls_failure_name(int reason);
 
+/* HTTP responses are counted by status class, 1xx to 5xx (handlers and the
+ * config only produce 100-599). */
+#define TN_HTTP_CLASSES 5
+
+static inline int tn_http_class(int status)
+{
+    int k = status / 100 - 1;
+    return k < 0 ? 0 : k >= TN_HTTP_CLASSES ? TN_HTTP_CLASSES - 1 : k;
+}
+
+const char *tn_http_class_name(int k); /* "1xx" .. "5xx" */
+
 typedef struct tn_conn_stats {
     uint64_t total_connections;
     uint64_t active_connections;
@@ -50,6 +62,7 @@ typedef struct tn_conn_stats {
     uint64_t rejected[TN_REJ_COUNT];
     uint64_t tls_handshakes;
     uint64_t tls_failures[TN_TLSF_COUNT];
+    uint64_t http_responses[TN_HTTP_CLASSES];
 } tn_conn_stats;
 
 /* Power-of-two buckets of microseconds: bucket i counts values < 2^i us,
@@ -81,6 +94,9 @@ struct tn_daemon;
 struct tn_json;
 struct evbuffer;
 void tn_metrics_stats_json(struct tn_daemon *d, struct tn_json *j);
+/* The process and build (control socket `info`, also inside `stats`):
+ * an object under KEY (NULL at the top level). */
+void tn_metrics_info_json(struct tn_daemon *d, struct tn_json *j, const char *key);
 void tn_metrics_prometheus(struct tn_daemon *d, struct evbuffer *out);
 
 #endif

@@ -976,17 +976,44 @@ static const char *listener_label(char *buf, size_t n, const char *name, const j
     return buf;
 }
 
+static const char *const HTTP_CLASSES[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+/* "3 2xx, 2 4xx" from an http_responses object; false when all are 0. */
+static bool http_classes_line(FILE *f, const jv *resp)
+{
+    int shown = 0;
+    for (size_t k = 0; k < 5; k++) {
+        uint64_t v = ju64(resp, HTTP_CLASSES[k]);
+        if (v)
+            fprintf(f, "%s%" PRIu64 " %s", shown++ ? ", " : "", v, HTTP_CLASSES[k]);
+    }
+    return shown > 0;
+}
+
+/* "2 ok, 1 refused" (attempts are the sum). */
+static void reloads_line(FILE *f, const jv *a)
+{
+    fprintf(f, "%" PRIu64 " ok, %" PRIu64 " refused", ju64(a, "reloads_ok"), ju64(a, "reloads_refused"));
+}
+
+static void http_row(table *t, const char *listener, const char *route, const jv *resp)
+{
+    tbl_cell(t, "%s", listener);
+    tbl_cell(t, "%s", route);
+    for (size_t k = 0; k < 5; k++)
+        tbl_cell(t, "%" PRIu64, ju64(resp, HTTP_CLASSES[k]));
+}
+
 static int show_stats(const jv *a, FILE *f)
 {
     char b1[64], b2[64];
-    const jv *g = jget(a, "global");
+    const jv *g = jget(a, "global"), *info = jget(a, "info");
     fprintf(f, "tusknetd %s, up %s", jstr(a, "version", "?"),
             fmt_duration(b1, sizeof(b1), jnum(a, "uptime_seconds"), 0));
-    uint64_t reloads = ju64(a, "reloads"), failures = ju64(a, "reload_failures");
-    if (reloads || failures)
-        fprintf(f, ", %" PRIu64 " reload%s", reloads, reloads == 1 ? "" : "s");
-    if (failures)
-        fprintf(f, " (%" PRIu64 " refused)", failures);
+    if (ju64(a, "reloads")) {
+        fputs(", reloads: ", f);
+        reloads_line(f, a);
+    }
     fputs("\n\n", f);
     fprintf(f, "connections  %" PRIu64 " active, %" PRIu64 " total\n", ju64(g, "active_connections"),
             ju64(g, "total_connections"));
@@ -1004,6 +1031,12 @@ static int show_stats(const jv *a, FILE *f)
             fprintf(f, "%s%s %" PRIu64, shown++ ? ", " : "", rej->keys[i], v);
     }
     fputs(shown ? "\n" : "none\n", f);
+    fputs("http         ", f);
+    fputs(http_classes_line(f, jget(g, "http_responses")) ? "\n" : "none\n", f);
+    if (info)
+        fprintf(f, "process      pid %" PRIu64 ", %s resident, %" PRIu64 " of %" PRIu64 " descriptors\n",
+                ju64(info, "pid"), fmt_bytes(b1, sizeof(b1), (double)ju64(info, "rss_bytes")),
+                ju64(info, "open_fds"), ju64(info, "max_fds"));
     const jv *tls = jget(g, "tls");
     const jv *fails = tls ? jget(tls, "handshake_failures") : NULL;
     uint64_t handshakes = tls ? ju64(tls, "handshakes") : 0, nfail = 0;
@@ -1041,6 +1074,25 @@ static int show_stats(const jv *a, FILE *f)
     tbl_print(&t, f);
     tbl_free(&t);
 
+    /* HTTP responses by class: each HTTP listener, then its routes */
+    static const char *const rh[] = { "HTTP LISTENER", "ROUTE", "1XX", "2XX", "3XX", "4XX", "5XX" };
+    tbl_init(&t, 7, rh, "llrrrrr");
+    for (size_t i = 0; ls && ls->t == J_OBJ && i < ls->len; i++) {
+        const jv *l = ls->items[i], *routes = jget(l, "routes"), *unrouted = jget(l, "unrouted");
+        if (!jget(l, "http_responses"))
+            continue;
+        http_row(&t, ls->keys[i], "(all)", jget(l, "http_responses"));
+        for (size_t r = 0; routes && routes->t == J_OBJ && r < routes->len; r++)
+            http_row(&t, ls->keys[i], routes->keys[r], jget(routes->items[r], "http_responses"));
+        if (unrouted)
+            http_row(&t, ls->keys[i], "(no route)", jget(unrouted, "http_responses"));
+    }
+    if (t.nrows) {
+        fputc('\n', f);
+        tbl_print(&t, f);
+    }
+    tbl_free(&t);
+
     static const char *const hh[] = { "HANDLER", "TYPE", "CALLS", "ERRORS", "IN-FLIGHT", "P50 ms", "P90 ms", "P99 ms" };
     tbl_init(&t, 8, hh, "llrrrrrr");
     const jv *hs = jget(a, "handlers");
@@ -1061,6 +1113,41 @@ static int show_stats(const jv *a, FILE *f)
     return 0;
 }
 
+static int show_info(const jv *a, FILE *f)
+{
+    char b1[64];
+    const jv *build = jget(a, "build"), *last = jget(a, "last_reload"), *conns = jget(a, "connections");
+    fprintf(f, "tusknetd %s, pid %" PRIu64 "\n", jstr(a, "version", "?"), ju64(a, "pid"));
+    fprintf(f, "build        %s, %s, %s\n", jstr(build, "git", "?"), jstr(build, "date", "?"),
+            jstr(build, "compiler", "?"));
+    fprintf(f, "libraries    libevent %s, OpenSSL %s, libwebsockets %s\n", jstr(build, "libevent", "?"),
+            jstr(build, "openssl", "?"), jstr(build, "libwebsockets", "?"));
+    fprintf(f, "config       %s\n", jstr(a, "config", "?"));
+    fprintf(f, "started      %s, up %s\n", jstr(a, "started", "?"),
+            fmt_duration(b1, sizeof(b1), jnum(a, "uptime_seconds"), 0));
+    fprintf(f, "reloads      %" PRIu64 ": ", ju64(a, "reloads"));
+    reloads_line(f, a);
+    fputc('\n', f);
+    if (last && last->t == J_OBJ) {
+        /* the errors of a refused reload may span lines: indent the rest */
+        fprintf(f, "last reload  %s, %s: ", jstr(last, "time", "?"), jstr(last, "outcome", "?"));
+        for (const char *m = jstr(last, "message", ""); *m; m++) {
+            fputc(*m, f);
+            if (*m == '\n' && m[1])
+                fputs("             ", f);
+        }
+        fputc('\n', f);
+    }
+    fprintf(f, "memory       %s resident\n", fmt_bytes(b1, sizeof(b1), (double)ju64(a, "rss_bytes")));
+    fprintf(f, "descriptors  %" PRIu64 " open, limit %" PRIu64 "\n", ju64(a, "open_fds"), ju64(a, "max_fds"));
+    fprintf(f, "cpu          %.2f s\n", jnum(a, "cpu_seconds"));
+    fputs("connections  ", f);
+    for (size_t i = 0; conns && conns->t == J_OBJ && i < conns->len; i++)
+        fprintf(f, "%s%" PRIu64 " %s", i ? ", " : "", jv_u64(conns->items[i]), conns->keys[i]);
+    fputc('\n', f);
+    return 0;
+}
+
 static int cmp_conn_id(const void *a, const void *b)
 {
     uint64_t x = ju64(*(const jv *const *)a, "id"), y = ju64(*(const jv *const *)b, "id");
@@ -1069,8 +1156,8 @@ static int cmp_conn_id(const void *a, const void *b)
 
 static int show_connections(const jv *a, FILE *f)
 {
-    static const char *const hdr[] = { "ID",  "LISTENER", "PROTO", "REMOTE",      "LOCAL", "AGE",
-                                       "IDLE", "SENT",    "RECV",  "MSGS IN/OUT", "TLS" };
+    static const char *const hdr[] = { "ID",   "LISTENER", "PROTO", "REMOTE",      "LOCAL", "AGE",
+                                       "IDLE", "SENT",     "RECV",  "MSGS IN/OUT", "TLS",   "PATH" };
     const jv *cs = jget(a, "connections");
     size_t n = cs && cs->t == J_ARR ? cs->len : 0;
     const jv **sorted = xcalloc(n, sizeof(*sorted));
@@ -1079,7 +1166,7 @@ static int show_connections(const jv *a, FILE *f)
     qsort(sorted, n, sizeof(*sorted), cmp_conn_id);
     double now = now_real();
     table t;
-    tbl_init(&t, 11, hdr, "rllllrrrrrl");
+    tbl_init(&t, 12, hdr, "rllllrrrrrll");
     char b[64];
     for (size_t i = 0; i < n; i++) {
         const jv *c = sorted[i];
@@ -1095,6 +1182,7 @@ static int show_connections(const jv *a, FILE *f)
         tbl_cell(&t, "%s", fmt_bytes(b, sizeof(b), (double)ju64(c, "bytes_received")));
         tbl_cell(&t, "%" PRIu64 "/%" PRIu64, ju64(c, "messages_in"), ju64(c, "messages_out"));
         tbl_cell(&t, "%s", jstr(c, "tls_version", "-"));
+        tbl_cell(&t, "%s", jstr(c, "path", "-")); /* WebSockets */
     }
     if (n) {
         tbl_print(&t, f);
@@ -1236,7 +1324,8 @@ static const char *g_args[3]; /* the command's first arguments, for the messages
 static int show_ok(const char *cmd, const jv *a, FILE *f)
 {
     if (strcmp(cmd, "reload") == 0)
-        fprintf(f, "ok: configuration reloaded (reload #%" PRIu64 ")\n", ju64(a, "reloads"));
+        fprintf(f, "ok: configuration reloaded (reloads so far: %" PRIu64 " ok, %" PRIu64 " refused)\n",
+                ju64(a, "reloads_ok"), ju64(a, "reloads_refused"));
     else if (strcmp(cmd, "close") == 0)
         fprintf(f, "ok: connection %s closed\n", g_args[0]);
     else if (strcmp(cmd, "send") == 0)
@@ -1268,6 +1357,7 @@ typedef struct ctl_command {
 
 static const ctl_command COMMANDS[] = {
     { "stats", 0, 0, show_stats },
+    { "info", 0, 0, show_info },
     { "metrics", 0, 0, NULL },
     { "connections", 0, 1, show_connections },
     { "listeners", 0, 0, show_listeners },
@@ -1334,6 +1424,16 @@ static double rate_of(const jv *cur, const jv *prev, const char *key, double dt)
     return a >= b ? (double)(a - b) / dt : -1; /* a counter going back: the daemon restarted */
 }
 
+/* CPU use between two samples in percent of one core, "-" when unknown. */
+static const char *cpu_percent(char *buf, size_t n, const jv *cur, const jv *prev, double dt)
+{
+    if (!prev || dt <= 0 || !jget(prev, "cpu_seconds") || jnum(cur, "cpu_seconds") < jnum(prev, "cpu_seconds"))
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.1f%%", 100 * (jnum(cur, "cpu_seconds") - jnum(prev, "cpu_seconds")) / dt);
+    return buf;
+}
+
 static void top_frame(FILE *f, const jv *cur, const jv *prev, double dt, double interval, bool tty)
 {
     char b1[64], b2[64], b3[64], b4[64];
@@ -1354,6 +1454,19 @@ static void top_frame(FILE *f, const jv *cur, const jv *prev, double dt, double 
             fmt_byte_rate(b2, sizeof(b2), rate_of(g, pg, "total_bytes_sent", dt)));
     fprintf(f, "errors       %" PRIu64 " connection, %" PRIu64 " timeout, %" PRIu64 " rejected\n",
             ju64(g, "connection_errors"), ju64(g, "timeout_errors"), rejected_sum(g));
+    const jv *resp = jget(g, "http_responses"), *presp = jget(pg, "http_responses");
+    if (resp) {
+        fputs("http         ", f);
+        for (size_t k = 0; k < 5; k++)
+            fprintf(f, "%s%s %s/s", k ? ", " : "", HTTP_CLASSES[k],
+                    fmt_rate(b1, sizeof(b1), rate_of(resp, presp, HTTP_CLASSES[k], dt)));
+        fputc('\n', f);
+    }
+    const jv *info = jget(cur, "info");
+    if (info)
+        fprintf(f, "process      %s resident, %" PRIu64 " of %" PRIu64 " descriptors, cpu %s\n",
+                fmt_bytes(b1, sizeof(b1), (double)ju64(info, "rss_bytes")), ju64(info, "open_fds"),
+                ju64(info, "max_fds"), cpu_percent(b2, sizeof(b2), info, jget(prev, "info"), dt));
 
     static const char *const lh[] = { "LISTENER", "PROTO", "ADDRESS", "OPEN", "CONN/S", "MSG IN/S",
                                       "MSG OUT/S", "IN/S",  "OUT/S",  "ERRORS" };
@@ -1602,6 +1715,7 @@ static void usage(FILE *f)
           "\n"
           "Commands anyone with read access may use:\n"
           "  stats                      counters globally, per listener and per handler\n"
+          "  info                       process, build, reloads, memory, descriptors, connections\n"
           "  metrics                    Prometheus text exposition, ending with # EOF\n"
           "  connections [LISTENER]     open connections\n"
           "  listeners                  listeners with their bound addresses\n"

@@ -150,7 +150,8 @@ static void refuse(tn_listener *l, evutil_socket_t fd, int reason, const char *t
                          "Connection: close\r\n\r\nService Unavailable\n",
                          date);
         ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)w;
+        if (w > 0)
+            tn_http_count_response(l, NULL, NULL, 503);
     }
     evutil_closesocket(fd);
 }

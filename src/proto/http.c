@@ -332,7 +332,7 @@ typedef struct http_conn {
     tn_http_request *sreq;
     struct event *pump_ev;  /* makes the next piece, from the loop */
     struct evbuffer *piece;
-    uint64_t sbytes;        /* sent for sreq so far (access log) */
+    uint64_t sbytes;        /* body bytes of sreq sent so far, without chunk framing (access log) */
     bool sclose, schunked, pumping;
     size_t queued;          /* entries in head..tail */
     int64_t body_start_us;  /* first byte of the current body (its read_timeout deadline) */
@@ -340,8 +340,8 @@ typedef struct http_conn {
 
 static const http_parser_settings parser_settings;
 
-/* The loop's cached time: the head deadline and access-log durations need
- * milliseconds, not a clock read per request. */
+/* The loop's cached time: the head deadline needs milliseconds, not a clock
+ * read per request. */
 static int64_t loop_us(const tn_conn *c)
 {
     struct timeval tv;
@@ -374,7 +374,8 @@ static const char *http_date(tn_daemon *d)
 
 /* ---- responses ------------------------------------------------------------------ */
 
-/* Serializes R's response with BODY (moved) into OUT. Returns bytes. */
+/* Serializes R's response with BODY (moved) into OUT. Returns the body bytes
+ * (what access logs report, as nginx's $body_bytes_sent: no head). */
 static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, struct evbuffer *out, bool closing)
 {
     int status = r->status ? r->status : 200;
@@ -382,7 +383,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
     /* a streamed body has no length: chunked, or (HTTP/1.0) up to the close */
     bool streamed = r->stream && !no_body;
     size_t body_len = r->file_fd >= 0 ? (size_t)r->file_length : evbuffer_get_length(body);
-    size_t before = evbuffer_get_length(out);
+    tn_http_count_response(c->listener, r->router, r->route, status);
     /* built with memcpy rather than printf: this runs for every response */
     char head[512];
     size_t n = 0;
@@ -444,17 +445,16 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
         evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
     else
         evbuffer_add(out, "\r\n", 2);
-    n = evbuffer_get_length(out) - before;
     if (no_body || r->head) {
         evbuffer_drain(body, evbuffer_get_length(body));
         if (r->stream) {
             r->stream->free(r->stream);
             r->stream = NULL;
         }
-        return n;
+        return 0;
     }
     if (streamed)
-        return n; /* the body follows piece by piece (stream_pump) */
+        return 0; /* the body follows piece by piece (stream_pump counts it) */
     if (r->file_fd >= 0) {
         /* libevent sends file segments with sendfile and closes the fd */
         if (r->file_length > 0) {
@@ -463,10 +463,10 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
             close(r->file_fd);
         }
         r->file_fd = -1;
-        return n + body_len;
+        return body_len;
     }
     evbuffer_add_buffer(out, body);
-    return n + body_len;
+    return body_len;
 }
 
 static void count_response(tn_conn *c)
@@ -563,7 +563,6 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             break;
         }
         struct evbuffer *out = tn_conn_output(c);
-        size_t before = evbuffer_get_length(out);
         if (len && hc->schunked)
             evbuffer_add_printf(out, "%zx\r\n", len);
         evbuffer_add_buffer(out, hc->piece);
@@ -571,7 +570,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             evbuffer_add(out, "\r\n", 2);
         if (rc == 0 && hc->schunked)
             evbuffer_add(out, "0\r\n\r\n", 5);
-        hc->sbytes += evbuffer_get_length(out) - before;
+        hc->sbytes += len;
         tn_conn_flush(c);
         if (c->dead)
             return; /* hc went with it */
@@ -583,7 +582,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
 
 /* R's head is in the output; its body (r->stream) follows. R stays alive
  * until the body is sent (its route's middleware log it then). */
-static void stream_start(tn_conn *c, http_conn *hc, tn_http_request *r, size_t head_bytes, bool close)
+static void stream_start(tn_conn *c, http_conn *hc, tn_http_request *r, bool close)
 {
     if (!hc->pump_ev) {
         hc->pump_ev = event_new(c->d->base, -1, 0, stream_pump, c);
@@ -595,7 +594,7 @@ static void stream_start(tn_conn *c, http_conn *hc, tn_http_request *r, size_t h
         }
     }
     hc->sreq = r;
-    hc->sbytes = head_bytes;
+    hc->sbytes = 0;
     hc->sclose = close;
     hc->schunked = r->http_minor >= 1;
     event_active(hc->pump_ev, EV_TIMEOUT, 0);
@@ -624,7 +623,7 @@ static void queue_flush(tn_conn *c)
         }
         count_response(c);
         if (p->req->stream) {
-            stream_start(c, hc, p->req, p->bytes, p->close_after);
+            stream_start(c, hc, p->req, p->close_after);
             free(p);
             tn_conn_flush(c);
             return;
@@ -657,7 +656,7 @@ static bool respond_direct(tn_conn *c, tn_http_request *r, struct evbuffer *body
     size_t bytes = serialize(c, r, body, tn_conn_output(c), close);
     count_response(c);
     if (r->stream) {
-        stream_start(c, hc, r, bytes, close);
+        stream_start(c, hc, r, close);
         return true;
     }
     run_done(r, bytes);
@@ -1052,7 +1051,7 @@ static tn_http_request *request_new(tn_conn *c)
         tn_http_router_ref(r->router);
     r->conn_id = c->session.id;
     r->listener = c->listener->name;
-    r->started_us = loop_us(c);
+    r->started_us = tn_now_us();
     char addr[80];
     tn_conn_remote_str(c, addr, sizeof(addr));
     r->remote_addr = tn_http_strdup(r, addr, strlen(addr));
@@ -1531,6 +1530,7 @@ int tn_http_configure(tn_listener *l, char *err, size_t errlen)
     tn_http_router *rt = tn_http_router_new(l->d, l->conf, err, errlen);
     if (!rt)
         return -1;
+    tn_http_router_inherit(rt, l->router);
     if (l->router)
         tn_http_router_retire(l->router);
     l->router = rt;
@@ -1541,4 +1541,15 @@ void tn_http_listener_free(tn_listener *l)
 {
     tn_http_router_unref(l->router);
     l->router = NULL;
+}
+
+void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_route *route, int status)
+{
+    int k = tn_http_class(status);
+    l->stats.http_responses[k]++;
+    l->d->stats.http_responses[k]++;
+    if (!rt)
+        rt = l->router;
+    if (rt)
+        tn_http_router_count(rt, route, status);
 }

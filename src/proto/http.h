@@ -52,7 +52,7 @@ struct tn_http_request {
     const char *remote_ip;   /* "ip" */
     uint64_t conn_id;
     const char *listener;
-    int64_t started_us;     /* wall clock, microseconds (the loop's cached time) */
+    int64_t started_us;     /* tn_now_us() when the head was taken up (access log request_time) */
 
     /* ---- routing ---- */
     const tn_http_route *route; /* NULL: no route matched */
@@ -130,6 +130,19 @@ const tn_http_route *tn_http_router_fallback(const tn_http_router *rt);
  * matches only for other methods (405), *allow NULL for no match at all (404). */
 const tn_http_route *tn_http_route_match(const tn_http_router *rt, tn_http_request *r, const char **allow);
 
+/* Responses by status class, per route of a router and for responses no
+ * route gave (no match, malformed or refused requests, WebSocket
+ * handshakes). A reload's new router takes over the counts of the routes
+ * whose spec it keeps (tn_http_router_inherit, before the old one retires). */
+void tn_http_router_inherit(tn_http_router *rt, const tn_http_router *old);
+/* ROUTE: a route of RT, its fallback or NULL (counted as no route). */
+void tn_http_router_count(tn_http_router *rt, const tn_http_route *route, int status);
+/* FN for each route in config order (ROUTE its spec, "GET /a"), then once
+ * with ROUTE NULL for the responses no route gave; COUNTS has
+ * TN_HTTP_CLASSES entries. */
+typedef void (*tn_http_counts_fn)(void *arg, const char *route, const uint64_t *counts);
+void tn_http_router_counts(const tn_http_router *rt, tn_http_counts_fn fn, void *arg);
+
 /* ---- middleware ---- */
 
 typedef enum tn_mw_result {
@@ -151,8 +164,9 @@ tn_mw_result tn_mw_before(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
  * may change the response headers and BODY, or turn a file body into a
  * compressed one (in BODY, or as r->stream for a large file: gzip). */
 void tn_mw_after(tn_mw *mw, tn_http_request *r, struct evbuffer *body);
-/* When the response has been written (access_log). */
-void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t bytes_sent);
+/* When the response has been written (access_log); BODY_BYTES: the body's
+ * length as sent (0 for HEAD, 204, 304). */
+void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t body_bytes);
 
 /* ---- the front end ---- */
 
@@ -160,6 +174,11 @@ tn_conn *tn_http_accept(tn_listener *l, evutil_socket_t fd, const struct sockadd
 /* (Re)build a listener's routes after a reload; the old router stays in use
  * by requests in flight. */
 int tn_http_configure(tn_listener *l, char *err, size_t errlen);
+/* Counts a response with STATUS on listener L and the daemon, and in RT's
+ * counts under ROUTE (see tn_http_router_count); RT NULL: L's router. For
+ * responses that do not go through a request (a WebSocket's 101, the 503
+ * at accept) as for those that do. */
+void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_route *route, int status);
 void tn_http_listener_free(tn_listener *l);
 
 #endif

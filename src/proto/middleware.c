@@ -552,12 +552,13 @@ static void log_done(tn_mw *mw, tn_http_request *r, uint64_t bytes)
         add_json(out, "method", r->method);
         add_json(out, "path", r->path);
         add_json(out, "query", r->query);
-        /* started_us is the loop's cached wall clock (see http.c) */
-        int64_t us = r->started_us ? ((int64_t)tv.tv_sec * 1000000 + tv.tv_usec) - r->started_us : 0;
+        /* seconds with microseconds, like nginx's $request_time with more
+         * digits: from the head to the response handed to the connection */
+        int64_t us = r->started_us ? tn_now_us() - r->started_us : 0;
         if (us < 0)
             us = 0;
-        evbuffer_add_printf(out, ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f", status,
-                            (unsigned long long)bytes, (double)(us < 0 ? 0 : us) / 1000.0);
+        evbuffer_add_printf(out, ",\"status\":%d,\"bytes\":%llu,\"request_time\":%lld.%06lld", status,
+                            (unsigned long long)bytes, (long long)(us / 1000000), (long long)(us % 1000000));
         add_json(out, "user_agent", ua);
         add_json(out, "referer", ref);
         evbuffer_add(out, "}", 1);
@@ -676,8 +677,8 @@ void tn_mw_after(tn_mw *mw, tn_http_request *r, struct evbuffer *body)
     }
 }
 
-void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t bytes_sent)
+void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t body_bytes)
 {
     if (mw->type == TN_MW_ACCESS_LOG)
-        log_done(mw, r, bytes_sent);
+        log_done(mw, r, body_bytes);
 }

@@ -35,8 +35,17 @@ typedef struct seg {
     bool param;
 } seg;
 
+/* Responses by status class. Shared, by route spec, between the routers a
+ * reload replaces and the one replacing them, so a route that stays keeps
+ * counting (also for requests still in flight on the old router). */
+typedef struct counts {
+    int refs;
+    uint64_t n[TN_HTTP_CLASSES];
+} counts;
+
 typedef struct route_ent {
-    tn_http_route pub;
+    tn_http_route pub; /* first: a route pointer is its entry's */
+    counts *counts;
     char *method;  /* "*" for any */
     bool any;
     bool has_cors; /* may answer CORS preflights for its path */
@@ -74,6 +83,7 @@ struct tn_http_router {
     named_mw *mws;
     size_t nmws;
     tn_http_route fallback; /* the listener's middleware, no handler */
+    counts *unrouted;       /* responses no route gave */
     /* Requests in flight keep the router they started with; route configs
      * point into the config that built it, which a reload may retire. */
     int refs;
@@ -82,6 +92,27 @@ struct tn_http_router {
 };
 
 /* ---- building ---------------------------------------------------------------- */
+
+static void counts_unref(counts *k)
+{
+    if (k && --k->refs == 0)
+        free(k);
+}
+
+static counts *counts_new(void)
+{
+    counts *k = calloc(1, sizeof(*k));
+    if (k)
+        k->refs = 1;
+    return k;
+}
+
+static void counts_share(counts **dst, counts *src)
+{
+    src->refs++;
+    counts_unref(*dst);
+    *dst = src;
+}
 
 static uint64_t hash_path(const char *s, size_t len)
 {
@@ -355,6 +386,7 @@ void tn_http_router_free(tn_http_router *rt)
         if (e->pub.handler)
             tn_handler_unref(e->pub.handler);
         free(e->pub.middleware);
+        counts_unref(e->counts);
         free(e->method);
         free(e->names);
     }
@@ -372,6 +404,7 @@ void tn_http_router_free(tn_http_router *rt)
     }
     free(rt->mws);
     free(rt->fallback.middleware);
+    counts_unref(rt->unrouted);
     free(rt);
     if (retired && d) {
         d->old_routers--;
@@ -390,7 +423,8 @@ tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, c
     rt->d = d;
     rt->ents = calloc(n ? n : 1, sizeof(route_ent));
     rt->shapes = calloc(n ? n : 1, sizeof(shape));
-    if (!rt->ents || !rt->shapes)
+    rt->unrouted = counts_new();
+    if (!rt->ents || !rt->shapes || !rt->unrouted)
         goto oom;
     const tn_config *cfg = owner_cfg(d, conf);
     bool fallback_cors;
@@ -409,11 +443,12 @@ tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, c
         }
         tn_handler_ref(e->pub.handler);
         e->method = strdup(rc->method);
+        e->counts = counts_new();
         size_t plen = strlen(rc->path);
         free(key);
         key = malloc(plen + 3);
         e->names = malloc(plen + 1);
-        if (!e->method || !key || !e->names)
+        if (!e->method || !e->counts || !key || !e->names)
             goto oom;
         e->any = strcmp(rc->method, "*") == 0;
         bool rest;
@@ -467,6 +502,34 @@ fail:
 const tn_http_route *tn_http_router_fallback(const tn_http_router *rt)
 {
     return rt && rt->fallback.nmiddleware ? &rt->fallback : NULL;
+}
+
+/* ---- response counts ------------------------------------------------------------ */
+
+void tn_http_router_inherit(tn_http_router *rt, const tn_http_router *old)
+{
+    if (!old)
+        return;
+    counts_share(&rt->unrouted, old->unrouted);
+    for (size_t i = 0; i < rt->nents; i++)
+        for (size_t j = 0; j < old->nents; j++)
+            if (strcmp(rt->ents[i].pub.conf->spec, old->ents[j].pub.conf->spec) == 0) {
+                counts_share(&rt->ents[i].counts, old->ents[j].counts);
+                break;
+            }
+}
+
+void tn_http_router_count(tn_http_router *rt, const tn_http_route *route, int status)
+{
+    counts *k = route && route != &rt->fallback ? ((const route_ent *)route)->counts : rt->unrouted;
+    k->n[tn_http_class(status)]++;
+}
+
+void tn_http_router_counts(const tn_http_router *rt, tn_http_counts_fn fn, void *arg)
+{
+    for (size_t i = 0; i < rt->nents; i++)
+        fn(arg, rt->ents[i].pub.conf->spec, rt->ents[i].counts->n);
+    fn(arg, NULL, rt->unrouted->n);
 }
 
 /* ---- matching ------------------------------------------------------------------ */

@@ -129,6 +129,7 @@ struct wsconn {
     wsmsg *pend_head, *pend_tail; /* replies in request order */
     int close_code;
     bool close_now;
+    bool close_sent;    /* our close frame went to lws */
     char close_reason[64];
     int64_t established_ms, last_ms;
     uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
@@ -966,6 +967,7 @@ static int on_writeable(wsconn *c)
     if (c->close_code && (c->close_now || !c->out_head)) {
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
                          strlen(c->close_reason));
+        c->close_sent = true;
         /* lws now sends the close frame and closes the socket without
          * waiting for the peer's: a duplicate keeps it open and drained,
          * so a peer still sending gets our close frame, not a reset */
@@ -1084,10 +1086,28 @@ static void finish(wsconn *c)
     }
 }
 
+/* One info line per WebSocket that opened: who closed it, with what code
+ * (the peer's as the frame check read it; 1006 when the connection ended
+ * without a close frame), how long it lived and what went through it. */
+static void log_close(const wsconn *c)
+{
+    bool peer = c->wsf.code && c->wsf.closed;
+    int code = peer ? c->wsf.code : c->close_sent ? c->close_code : 1006;
+    const char *by = peer ? "by the peer" : c->close_sent ? "by the server" : "without a close frame";
+    int64_t ms = wall_ms() - c->established_ms;
+    tn_info("websocket %llu closed: %s %s from %s, code %d %s%s%s%s, %lld.%03lld s, %llu message(s) in, %llu out",
+            (unsigned long long)c->session.id, c->l->name, c->path ? c->path : "", c->remote_str, code, by,
+            !peer && c->close_sent && *c->close_reason ? " (" : "", !peer && c->close_sent ? c->close_reason : "",
+            !peer && c->close_sent && *c->close_reason ? ")" : "", (long long)(ms / 1000), (long long)(ms % 1000),
+            (unsigned long long)c->msgs_in, (unsigned long long)c->msgs_out);
+}
+
 static void conn_destroy(wsconn *c)
 {
     if (c->destroyed)
         return;
+    if (c->established && !c->foreign)
+        log_close(c);
     finish(c);
     c->destroyed = true;
     c->wsi = NULL;
@@ -1170,8 +1190,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return -1;
         c->established = true;
         c->established_ms = c->last_ms = wall_ms();
-        tn_debug("websocket %llu established on %s%s from %s", (unsigned long long)c->session.id, c->l->name,
-                 c->path, c->remote_str);
+        tn_http_count_response(c->l, NULL, NULL, 101);
+        tn_info("websocket %llu opened: %s %s from %s%s%s", (unsigned long long)c->session.id, c->l->name, c->path,
+                c->remote_str, *c->subprotocol ? ", subprotocol " : "", c->subprotocol);
         /* a single handler that keeps per-connection state (stream process,
          * broadcast room) joins at connect */
         if (c->handler && c->handler->ops->attach && !tn_session_state(&c->session, c->handler)) {
@@ -1179,6 +1200,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     (unsigned long long)c->session.id);
             static const char why[] = "handler failed to start";
             lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, (unsigned char *)why, sizeof(why) - 1);
+            c->close_code = LWS_CLOSE_STATUS_UNEXPECTED_CONDITION;
+            snprintf(c->close_reason, sizeof(c->close_reason), "%s", why);
+            c->close_sent = true;
             return -1;
         }
         if (c->close_code) /* closed (shutdown) during the handshake */
@@ -1691,6 +1715,11 @@ fail:
 }
 
 /* ---- control ------------------------------------------------------------------------- */
+
+const char *tn_ws_library_version(void)
+{
+    return lws_get_library_version();
+}
 
 size_t tn_ws_count(const tn_daemon *d)
 {

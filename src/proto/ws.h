@@ -50,6 +50,9 @@ typedef struct tn_ws_origin {
 int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd, const tn_ws_origin *from,
                   const char *head, size_t len);
 
+/* The libwebsockets version string (control `info`). */
+const char *tn_ws_library_version(void);
+
 /* Number of open WebSockets (shutdown waits for them). */
 size_t tn_ws_count(const tn_daemon *d);
 

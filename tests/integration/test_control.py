@@ -49,7 +49,7 @@ room  { protocol: "tcp" listen: "127.0.0.1:0" handler: "chat" }
 dgram { protocol: "udp" listen: "127.0.0.1:0" handlers: ["echo", "ping"] }
 """
 
-READ_COMMANDS = ["stats", "metrics", "connections", "listeners", "handlers", "routes", "config", "version", "help"]
+READ_COMMANDS = ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "config", "version", "help"]
 ADMIN_COMMANDS = ["reload", "close", "send", "broadcast", "log-level", "shutdown"]
 
 
@@ -165,7 +165,7 @@ def test_stats_shape(d):
     s = d.ctl("stats")
     assert s["version"] == daemon_version()
     assert s["uptime_seconds"] >= 0
-    assert s["reloads"] == 0 and s["reload_failures"] == 0
+    assert s["reloads"] == s["reloads_ok"] == s["reloads_refused"] == 0
     counters = ["total_connections", "active_connections", "total_bytes_sent", "total_bytes_received",
                 "connection_errors", "timeout_errors", "messages_in", "messages_out"]
     for k in counters:
@@ -265,8 +265,8 @@ def test_log_level(d):
 
 
 def test_reload_command(d):
-    assert d.ctl("reload") == {"ok": True, "reloads": 1}
-    assert d.ctl("reload") == {"ok": True, "reloads": 2}
+    assert d.ctl("reload") == {"ok": True, "reloads": 1, "reloads_ok": 1, "reloads_refused": 0}
+    assert d.ctl("reload") == {"ok": True, "reloads": 2, "reloads_ok": 2, "reloads_refused": 0}
     assert d.stats()["reloads"] == 2
     with LineClient(d.port("lines")) as a:
         assert a.request("ping") == "+PONG"
@@ -296,7 +296,7 @@ def test_metrics_format_and_promtool(d, tmp_path):
               "tusknet_messages_received_total", "tusknet_messages_sent_total", "tusknet_handler_calls_total",
               "tusknet_rejections_total"):
         assert n in names, n
-    assert all(n.startswith("tusknet_") for n in names), names
+    assert all(n.startswith(("tusknet_", "process_")) for n in names), names
     # every metric family has HELP and TYPE
     for fam in {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}:
         if fam + "_bucket" in names or fam in names:
@@ -577,7 +577,8 @@ def test_counters_match_traffic_exactly(d):
     assert sample(m, "tusknet_handler_latency_seconds_count", handler="echo") == len(payloads) + 1 + 10
     assert sample(m, "tusknet_handler_latency_seconds_bucket", handler="echo", le="+Inf") == \
         len(payloads) + 1 + 10
-    assert sample(m, "tusknet_reloads_total") == 0
+    assert sample(m, "tusknet_reloads_total", outcome="ok") == 0
+    assert sample(m, "tusknet_reloads_total", outcome="refused") == 0
 
 
 def test_active_connections_gauge(d):
