@@ -1157,7 +1157,7 @@ static int cmp_conn_id(const void *a, const void *b)
 static int show_connections(const jv *a, FILE *f)
 {
     static const char *const hdr[] = { "ID",   "LISTENER", "PROTO", "REMOTE",      "LOCAL", "AGE",
-                                       "IDLE", "SENT",     "RECV",  "MSGS IN/OUT", "TLS",   "PATH" };
+                                       "IDLE", "SENT",     "RECV",  "MSGS IN/OUT", "PATH",  "TLS" };
     const jv *cs = jget(a, "connections");
     size_t n = cs && cs->t == J_ARR ? cs->len : 0;
     const jv **sorted = xcalloc(n, sizeof(*sorted));
@@ -1181,8 +1181,8 @@ static int show_connections(const jv *a, FILE *f)
         tbl_cell(&t, "%s", fmt_bytes(b, sizeof(b), (double)ju64(c, "bytes_sent")));
         tbl_cell(&t, "%s", fmt_bytes(b, sizeof(b), (double)ju64(c, "bytes_received")));
         tbl_cell(&t, "%" PRIu64 "/%" PRIu64, ju64(c, "messages_in"), ju64(c, "messages_out"));
-        tbl_cell(&t, "%s", jstr(c, "tls_version", "-"));
         tbl_cell(&t, "%s", jstr(c, "path", "-")); /* WebSockets */
+        tbl_cell(&t, "%s", jstr(c, "tls_version", "-"));
     }
     if (n) {
         tbl_print(&t, f);

@@ -433,7 +433,7 @@ def test_connections(d):
 
         out = d.ctl("connections", check=0).stdout
         assert header_line(out, "ID") == ["ID", "LISTENER", "PROTO", "REMOTE", "LOCAL", "AGE", "IDLE", "SENT",
-                                          "RECV", "MSGS IN/OUT", "TLS", "PATH"]
+                                          "RECV", "MSGS IN/OUT", "PATH", "TLS"]
         rows = {int(row[0]): row for row in table_rows(out, "ID")}
         for cid, c in zip(ids, clients):
             row = rows[cid]
