@@ -990,6 +990,16 @@ static bool http_classes_line(FILE *f, const jv *resp)
     return shown > 0;
 }
 
+/* Whether any listener of a `stats` answer serves HTTP. */
+static bool has_http(const jv *stats)
+{
+    const jv *ls = jget(stats, "listeners");
+    for (size_t i = 0; ls && ls->t == J_OBJ && i < ls->len; i++)
+        if (jget(ls->items[i], "http_responses"))
+            return true;
+    return false;
+}
+
 /* "2 ok, 1 refused" (attempts are the sum). */
 static void reloads_line(FILE *f, const jv *a)
 {
@@ -1031,8 +1041,10 @@ static int show_stats(const jv *a, FILE *f)
             fprintf(f, "%s%s %" PRIu64, shown++ ? ", " : "", rej->keys[i], v);
     }
     fputs(shown ? "\n" : "none\n", f);
-    fputs("http         ", f);
-    fputs(http_classes_line(f, jget(g, "http_responses")) ? "\n" : "none\n", f);
+    if (has_http(a)) {
+        fputs("http         ", f);
+        fputs(http_classes_line(f, jget(g, "http_responses")) ? "\n" : "none\n", f);
+    }
     if (info)
         fprintf(f, "process      pid %" PRIu64 ", %s resident, %" PRIu64 " of %" PRIu64 " descriptors\n",
                 ju64(info, "pid"), fmt_bytes(b1, sizeof(b1), (double)ju64(info, "rss_bytes")),
@@ -1455,7 +1467,7 @@ static void top_frame(FILE *f, const jv *cur, const jv *prev, double dt, double 
     fprintf(f, "errors       %" PRIu64 " connection, %" PRIu64 " timeout, %" PRIu64 " rejected\n",
             ju64(g, "connection_errors"), ju64(g, "timeout_errors"), rejected_sum(g));
     const jv *resp = jget(g, "http_responses"), *presp = jget(pg, "http_responses");
-    if (resp) {
+    if (resp && has_http(cur)) {
         fputs("http         ", f);
         for (size_t k = 0; k < 5; k++)
             fprintf(f, "%s%s %s/s", k ? ", " : "", HTTP_CLASSES[k],

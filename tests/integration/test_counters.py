@@ -565,3 +565,17 @@ def test_access_log_body_bytes_hostile(d, tmp_path):
     lines = log_lines(tmp_path / "access.log", 3)
     got = [(COMBINED.match(ln)["status"], int(COMBINED.match(ln)["bytes"])) for ln in lines]
     assert got == [("200", 5), ("404", 13), ("400", len("Bad Request\n"))], lines
+
+
+def test_no_http_lines_without_http_listeners(ctl_daemon):
+    d = ctl_daemon('[handlers]\necho { type: "echo" }\n[listeners]\n'
+                   'lines { protocol: "tcp" listen: "127.0.0.1:0" handler: "echo" }\n')
+    with LineClient(d.port("lines")) as c:
+        assert c.request("hi") == "hi"
+        assert d.ctl("info")["connections"] == {"tcp": 1, "http": 0, "ws": 0}
+    out = ctl(d, "stats")
+    assert not re.search(r"^http ", out, re.M) and "HTTP LISTENER" not in out, out
+    assert re.search(r"^process\s+pid \d+, ", out, re.M), out
+    top = ctl(d, "top", "-n", "1")
+    assert not re.search(r"^http ", top, re.M), top
+    assert d.stats()["global"]["http_responses"] == classes()
