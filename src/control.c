@@ -299,20 +299,16 @@ static void cmd_reload(ctl_client *c, tn_json *j, char *arg)
 {
     (void)arg;
     char err[2048];
-    if (tn_daemon_reload(c->ctl->d, err, sizeof(err)) < 0) {
-        tn_json_open(j, NULL, '{');
-        tn_json_bool(j, "ok", false);
-        tn_json_str(j, "error", err);
-        /* tells a refused reload from other errors (tusknetctl) */
-        tn_json_u64(j, "reload_failures", c->ctl->d->reload_failures);
-        tn_json_close(j, '}');
-        return;
-    }
+    tn_daemon *d = c->ctl->d;
+    bool ok = tn_daemon_reload(d, err, sizeof(err)) == 0;
     tn_json_open(j, NULL, '{');
-    tn_json_bool(j, "ok", true);
-    tn_json_u64(j, "reloads", c->ctl->d->reloads);
-    tn_json_u64(j, "reloads_ok", c->ctl->d->reloads_ok);
-    tn_json_u64(j, "reloads_refused", c->ctl->d->reloads_refused);
+    tn_json_bool(j, "ok", ok);
+    if (!ok)
+        tn_json_str(j, "error", err);
+    /* the counts also tell a refused reload from other errors (tusknetctl) */
+    tn_json_u64(j, "reloads", d->reloads);
+    tn_json_u64(j, "reloads_ok", d->reloads_ok);
+    tn_json_u64(j, "reloads_refused", d->reloads_refused);
     tn_json_close(j, '}');
 }
 

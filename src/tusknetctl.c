@@ -1935,7 +1935,7 @@ int main(int argc, char **argv)
             /* a refused reload's FILE:LINE:COL lines as the daemon wrote
              * them (so editors and `systemctl reload`'s journal show them
              * as they are), then what it means */
-            if (strcmp(cmd->name, "reload") == 0 && jget(a, "reload_failures"))
+            if (strcmp(cmd->name, "reload") == 0 && jget(a, "reloads_refused"))
                 fprintf(stderr, "%s\ntusknetctl: reload refused; tusknetd keeps the running configuration\n", e);
             else
                 fprintf(stderr, "tusknetctl: %s\n", e);

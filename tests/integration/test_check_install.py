@@ -534,7 +534,7 @@ def test_reload_refuses_with_the_same_lines(tusknetd, short_dir, started):
         (f'"{t}/gone"', f"handler 'site': root {t}/gone: No such file or directory"),
         ('["tn-no-such', "handler 'up': cannot run tn-no-such-program: not found in PATH")])), out
     answer = control(t / "ctl.sock", "reload")
-    assert answer == {"ok": False, "error": "\n".join(diags), "reload_failures": 1}
+    assert answer == {"ok": False, "error": "\n".join(diags), "reloads": 1, "reloads_ok": 0, "reloads_refused": 1}
     r = curl_response([f"http://127.0.0.1:{port}/"])
     assert (r.status, r.body) == (200, b"first\n"), "the running configuration must keep serving"
     stop(d)

@@ -368,11 +368,12 @@ def test_exec_reload_refused_config_fails_and_reports_the_position(ctl_daemon, t
         assert msgs.index(ready[0]) > [i for i, m in enumerate(msgs) if "RELOADING" in m][0]
         # the old configuration serves on, on the same connection
         assert c.request("greet") == "hello v1"
-        assert d.stats()["reload_failures"] == 1
+        assert d.stats()["reloads_refused"] == 1
 
         d.write_config(CONFIG_V2(tmp_path))
         r = run_exec_reload(d)
-        assert (r.returncode, r.stdout, r.stderr) == (0, "ok: configuration reloaded (reload #1)\n", ""), r
+        assert (r.returncode, r.stdout, r.stderr) == \
+            (0, "ok: configuration reloaded (reloads so far: 1 ok, 1 refused)\n", ""), r
         msgs = notify.pending()
         assert [k for m in msgs for k in ("RELOADING", "READY") if m.get(k) == "1"] == ["RELOADING", "READY"], msgs
         assert c.request("greet") == "hello v2"
@@ -500,11 +501,11 @@ def test_daemon_errors_exit_1_and_success_0(ctl_daemon, tmp_path):
     r = run("log-level", "info")
     assert (r.returncode, r.stdout, r.stderr) == (0, "ok: log level info\n", "")
     r = run("reload")
-    assert (r.returncode, r.stdout, r.stderr) == (0, "ok: configuration reloaded (reload #1)\n", "")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok: configuration reloaded (reloads so far: 1 ok, 0 refused)\n", "")
     d.write_raw_config(d.config.replace("[handlers]", "[handlers]\nbroken {"))
     r = run("--json", "reload")
     assert r.returncode == 1
-    assert '"ok":false' in r.stdout and '"reload_failures":1' in r.stdout
+    assert '"ok":false' in r.stdout and '"reloads_refused":1' in r.stdout
     assert r.stderr.endswith("tusknetctl: reload refused; tusknetd keeps the running configuration\n")
     r = run("version")
     assert r.returncode == 0 and r.stdout.startswith("tusknetd ")
