@@ -10,6 +10,7 @@ Every daemon here has a control socket (ctl_daemon) and port-0 listeners,
 read back from `listeners`.
 """
 import asyncio
+import gzip
 import json
 import os
 import re
@@ -579,3 +580,32 @@ def test_no_http_lines_without_http_listeners(ctl_daemon):
     top = ctl(d, "top", "-n", "1")
     assert not re.search(r"^http ", top, re.M), top
     assert d.stats()["global"]["http_responses"] == classes()
+
+
+def test_access_log_streamed_body(ctl_daemon, tmp_path):
+    """A large text file compressed while it is sent (chunked; HTTP/1.0: up
+    to the close): the log counts the compressed bytes, not the framing."""
+    www = tmp_path / "www"
+    www.mkdir()
+    text = "".join(f"line {i:06d} of a text file that compresses well\n" for i in range(5000)).encode()
+    (www / "big.txt").write_bytes(text)
+    d = ctl_daemon(f"""
+[handlers]
+files {{ type: "file" root: "{www}" }}
+[middleware]
+alog {{ type: "access_log" file: "{tmp_path / 'a.log'}" format: "combined" }}
+gz   {{ type: "gzip" }}
+[listeners]
+web {{ protocol: "http" listen: "127.0.0.1:0" middleware: ["alog", "gz"] routes {{ "GET /*": "files" }} }}
+""")
+    port = d.port("web")
+    with HttpConn(port) as c:
+        r11 = c.exchange("GET", "/big.txt", headers={"Accept-Encoding": "gzip"})
+    assert r11.header("Transfer-Encoding") == "chunked" and r11.header("Content-Encoding") == "gzip", r11
+    assert gzip.decompress(r11.body) == text
+    with HttpConn(port) as c:
+        r10 = c.exchange("GET", "/big.txt", headers={"Accept-Encoding": "gzip"}, version="HTTP/1.0")
+    assert not r10.has("Content-Length") and gzip.decompress(r10.body) == text, r10
+    lines = log_lines(tmp_path / "a.log", 2)
+    got = [(COMBINED.match(ln)["req"], int(COMBINED.match(ln)["bytes"])) for ln in lines]
+    assert got == [("GET /big.txt HTTP/1.1", len(r11.body)), ("GET /big.txt HTTP/1.0", len(r10.body))], lines
