@@ -123,7 +123,7 @@ def test_daemon_page_names_every_option(tusknetd):
 def test_ctl_page_names_every_command_and_option():
     usage = run(TUSKNETCTL, "--help").stdout
     commands = re.findall(r"^  ([a-z][a-z-]*)\b", usage.split("Commands anyone", 1)[1], re.M)
-    assert commands == ["stats", "metrics", "connections", "listeners", "handlers", "routes", "config",
+    assert commands == ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "config",
                         "version", "help", "top", "reload", "close", "send", "broadcast", "log-level",
                         "shutdown"]
     options = re.findall(r"^  (-\w), (--\w+)", usage, re.M)
@@ -158,7 +158,7 @@ def complete(*words, path=None):
     return [w for w in r.stdout.split("\n") if w]
 
 
-ALL_COMMANDS = ["stats", "metrics", "connections", "listeners", "handlers", "routes", "config", "version",
+ALL_COMMANDS = ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "config", "version",
                 "help", "top", "reload", "close", "send", "broadcast", "log-level", "shutdown"]
 
 
