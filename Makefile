@@ -53,7 +53,9 @@ DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
 # to build the Debian package (make deb)
 DEB_PACKAGE := debhelper dpkg-dev fakeroot lintian
 
-CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c,$(wildcard src/*.c src/*/*.c))
+CORE_SRCS := $(filter-out src/main.c src/tusknetctl.c src/ctl/%,$(wildcard src/*.c src/*/*.c))
+# tusknetctl links its own modules under src/ctl/ and none of the daemon's.
+CTL_OBJS := $(patsubst src/%.c,$(BUILD)/%.o,src/tusknetctl.c $(wildcard src/ctl/*.c))
 CONFIG_SRCS := $(wildcard src/config/*.c)
 CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/%.o)
 CONFIG_OBJS := $(CONFIG_SRCS:src/%.c=$(BUILD)/%.o)
@@ -108,7 +110,7 @@ $(BUILD)/metrics.o: $(filter-out $(BUILD)/metrics.o,$(CORE_OBJS) $(BUILD)/main.o
 $(BUILD)/tusknetd: $(BUILD)/main.o $(CORE_OBJS)
 	$(CC) $(LDFLAGS) $(LDSAN) $^ $(PKG_LIBS) -o $@
 
-$(BUILD)/tusknetctl: $(BUILD)/tusknetctl.o
+$(BUILD)/tusknetctl: $(CTL_OBJS)
 	$(CC) $(LDFLAGS) $(LDSAN) $^ -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_OBJS)
