@@ -28,7 +28,7 @@
 #include "net/conn.h"
 #include "net/linger.h"
 #include "net/listener.h"
-#include "proto/udp.h"
+#include "proto/protocols.h"
 #include "proto/ws.h"
 
 /* The one daemon state (signal events and libraries' callbacks reach it
@@ -66,7 +66,7 @@ static bool in_flight(tn_daemon *d)
         if (c->fe->busy && c->fe->busy(c))
             return true;
     for (tn_listener *l = d->listeners; l; l = l->next)
-        if (l->protocol == TN_PROTO_UDP && tn_udp_in_flight(l))
+        if (tn_listener_in_flight(l))
             return true;
     return false;
 }
@@ -173,7 +173,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
         keep[i] = find_listener(d, lc, keep, i);
         if (keep[i])
             continue;
-        tn_listener *l = tn_listener_open(d, lc, err, errlen);
+        tn_listener *l = tn_listener_open(d, lc, tn_proto_ops_for(lc->protocol), err, errlen);
         if (!l) {
             free_opened(opened);
             free(keep);
@@ -231,7 +231,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
     /* draining listeners with nothing left go now */
     for (tn_listener *l = d->listeners, *next; l; l = next) {
         next = l->next;
-        if (l->draining && l->stats.active_connections == 0 && !tn_udp_in_flight(l))
+        if (l->draining && l->stats.active_connections == 0 && !tn_listener_in_flight(l))
             tn_listener_free(l);
     }
     return 0;

@@ -4,8 +4,10 @@
  * address is read back and reported), resolves the handlers it names, and
  * admits connections through the limits checks in the order that
  * costs least: allow/deny, the global cap, the listener's cap, per-address
- * connections, per-address connections per second. A refused TCP client gets
- * one "Error: ..." line, written without waiting, then the close.
+ * connections, per-address connections per second. What the protocol adds
+ * (the connection an accepted socket becomes, per-listener state, reading a
+ * datagram socket, the answer a refused client gets before the close) comes
+ * from the listener's tn_proto_ops, so this file names no protocol.
  *
  * Running out of descriptors (EMFILE/ENFILE) is normal under load: the
  * listener stops accepting and retries on a timer with backoff, instead of
@@ -19,15 +21,10 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
-#include "net/conn.h"
 #include "net/tls.h"
-#include "proto/http.h"
-#include "proto/line.h"
-#include "proto/udp.h"
 
 const tn_limits *tn_listener_limits(const tn_listener *l)
 {
@@ -101,7 +98,7 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
     }
     tn_listener_conf *old_conf = l->conf;
     l->conf = conf;
-    if (conf->protocol == TN_PROTO_HTTP && tn_http_configure(l, err, errlen) < 0) {
+    if (l->ops->configure && l->ops->configure(l, err, errlen) < 0) {
         l->conf = old_conf;
         free(list);
         return -1;
@@ -129,30 +126,13 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
 }
 
 /* Best effort: the client learns why before the close. */
-static void refuse(tn_listener *l, evutil_socket_t fd, int reason, const char *text)
+static void refuse(tn_listener *l, evutil_socket_t fd, int reason)
 {
     l->stats.rejected[reason]++;
     l->d->stats.rejected[reason]++;
-    if (l->tls)
-        text = NULL; /* a TLS client could not read it: just close */
-    if (text && l->protocol == TN_PROTO_TCP) {
-        ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)w;
-    } else if (text && l->protocol == TN_PROTO_HTTP && reason != TN_REJ_DENIED) {
-        char busy[256], date[64];
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        int n = snprintf(busy, sizeof(busy),
-                         "HTTP/1.1 503 Service Unavailable\r\nServer: tusknetd\r\nDate: %s\r\n"
-                         "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
-                         "Connection: close\r\n\r\nService Unavailable\n",
-                         date);
-        ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w > 0)
-            tn_http_count_response(l, NULL, NULL, 503);
-    }
+    /* a TLS client could not read a plain answer: just close */
+    if (!l->tls && l->ops->refuse)
+        l->ops->refuse(l, fd, reason);
     evutil_closesocket(fd);
 }
 
@@ -169,39 +149,34 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         return;
     }
     if (!tn_acl_allows(l->acl, sa)) {
-        refuse(l, fd, TN_REJ_DENIED, NULL);
+        refuse(l, fd, TN_REJ_DENIED);
         return;
     }
     if ((int64_t)d->active >= d->cfg->daemon.max_connections) {
-        refuse(l, fd, TN_REJ_MAX_CONNECTIONS, "Error: too many connections\n");
+        refuse(l, fd, TN_REJ_MAX_CONNECTIONS);
         return;
     }
     if (lim->max_connections && (int64_t)l->stats.active_connections >= lim->max_connections) {
-        refuse(l, fd, TN_REJ_LISTENER_FULL, "Error: too many connections\n");
+        refuse(l, fd, TN_REJ_LISTENER_FULL);
         return;
     }
     tn_peer *peer = NULL;
     if (lim->max_connections_per_ip || lim->max_connections_per_second || lim->rate_limit > 0) {
         peer = tn_peers_get(&l->peers, sa);
         if (peer && lim->max_connections_per_ip && (int64_t)peer->conns >= lim->max_connections_per_ip) {
-            refuse(l, fd, TN_REJ_PER_IP, "Error: too many connections from your address\n");
+            refuse(l, fd, TN_REJ_PER_IP);
             return;
         }
         struct timeval now;
         event_base_gettimeofday_cached(d->base, &now);
         if (peer && !tn_peer_admit_rate(peer, lim->max_connections_per_second, now.tv_sec)) {
-            refuse(l, fd, TN_REJ_PER_SECOND, "Error: too many connections per second\n");
+            refuse(l, fd, TN_REJ_PER_SECOND);
             return;
         }
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    tn_conn *c = NULL;
-    if (l->protocol == TN_PROTO_TCP)
-        c = tn_line_accept(l, fd, sa, salen, peer);
-    else if (l->protocol == TN_PROTO_HTTP)
-        c = tn_http_accept(l, fd, sa, salen, peer);
-    if (!c) {
+    if (!l->ops->accept(l, fd, sa, salen, peer)) {
         l->stats.connection_errors++;
         d->stats.connection_errors++;
         evutil_closesocket(fd);
@@ -282,10 +257,9 @@ int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t
     return 0;
 }
 
-static evutil_socket_t bind_socket(const tn_listener_conf *conf, struct sockaddr_storage *ss, socklen_t len,
-                                   char *err, size_t errlen)
+static evutil_socket_t bind_socket(const tn_listener_conf *conf, int type, struct sockaddr_storage *ss,
+                                   socklen_t len, char *err, size_t errlen)
 {
-    int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
     evutil_socket_t fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -311,8 +285,13 @@ static evutil_socket_t bind_socket(const tn_listener_conf *conf, struct sockaddr
     return fd;
 }
 
-tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, size_t errlen)
+tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_proto_ops *ops, char *err,
+                              size_t errlen)
 {
+    if (!ops) {
+        snprintf(err, errlen, "listener '%s': no front end for its protocol", conf->name);
+        return NULL;
+    }
     tn_listener *l = calloc(1, sizeof(*l));
     if (!l || tn_peers_init(&l->peers) < 0) {
         free(l);
@@ -323,6 +302,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
     l->fd = -1;
     l->name = strdup(conf->name);
     l->protocol = conf->protocol;
+    l->ops = ops;
     char why[256];
     tn_diag diag = { 0 };
     if (tn_listener_prepare(l, conf, &diag) < 0) {
@@ -341,7 +321,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
     }
     struct sockaddr_storage ss;
     socklen_t len = 0;
-    int type = conf->protocol == TN_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    int type = ops->socktype;
     if (tn_listen_resolve(conf->listen, &ss, &len, why, sizeof(why)) == 0) {
         /* socket activation: systemd may already hold this socket for us */
         l->fd = tn_sd_take(&d->sd, conf->fd_name, type, (struct sockaddr *)&ss, len);
@@ -351,7 +331,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
             tn_info("listener %s: using the socket passed by systemd", conf->name);
         }
     }
-    if (l->fd < 0 && (len == 0 || (l->fd = bind_socket(conf, &ss, len, why, sizeof(why))) < 0)) {
+    if (l->fd < 0 && (len == 0 || (l->fd = bind_socket(conf, type, &ss, len, why, sizeof(why))) < 0)) {
         snprintf(err, errlen, "%s:%d:%d: listener '%s': %s", conf->listen_pos.file, conf->listen_pos.line,
                  conf->listen_pos.col, conf->name, why);
         tn_listener_free(l);
@@ -361,8 +341,8 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
     getsockname(l->fd, (struct sockaddr *)&l->bound, &l->bound_len);
     tn_addr_format((struct sockaddr *)&l->bound, l->bound_str, sizeof(l->bound_str));
     l->backoff_ev = evtimer_new(d->base, backoff_done, l);
-    if (l->protocol == TN_PROTO_UDP) {
-        if (tn_udp_start(l, why, sizeof(why)) < 0) {
+    if (type == SOCK_DGRAM) {
+        if (ops->start(l, why, sizeof(why)) < 0) {
             snprintf(err, errlen, "listener '%s': %s", conf->name, why);
             tn_listener_free(l);
             return NULL;
@@ -376,7 +356,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, s
         }
         evconnlistener_set_error_cb(l->evl, on_accept_error);
     }
-    tn_info("listener %s: %s%s on %s", l->name, tn_protocol_name(l->protocol), l->tls ? " over TLS" : "",
+    tn_info("listener %s: %s%s on %s", l->name, l->ops->name, l->tls ? " over TLS" : "",
             l->bound_str);
     return l;
 }
@@ -392,8 +372,8 @@ void tn_listener_stop(tn_listener *l)
         evutil_closesocket(l->fd);
         l->fd = -1;
     }
-    if (l->udp)
-        tn_udp_stop(l);
+    if (l->ops->stop)
+        l->ops->stop(l);
     if (l->backoff_ev)
         evtimer_del(l->backoff_ev);
 }
@@ -411,14 +391,13 @@ void tn_listener_free(tn_listener *l)
     }
     if (l->evl)
         evconnlistener_free(l->evl);
-    if (l->udp)
-        tn_udp_free(l);
+    if (l->ops->free)
+        l->ops->free(l);
     if (l->fd >= 0)
         evutil_closesocket(l->fd);
     if (l->backoff_ev)
         event_free(l->backoff_ev);
     release_handlers(l);
-    tn_http_listener_free(l);
     tn_acl_free(l->acl);
     tn_tls_unref(l->tls);
     tn_tls_unref(l->next_tls);
@@ -428,4 +407,9 @@ void tn_listener_free(tn_listener *l)
     free(l);
     if (was_draining)
         tn_daemon_release_retired(d);
+}
+
+size_t tn_listener_in_flight(const tn_listener *l)
+{
+    return l->ops->in_flight ? l->ops->in_flight(l) : 0;
 }

@@ -9,12 +9,14 @@
 #include "daemon.h"
 #include "net/addr.h"
 #include "net/limits.h"
+#include "net/proto_ops.h"
 
 struct tn_listener {
     tn_listener *next;
     tn_daemon *d;
     char *name;
     int protocol;
+    const tn_proto_ops *ops;  /* the front end serving it; fixed for its life */
     tn_listener_conf *conf;   /* points into d->cfg; replaced on reload */
     evutil_socket_t fd;
     struct evconnlistener *evl; /* stream listeners */
@@ -40,8 +42,10 @@ struct tn_listener {
 /* The socket address of a listen value ("host:port", "[v6]:port",
  * "*:port"), host names resolved. Returns -1 with a message in err. */
 int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
-/* Bind and start accepting. Returns NULL with a message in err. */
-tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, char *err, size_t errlen);
+/* Bind and start accepting, served by OPS (the front end for conf's
+ * protocol). Returns NULL with a message in err. */
+tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_proto_ops *ops, char *err,
+                              size_t errlen);
 /* Builds what CONF needs that can fail to load (TLS certificates) for a
  * running listener, before a reload commits; errors go to DIAG. */
 int tn_listener_prepare(tn_listener *l, tn_listener_conf *conf, tn_diag *diag);
@@ -54,6 +58,8 @@ tn_handler *tn_listener_handler(const tn_listener *l, const char *token, size_t 
 void tn_listener_stop(tn_listener *l);
 void tn_listener_free(tn_listener *l);
 const tn_limits *tn_listener_limits(const tn_listener *l);
+/* Replies its front end still owes to peers (shutdown and draining wait). */
+size_t tn_listener_in_flight(const tn_listener *l);
 
 
 #endif

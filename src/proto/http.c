@@ -1520,12 +1520,14 @@ static const tn_frontend http_frontend = {
     .drained = http_drained,
 };
 
-tn_conn *tn_http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
+static tn_conn *http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
 {
     return tn_conn_new(l, fd, sa, salen, peer, &http_frontend);
 }
 
-int tn_http_configure(tn_listener *l, char *err, size_t errlen)
+/* (Re)build a listener's routes after a reload; the old router stays in use
+ * by requests in flight. */
+static int http_configure(tn_listener *l, char *err, size_t errlen)
 {
     tn_http_router *rt = tn_http_router_new(l->d, l->conf, err, errlen);
     if (!rt)
@@ -1537,10 +1539,31 @@ int tn_http_configure(tn_listener *l, char *err, size_t errlen)
     return 0;
 }
 
-void tn_http_listener_free(tn_listener *l)
+static void http_listener_free(tn_listener *l)
 {
     tn_http_router_unref(l->router);
     l->router = NULL;
+}
+
+/* A 503 the client can read before the close; a denied address learns
+ * nothing. */
+static void http_refuse(tn_listener *l, evutil_socket_t fd, int reason)
+{
+    if (reason == TN_REJ_DENIED)
+        return;
+    char busy[256], date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    int n = snprintf(busy, sizeof(busy),
+                     "HTTP/1.1 503 Service Unavailable\r\nServer: tusknetd\r\nDate: %s\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
+                     "Connection: close\r\n\r\nService Unavailable\n",
+                     date);
+    ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0)
+        tn_http_count_response(l, NULL, NULL, 503);
 }
 
 void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_route *route, int status)
@@ -1553,3 +1576,12 @@ void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_ro
     if (rt)
         tn_http_router_count(rt, route, status);
 }
+
+const tn_proto_ops tn_http_proto = {
+    .name = "http",
+    .socktype = SOCK_STREAM,
+    .accept = http_accept,
+    .configure = http_configure,
+    .free = http_listener_free,
+    .refuse = http_refuse,
+};

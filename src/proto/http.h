@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "handlers/handler.h"
 #include "net/conn.h"
+#include "net/proto_ops.h"
 
 typedef struct tn_http_header {
     const char *name;  /* as received (or set); compare case-insensitively */
@@ -170,15 +171,12 @@ void tn_mw_done(tn_mw *mw, tn_http_request *r, uint64_t body_bytes);
 
 /* ---- the front end ---- */
 
-tn_conn *tn_http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer);
-/* (Re)build a listener's routes after a reload; the old router stays in use
- * by requests in flight. */
-int tn_http_configure(tn_listener *l, char *err, size_t errlen);
+/* accept, routes per listener (rebuilt on reload), the 503 of a refusal */
+extern const tn_proto_ops tn_http_proto;
 /* Counts a response with STATUS on listener L and the daemon, and in RT's
  * counts under ROUTE (see tn_http_router_count); RT NULL: L's router. For
  * responses that do not go through a request (a WebSocket's 101, the 503
  * at accept) as for those that do. */
 void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_route *route, int status);
-void tn_http_listener_free(tn_listener *l);
 
 #endif

@@ -21,8 +21,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "log.h"
+#include "net/conn.h"
 #include "net/listener.h"
 
 #define OUTPUT_HIGH (256 * 1024)
@@ -376,7 +378,7 @@ static const tn_frontend line_frontend = {
     .timed_out = line_timed_out,
 };
 
-tn_conn *tn_line_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
+static tn_conn *line_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
 {
     tn_conn *c = tn_conn_new(l, fd, sa, salen, peer, &line_frontend);
     if (!c)
@@ -390,3 +392,34 @@ tn_conn *tn_line_accept(tn_listener *l, evutil_socket_t fd, const struct sockadd
     }
     return c;
 }
+
+/* One line saying why, written without waiting; a denied address learns
+ * nothing. */
+static void line_refuse(tn_listener *l, evutil_socket_t fd, int reason)
+{
+    (void)l;
+    const char *text = NULL;
+    switch (reason) {
+    case TN_REJ_MAX_CONNECTIONS:
+    case TN_REJ_LISTENER_FULL:
+        text = "Error: too many connections\n";
+        break;
+    case TN_REJ_PER_IP:
+        text = "Error: too many connections from your address\n";
+        break;
+    case TN_REJ_PER_SECOND:
+        text = "Error: too many connections per second\n";
+        break;
+    }
+    if (text) {
+        ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+}
+
+const tn_proto_ops tn_line_proto = {
+    .name = "tcp",
+    .socktype = SOCK_STREAM,
+    .accept = line_accept,
+    .refuse = line_refuse,
+};

@@ -2,8 +2,8 @@
 #ifndef TN_PROTO_LINE_H
 #define TN_PROTO_LINE_H
 
-#include "net/conn.h"
+#include "net/proto_ops.h"
 
-tn_conn *tn_line_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer);
+extern const tn_proto_ops tn_line_proto;
 
 #endif

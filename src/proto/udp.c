@@ -259,7 +259,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-int tn_udp_start(tn_listener *l, char *err, size_t errlen)
+static int udp_start(tn_listener *l, char *err, size_t errlen)
 {
     udp_state *st = calloc(1, sizeof(*st));
     if (!st) {
@@ -284,19 +284,19 @@ int tn_udp_start(tn_listener *l, char *err, size_t errlen)
     return 0;
 }
 
-void tn_udp_stop(tn_listener *l)
+static void udp_stop(tn_listener *l)
 {
     if (l->udp_ev)
         event_del(l->udp_ev);
 }
 
-size_t tn_udp_in_flight(const tn_listener *l)
+static size_t udp_in_flight(const tn_listener *l)
 {
     const udp_state *st = l->udp;
     return st ? st->njobs : 0;
 }
 
-void tn_udp_free(tn_listener *l)
+static void udp_free(tn_listener *l)
 {
     udp_state *st = l->udp;
     if (l->udp_ev)
@@ -315,3 +315,12 @@ void tn_udp_free(tn_listener *l)
     free(st);
     l->udp = NULL;
 }
+
+const tn_proto_ops tn_udp_proto = {
+    .name = "udp",
+    .socktype = SOCK_DGRAM,
+    .start = udp_start,
+    .stop = udp_stop,
+    .free = udp_free,
+    .in_flight = udp_in_flight,
+};
