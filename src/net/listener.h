@@ -20,8 +20,7 @@ struct tn_listener {
     tn_listener_conf *conf;   /* points into d->cfg; replaced on reload */
     evutil_socket_t fd;
     struct evconnlistener *evl; /* stream listeners */
-    struct event *udp_ev;       /* udp */
-    void *udp;                  /* udp front end state */
+    void *fe_state;             /* the front end's own (UDP: batches, owed replies), freed by ops->free */
     struct tn_http_router *router; /* http: routes and middleware */
     struct sockaddr_storage bound;
     socklen_t bound_len;

@@ -32,6 +32,7 @@ typedef struct udp_job {
 } udp_job;
 
 typedef struct udp_state {
+    struct event *ev; /* the socket, readable */
     size_t bufsize;
     char *bufs;     /* BATCH datagrams in */
     char *replies;  /* BATCH replies out */
@@ -82,7 +83,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
 {
     udp_job *uj = job->fe;
     tn_listener *l = uj->l;
-    udp_state *st = l->udp;
+    udp_state *st = l->fe_state;
     if (res == TN_REPLY || res == TN_FAIL) {
         if (len && data[len - 1] == '\n')
             len--;
@@ -138,7 +139,7 @@ static ssize_t handle(tn_listener *l, char *data, size_t len, const struct socka
     call.out = out;
     res = tn_handler_call(&call);
     if (res == TN_LATER) {
-        udp_state *st = l->udp;
+        udp_state *st = l->fe_state;
         udp_job *uj = calloc(1, sizeof(*uj));
         if (!uj) {
             tn_job_cancel(call.job);
@@ -175,7 +176,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tn_listener *l = arg;
     l->d->io_events++;
-    udp_state *st = l->udp;
+    udp_state *st = l->fe_state;
     tn_daemon *d = l->d;
     const tn_limits *lim = tn_listener_limits(l);
     for (int b = 0; b < MAX_BATCHES; b++) {
@@ -271,13 +272,13 @@ static int udp_start(tn_listener *l, char *err, size_t errlen)
     st->bufsize = max > 65536 ? 65536 : (size_t)max;
     st->bufs = malloc(st->bufsize * BATCH);
     st->replies = malloc((size_t)65536 * BATCH);
-    l->udp = st;
+    l->fe_state = st;
     if (!st->bufs || !st->replies) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    l->udp_ev = event_new(l->d->base, l->fd, EV_READ | EV_PERSIST, on_readable, l);
-    if (!l->udp_ev || event_add(l->udp_ev, NULL) < 0) {
+    st->ev = event_new(l->d->base, l->fd, EV_READ | EV_PERSIST, on_readable, l);
+    if (!st->ev || event_add(st->ev, NULL) < 0) {
         snprintf(err, errlen, "cannot watch socket");
         return -1;
     }
@@ -286,24 +287,24 @@ static int udp_start(tn_listener *l, char *err, size_t errlen)
 
 static void udp_stop(tn_listener *l)
 {
-    if (l->udp_ev)
-        event_del(l->udp_ev);
+    udp_state *st = l->fe_state;
+    if (st && st->ev)
+        event_del(st->ev);
 }
 
 static size_t udp_in_flight(const tn_listener *l)
 {
-    const udp_state *st = l->udp;
+    const udp_state *st = l->fe_state;
     return st ? st->njobs : 0;
 }
 
 static void udp_free(tn_listener *l)
 {
-    udp_state *st = l->udp;
-    if (l->udp_ev)
-        event_free(l->udp_ev);
-    l->udp_ev = NULL;
+    udp_state *st = l->fe_state;
     if (!st)
         return;
+    if (st->ev)
+        event_free(st->ev);
     while (st->jobs) {
         udp_job *uj = st->jobs;
         st->jobs = uj->next;
@@ -313,7 +314,7 @@ static void udp_free(tn_listener *l)
     free(st->bufs);
     free(st->replies);
     free(st);
-    l->udp = NULL;
+    l->fe_state = NULL;
 }
 
 const tn_proto_ops tn_udp_proto = {
