@@ -1,7 +1,8 @@
 # tusknetd - build, set-up, tests.
 #
 #   make run        install missing Debian packages (as root), build, run on tusknetd.conf.example
-#   make test       same set-up, then every test (unit, integration, reference check)
+#   make test       same set-up, then every test (unit, integration, reference check),
+#                   ending with one line: tests: N passed, N failed
 #   make test SANITIZE=1   the same built with ASan+UBSan
 #   make fuzz       libFuzzer on the config parsers (FUZZ_SECONDS each, default 60)
 #   make bench      the performance benchmarks side by side with the peers
@@ -121,19 +122,26 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/tusknetd -c tusknetd.conf.example
 
+# Integration tests run even when a unit test failed; the last line counts both:
+# "tests: N passed, N failed" (the form CI reads), and any failure fails the target.
 test: deps-test
 	@$(MAKE) --no-print-directory all unit-build
-	@$(MAKE) --no-print-directory unit integration
+	@rm -f $(BUILD)/unit-results.json $(BUILD)/integration.xml
+	@rc=0; \
+	  $(MAKE) --no-print-directory unit || rc=1; \
+	  $(MAKE) --no-print-directory integration || rc=1; \
+	  $(PYTHON) tests/tools/tally.py total $(BUILD)/unit-results.json $(BUILD)/integration.xml || rc=1; \
+	  exit $$rc
 
 unit-build: $(UNIT_TESTS)
 
 unit: $(UNIT_TESTS)
-	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t; done
+	@$(PYTHON) tests/tools/tally.py unit $(BUILD)/unit-results.json $(UNIT_TESTS)
 
 integration:
 	TUSKNETD=$(abspath $(BUILD)/tusknetd) TUSKNETCTL=$(abspath $(BUILD)/tusknetctl) SANITIZE=$(SANITIZE) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	  $(PYTHON) -m pytest -q -p no:cacheprovider --junitxml=$(BUILD)/integration.xml tests/integration
 
 # The README's config reference is generated from the schema table.
 reference: $(BUILD)/tusknetd

@@ -10,8 +10,10 @@ Listeners use port 0; their bound ports are read from the ``listeners``
 answer's "address" field (``d.port("lines")``).
 
 The ``ctl_daemon`` fixture is a factory: ``d = ctl_daemon(CONFIG)``. At
-teardown every daemon is killed (with every process it spawned, by pid) and the
-tail of its log printed, so a failing test shows it.
+teardown every daemon is stopped like the ``daemon`` fixture's
+(``DaemonProcess.shutdown``: SIGTERM, SIGKILL only if it does not go, then
+every process it spawned, by pid), the tail of its log is printed, so a failing
+test shows it, and a sanitizer report in the log fails the test.
 
 The ``notify`` fixture is a NotifySocket standing in for systemd's
 NOTIFY_SOCKET (give its ``.path`` to the daemon's environment).
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_util import DaemonProcess, descendants, pid_alive  # noqa: F401  (re-exported)
+from daemon_util import DaemonProcess, descendants, fail_on_sanitizer_reports, pid_alive, stop_all  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -341,20 +343,7 @@ class CtlDaemon(DaemonProcess):
         return rss_kb(self.pid)
 
     def cleanup(self):
-        if self.proc is not None:
-            if self.alive():
-                self.children()
-                self.proc.kill()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
-            for pid in self.known_children:
-                if pid_alive(pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+        self.shutdown()
         if self._log_file:
             self._log_file.close()
         if self._own_dir:
@@ -434,14 +423,7 @@ class CtlDaemonFactory:
         return d.start() if start else d
 
     def cleanup(self):
-        for d in self.daemons:
-            try:
-                d.cleanup()
-            finally:
-                print(f"--- {d.name} (pid {d.pid if d.proc else '-'}) exit "
-                      f"{d.proc.returncode if d.proc else '-'}")
-                print(f"--- config ---\n{d.config}")
-                print(f"--- log (tail) ---\n{d.log_tail(80)}")
+        return stop_all(self.daemons, 80)
 
 
 @pytest.fixture
@@ -451,7 +433,7 @@ def ctl_daemon(tmp_path):
         pytest.fail(f"tusknetd binary not found at {TUSKNETD} (set $TUSKNETD or run `make all`)")
     f = CtlDaemonFactory(tmp_path)
     yield f
-    f.cleanup()
+    fail_on_sanitizer_reports(f.cleanup())
 
 
 # ---- a NOTIFY_SOCKET -----------------------------------------------------------

@@ -11,9 +11,11 @@ substitutes it and exposes it as ``d.ports["LINES"]``.
 
 The ``daemon`` fixture is a factory: ``d = daemon(CONFIG)`` starts a daemon,
 waits until its listeners are bound, and returns it. At teardown every
-daemon is stopped (SIGKILL if it does not go), every process it spawned is
-killed by pid, and the tail of its log is printed (pytest shows it for a
-failing test).
+daemon is stopped by ``DaemonProcess.shutdown`` (SIGTERM, SIGKILL only if it
+does not go), every process it spawned is killed by pid, the tail of its log is
+printed (pytest shows it for a failing test), and a sanitizer report in the
+log fails the test. The other launchers (ctl_util's ``ctl_daemon``,
+test_tusknetctl's module daemon) stop the same way.
 """
 import os
 import re
@@ -207,15 +209,60 @@ class DaemonProcess:
 
     def stop(self, timeout=5.0):
         """SIGTERM and wait; SIGKILL if it does not exit. Returns the exit code."""
+        return self.shutdown(timeout)
+
+    def shutdown(self, term_timeout=3.0):
+        """How every test daemon ends: SIGTERM first (a sanitizer build reports
+        leaks only at a normal exit), SIGKILL if it is still running after
+        TERM_TIMEOUT seconds, then SIGKILL to every process it was seen to spawn.
+        Returns the exit code (negative: the signal that ended it)."""
         if self.proc is None:
             return None
         if self.alive():
             self.children()
             self.proc.send_signal(signal.SIGTERM)
-            if self.wait(timeout) is None:
+            if self.wait(term_timeout) is None:
+                self.children()
                 self.proc.kill()
-                self.proc.wait(timeout=5)
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        for pid in self.known_children:
+            if pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         return self.proc.returncode
+
+    def sanitizer_report(self):
+        """The first ASan/LSan/UBSan report line in the log, or None."""
+        m = SANITIZER_RE.search(self.log())
+        return f"{self.name}: {m.group(0)}" if m else None
+
+
+def stop_all(daemons, tail):
+    """Stops every daemon in DAEMONS (DaemonProcess.shutdown via its cleanup),
+    prints its config and log tail (pytest shows them for a failing test) and
+    returns the sanitizer reports found in the logs."""
+    problems = []
+    for d in daemons:
+        try:
+            d.cleanup()
+        finally:
+            print(f"--- {d.name} (pid {d.pid if d.proc else '-'}) exit {d.proc.returncode if d.proc else '-'}")
+            print(f"--- config ---\n{d.config}")
+            print(f"--- log (tail) ---\n{d.log_tail(tail)}")
+        report = d.sanitizer_report()
+        if report:
+            problems.append(report)
+    return problems
+
+
+def fail_on_sanitizer_reports(problems):
+    if problems:
+        pytest.fail("sanitizer report in the daemon's log: " + "; ".join(problems), pytrace=False)
 
 
 class Daemon(DaemonProcess):
@@ -235,6 +282,7 @@ class Daemon(DaemonProcess):
         self.env = env
         self.proc = None
         self.known_children = set()
+        self._log_file = None
 
     # -- running
 
@@ -267,28 +315,10 @@ class Daemon(DaemonProcess):
     def cpu_seconds(self):
         return cpu_seconds(self.pid)
 
-    def cleanup(self, graceful=True):
-        if self.proc is None:
-            return
-        if self.alive() and graceful:
-            # SIGTERM first, so that a sanitizer build reports leaks at exit
-            self.children()
-            self.proc.send_signal(signal.SIGTERM)
-            self.wait(3)
-        if self.alive():
-            self.children()
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for pid in self.known_children:
-            if pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        self._log_file.close()
+    def cleanup(self):
+        self.shutdown()
+        if self._log_file:
+            self._log_file.close()
 
 
 class DaemonFactory:
@@ -303,18 +333,7 @@ class DaemonFactory:
         return d.start()
 
     def cleanup(self):
-        problems = []
-        for d in self.daemons:
-            try:
-                d.cleanup()
-            finally:
-                print(f"--- {d.name} (pid {d.pid if d.proc else '-'}) exit {d.proc.returncode if d.proc else '-'}")
-                print(f"--- config ---\n{d.config}")
-                print(f"--- log (tail) ---\n{d.log_tail(60)}")
-            m = SANITIZER_RE.search(d.log())
-            if m:
-                problems.append(f"{d.name}: {m.group(0)}")
-        return problems
+        return stop_all(self.daemons, 60)
 
 
 @pytest.fixture
@@ -324,9 +343,7 @@ def daemon(tmp_path):
         pytest.fail(f"tusknetd binary not found at {TUSKNETD} (set $TUSKNETD or run `make all`)")
     f = DaemonFactory(tmp_path)
     yield f
-    problems = f.cleanup()
-    if problems:
-        pytest.fail("sanitizer report in the daemon's log: " + "; ".join(problems), pytrace=False)
+    fail_on_sanitizer_reports(f.cleanup())
 
 
 # ---- clients -------------------------------------------------------------------

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon_util import DaemonProcess, fail_on_sanitizer_reports, stop_all
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,14 +72,17 @@ def ctl(*args, sock=None, env=None, timeout=20, check=None):
     return r
 
 
-class Daemon:
+class Daemon(DaemonProcess):
     """tusknetd on CONFIG with its control socket in a short /tmp directory."""
 
     def __init__(self, name="ctl"):
+        self.name = name
+        self.known_children = set()
         self.dir = Path(tempfile.mkdtemp(prefix="tnctl-"))
         self.sock = self.dir / "control.sock"
         self.conf = self.dir / f"{name}.conf"
-        self.conf.write_text(CONFIG.format(sock=self.sock))
+        self.config = CONFIG.format(sock=self.sock)
+        self.conf.write_text(self.config)
         self.log_path = self.dir / f"{name}.log"
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen([TUSKNETD, "-c", str(self.conf), "--log-level", "debug"],
@@ -98,12 +103,6 @@ class Daemon:
                 raise RuntimeError(f"tusknetd control socket did not appear:\n{self.log()}")
             time.sleep(0.02)
 
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     def ctl(self, *args, **kw):
         return ctl(*args, sock=self.sock, **kw)
 
@@ -117,15 +116,18 @@ class Daemon:
                 return int(l["address"].rsplit(":", 1)[1])
         raise KeyError(listener)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+    def cleanup(self):
+        self.shutdown()
         self.log_file.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def finish(self):
+        """Stops it (SIGTERM first), prints its log tail, removes its directory;
+        a sanitizer report in its log fails the test."""
+        try:
+            problems = stop_all([self], 40)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        fail_on_sanitizer_reports(problems)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +137,7 @@ def d():
             pytest.fail(f"{b} is missing: run 'make all' or set TUSKNETD/TUSKNETCTL", pytrace=False)
     daemon = Daemon()
     yield daemon
-    print("--- tusknetd log (tail) ---\n" + "\n".join(daemon.log().splitlines()[-40:]))
-    daemon.stop()
+    daemon.finish()
 
 
 class Client:
@@ -570,7 +571,7 @@ def test_reload():
     try:
         _reload(d)
     finally:
-        d.stop()
+        d.finish()
 
 
 def _reload(d):
@@ -630,7 +631,7 @@ def test_shutdown():
         assert r.returncode == 1
         assert "(is tusknetd running?)" in r.stderr
     finally:
-        daemon.stop()
+        daemon.finish()
 
 
 # ---- a fake control socket: framing and robustness --------------------------------
