@@ -147,6 +147,19 @@ class RawWs:
             n = struct.unpack("!Q", self._need(8))[0]
         return b0 & 0x0F, self._need(n)
 
+    def ends_without_close_frame(self, timeout=5.0):
+        """True if the server ends the connection with a plain FIN (EOF) before
+        any close frame; False on a close frame. A reset raises."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                op, _ = self.recv_frame(max(0.05, deadline - time.monotonic()))
+            except EOFError:
+                return True
+            if op == 8:
+                return False
+        raise TimeoutError("the connection stayed open")
+
     def close_code(self, timeout=5.0):
         """Reads until a close frame; its code (None if the socket just closed)."""
         deadline = time.monotonic() + timeout
@@ -307,7 +320,7 @@ def test_close_code_reaches_a_client_still_sending(web):
     deadline = time.monotonic() + 3
     while len(os.listdir(f"/proc/{web.pid}/fd")) > fds and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(os.listdir(f"/proc/{web.pid}/fd")) <= fds
+    assert len(os.listdir(f"/proc/{web.pid}/fd")) == fds
 
 
 def test_drained_socket_closed_when_the_client_stays(web):
@@ -393,12 +406,13 @@ def test_fragmented_input(web, path):
     run(go())
     # interleaved control frame between fragments (raw)
     c = RawWs(web.ports["WEB"], "/echo")
+    # the pong is read before the last fragment goes out: the daemon answers a
+    # ping in the middle of a message, and the order of the two replies is fixed
     c.send_frame(0x1, "one ", fin=False)
     c.send_frame(0x9, "p")
+    assert c.recv_frame() == (0xA, b"p")
     c.send_frame(0x0, "two", fin=True)
-    frames = [c.recv_frame(), c.recv_frame()]
-    assert (0xA, b"p") in frames
-    assert (0x1, b"one two") in frames
+    assert c.recv_frame() == (0x1, b"one two")
     c.close()
 
 
@@ -420,21 +434,20 @@ def test_ping_pong(web):
 def test_server_pings_and_hangs_up_without_pong(web):
     c = RawWs(web.ports["WEB"], "/keepalive")
     assert c.status == 101
-    t0 = time.monotonic()
     op, _ = c.recv_frame(timeout=4)
     assert op == 0x9, "expected a ping from the server"
-    # no pong: the server gives up after ping_interval + pong_timeout
-    code = c.close_code(timeout=6)
-    assert code in (None, 1000, 1001, 1006, 1011)
-    assert time.monotonic() - t0 < 6
+    # no pong: libwebsockets hangs up after ping_interval + pong_timeout (2 s
+    # here) by closing the socket, without a close frame; 6 s only bounds the
+    # wait for it
+    assert c.ends_without_close_frame(timeout=6)
     c.close()
 
 
 def test_permessage_deflate_on_and_off(web):
     async def go():
         async with websockets.connect(url(web, "/deflate")) as ws:
-            assert any(e.name == "permessage-deflate" for e in ws.extensions)
-            assert "permessage-deflate" in ws.response_headers.get("Sec-WebSocket-Extensions", "")
+            assert [e.name for e in ws.extensions] == ["permessage-deflate"]
+            assert ws.response_headers.get_all("Sec-WebSocket-Extensions") == ["permessage-deflate"]
             text = "compressible " * 5000
             await ws.send(text)
             assert await ws.recv() == text
@@ -549,7 +562,7 @@ def test_wrong_path_and_plain_get(web):
     assert r.getheader("Upgrade", "").lower() == "websocket"
     conn.close()
     # a bad version is refused
-    assert RawWs(port, "/echo", {"Sec-WebSocket-Version": "8"}).status in (400, 426)
+    assert RawWs(port, "/echo", {"Sec-WebSocket-Version": "8"}).status == 400
 
 
 def test_http_routes_during_websocket_traffic(web):
@@ -627,32 +640,30 @@ def test_sigterm_closes_with_1001(web):
     assert web.wait(5) == 0
 
 
-def test_exchange_rate_50_connections(web):
-    """Not a timed test: reports 64-byte echo messages per second over 50
-    connections (the Python client is the bottleneck)."""
-    payload = "x" * 64
+def test_echo_exchange_over_50_connections(web):
+    """50 connections each send 40 64-byte messages one after another; every
+    one comes back, in order, on its own connection (the rate is bench.py's
+    business)."""
+    rounds = 40
 
     async def go():
         clients = [await websockets.connect(url(web, "/plain"), compression=None) for _ in range(50)]
-        count = 0
-        deadline = time.monotonic() + 2.0
 
-        async def pump(ws):
-            nonlocal count
-            while time.monotonic() < deadline:
-                await ws.send(payload)
-                assert await ws.recv() == payload
-                count += 1
+        async def pump(i, ws):
+            got = []
+            for n in range(rounds):
+                msg = f"{i:02d}:{n:03d}:".ljust(64, "x")
+                await ws.send(msg)
+                got.append(await ws.recv())
+            return got
 
-        t0 = time.monotonic()
-        await asyncio.gather(*[pump(ws) for ws in clients])
-        rate = count / (time.monotonic() - t0)
+        results = await asyncio.gather(*[pump(i, ws) for i, ws in enumerate(clients)])
         await asyncio.gather(*[ws.close() for ws in clients])
-        return rate
+        return results
 
-    rate = run(go())
-    print(f"websocket echo, 64 B, 50 connections: {rate:.0f} msgs/s (python client bound)")
-    assert rate > 100
+    results = run(go())
+    for i, got in enumerate(results):
+        assert got == [f"{i:02d}:{n:03d}:".ljust(64, "x") for n in range(rounds)], i
 
 
 def test_control_socket_lists_sends_and_closes(daemon):  # noqa: F811
@@ -672,13 +683,11 @@ def test_control_socket_lists_sends_and_closes(daemon):  # noqa: F811
         assert echo_row["messages_in"] == 1 and echo_row["messages_out"] == 1
         assert echo_row["local"].endswith(f":{d.ports['WEB']}")
         chat_id = next(r["id"] for r in rows if r["path"] == "/chat")
-        assert ctl.command(f"send {echo_row['id']} pushed").get("ok", True) is not False
+        assert ctl.command(f"send {echo_row['id']} pushed") == {"ok": True}
         assert await asyncio.wait_for(b.recv(), 3) == "pushed"
-        ctl.command("broadcast chat to the room")
+        assert ctl.command("broadcast chat to the room") == {"ok": True, "sent": 1, "dropped": 0}
         assert await asyncio.wait_for(a.recv(), 3) == "to the room"
-        stats = ctl.command("stats")
-        assert "error" not in stats
-        ctl.command(f"close {chat_id}")
+        assert ctl.command(f"close {chat_id}") == {"ok": True}
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(a.recv(), 3)
         assert a.close_code == 1000
