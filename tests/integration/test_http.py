@@ -20,7 +20,6 @@ import pytest
 from daemon_util import daemon  # noqa: F401  (daemon is a fixture)
 from http_util import (
     HttpConn,
-    PeerClosed,
     assert_small_error,
     assert_valid,
     build_request,
@@ -248,7 +247,7 @@ def test_redirect_handler_301_and_302(d):
     port = d.ports["WEB"]
     r = assert_valid(http_get(port, "/old/a/b?x=1"), 301)
     assert r.header("Location") == "https://example.com/old/a/b?x=1", r
-    assert len(r.body) < 512
+    assert r.body == b"Redirecting to https://example.com/old/a/b?x=1\n", r
     r = assert_valid(http_get(port, "/found"), 302)
     assert r.header("Location") == "/new-home", r
     c = curl_response(["-L", "--max-redirs", "1", url(d, "/found")])
@@ -303,9 +302,7 @@ def test_exec_cgi_location_redirects(d):
 
 def test_exec_failure_is_500(d):
     r = assert_valid(http_get(d.ports["WEB"], "/fail"), 500)
-    assert r.text.startswith("Error: "), r
-    assert "3" in r.text, r
-    assert len(r.body) < 512
+    assert r.body == b"Error: exit status 3\n", r
 
 
 # ---- routing -------------------------------------------------------------------------
@@ -336,10 +333,9 @@ def test_404_and_405_with_allow(d):
     port = d.ports["WEB"]
     r = assert_small_error(http_get(port, "/nope"), 404)
     r = assert_small_error(http_get(port, "/only", method="DELETE"), 405)
-    allow = r.tokens("Allow")
-    assert "get" in allow and "put" in allow and "delete" not in allow, r
+    assert r.header("Allow") == "GET, HEAD, PUT", r
     r = assert_small_error(http_get(port, "/hello", method="POST", body=b"x"), 405)
-    assert "get" in r.tokens("Allow") and "post" not in r.tokens("Allow"), r
+    assert r.header("Allow") == "GET, HEAD", r
     # HEAD is served by a GET route
     with HttpConn(port) as c:
         r = assert_valid(c.exchange("HEAD", "/only"), 200)
@@ -412,7 +408,7 @@ def test_http10_closes_unless_keep_alive(d):
         c.send(b"GET /hello HTTP/1.0\r\n\r\n")
         r = assert_valid(c.read_response(), 200)
         assert r.body == b"hello"
-        assert r.version in ("HTTP/1.0", "HTTP/1.1")
+        assert r.version == "HTTP/1.0" and r.header("Connection") == "close", r
         assert c.wait_closed(2), "HTTP/1.0 without keep-alive must close"
     with HttpConn(port) as c:
         c.send(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -548,18 +544,15 @@ def test_percent_decoding_and_dot_segments(d, target):
 
 def test_dot_segments_cannot_climb_above_root(d):
     port = d.ports["WEB"]
-    # clamped at the root (200) or refused (400 / 404), never anything else
+    # a ".." above the root names nothing: 404, not the path clamped at the root
     for target in ["/../dir/file.txt", "/../../../dir/file.txt", "/%2e%2e/dir/file.txt"]:
-        r = http_get(port, target)
-        assert r.status in (200, 400, 404), f"{target}: {r!r}"
-        if r.status == 200:
-            assert r.body == b"hello"
-        else:
-            assert_small_error(r, r.status)
+        r = assert_small_error(http_get(port, target), 404)
+        assert r.body == b"Not Found\n", f"{target}: {r!r}"
     r = http_get(port, "/dir/file.txt/..")
     assert r.status == 404, r  # "/dir" has no route
-    r = http_get(port, "/dir/%zz")
-    assert r.status in (400, 404), r
+    # a malformed escape is a bad request, and the connection closes
+    r = assert_small_error(http_get(port, "/dir/%zz"), 400)
+    assert r.body == b"Bad Request\n" and r.header("Connection") == "close", r
     assert http_get(port, "/hello").status == 200
 
 
@@ -609,42 +602,37 @@ def test_malformed_request_400_and_close(d, case):
 def test_408_slowloris_while_others_are_served(d):
     port = d.ports["LIM"]
     c = HttpConn(port)
-    t0 = time.monotonic()
-    c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
-    others = []
     try:
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        # other clients are served while that head is pending
+        for _ in range(3):
+            r = http_get(port, "/hello", timeout=3)
+            assert r.status == 200 and r.body == b"hello", r
+        # a byte trickle does not extend the deadline: with header_timeout 1s
+        # the 408 comes while the client is still trickling (5 s only bounds
+        # the wait for it)
+        t0 = time.monotonic()
         while time.monotonic() - t0 < 5 and not c.eof:
             try:
-                c.send(b"X-Slow: y\r\n")  # a byte trickle must not extend the deadline
+                c.send(b"X-Slow: y\r\n")
             except OSError:
-                break
-            t = time.monotonic()
-            r = http_get(port, "/hello", timeout=3)
-            others.append(time.monotonic() - t)
-            assert r.status == 200 and r.body == b"hello"
+                break  # closed after the 408, which is read below
             data = c.read_available(0.15)
             if data:
                 c.buf = data
                 break
-        elapsed = time.monotonic() - t0
-        r = c.read_response(timeout=2)
-        assert_small_error(r, 408)
-        assert 0.8 <= elapsed <= 3.0, f"408 after {elapsed:.2f}s with header_timeout 1s"
+        assert_small_error(c.read_response(timeout=1), 408)
         assert c.wait_closed(2)
     finally:
         c.close()
-    assert len(others) >= 3 and max(others) < 0.5, f"other clients waited: {others}"
 
 
 def test_408_partial_head_then_silence(d):
     port = d.ports["LIM"]
     with HttpConn(port) as c:
         c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
-        t0 = time.monotonic()
-        r = c.read_response(timeout=3)
-        elapsed = time.monotonic() - t0
-        assert_small_error(r, 408)
-        assert 0.8 <= elapsed <= 2.5, f"408 after {elapsed:.2f}s with header_timeout 1s"
+        # header_timeout is 1s; 3 s only bounds the wait
+        assert_small_error(c.read_response(timeout=3), 408)
         assert c.wait_closed(2)
     # the same on a keep-alive connection after a first request
     with HttpConn(port) as c:
@@ -664,7 +652,9 @@ def test_408_for_a_silent_connection(d):
         while not c.eof and time.monotonic() - t0 < 3:
             data += c.read_available(0.2)
         assert c.eof, "a connection that never sends a request is still open 3 s after header_timeout 1s"
-        assert data == b"" or data.startswith(b"HTTP/1.1 408 "), data[:200]
+        # no request was started, so there is nothing to answer: the daemon
+        # closes without a 408
+        assert data == b"", data[:200]
 
 
 def test_413_body_over_max_body(d):
@@ -672,10 +662,7 @@ def test_413_body_over_max_body(d):
     # the answer comes before the body is sent
     with HttpConn(port) as c:
         c.send(build_request("POST", "/echo", {"Content-Length": "2048"}))
-        t0 = time.monotonic()
-        r = c.read_response(timeout=3)
-        assert_small_error(r, 413)
-        assert time.monotonic() - t0 < 2
+        assert_small_error(c.read_response(timeout=3), 413)
     with HttpConn(port) as c:
         c.send(build_request("POST", "/echo", {"Transfer-Encoding": "chunked"}) + chunked(b"x" * 2048, sizes=(512,)))
         assert_small_error(c.read_response(timeout=3), 413)
@@ -837,9 +824,10 @@ def test_error_responses_are_counted(dctl):
     # 413
     r, _ = raw_exchange(port, build_request("POST", "/echo", {"Content-Length": "5000"}))
     assert r.status == 413
-    # 414 (the target is over 8 KB; the listener's max_header is 2 KB, so 431 is acceptable too)
+    # a 9 KB target on a listener whose max_header is 2 KB: the head is over
+    # max_header before the target is over 8 KB, so 431
     r, _ = raw_exchange(port, build_request("GET", "/hello?" + "q" * 9000))
-    assert r.status in (414, 431), r
+    assert r.status == 431, r
     # 431
     r, _ = raw_exchange(port, build_request("GET", "/hello", {"X-Big": "b" * 3000}))
     assert r.status == 431
@@ -847,40 +835,21 @@ def test_error_responses_are_counted(dctl):
     assert http_get(port, "/rl").status == 200
     r = http_get(port, "/rl")
     assert r.status == 429, r
-    # 408 (a trickling head)
+    # 408: part of a head, then silence (the client has nothing in flight when
+    # the daemon answers and closes, so the 408 is never lost to a reset)
     with HttpConn(port) as c:
-        c.send(b"GET /hello HTTP/1.1\r\n")
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 3:
-            try:
-                c.send(b"X: y\r\n")
-            except OSError:
-                break
-            data = c.read_available(0.2)
-            if data or c.eof:
-                c.buf = data
-                break
-        try:
-            r = c.read_response(timeout=1)
-            assert r.status == 408, r
-        except PeerClosed:
-            pass  # the missing 408 is test_408_partial_head_then_silence's business; the count is this test's
-    after = wait_stats(dctl.ctl, "lim", lambda s: s["timeout_errors"] > before["timeout_errors"])
-    time.sleep(0.2)
+        c.send(b"GET /hello HTTP/1.1\r\nX: y\r\n")
+        assert_small_error(c.read_response(timeout=3), 408)
+        assert c.wait_closed(2)
+    wait_stats(dctl.ctl, "lim", lambda s: s["timeout_errors"] > before["timeout_errors"])
     after = listener_stats(dctl.ctl, "lim")
-    rej0, rej1 = before["rejected"], after["rejected"]
-    problems = []
-    if after["timeout_errors"] != before["timeout_errors"] + 1:
-        problems.append(f"one 408 counted {after['timeout_errors'] - before['timeout_errors']} times in timeout_errors")
-    if rej1["rate_limit"] != rej0["rate_limit"] + 1:
-        problems.append(f"one 429 counted {rej1['rate_limit'] - rej0['rate_limit']} times in rejected.rate_limit")
-
-    def bad(s):
-        return s["connection_errors"] + sum(s["rejected"].values())
-
-    if bad(after) - bad(before) - (rej1["rate_limit"] - rej0["rate_limit"]) < 4:
-        problems.append("400/413/414/431 not counted (connection_errors + rejected.*, e.g. too_large)")
-    # 503
+    # 400 is a connection error; 413 and both 431s are too_large; 408 and 429 have their own
+    assert after["connection_errors"] - before["connection_errors"] == 1, (before, after)
+    assert after["timeout_errors"] - before["timeout_errors"] == 1, (before, after)
+    assert {k: after["rejected"][k] - before["rejected"][k] for k in after["rejected"]} == {
+        "max_connections": 0, "listener_full": 0, "per_ip": 0, "per_second": 0, "denied": 0,
+        "rate_limit": 1, "too_large": 3, "slow_reader": 0}, (before, after)
+    # 503: refused at accept, before the client sends anything
     full = dctl.ports["FULL"]
     fb = listener_stats(dctl.ctl, "full")
     a, b = HttpConn(full), HttpConn(full)
@@ -888,16 +857,11 @@ def test_error_responses_are_counted(dctl):
         assert a.exchange("GET", "/hello").status == 200
         assert b.exchange("GET", "/hello").status == 200
         with HttpConn(full) as c:
-            data = c.read_available(1.0)
-            if data:
-                c.buf = data
-            else:
-                c.request("GET", "/hello")
-            assert c.read_response(timeout=3).status == 503
+            assert_small_error(c.read_response(timeout=3), 503)
     finally:
         a.close()
         b.close()
     fa = wait_stats(dctl.ctl, "full", lambda s: s["rejected"]["listener_full"] > fb["rejected"]["listener_full"])
-    if fa["rejected"]["listener_full"] != fb["rejected"]["listener_full"] + 1:
-        problems.append("503 not counted in rejected.listener_full")
-    assert not problems, f"{problems}; lim before {before}, after {after}; full after {fa}"
+    assert {k: fa["rejected"][k] - fb["rejected"][k] for k in fa["rejected"]} == {
+        "max_connections": 0, "listener_full": 1, "per_ip": 0, "per_second": 0, "denied": 0,
+        "rate_limit": 0, "too_large": 0, "slow_reader": 0}, (fb, fa)
