@@ -241,15 +241,16 @@ def test_cors_preflight_with_configured_lists(d):
     assert set(r.tokens("Access-Control-Allow-Headers")) == {"x-api-key", "content-type"}, r
     assert r.header("Access-Control-Max-Age") == "60", r
     # a method outside the list is not granted
+    # a method outside the list is not granted: the answer names only the list
     h["Access-Control-Request-Method"] = "DELETE"
-    r = http_get(port, "/api", method="OPTIONS", headers=h)
-    assert "delete" not in r.tokens("Access-Control-Allow-Methods"), r
+    r = assert_valid(http_get(port, "/api", method="OPTIONS", headers=h), 204)
+    assert r.header("Access-Control-Allow-Methods") == "GET, POST", r
     # an origin outside the list is not granted
     h["Access-Control-Request-Method"] = "POST"
     h["Origin"] = "https://evil.example"
     r = http_get(port, "/api", method="OPTIONS", headers=h)
     assert not r.has("Access-Control-Allow-Origin"), r
-    assert r.status in (204, 403), r
+    assert assert_small_error(r, 403).body == b"Forbidden\n", r
 
 
 def test_cors_credentials_never_with_wildcard(d):
@@ -289,9 +290,10 @@ def test_gzip_compresses_and_gzip_d_accepts_it(d):
             r = assert_valid(c.exchange("GET", path, headers={"Accept-Encoding": "gzip"}), 200)
             assert r.header("Content-Encoding") == "gzip", r
             assert "accept-encoding" in r.tokens("Vary"), r
+            # the compressed size depends on the zlib build; the text is
+            # repetitive, so any real compression is far under half of it
             assert len(r.body) < len(original) / 2, "not really compressed"
-            if r.framing == "length":
-                assert int(r.header("Content-Length")) == len(r.body)
+            assert r.framing == "length" and int(r.header("Content-Length")) == len(r.body), r
             assert gzip.decompress(r.body) == original
             assert gunzip_cli(r.body) == original
         # a large echoed body too; the connection stays usable
@@ -417,8 +419,7 @@ def test_rate_limit_429_with_retry_after(d):
             assert c.exchange("GET", "/limited").status == 200, f"request {i} within the burst"
         r = c.exchange("GET", "/limited")
         assert_small_error(r, 429)
-        ra = r.header("Retry-After", "")
-        assert re.fullmatch(r"[0-9]+", ra) and 1 <= int(ra) <= 60, f"Retry-After: {r!r}"
+        assert r.header("Retry-After") == "1", r  # rate 1/s: a token is back within a second
         # routes without the middleware are not limited
         for _ in range(5):
             assert c.exchange("GET", "/free").status == 200
@@ -452,17 +453,6 @@ COMBINED = re.compile(
 )
 
 
-def flat_values(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from flat_values(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from flat_values(v)
-    else:
-        yield obj
-
-
 def test_access_log_combined_and_json(d):
     port = d.ports["LOG"]
     hdrs = {"User-Agent": "tn-test/1.0", "Referer": "http://ref.example/page"}
@@ -482,21 +472,17 @@ def test_access_log_combined_and_json(d):
         assert m["ip"] == "127.0.0.1", m.group(0)
         assert m["request"] == req and m["status"] == status, m.group(0)
         assert m["referer"] == "http://ref.example/page" and m["agent"] == "tn-test/1.0", m.group(0)
-        assert m["bytes"] == "-" or int(m["bytes"]) in (len(resp.body), resp.wire_len), m.group(0)
+        assert m["bytes"] == str(resp.wire_len), m.group(0)  # bytes sent, head included
     assert "not-logged" not in d.alog.read_text()
 
     jl = wait_lines(d.jlog, 2)
     assert len(jl) == 2, f"json log: {jl}"
-    for line, (req, status, _) in zip(jl, expect):
+    for line, (path, query, method, resp) in zip(jl, [("/hello", "x=1", "GET", r1), ("/echo", "", "POST", r2)]):
         obj = json.loads(line)
-        vals = list(flat_values(obj))
-        svals = [str(v) for v in vals]
-        method, target, _ = req.split(" ")
-        assert method in svals, f"no method in {obj}"
-        assert any(target.split("?")[0] in s for s in svals), f"no path in {obj}"
-        assert status in svals, f"no status in {obj}"
-        assert "tn-test/1.0" in svals, f"no user agent in {obj}"
-        assert any(s.startswith("127.0.0.1") for s in svals), f"no remote address in {obj}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", obj.pop("time")), line
+        assert isinstance(obj.pop("duration_ms"), (int, float)), line
+        assert obj == {"remote": "127.0.0.1", "method": method, "path": path, "query": query, "status": 200,
+                       "bytes": resp.wire_len, "user_agent": "tn-test/1.0", "referer": "http://ref.example/page"}, line
 
 
 def test_access_log_records_404_and_405(d):
