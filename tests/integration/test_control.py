@@ -150,36 +150,40 @@ web {
     }
 }
 """)
-    routes = d.ctl("routes")["routes"]
-    http = [(r["method"], r["path"], r["handler"]) for r in routes if r["kind"] == "http"]
-    assert ("GET", "/health", "ping") in http
-    assert ("POST", "/upper", "upper") in http
-    assert any(p == "/any" and h == "echo" for _, p, h in http), http
-    ws = {r["path"]: r for r in routes if r["kind"] == "websocket"}
-    assert ws["/ws"]["handlers"] == ["echo", "ping"]
-    assert ws["/chat"]["handler"] == "chat"
-    assert all(r["listener"] == "web" for r in routes)
+    # in config order; a route without a method matches any ("*")
+    assert d.ctl("routes")["routes"] == [
+        {"listener": "web", "kind": "http", "method": "GET", "path": "/health", "handler": "ping"},
+        {"listener": "web", "kind": "http", "method": "POST", "path": "/upper", "handler": "upper"},
+        {"listener": "web", "kind": "http", "method": "*", "path": "/any", "handler": "echo"},
+        {"listener": "web", "kind": "websocket", "method": "GET", "path": "/ws", "handlers": ["echo", "ping"]},
+        {"listener": "web", "kind": "websocket", "method": "GET", "path": "/chat", "handler": "chat"},
+    ]
 
 
 def test_stats_shape(d):
     s = d.ctl("stats")
     assert s["version"] == daemon_version()
-    assert s["uptime_seconds"] >= 0
+    # uptime is a clock reading: it is a float no larger than the process's age
+    with open(f"/proc/{d.pid}/stat") as f:
+        started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        age = float(f.read().split()[0]) - started
+    assert isinstance(s["uptime_seconds"], float) and 0 < s["uptime_seconds"] <= age + 0.02, (s, age)
     assert s["reloads"] == s["reloads_ok"] == s["reloads_refused"] == 0
     counters = ["total_connections", "active_connections", "total_bytes_sent", "total_bytes_received",
                 "connection_errors", "timeout_errors", "messages_in", "messages_out"]
     for k in counters:
         assert s["global"][k] == 0, k
-    assert isinstance(s["global"]["rejected"], dict) and s["global"]["rejected"]
+    assert s["global"]["rejected"] == {"max_connections": 0, "listener_full": 0, "per_ip": 0, "per_second": 0,
+                                       "denied": 0, "rate_limit": 0, "too_large": 0, "slow_reader": 0}
     assert set(s["listeners"]) == {"lines", "whole", "room", "dgram"}
     for name, entry in s["listeners"].items():
         for k in counters:
             assert entry[k] == 0, (name, k)
         assert entry["address"] == d.address(name)
-    assert set(s["handlers"]) == {"echo", "ping", "chat", "upper"}
-    for h in s["handlers"].values():
-        assert {"calls", "errors", "in_flight", "latency_ms"} <= set(h)
-        assert set(h["latency_ms"]) >= {"p50", "p90", "p99"}
+    idle = {"calls": 0, "errors": 0, "in_flight": 0, "latency_ms": {"p50": 0, "p90": 0, "p99": 0}}
+    assert s["handlers"] == {"echo": dict(idle, type="echo"), "ping": dict(idle, type="static"),
+                             "chat": dict(idle, type="broadcast"), "upper": dict(idle, type="exec")}
 
 
 def test_connections_and_filter(d):
@@ -474,13 +478,11 @@ def test_client_that_never_reads_is_bounded(d):
                     break
                 time.sleep(0.01)
         assert stalled_since is not None, f"the daemon kept reading {sent} bytes of commands nobody reads"
-        # others are still served promptly while the hog is stuck
-        t0 = time.monotonic()
-        assert d.ctl("version", timeout=3)["version"]
-        assert "lines" in d.ctl("stats", timeout=3)["listeners"]
+        # others are still served while the hog is stuck (3 s bounds each wait)
+        assert d.ctl("version", timeout=3) == {"version": daemon_version()}
+        assert set(d.ctl("stats", timeout=3)["listeners"]) == {"lines", "whole", "room", "dgram"}
         with LineClient(lines) as x:
             assert x.request("echo alive", timeout=3) == "alive"
-        assert time.monotonic() - t0 < 3
         after = d.rss_kb()
         print(f"hog: {sent} bytes of commands sent; RSS {before} kB -> {after} kB")
         # at most the control output cap (4 MiB) plus slack, not the answers
@@ -520,7 +522,7 @@ def test_counters_match_traffic_exactly(d):
     # ends in CRLF as sent bytes: counted from what actually arrives)
     clients[0].send(b"crlf\r\n")
     reply = clients[0].readline()
-    assert reply in ("crlf", "crlf\r"), reply
+    assert reply == "crlf\r", reply  # a single-handler listener echoes the whole line, CR included
     sent_in += 6
     sent_out += len(reply) + 1
     for c in clients:
@@ -663,8 +665,9 @@ def test_peercred_refuses_users_outside_control_group(ctl_daemon, public_dir):
     os.chmod(d.control, 0o666)  # past the file mode: the daemon itself must refuse
     r = ctl_as(uid, gid, [], d.control, "stats", "version")
     assert "connect_error" not in r, r
-    assert r["answers"][0] == {"ok": False, "error": "permission denied"}, r
-    assert len(r["answers"]) == 1 or r["answers"][1] is None, r
+    # refused at accept: the answer is written before the close, and the
+    # second command finds the connection gone
+    assert r["answers"] == [{"ok": False, "error": "permission denied"}, None], r
     assert r["closed"] is True, r
     assert d.wait_log(rf"control socket: refused uid {uid}", 2)
     # root is still admin
