@@ -55,16 +55,15 @@ def test_sigterm_finishes_reply_in_flight(daemon):
     d = daemon(config("5s"))
     with LineClient(d.ports["L"]) as c:
         c.sendline("slow")
-        assert wait_children(d, "sh"), "the exec process should be running"
-        t0 = time.monotonic()
+        assert len(wait_children(d, "sh")) == 1, "the exec process should be running"
         d.send_signal(signal.SIGTERM)
         assert c.readline(timeout=4) == "done", "the reply in flight must still arrive"
         data, closed = c.read_until_closed(timeout=3)
         assert closed and data == b"", "after its last reply the connection is closed"
+    # the last reply is out, so it exits without waiting out shutdown_timeout
+    # (5 s; 4 s only bounds the wait)
     rc = d.wait(timeout=4)
-    took = time.monotonic() - t0
     assert rc == 0, f"daemon exit code {rc}"
-    assert took < 3.0, f"daemon took {took:.1f}s to exit after the reply was out"
 
 
 def test_sigterm_refuses_new_connections(daemon):
@@ -113,23 +112,19 @@ def test_shutdown_timeout_kills_longer_work(daemon):
         c.sendline("long")
         shells = wait_children(d, "sh")
         sleeps = wait_children(d, "sleep")
-        assert shells and sleeps, "the exec process should be running"
+        assert (len(shells), len(sleeps)) == (1, 1), "the exec process should be running"
         assert idle.request("echo idle") == "idle"
-        t0 = time.monotonic()
         d.send_signal(signal.SIGTERM)
-        # idle connections go at once
+        # idle connections go at once, while the busy one is still waiting
         data, closed = idle.read_until_closed(timeout=2)
         assert closed and data == b""
-        assert time.monotonic() - t0 < 0.4
-        # the busy one is cut at shutdown_timeout without its reply
+        assert d.alive() and c.is_open(), "the busy connection must get its shutdown_timeout"
+        # the busy one is cut at shutdown_timeout without its reply (the
+        # command would take 10 s; 4 s only bounds the wait)
         data, closed = c.read_until_closed(timeout=4)
-        took = time.monotonic() - t0
-        assert closed, "connection still open after shutdown_timeout"
-        assert b"late" not in data
-        assert 0.4 < took < 2.5, f"closed after {took:.2f}s with shutdown_timeout 500ms"
+        assert closed and data == b"", "connection still open after shutdown_timeout"
     rc = d.wait(timeout=3)
     assert rc == 0, f"daemon exit code {rc}"
-    assert time.monotonic() - t0 < 3.0
     for p in shells + sleeps:
         assert wait_pid_gone(p, 2), f"process {p} {proc_cmdline(p)} outlived the daemon"
 
@@ -145,15 +140,14 @@ def test_signal_closes_idle_and_stream_connections_and_exits_0(daemon, sig):
         assert clients[0].readline() == "streaming"
         cats = wait_children(d, "cat")
         assert len(cats) == 1
-        t0 = time.monotonic()
         d.send_signal(sig)
         for c in clients:
             data, closed = c.read_until_closed(timeout=2)
             assert closed and data == b""
+        # nothing was in flight: it exits without waiting out shutdown_timeout
+        # (5 s; 3 s only bounds the wait)
         rc = d.wait(timeout=3)
-        took = time.monotonic() - t0
         assert rc == 0, f"exit code {rc}"
-        assert took < 2.0, f"nothing was in flight, yet exit took {took:.2f}s (shutdown_timeout 5s)"
         assert wait_pid_gone(cats[0], 2), "the stream process outlived the daemon"
     finally:
         for c in clients:
@@ -233,6 +227,8 @@ dgram { protocol: "udp" listen: "127.0.0.1:PORT_U" handler: "echo" }
 """
 
 
+# The CPU bounds below check that polling stops at all: a daemon still
+# spinning uses all of the 1.5 s, a sleeping one next to nothing.
 def idle_cpu(d, seconds=1.5):
     c0 = d.cpu_seconds()
     time.sleep(seconds)
