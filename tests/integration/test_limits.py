@@ -2,8 +2,10 @@
 connection caps (global, per listener, per address, per second), rate_limit,
 allow/deny, idle and read timeouts, UDP max_message, max_output for slow
 readers, 1,000 concurrent connections and running out of descriptors."""
+import os
 import resource
 import selectors
+import socket
 import time
 
 from daemon_util import (  # noqa: F401  (daemon is a fixture)
@@ -30,8 +32,8 @@ def head(maxconn=10000, extra_handlers=""):
     return HEAD.replace("{maxconn}", str(maxconn)).replace("{extra}", extra_handlers)
 
 
-def expect_refused(port, text_prefix, source=None, exact=None):
-    """A new connection gets one 'Error: ...' line, then the close."""
+def expect_refused(port, exact, source=None):
+    """A new connection gets the one line EXACT, then the close."""
     c = LineClient(port, source=source)
     try:
         data, closed = c.read_until_closed(timeout=3)
@@ -39,11 +41,12 @@ def expect_refused(port, text_prefix, source=None, exact=None):
         c.close()
     assert closed, f"refused connection must be closed, got {data!r} and still open"
     text = data.decode(errors="replace")
-    if exact is not None:
-        assert text == exact, f"expected {exact!r}, got {text!r}"
-    else:
-        assert text.startswith(text_prefix) and text.endswith("\n") and text.count("\n") == 1, repr(text)
+    assert text == exact, f"expected {exact!r}, got {text!r}"
     return text
+
+
+PER_IP = "Error: too many connections from your address\n"
+PER_SECOND = "Error: too many connections per second\n"
 
 
 def open_served(port, n, source=None):
@@ -114,8 +117,8 @@ b { protocol: "tcp" listen: "127.0.0.1:PORT_B" handlers: ["echo"] }
     held = open_served(d.ports["A"], 2) + open_served(d.ports["B"], 1)
     try:
         # the cap is global: listener b has one connection but the daemon has three
-        expect_refused(d.ports["B"], None, exact="Error: too many connections\n")
-        expect_refused(d.ports["A"], None, exact="Error: too many connections\n")
+        expect_refused(d.ports["B"], "Error: too many connections\n")
+        expect_refused(d.ports["A"], "Error: too many connections\n")
         # the held ones still work
         for c in held:
             assert c.request("echo still") == "still"
@@ -137,8 +140,8 @@ other { protocol: "tcp" listen: "127.0.0.1:PORT_O" handlers: ["echo"] }
     )
     held = open_served(d.ports["S"], 2)
     try:
-        expect_refused(d.ports["S"], None, exact="Error: too many connections\n")
-        expect_refused(d.ports["S"], None, exact="Error: too many connections\n")
+        expect_refused(d.ports["S"], "Error: too many connections\n")
+        expect_refused(d.ports["S"], "Error: too many connections\n")
         # other listeners are not affected
         others = open_served(d.ports["O"], 3)
         close_all(others)
@@ -159,10 +162,10 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] max_connection
     port = d.ports["L"]
     held = open_served(port, 2, source="127.0.0.1")
     try:
-        expect_refused(port, "Error: ", source="127.0.0.1")
+        expect_refused(port, PER_IP, source="127.0.0.1")
         # another address has its own allowance
         held += open_served(port, 2, source="127.0.0.2")
-        expect_refused(port, "Error: ", source="127.0.0.2")
+        expect_refused(port, PER_IP, source="127.0.0.2")
         # closing one from 127.0.0.1 lets one more in from there
         held.pop(0).close()
         assert served(port, timeout=3, source="127.0.0.1")
@@ -189,19 +192,18 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] max_connection
 """
     )
     port = d.ports["L"]
+    # everything up to the next comment runs within one wall-clock second:
+    # _fresh_second leaves at least 0.6 s for a few loopback round trips
     _fresh_second()
     held = open_served(port, 3, source="127.0.0.1")
     try:
-        expect_refused(port, "Error: ", source="127.0.0.1")
+        expect_refused(port, PER_SECOND, source="127.0.0.1")
         # the limit is per source address
         held += open_served(port, 1, source="127.0.0.3")
         # it is a rate, not a cap: closing does not help within the second...
         close_all(held)
         held = []
-        second = int(time.time())
-        time.sleep(0.05)
-        if int(time.time()) == second:
-            expect_refused(port, "Error: ", source="127.0.0.1")
+        expect_refused(port, PER_SECOND, source="127.0.0.1")
         # ...but the next second does
         time.sleep(1.1)
         held = open_served(port, 3, source="127.0.0.1")
@@ -223,10 +225,9 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] rate_limit: "5
     with LineClient(d.ports["L"]) as c:
         c.send("".join(f"echo m{i}\n" for i in range(20)))
         got = c.readlines(20)
-        assert got[:5] == [f"m{i}" for i in range(5)], got
-        limited = [g for g in got if g == "Error: rate limit exceeded"]
-        assert len(limited) >= 14, got
-        assert got[-10:] == ["Error: rate limit exceeded"] * 10, got
+        # the 20 lines arrive in one segment and are handled within far less
+        # than the 200 ms a token takes to come back: the burst, then refusals
+        assert got == [f"m{i}" for i in range(5)] + ["Error: rate limit exceeded"] * 15, got
         # the connection stays open and tokens come back at the rate
         time.sleep(0.5)
         assert c.request("echo later") == "later"
@@ -324,7 +325,6 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] idle_timeout: 
     idle = LineClient(port)
     busy = LineClient(port)
     try:
-        t0 = time.monotonic()
         # a talking connection outlives the idle one
         for i in range(8):
             assert busy.request(f"echo {i}") == str(i)
@@ -332,9 +332,7 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] idle_timeout: 
                 break
             time.sleep(0.1)
         data, closed = idle.read_until_closed(timeout=2)
-        took = time.monotonic() - t0
         assert closed and data == b"", (data, closed)
-        assert 0.25 < took < 2.0, took
         assert busy.request("echo alive") == "alive"
         # and once quiet, it goes too
         data, closed = busy.read_until_closed(timeout=2)
@@ -357,13 +355,11 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] idle_timeout: 
     quiet = LineClient(port)
     try:
         assert half.request("echo first") == "first"
-        t0 = time.monotonic()
         half.send("echo never finish")
         data, closed = half.read_until_closed(timeout=2.5)
-        took = time.monotonic() - t0
         assert closed, "a half-sent line must be cut off after read_timeout"
-        assert data == b"Error: read timeout\n"
-        assert 0.25 < took < 2.0, took
+        assert data == b"Error: read timeout
+"
         # an idle connection is held to idle_timeout, not read_timeout
         assert quiet.is_open(), "an idle connection must not get read_timeout"
         assert quiet.request("echo quiet ok") == "quiet ok"
@@ -431,11 +427,19 @@ room { protocol: "tcp" listen: "127.0.0.1:PORT_R" handler: "chat" max_output: "6
                 dropped = True
                 break
         assert dropped, f"slow reader never dropped after {sent} bytes"
-        # the dropped client sees the end of the stream after what was sent before
+        # the dropped client sees the end of the stream after what was sent
+        # before: what the daemon's kernel still buffers for it (megabytes with
+        # send-buffer autotuning) comes first, so it reads with a big buffer now
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         slow.sock.setblocking(True)
-        data, closed = slow.read_until_closed(timeout=5)
+        data, closed = slow.read_until_closed(timeout=10)
         assert closed, "the slow reader's connection must be closed"
-        assert len(data) < sent
+        # how much got through depends on the socket buffers; what did is the
+        # "sync" lines, then whole lines from the start of the stream, and the
+        # rest was dropped
+        body = data.lstrip(b"sync\n")
+        assert data[: len(data) - len(body)] == b"sync\n" * ((len(data) - len(body)) // 5), data[:100]
+        assert len(body) < sent and body == line * (len(body) // len(line)), len(body)
         # the fast reader got everything
         while fast_got < sent:
             chunk = fast.silent_for(1.0)
@@ -512,6 +516,7 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] backlog: 1024 
     )
     port = d.ports["L"]
     clients = []
+    base = len(os.listdir(f"/proc/{d.pid}/fd"))
     try:
         for i in range(120):
             c = LineClient(port, timeout=5)
@@ -530,13 +535,15 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] backlog: 1024 
                 answered.add(i)
                 sel.unregister(key.fileobj)
         sel.close()
-        assert answered, "the daemon served nobody"
-        assert len(answered) < 120, "RLIMIT_NOFILE 40 cannot serve 120 connections at once"
+        # every descriptor left under RLIMIT_NOFILE 40 serves one connection,
+        # in the order they were queued; the rest wait in the backlog
+        assert answered == set(range(40 - base)), f"{len(answered)} served with {base} descriptors in use"
         assert d.alive()
         # out of descriptors, the daemon must not spin
         cpu0 = d.cpu_seconds()
         time.sleep(1.0)
         used = d.cpu_seconds() - cpu0
+        # a bound that only tells backing off from spinning (which uses the whole second)
         assert used < 0.3, f"daemon used {used:.2f}s CPU in 1s while out of descriptors"
         assert d.alive()
     finally:
