@@ -83,12 +83,14 @@ def test_reloading_then_ready_around_a_reload(ctl_daemon, notify, how):
         assert d.ctl("reload")["ok"] is True
     reloading = notify.wait_key("RELOADING", "1")
     # MONOTONIC_USEC: when the reload started, on CLOCK_MONOTONIC
+    # (between the request and the notification's arrival: an order, not a duration)
+    t1 = time.clock_gettime(time.CLOCK_MONOTONIC)
     usec = int(reloading["MONOTONIC_USEC"])
-    assert abs(usec / 1e6 - t0) < 5, (usec, t0)
-    assert reloading.get("STATUS", "").startswith("Reloading"), reloading
+    assert t0 <= usec / 1e6 <= t1, (usec, t0, t1)
+    assert reloading == {"RELOADING": "1", "MONOTONIC_USEC": str(usec), "STATUS": f"Reloading {d.config_path}"}
     notify.wait_key("READY", "1")
     status = notify.wait(lambda f: f.get("STATUS", "").startswith("Reloaded"), what="STATUS=Reloaded")
-    assert re.match(r"Reloaded: 2 listener\(s\), 2 handler\(s\)", status["STATUS"]), status
+    assert status["STATUS"] == "Reloaded: 2 listener(s), 2 handler(s), 0 connection(s)", status
     with LineClient(d.port("lines")) as c:
         assert c.request("greet") == "hello v2"
 
@@ -109,9 +111,9 @@ def test_failed_reload_reports_status(ctl_daemon, notify, how):
     idx = text.index("colour")
     line = text.count("\n", 0, idx) + 1
     col = idx - text.rfind("\n", 0, idx)
-    status = ready.get("STATUS") or notify.wait_key("STATUS")["STATUS"]
-    assert status.startswith(f"Reload failed: {path}:{line}:{col}: unknown key 'colour'"), status
-    assert "\n" not in status
+    # one notification: READY=1 with the first diagnostic as STATUS, on one line
+    assert ready == {"READY": "1",
+                     "STATUS": f"Reload failed: {path}:{line}:{col}: unknown key 'colour' in handler 'greet'"}, ready
     with LineClient(d.port("lines")) as c:
         assert c.request("greet") == "hello v1"
 
@@ -126,27 +128,26 @@ def test_stopping(ctl_daemon, notify, how):
         else:
             d.send_signal(getattr(signal, how))
         stopping = notify.wait_key("STOPPING", "1")
-    assert "Shutting down" in stopping.get("STATUS", ""), stopping
+    why = {"SIGTERM": "SIGTERM", "SIGINT": "SIGINT", "shutdown": "control socket"}[how]
+    assert stopping == {"STOPPING": "1", "STATUS": f"Shutting down ({why})"}, stopping
     assert d.wait(10) == 0
 
 
 def test_watchdog(ctl_daemon, notify):
     d = start_notified(ctl_daemon, notify, env={"WATCHDOG_USEC": "200000"})
     notify.wait_key("READY", "1")
-    msgs = notify.drain(1.0)
-    pings = [m for m in msgs if m.get("WATCHDOG") == "1"]
-    # every WATCHDOG_USEC/2 = 100 ms: about 10 in a second
-    assert 5 <= len(pings) <= 15, msgs
-    times = [t for t, f, _ in notify.messages if f.get("WATCHDOG") == "1"]
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert max(gaps) < 0.25, gaps  # within the 200 ms deadline (plus the test's own scheduling)
+    # the interval is half of WATCHDOG_USEC (what systemd recommends); how
+    # punctual the pings are is timing, so only the interval chosen and that
+    # the pings keep coming are checked (5 s only bounds the waits)
     assert d.wait_log(r"watchdog every 100 ms", 1)
+    for _ in range(5):
+        assert notify.wait_key("WATCHDOG", "1", timeout=5) == {"WATCHDOG": "1"}
     # it keeps coming while the daemon is busy with clients
     with LineClient(d.port("lines")) as c:
         for i in range(200):
             c.sendline(f"echo {i}")
         c.readlines(200)
-    assert any(m.get("WATCHDOG") == "1" for m in notify.drain(0.3))
+    assert notify.wait_key("WATCHDOG", "1", timeout=5) == {"WATCHDOG": "1"}
 
 
 def test_no_watchdog_without_watchdog_usec(ctl_daemon, notify):
@@ -492,7 +493,7 @@ def test_service_unit_settings():
     assert one["LimitNOFILE"] == "65536"
     assert "CAP_NET_BIND_SERVICE" in one["AmbientCapabilities"].split()
     assert one["CapabilityBoundingSet"].split() == ["CAP_NET_BIND_SERVICE"]
-    assert one.get("DynamicUser") == "yes" or one.get("User")
+    assert one["DynamicUser"] == "yes" and "User" not in one
     for k in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables",
               "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "RestrictNamespaces",
               "LockPersonality"):
@@ -501,9 +502,8 @@ def test_service_unit_settings():
     assert set(one["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert one["SystemCallArchitectures"] == "native"
     # exec and stream handlers fork and exec: nothing may take that away
-    for f in s.get("SystemCallFilter", []):
-        assert not f.startswith("~") or "@process" not in f, f
-        assert "@process" in f or "@system-service" in f or f.startswith("~"), f
+    # (@system-service includes @process)
+    assert s["SystemCallFilter"] == ["@system-service"]
     # the control socket's default path lives in the RuntimeDirectory
     assert "/run/tusknetd/control.sock" in (REPO_ROOT / "tusknetd.conf.example").read_text()
 
