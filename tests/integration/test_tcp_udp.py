@@ -2,6 +2,7 @@
 handler type, handler selection, error replies, pipelining with async
 handlers, exec failures, stream process lifecycle and broadcast."""
 import datetime
+import re
 import time
 
 import pytest
@@ -136,17 +137,23 @@ def _parse_tpl(reply):
     return fields
 
 
-def _check_time(t):
-    # ISO-8601 UTC, close to now
-    assert t.endswith("Z"), t
-    when = datetime.datetime.strptime(t[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+def _now_ms():
     now = datetime.datetime.now(datetime.timezone.utc)
-    assert abs((now - when).total_seconds()) < 10, (t, now)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _check_time(t, before, after):
+    # ISO-8601 UTC with milliseconds, read between BEFORE and AFTER (an order, not a duration)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t), t
+    when = datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    assert before <= when <= after, (t, before, after)
 
 
 def test_static_templates_tcp(d):
     with LineClient(d.ports["LINES"]) as a, LineClient(d.ports["LINES"]) as b:
+        before = _now_ms()
         fa = _parse_tpl(a.request("tpl hello world"))
+        after = datetime.datetime.now(datetime.timezone.utc)
         fb = _parse_tpl(b.request("tpl: other"))
         fa2 = _parse_tpl(a.request("tpl"))
         addr_a, addr_b = a.local_addr(), b.local_addr()
@@ -155,21 +162,22 @@ def test_static_templates_tcp(d):
     assert fa2["p"] == ""
     assert fa["r"] == addr_a
     assert fb["r"] == addr_b
-    assert fa["c"].isdigit() and fb["c"].isdigit()
-    assert fa["c"] != fb["c"], "two connections must have different ids"
-    assert fa2["c"] == fa["c"], "the id is per connection"
-    _check_time(fa["t"])
+    # ids count connections from 1 in this fresh daemon; the id is per connection
+    assert (fa["c"], fb["c"], fa2["c"]) == ("1", "2", "1")
+    _check_time(fa["t"], before, after)
 
 
 def test_static_templates_udp(d):
     with UdpClient(d.ports["DGRAM"]) as u:
+        before = _now_ms()
         reply = u.request("tpl payload here")
+        after = datetime.datetime.now(datetime.timezone.utc)
         assert reply is not None
         f = _parse_tpl(reply.decode())
         assert f["p"] == "payload here"
         assert f["r"] == u.local_addr()
-        assert f["c"].isdigit()
-        _check_time(f["t"])
+        assert f["c"] == "0"  # a datagram has no connection
+        _check_time(f["t"], before, after)
 
 
 # ---- exec ----------------------------------------------------------------------
@@ -200,14 +208,12 @@ def test_exec_nonzero_exit_tcp(d):
 
 def test_exec_timeout_kills_process(d):
     with LineClient(d.ports["LINES"]) as c:
-        t0 = time.monotonic()
         c.sendline("hang")
         time.sleep(0.1)
         sleepers = [p for p in d.children() if proc_cmdline(p)[:1] == ["sleep"]]
-        assert sleepers, "the exec process should be running"
+        assert len(sleepers) == 1, "the exec process should be running"
+        # the handler's timeout fires (3 s only bounds the wait)
         assert c.readline(timeout=3) == "Error: timeout"
-        took = time.monotonic() - t0
-        assert 0.2 < took < 2.0, took
         for p in sleepers:
             assert wait_pid_gone(p, 2), f"timed-out exec process {p} still alive"
         assert c.request("echo alive") == "alive"
