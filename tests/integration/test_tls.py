@@ -84,7 +84,8 @@ from tls_util import (  # noqa: F401  (pki is a fixture)
     tls_context,
 )
 
-REASONS = ("timeout", "protocol_version", "no_client_certificate", "not_tls", "eof", "other")
+REASONS = ("timeout", "protocol_version", "no_shared_cipher", "no_client_certificate", "bad_client_certificate",
+           "peer_alert", "not_tls", "eof", "other")
 
 HEAD = """
 [daemon]
@@ -215,7 +216,7 @@ def tls_stats(d, listener=None):
     """The `tls` object of a listener's stats (or of the global object)."""
     s = d.stats()
     obj = s["global"] if listener is None else s["listeners"][listener]
-    assert "tls" in obj and isinstance(obj["tls"], dict), f"no tls object in stats for {listener or 'global'}: {obj}"
+    assert set(obj["tls"]) == {"handshakes", "handshake_failures"}, obj
     return obj["tls"]
 
 
@@ -242,6 +243,12 @@ def wait_failure(d, listener, reason, before, n=1, timeout=3.0):
     return t
 
 
+# Where a refused client certificate shows: under TLS 1.2 the server checks it
+# inside the handshake; under TLS 1.3 the client's side of the handshake is
+# complete before the server has seen it, so the alert comes at the first read.
+REFUSED_AT = {ssl.TLSVersion.TLSv1_2: "handshake", ssl.TLSVersion.TLSv1_3: "read"}
+
+
 def refused(port, ctx, send=b"ping\n", server_hostname="127.0.0.1"):
     """Tries a TLS connection that the daemon should refuse. Returns how it
     was refused: "handshake" (the handshake failed), "read" (a TLS 1.3
@@ -264,10 +271,9 @@ def refused(port, ctx, send=b"ping\n", server_hostname="127.0.0.1"):
 
 
 def wait_closed(sock, timeout):
-    """Reads a raw socket until EOF/reset. Returns (seconds until closed or
-    None if still open after TIMEOUT, bytes received)."""
-    start = time.monotonic()
-    deadline = start + timeout
+    """Reads a raw socket until it is closed. Returns (how, bytes received):
+    how is "eof" (a FIN), "reset" (a RST) or None (still open after TIMEOUT)."""
+    deadline = time.monotonic() + timeout
     got = b""
     while True:
         left = deadline - time.monotonic()
@@ -279,20 +285,10 @@ def wait_closed(sock, timeout):
         except socket.timeout:
             return None, got
         except ConnectionResetError:
-            return time.monotonic() - start, got
+            return "reset", got
         if not chunk:
-            return time.monotonic() - start, got
+            return "eof", got
         got += chunk
-
-
-def is_tls_alert(data):
-    """DATA is empty or TLS alert records only (what a server may send before closing)."""
-    i = 0
-    while i < len(data):
-        if len(data) - i < 5 or data[i] != 0x15 or data[i + 1] != 0x03:
-            return False
-        i += 5 + int.from_bytes(data[i + 3:i + 5], "big")
-    return i == len(data)
 
 
 def https_get(port, ctx, path="/health", server_hostname="127.0.0.1"):
@@ -409,8 +405,7 @@ def test_check_missing_cert(pki, tmp_path):
     text = config(tcp_listener("lines", tls_block(missing, pki.localhost.key)))
     p = tmp_path / "t.conf"
     diag, out = failed_check(text, p)
-    assert diag and diag[0].startswith(at(p, text, f'"{missing}"')), out
-    assert str(missing) in diag[0] and "No such file or directory" in diag[0], diag
+    assert diag == [at(p, text, f'"{missing}"') + f"cannot read cert '{missing}': No such file or directory"], out
 
 
 def test_check_cert_not_pem(pki, tmp_path):
@@ -463,19 +458,16 @@ def test_check_key_does_not_match(pki, tmp_path, where):
         text = config(http_listener("web", tls_block(pki.localhost, sni={"a.test": bad})))
     p = tmp_path / "t.conf"
     diag, out = failed_check(text, p)
-    assert len(diag) == 1, out
-    key_at = first_position(text, f'"{bad.key}"')
-    cert_at = first_position(text, f'"{bad.cert}"' if where == "listener" else f'"{pki.a.cert}"')
-    assert any(diag[0].startswith(f"{p}:{ln}:{col}: ") for ln, col in (key_at, cert_at)), (
-        f"expected the position of the key value {key_at} (or of its cert {cert_at}): {diag[0]}")
-    assert "does not match" in diag[0], diag
+    # at the key's value: the key is what does not fit the certificate
+    assert diag == [at(p, text, f'"{bad.key}"') + f"private key {bad.key} does not match certificate {bad.cert}"], out
 
 
 def test_check_unknown_min_version(pki, tmp_path):
     text = config(tcp_listener("lines", tls_block(pki.localhost, min_version="1.5")))
     p = tmp_path / "t.conf"
     diag, out = failed_check(text, p)
-    assert diag and diag[0].startswith(at(p, text, '"1.5"') + "unknown min_version '1.5'"), out
+    assert diag == [at(p, text, '"1.5"') + "unknown min_version '1.5' (expected one of: 1.0, 1.1, 1.2, 1.3); "
+                    "did you mean '1.0'?"], out
 
 
 def test_check_unusable_ciphers(pki, tmp_path):
@@ -483,8 +475,9 @@ def test_check_unusable_ciphers(pki, tmp_path):
                                                   ciphersuites="TLS_NO_SUCH_SUITE")))
     p = tmp_path / "t.conf"
     diag, out = failed_check(text, p)
-    for i, needle in enumerate(('"NO-SUCH-CIPHER"', '"TLS_NO_SUCH_SUITE"')):
-        assert len(diag) > i and diag[i].startswith(at(p, text, needle)), out
+    assert diag == [at(p, text, '"NO-SUCH-CIPHER"') + "no usable cipher in 'NO-SUCH-CIPHER': no cipher match",
+                    at(p, text, '"TLS_NO_SUCH_SUITE"')
+                    + "no usable TLS 1.3 cipher suite in 'TLS_NO_SUCH_SUITE': no cipher match"], out
 
 
 def test_check_expired_cert_warns(pki, tmp_path):
@@ -748,11 +741,10 @@ def test_wss_and_https_on_one_port(ctl_daemon, pki):
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5):
             pass
 
-    start = time.monotonic()
-    with pytest.raises((websockets.InvalidHandshake, websockets.ConnectionClosed, OSError, EOFError)) as e:
+    # closed without an HTTP answer (a client left hanging would time out instead)
+    with pytest.raises(websockets.exceptions.InvalidMessage) as e:
         asyncio.run(plain())
-    assert not isinstance(e.value, asyncio.TimeoutError), "a ws:// client on the TLS port was left hanging"
-    assert time.monotonic() - start < 0.9, e.value
+    assert str(e.value) == "did not receive a valid HTTP response", e.value
 
 
 def test_wss_backpressure_and_abort(ctl_daemon, pki):
@@ -976,14 +968,14 @@ def test_client_cert_required(ctl_daemon, pki):
         for maxv in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
             how = refused(port, tls_context(pki, max_version=maxv),
                           send=b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" if name == "web" else b"ping\n")
-            assert how in ("handshake", "read", "closed"), f"{name} {maxv}: served without a client cert: {how!r}"
+            assert how == REFUSED_AT[maxv], f"{name} {maxv}: served without a client cert: {how!r}"
         wait_failure(d, name, "no_client_certificate", before, n=2)
     # curl without a certificate fails and prints no response
     p = curl(["--cacert", pki.ca.cert, f"https://127.0.0.1:{web}/health"])
     assert p.returncode != 0 and not p.stdout.startswith(b"HTTP/"), p
     # a certificate from a CA the daemon does not trust
     before = tls_stats(d, "lines")
-    assert refused(lines, tls_context(pki, cert=pki.rogue)) in ("handshake", "read", "closed")
+    assert refused(lines, tls_context(pki, cert=pki.rogue)) == "read"  # TLS 1.3
     wait_failure(d, "lines", "bad_client_certificate", before)
     p = curl(["--cacert", pki.ca.cert, "--cert", pki.rogue.cert, "--key", pki.rogue.key,
               f"https://127.0.0.1:{web}/health"])
@@ -993,12 +985,11 @@ def test_client_cert_required(ctl_daemon, pki):
                        f"https://127.0.0.1:{web}/whoami"])
     assert r.status == 200, r
     who = parse_who(r.body.decode())
-    assert "CN=client" in who["dn"] and "O=Tusk Test" in who["dn"], who
-    assert who["verify"] == "SUCCESS" and who["protocol"].startswith("TLSv1.") and who["https"] == "on", who
+    assert who == {"dn": "CN=client,O=Tusk Test", "verify": "SUCCESS", "protocol": "TLSv1.3", "https": "on"}
     with TlsLineClient(lines, tls_context(pki, cert=pki.client)) as c:
         assert c.request("ping") == "+PONG"
         who = parse_who(c.request("who hello"))
-        assert "CN=client" in who["dn"] and who["verify"] == "SUCCESS", who
+        assert who["dn"] == "CN=client,O=Tusk Test" and who["verify"] == "SUCCESS", who
         assert who["protocol"] == c.sock.version(), who
     # the plain listener has no TLS variables
     with LineClient(d.port("plain")) as c:
@@ -1016,13 +1007,13 @@ def test_client_cert_optional(ctl_daemon, pki):
     r = curl_response(["--cacert", pki.ca.cert, "--cert", pki.client.cert, "--key", pki.client.key,
                        f"https://127.0.0.1:{web}/whoami"])
     who = parse_who(r.body.decode())
-    assert "CN=client" in who["dn"] and who["verify"] == "SUCCESS", who
+    assert who["dn"] == "CN=client,O=Tusk Test" and who["verify"] == "SUCCESS", who
     with TlsLineClient(lines, tls_context(pki)) as c:
         who = parse_who(c.request("who"))
         assert who["verify"] == "NONE" and who["dn"] == "", who
     with TlsLineClient(lines, tls_context(pki, cert=pki.client)) as c:
         who = parse_who(c.request("who"))
-        assert who["verify"] == "SUCCESS" and "CN=client" in who["dn"], who
+        assert who["verify"] == "SUCCESS" and who["dn"] == "CN=client,O=Tusk Test", who
 
     # over WSS the handler sees the same session
     async def ws_who(cert):
@@ -1031,12 +1022,12 @@ def test_client_cert_optional(ctl_daemon, pki):
             return parse_who(await asyncio.wait_for(ws.recv(), 5))
 
     who = asyncio.run(asyncio.wait_for(ws_who(pki.client), 15))
-    assert "CN=client" in who["dn"] and who["verify"] == "SUCCESS" and who["protocol"] == "TLSv1.3", who
+    assert who["dn"] == "CN=client,O=Tusk Test" and who["verify"] == "SUCCESS" and who["protocol"] == "TLSv1.3", who
     who = asyncio.run(asyncio.wait_for(ws_who(None), 15))
     assert who["dn"] == "" and who["verify"] == "NONE", who
     # an untrusted certificate is not accepted just because one is optional
     how = refused(lines, tls_context(pki, cert=pki.rogue), send=b"who\n")
-    assert how in ("handshake", "read", "closed"), f"an unverifiable client certificate was accepted: {how!r}"
+    assert how == "read", f"an unverifiable client certificate was accepted: {how!r}"  # TLS 1.3
 
 
 # ---- limits ------------------------------------------------------------------------------
@@ -1052,12 +1043,12 @@ def test_tls_listener_over_limit_sends_no_plain_text(ctl_daemon, pki):
         assert held.request("ping") == "+PONG"
         raw = socket.create_connection(("127.0.0.1", port))
         try:
-            took, got = wait_closed(raw, 3)
+            how, got = wait_closed(raw, 3)
         finally:
             raw.close()
-        assert took is not None, "the connection over the limit was not closed"
-        assert b"Error" not in got and is_tls_alert(got), got
-        assert refused(port, tls_context(pki)) in ("handshake", "read", "closed")
+        # closed at accept, without the plain-text line and without an alert
+        assert (how, got) == ("eof", b""), "the connection over the limit was not just closed"
+        assert refused(port, tls_context(pki)) == "handshake"  # closed at accept
         assert held.request("echo still") == "still"
     wait_for(lambda: d.listeners()["lines"]["active_connections"] == 0, 3, what="the held connection to end")
     with TlsLineClient(port, tls_context(pki)) as c:
@@ -1073,22 +1064,21 @@ def test_handshake_timeout(ctl_daemon, pki):
     for name in ("web", "lines"):
         port = d.port(name)
         before = tls_stats(d, name)
-        start = time.monotonic()
+        errors_before = d.stats()["listeners"][name]["timeout_errors"]
         silent = socket.create_connection(("127.0.0.1", port))
         half = socket.create_connection(("127.0.0.1", port))
         half.sendall(hello[:20])
         try:
             for what, s in (("silent", silent), ("half hello", half)):
-                closed, got = wait_closed(s, 4.0)
-                assert closed is not None, f"{name}: {what} client still open after 4 s (handshake_timeout 1s)"
-                took = time.monotonic() - start
-                assert 0.7 <= took <= 2.5, f"{name}: {what} client closed after {took:.2f}s (handshake_timeout 1s)"
-                assert is_tls_alert(got), f"{name}: {what}: unexpected bytes {got[:100]!r}"
+                # handshake_timeout is 1s; 4 s only bounds the wait. Closed with
+                # a FIN and nothing sent (no alert before a handshake).
+                how, got = wait_closed(s, 4.0)
+                assert (how, got) == ("eof", b""), f"{name}: {what} client: {how} {got[:100]!r}"
         finally:
             silent.close()
             half.close()
         wait_failure(d, name, "timeout", before, n=2)
-        assert d.stats()["listeners"][name]["timeout_errors"] >= 2
+        assert d.stats()["listeners"][name]["timeout_errors"] == errors_before + 2
     # the timeout ends with the handshake: an established TLS connection idles past it
     with TlsLineClient(d.port("lines"), tls_context(pki)) as c:
         assert c.request("ping") == "+PONG"
@@ -1118,16 +1108,17 @@ def test_handshake_timeout_is_a_deadline(ctl_daemon, pki):
             except (BrokenPipeError, ConnectionResetError):
                 closed_at = time.monotonic() - start
                 break
-            took, _ = wait_closed(s, 0.3)
-            if took is not None:
+            how, _ = wait_closed(s, 0.3)
+            if how is not None:
                 closed_at = time.monotonic() - start
                 break
             if time.monotonic() - start > 5:
                 break
     finally:
         s.close()
+    # an inactivity timer would never fire on a byte every 0.3 s: being cut off
+    # within the 5 s the dribble lasts is what shows the deadline
     assert closed_at is not None, "a ClientHello sent a byte per 0.3 s kept the connection 5 s (handshake_timeout 1s)"
-    assert closed_at <= 2.5, f"closed after {closed_at:.2f}s (handshake_timeout 1s)"
     wait_failure(d, "lines", "timeout", before)
 
 
@@ -1146,11 +1137,12 @@ def test_garbage_on_tls_port(ctl_daemon, pki):
             s = socket.create_connection(("127.0.0.1", port))
             try:
                 s.sendall(data)
-                took, got = wait_closed(s, 3.0)
+                how, got = wait_closed(s, 3.0)
             finally:
                 s.close()
-            assert took is not None and took < 0.9, f"{name}: not closed promptly after {data[:20]!r} ({took})"
-            assert is_tls_alert(got), f"{name}: answered {got[:200]!r} to {data[:20]!r}"
+            # closed for the garbage, not by handshake_timeout: the not_tls
+            # count below says which; nothing is sent back
+            assert (how, got) == ("eof", b""), f"{name}: {how} {got[:200]!r} after {data[:20]!r}"
         wait_failure(d, name, "not_tls", before, n=2)
         # half a ClientHello, then the client goes away: eof
         before = tls_stats(d, name)
@@ -1242,7 +1234,7 @@ def test_reload_adds_and_removes_tls(ctl_daemon, pki):
         with LineClient(port) as c:
             c.sendline("ping")
             data, closed = c.read_until_closed(3)
-            assert closed and b"PONG" not in data, data
+            assert (data, closed) == (b"", True)
         assert old_plain.request("echo plain still") == "plain still"
         with TlsLineClient(port, tls_context(pki)) as old_tls:
             assert old_tls.request("ping") == "+PONG"
@@ -1353,9 +1345,9 @@ def test_shutdown_with_tls_connections(ctl_daemon, pki):
         code = asyncio.run(asyncio.wait_for(go(), 15))
         assert code == 1001, f"WSS closed with {code} at shutdown (plain WebSockets get 1001)"
         assert d.wait(5) == 0, d.log_tail()
-        with pytest.raises((TlsClosed, OSError)):
+        with pytest.raises(TlsClosed):
             line.readline(timeout=2)
-        assert wait_closed(half, 2)[0] is not None
+        assert wait_closed(half, 2) == ("eof", b"")
     finally:
         line.close()
         web.close()
@@ -1403,12 +1395,7 @@ def test_tls_stats_connections_and_prometheus(ctl_daemon, pki):
     ))
     s = d.stats()
     for obj, what in ((s["global"], "global"), (s["listeners"]["lines"], "lines"), (s["listeners"]["web"], "web")):
-        t = obj.get("tls")
-        assert isinstance(t, dict), f"{what}: no tls object: {obj}"
-        assert t["handshakes"] == 0, (what, t)
-        assert isinstance(t["handshake_failures"], dict), (what, t)
-        for reason in REASONS:
-            assert t["handshake_failures"].get(reason) == 0, f"{what}: reason {reason} missing or not 0: {t}"
+        assert obj["tls"] == {"handshakes": 0, "handshake_failures": {r: 0 for r in REASONS}}, what
     g0 = tls_stats(d)
 
     ctx = tls_context(pki)
@@ -1434,8 +1421,8 @@ def test_tls_stats_connections_and_prometheus(ctl_daemon, pki):
         c = conns[line12.local_addr()]
         assert c["tls_version"] == "TLSv1.2" and c["tls_cipher"] == line12.sock.cipher()[0], c
         c = conns[web.local_addr()]
-        assert c["tls_version"].startswith("TLSv1.") and c["tls_cipher"], c
-        assert "CN=client" in (c.get("tls_client_subject") or ""), c
+        assert c["tls_version"] == web.sock.version() == "TLSv1.3" and c["tls_cipher"] == web.sock.cipher()[0], c
+        assert c["tls_client_subject"] == "CN=client,O=Tusk Test", c
         # tusknetctl shows the version per connection and the handshakes in stats
         out = subprocess.run([TUSKNETCTL, "-s", d.control, "connections"], capture_output=True, text=True,
                              timeout=10).stdout
@@ -1446,7 +1433,7 @@ def test_tls_stats_connections_and_prometheus(ctl_daemon, pki):
         assert rows[line12.local_addr()] == "TLSv1.2", out
         out = subprocess.run([TUSKNETCTL, "-s", d.control, "stats"], capture_output=True, text=True,
                              timeout=10).stdout
-        assert re.search(r"^tls +\d+ handshakes, \d+ failed", out, re.M), out
+        assert re.search(r"^tls +3 handshakes, 0 failed$", out, re.M), out
     finally:
         for x in (plain, line, line12, web):
             x.close()
@@ -1457,22 +1444,21 @@ def test_tls_stats_connections_and_prometheus(ctl_daemon, pki):
     assert not handshake_ok(r.out)
     s1 = socket.create_connection(("127.0.0.1", lp))
     s1.sendall(b"hello plain text\n")
-    assert wait_closed(s1, 3)[0] is not None
+    assert wait_closed(s1, 3) == ("eof", b"")
     s1.close()
     s2 = socket.create_connection(("127.0.0.1", lp))
     s2.sendall(client_hello()[:10])
     s2.close()
     s3 = socket.create_connection(("127.0.0.1", lp))
-    assert wait_closed(s3, 4)[0] is not None
+    assert wait_closed(s3, 4) == ("eof", b"")
     s3.close()
     t = wait_tls(d, "lines", lambda t: sum(t["handshake_failures"].values()) >= 4, 4,
                  what="4 handshake failures on lines")
     assert t["handshakes"] == 2, t
     want = {"timeout": 1, "protocol_version": 1, "not_tls": 1, "eof": 1}
-    # further reasons than the six named may exist; nothing else was caused
-    assert {r: n for r, n in t["handshake_failures"].items() if n} == want, t
+    assert t["handshake_failures"] == {r: want.get(r, 0) for r in REASONS}, t
     w = tls_stats(d, "web")
-    assert w["handshakes"] == 1 and sum(w["handshake_failures"].values()) == 0, w
+    assert w == {"handshakes": 1, "handshake_failures": {r: 0 for r in REASONS}}, w
     g = tls_stats(d)
     assert g["handshakes"] - g0["handshakes"] == 3, g
     for reason in REASONS:
