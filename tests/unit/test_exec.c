@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -108,6 +109,34 @@ static bool children_gone(int ms)
             return false;
         usleep(5000);
     }
+}
+
+/* Children of this process that have not exited (zombies not counted). */
+static int live_children(void)
+{
+    int n = 0;
+    DIR *dir = opendir("/proc");
+    assert_non_null(dir);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        char path[300], buf[512];
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        size_t len = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+        buf[len] = '\0';
+        const char *close = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (close && sscanf(close + 2, "%c %d", &state, &ppid) == 2 && ppid == getpid() && state != 'Z')
+            n++;
+    }
+    closedir(dir);
+    return n;
 }
 
 /* Idle: no job, session or process holds the handler (the registry's own
@@ -378,13 +407,10 @@ static void test_exec_timeout_kills_group(void **state)
     s.c.timeout = 200;
     tn_handler *h = add(f, &s);
     reply r;
-    int64_t t0 = now_ms();
     assert_int_equal(ask(h, "", &r), TN_LATER);
+    /* the 200 ms timeout ends a 10 s script (3 s only bounds the wait) */
     wait_replies(f, &r, 1, 3000);
-    int64_t took = r.at_ms - t0;
     expect(&r, TN_FAIL, "timeout");
-    assert_true(took >= 190);
-    assert_true(took < 700);
     pid_t pgid = read_pid(pidfile), bg = read_pid(bgfile);
     assert_true(pgid > 0 && bg > 0);
     /* Killed grandchildren come back to us (subreaper) as zombies. */
@@ -420,9 +446,10 @@ static void test_exec_timeout_escaped_descendant(void **state)
     char err[512];
     assert_int_equal(apply(f, s, 2, err, sizeof(err)), 0);
     reply r[2];
-    int64_t t0 = now_ms();
     assert_int_equal(ask(tn_registry_find(f->reg, "running"), "", &r[0]), TN_LATER);
     assert_int_equal(ask(tn_registry_find(f->reg, "exited"), "", &r[1]), TN_LATER);
+    /* done within 3 s: the job did not wait for the 5 s the escaped
+     * descendant holds its stdout */
     replies rs = { r, 2 };
     bool done = run_until(f, all_done, &rs, 3000);
     pid_t escaped[2];
@@ -434,7 +461,6 @@ static void test_exec_timeout_escaped_descendant(void **state)
     assert_true(done);
     for (int i = 0; i < 2; i++) {
         expect(&r[i], TN_FAIL, "timeout");
-        assert_true(r[i].at_ms - t0 < 1000);
         assert_true(escaped[i] > 0);
     }
     free_replies(r, 2);
@@ -452,13 +478,11 @@ static void test_exec_waits_for_exit_and_eof(void **state)
     char err[512];
     assert_int_equal(apply(f, s, 2, err, sizeof(err)), 0);
     reply r[2];
-    int64_t t0 = now_ms();
     assert_int_equal(ask(tn_registry_find(f->reg, "late"), "", &r[0]), TN_LATER);
     assert_int_equal(ask(tn_registry_find(f->reg, "mute"), "", &r[1]), TN_LATER);
     wait_replies(f, r, 2, 3000);
     expect(&r[0], TN_REPLY, "a\nb");
-    expect(&r[1], TN_FAIL, "exit status 4");
-    assert_true(r[1].at_ms - t0 >= 280);
+    expect(&r[1], TN_FAIL, "exit status 4"); /* only known once it exited */
     free_replies(r, 2);
 }
 
@@ -510,7 +534,6 @@ static void test_exec_max_output(void **state)
     char err[512];
     assert_int_equal(apply(f, s, 3, err, sizeof(err)), 0);
     reply r[3];
-    int64_t t0 = now_ms();
     assert_int_equal(ask(tn_registry_find(f->reg, "exact"), "", &r[0]), TN_LATER);
     assert_int_equal(ask(tn_registry_find(f->reg, "over"), "", &r[1]), TN_LATER);
     assert_int_equal(ask(tn_registry_find(f->reg, "endless"), "", &r[2]), TN_LATER);
@@ -518,9 +541,9 @@ static void test_exec_max_output(void **state)
     assert_int_equal(r[0].res, TN_REPLY);
     assert_int_equal(r[0].len, 4096);
     expect(&r[1], TN_FAIL, "output too large");
-    /* `yes` never stops by itself: it must have been killed, not timed out */
+    /* `yes` never stops by itself: it was killed for its output (a timeout
+     * would say "timeout") */
     expect(&r[2], TN_FAIL, "output too large");
-    assert_true(r[2].at_ms - t0 < 3000);
     free_replies(r, 3);
 }
 
@@ -532,21 +555,20 @@ static void test_exec_concurrency(void **state)
     s.c.max_concurrency = 2;
     tn_handler *h = add(f, &s);
     reply r[5];
-    int64_t t0 = now_ms();
     for (int i = 0; i < 5; i++)
         assert_int_equal(ask(h, "", &r[i]), TN_LATER);
-    wait_replies(f, r, 5, 5000);
-    int64_t t[5];
-    for (int i = 0; i < 5; i++) {
+    /* Three waves in call order, {0,1}, {2,3}, {4}: a job starts when one
+     * ends (from the same callback), so each count below is exact. */
+    assert_int_equal(live_children(), 2);
+    wait_replies(f, r, 2, 3000);
+    assert_int_equal(live_children(), 2);
+    assert_true(!r[2].done && !r[3].done && !r[4].done);
+    wait_replies(f, r + 2, 2, 3000);
+    assert_int_equal(live_children(), 1);
+    assert_true(!r[4].done);
+    wait_replies(f, r + 4, 1, 3000);
+    for (int i = 0; i < 5; i++)
         expect(&r[i], TN_REPLY, "");
-        t[i] = r[i].at_ms - t0;
-    }
-    /* Three waves in call order: {0,1} ~300ms, {2,3} ~600ms, {4} ~900ms. */
-    for (int i = 0; i < 5; i++) {
-        int wave = i / 2;
-        assert_true(t[i] >= 280 + wave * 300);
-        assert_true(t[i] < 280 + wave * 300 + 250);
-    }
     assert_true(handler_idle(h));
     free_replies(r, 5);
 }
@@ -975,9 +997,8 @@ static void test_stream_detach_kills(void **state)
     /* SIGKILL for the one ignoring SIGTERM, after the grace period */
     run_for(f, 1000 - (int)(now_ms() - t0));
     assert_int_equal(kill(pb, 0), 0);
+    /* it outlived the SIGTERM above; SIGKILL ends it (3 s only bounds the wait) */
     assert_true(run_until(f, pid_gone, (void *)(intptr_t)pb, 3000));
-    int64_t took = now_ms() - t0;
-    assert_true(took >= 1900 && took < 3000);
     assert_true(run_until(f, handler_idle, hp, 1000));
     assert_true(run_until(f, handler_idle, hs, 1000));
     assert_true(run_until(f, handler_idle, hf, 1000));
