@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from ctl_util import run_as
-from daemon_util import SANITIZER_RE, STARTED_RE, DaemonProcess, free_ports, pid_alive
+from daemon_util import SANITIZER_RE, STARTED_RE, DaemonProcess, free_ports
 from http_util import curl_response
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,14 +94,9 @@ class Started(DaemonProcess):
         pytest.fail(f"tusknetd did not start within {timeout}s:\n{self.log()}")
 
     def close(self):
-        """Kills what is left; returns a sanitizer report in the log, or None."""
-        if self.alive():
-            self.children()
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        for pid in self.known_children:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        """Stops what is left (SIGTERM first, like every test daemon); returns
+        a sanitizer report in the log, or None."""
+        self.shutdown()
         self._log.close()
         m = SANITIZER_RE.search(self.log())
         return m and f"{m.group(0)}\n{self.log_tail()}"
