@@ -479,7 +479,7 @@ def test_connections_unknown_listener(d):
 def test_unknown_command_is_a_usage_error(d):
     r = d.ctl("frobnicate")
     assert r.returncode == 2
-    assert r.stderr.startswith("tusknetctl: unknown command 'frobnicate'\n")
+    assert r.stderr == "tusknetctl: unknown command 'frobnicate'\nTry 'tusknetctl --help' for more information.\n"
 
 
 def test_many_connections_long_answer(d):
@@ -569,7 +569,9 @@ def test_log_level(d):
     assert r.stdout == "ok: log level info\n"
     assert d.json("log-level", "debug") == {"ok": True, "log_level": "debug"}
     r = d.ctl("log-level", "loud")
-    assert r.returncode == 2 and "log-level takes error, warn, info or debug, not 'loud'" in r.stderr
+    assert r.returncode == 2
+    assert r.stderr == ("tusknetctl: log-level takes error, warn, info or debug, not 'loud'\n"
+                        "Try 'tusknetctl --help' for more information.\n"), r.stderr
 
 
 def test_reload():
