@@ -358,8 +358,7 @@ l { protocol: "tcp" listen: "127.0.0.1:PORT_L" handlers: ["echo"] idle_timeout: 
         half.send("echo never finish")
         data, closed = half.read_until_closed(timeout=2.5)
         assert closed, "a half-sent line must be cut off after read_timeout"
-        assert data == b"Error: read timeout
-"
+        assert data == b"Error: read timeout\n"
         # an idle connection is held to idle_timeout, not read_timeout
         assert quiet.is_open(), "an idle connection must not get read_timeout"
         assert quiet.request("echo quiet ok") == "quiet ok"
