@@ -175,7 +175,8 @@ def test_stats_shape(d):
     for k in counters:
         assert s["global"][k] == 0, k
     assert s["global"]["rejected"] == {"max_connections": 0, "listener_full": 0, "per_ip": 0, "per_second": 0,
-                                       "denied": 0, "rate_limit": 0, "too_large": 0, "slow_reader": 0}
+                                       "denied": 0, "rate_limit": 0, "too_large": 0, "slow_reader": 0,
+                                       "reply_dropped": 0}
     assert set(s["listeners"]) == {"lines", "whole", "room", "dgram"}
     for name, entry in s["listeners"].items():
         for k in counters:

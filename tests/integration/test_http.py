@@ -848,7 +848,7 @@ def test_error_responses_are_counted(dctl):
     assert after["timeout_errors"] - before["timeout_errors"] == 1, (before, after)
     assert {k: after["rejected"][k] - before["rejected"][k] for k in after["rejected"]} == {
         "max_connections": 0, "listener_full": 0, "per_ip": 0, "per_second": 0, "denied": 0,
-        "rate_limit": 1, "too_large": 3, "slow_reader": 0}, (before, after)
+        "rate_limit": 1, "too_large": 3, "slow_reader": 0, "reply_dropped": 0}, (before, after)
     # 503: refused at accept, before the client sends anything
     full = dctl.ports["FULL"]
     fb = listener_stats(dctl.ctl, "full")
@@ -864,4 +864,4 @@ def test_error_responses_are_counted(dctl):
     fa = wait_stats(dctl.ctl, "full", lambda s: s["rejected"]["listener_full"] > fb["rejected"]["listener_full"])
     assert {k: fa["rejected"][k] - fb["rejected"][k] for k in fa["rejected"]} == {
         "max_connections": 0, "listener_full": 1, "per_ip": 0, "per_second": 0, "denied": 0,
-        "rate_limit": 0, "too_large": 0, "slow_reader": 0}, (fb, fa)
+        "rate_limit": 0, "too_large": 0, "slow_reader": 0, "reply_dropped": 0}, (fb, fa)
