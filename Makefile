@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tusknetd - build, set-up, tests.
 #
 #   make run        install missing Debian packages (as root), build, run on tusknetd.conf.example

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* check.c - what starting a configuration needs from the system, besides
  * binding its sockets.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* check.h - what starting a configuration needs from the system. */
 #ifndef TN_CHECK_H
 #define TN_CHECK_H

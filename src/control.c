@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* control.c - the control socket: a Unix stream socket
  * taking one command per line and answering one JSON document per line
  * (`metrics` answers Prometheus text ending in "# EOF").

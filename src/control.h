@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* control.h - the control socket. */
 #ifndef TN_CONTROL_H
 #define TN_CONTROL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* daemon.c - the running state: startup, the loop, reload and shutdown.
  *
  * Everything is an event on one event_base: listeners, connections, child

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* daemon.h - the running state: the one struct every subsystem hangs off. */
 #ifndef TN_DAEMON_H
 #define TN_DAEMON_H

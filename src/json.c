@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* json.c - a minimal streaming JSON writer on evbuffers.
  *
  * The control socket answers one JSON document per line; building answers

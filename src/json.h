@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* json.h - writing JSON into an evbuffer (control socket answers), and
  * turning a config value tree into JSON. */
 #ifndef TN_JSON_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* log.c - the daemon's logger: a level, stderr, and journald priorities.
  *
  * Lines are written with one write(2) each, of at most PIPE_BUF bytes, so

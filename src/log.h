@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* log.h - one line per event on stderr, with <N> priority prefixes when
  * stderr is journald's stream (systemd sets JOURNAL_STREAM). */
 #ifndef TN_LOG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* main.c - command line, config checking entry points, and startup.
  *
  * tusknetd runs in the foreground (systemd supervises it). -t checks a config

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* metrics.c - latency histograms, the names of rejection reasons, and the
  * exports: `stats` and `info` JSON, Prometheus text.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* metrics.h - counters and latency histograms, kept where the events happen
  * (listeners, handlers, the daemon) and exported by the control socket. */
 #ifndef TN_METRICS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proc.c - child processes on the event loop (see proc.h).
  *
  * Reaping goes through pidfd_open(2): the pidfd becomes readable when the

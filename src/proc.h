@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proc.h - child processes on the event loop (exec and stream handlers).
  *
  * A tn_proc is one spawned program in its own process group with three

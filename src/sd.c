@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sd.c - systemd integration through libsystemd's sd-daemon API.
  *
  * Notifications are no-ops when NOTIFY_SOCKET is unset, so the daemon runs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sd.h - systemd integration: readiness and status notifications, the
  * watchdog, and sockets passed by socket activation. */
 #ifndef TN_SD_H

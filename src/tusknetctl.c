@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tusknetctl.c - the control client of tusknetd.
  *
  *   tusknetctl [-s SOCKET] [--json] [--timeout SECONDS] COMMAND [ARGS...]

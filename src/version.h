@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* version.h - the one place the version lives. */
 #ifndef TN_VERSION_H
 #define TN_VERSION_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* config.c - from a parsed document to a validated struct tn_config, and
  * back out as the normalized tree (--dump-config) and the README reference.
  *

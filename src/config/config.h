@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* config.h - the typed configuration the daemon runs on.
  *
  * A config file (TuskLang-style or YAML) is parsed into a value tree, then the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* schema.c - the config schema: one table of every key (scope, name, type,
  * default, bounds, doc) and the code the table drives.
  *

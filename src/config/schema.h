@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* schema.h - the schema table's row type and the generic code it drives;
  * private to src/config (the rest of the daemon sees config.h only). */
 #ifndef TN_CONFIG_SCHEMA_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tusk.c - the TuskLang-style configuration parser.
  *
  * This file owns everything between the bytes of a .conf/.tsk file and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tusk.h - the TuskLang-style configuration parser. */
 #ifndef TN_CONFIG_TUSK_H
 #define TN_CONFIG_TUSK_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* value.c - the config value tree, diagnostics and the document that owns
  * the file names positions point into. Nothing here knows the schema. */
 #include "config/value.h"

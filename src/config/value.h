@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* value.h - the config value tree, source positions and diagnostics.
  *
  * Both front ends (the TuskLang-style parser and the YAML loader) produce the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* yaml.c - the YAML front end of the config and the YAML dumper.
  *
  * Loading drives libyaml's event parser and builds the same tn_value tree the

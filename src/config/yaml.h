@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* yaml.h - the YAML form of the config (libyaml): loading into the same value
  * tree as the TuskLang-style parser, and emitting a tree as YAML (used by
  * --dump-config and the control socket's `config`). */

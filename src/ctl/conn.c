@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ctl/conn.c - talking to the daemon: connects to the control socket, sends
  * one command line and reads one answer (a JSON line, or Prometheus text up to
  * "# EOF" for `metrics`) within the connection's timeout. */

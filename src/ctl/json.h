@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ctl/json.h - tusknetctl's own small JSON reader: parses one answer of the
  * daemon into a tree of tn_ctl_jv values, looks keys up with defaults, and
  * pretty-prints a tree (for `config` and unknown answers). The client does not

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ctl/render.h - the human output of tusknetctl: units (bytes, durations,
  * rates), aligned tables, one renderer per command, and the table of commands
  * this client knows with their argument counts. Renderers read a parsed answer

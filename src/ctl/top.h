@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ctl/top.h - `tusknetctl top`: keeps one connection open, samples `stats`
  * every interval and shows rates, on a terminal full-screen (alternate screen,
  * cut to the window, q quits), otherwise as plain frames one after another. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ctl/util.h - small helpers of tusknetctl: allocation that exits on
  * failure (a control client has nothing to save), a growable byte string and
  * the clocks. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* broadcast.c - the broadcast handler: a chat room. Each message goes to
  * every other session attached to the handler, across listeners and
  * protocols; the sender gets nothing back.

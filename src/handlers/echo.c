@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* echo.c - the echo handler: the reply is the payload. */
 #include "handlers/handler.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* exec.c - the "exec" handler: one process per message.
  *
  * The payload goes to the command's stdin, its stdout (one trailing newline

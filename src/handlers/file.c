@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* file.c - the file handler: static files under a root directory
  * with index files, MIME types by extension, ETag and
  * Last-Modified validators (304), single byte ranges (206/416), and no way

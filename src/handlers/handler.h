@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* handler.h - the protocol-neutral handler interface.
  *
  * A front end (tcp line, udp, http, websocket) frames a message and calls

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* health.c - the health handler: HTTP 200 with a small JSON document
  * (status, uptime, version) for load balancers and probes.
  *

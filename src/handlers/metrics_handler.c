@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* metrics_handler.c - the metrics handler: the daemon's counters and
  * histograms in the Prometheus text exposition format, over HTTP. The
  * numbers themselves are kept and formatted by metrics.c, shared with the

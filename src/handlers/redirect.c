@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* redirect.c - the redirect handler: an HTTP 3xx whose Location is the
  * configured template with {path} (the request path) and {query} (the raw
  * query, without '?', "" when there is none) filled in. The request's query

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* registry.c - handlers by name, and the machinery every handler shares:
  * calling with accounting, asynchronous jobs, per-session attachments,
  * reference counting across reloads, and the first-token selection rule.

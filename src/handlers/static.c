@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* static.c - the static handler: a fixed reply with optional placeholders
  * ({payload} {remote_addr} {time} {connection_id}).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stream.c - the "stream" handler: one process per connection, inetd or
  * websocketd style.
  *

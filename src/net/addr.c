@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* addr.c - socket addresses as text, shared by the front ends, the control
  * socket and handlers (which must not depend on listeners). */
 #include "net/addr.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* addr.h - socket addresses as text. */
 #ifndef TN_NET_ADDR_H
 #define TN_NET_ADDR_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* conn.c - stream connections: reading, writing, the per-connection record
  * and accounting, timeouts, output caps, and closing without surprises.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* conn.h - connections of the stream front ends: the record every
  * connection keeps, reading, writing, timeouts, output caps
  * and closing. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* limits.c - admission control by peer address: allow/deny CIDR lists
  * (most specific wins, like nginx's geo and HAProxy's ACLs by prefix),
  * connections per address, new connections per second (xinetd's cps) and

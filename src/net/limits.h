@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* limits.h - per-address admission: allow/deny lists, connections per
  * address, connections per second, and message rate token buckets. */
 #ifndef TN_NET_LIMITS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* linger.c - lingering close.
  *
  * When we close a socket whose receive queue still holds data, or to which

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* linger.h - lingering close: a socket we give up on while its peer may
  * still be sending is read and drained until the peer closes, so that our
  * last bytes are not lost to a reset. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* listener.c - listening sockets and admission.
  *
  * A listener binds its address (IPv4 or IPv6, port 0 allowed: the bound

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* listener.h - listening sockets: binding (or taking from systemd),
  * accepting with admission control, and their statistics. */
 #ifndef TN_NET_LISTENER_H

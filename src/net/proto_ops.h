@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proto_ops.h - what a listener asks of the protocol it serves.
  *
  * The listener binds, admits and counts; everything that depends on the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* relay.c - WebSocket over TLS.
  *
  * lws is handed plain sockets (it runs without TLS of its own, see ws.c),

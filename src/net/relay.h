@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* relay.h - a TLS connection that carries a WebSocket: the decrypted
  * stream reaches libwebsockets through a socketpair. */
 #ifndef TN_NET_RELAY_H

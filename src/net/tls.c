@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tls.c - TLS with OpenSSL for stream listeners.
  *
  * A listener's tls block becomes one SSL_CTX, plus one per `sni` name; the

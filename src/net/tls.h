@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tls.h - TLS for stream listeners: a listener's contexts built from its
  * tls block (certificates, SNI, client certificates, versions, ALPN), and
  * the TLS side of one connection (handshake, read, write, close). */

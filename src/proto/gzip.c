@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gzip.c - the gzip middleware: compressing handler bodies and files.
  *
  * A handler's body is in memory already and is compressed in one go with a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* gzip.h - the gzip middleware's compression: handler bodies in memory,
  * files in memory or streamed, and the checks the file handler shares. */
 #ifndef TN_PROTO_GZIP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* http.c - the HTTP/1.1 connection layer.
  *
  * Built on the same connections as the line protocol (net/conn.c) with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* http.h - the HTTP/1.1 front end: requests, responses, routes, middleware.
  *
  * The connection layer (http.c) parses requests with libhttp-parser and

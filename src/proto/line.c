@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* line.c - the TCP line-protocol front end.
  *
  * Each '\n'-terminated line (a '\r' before it is dropped) is one message and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* line.h - the TCP line-protocol front end. */
 #ifndef TN_PROTO_LINE_H
 #define TN_PROTO_LINE_H

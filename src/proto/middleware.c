@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* middleware.c - the six HTTP middleware kinds: cors, gzip,
  * auth, rate_limit, access_log and headers.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* protocols.c - maps a listener's configured protocol to its front end:
  * the one place that lists them, so that the listener only holds a table. */
 #include "proto/protocols.h"

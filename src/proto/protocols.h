@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* protocols.h - the front end serving each configured protocol. */
 #ifndef TN_PROTO_PROTOCOLS_H
 #define TN_PROTO_PROTOCOLS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* router.c - HTTP routes: from a listener's config to the route a request
  * takes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* udp.c - the UDP front end: one datagram in, one datagram
  * back to its sender, with the same handler selection as TCP lines.
  *

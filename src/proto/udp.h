@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* udp.h - the UDP front end: one datagram in, one datagram back. */
 #ifndef TN_PROTO_UDP_H
 #define TN_PROTO_UDP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ws.c - the WebSocket front end: libwebsockets driven from the libevent loop.
  *
  * Debian's libwebsockets 4.1.6 has neither libevent support nor external-poll

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ws.h - the WebSocket front end.
  *
  * The HTTP layer accepts, sees `Upgrade: websocket` on an endpoint path,

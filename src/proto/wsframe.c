@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* wsframe.c - the client frame check in front of libwebsockets (see
  * wsframe.h), and UTF-8 validation. */
 #include "proto/wsframe.h"

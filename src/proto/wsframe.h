@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* wsframe.h - the check of a WebSocket client's frames in front of
  * libwebsockets, and incremental UTF-8 validation.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """tusknetd benchmarks, side by side with the peer servers.
 
 Every server under test (tusknetd, redis-server, nginx) runs pinned to CPU 0

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ws_load.c - the WebSocket load generator for bench.py (no libwebsockets).
  *
  *     ws_load [-c CONNS] [-d SECONDS] [-w WARMUP] [-i IDLE] [-s SIZE] [-H] PORT PATH

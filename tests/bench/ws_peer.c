@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ws_peer.c - the peer for bench.py's WebSocket rows: a libwebsockets echo
  * server on lws's own native poll loop (lws_service(ctx, 0)), nothing else.
  *

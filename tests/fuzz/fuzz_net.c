@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_net.c - libFuzzer harness for what faces the network, through the
  * daemon's own sockets.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_tusk.c - libFuzzer harness for the TuskLang-style parser.
  *
  * Any input must parse without a crash, leak or unbounded work, and end in a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_yaml.c - libFuzzer harness for the YAML loader and emitter.
  *
  * Any input must load without a crash, leak or unbounded work, and must end

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared fixtures for the integration tests.
 
 The binary under test comes from $TUSKNETD (`make integration` sets it to

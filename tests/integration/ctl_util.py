@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Helpers for the control-socket, reload and systemd integration tests.
 
 ``CtlDaemon`` runs tusknetd on a config text written to tmp_path, with its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Helpers for the integration tests: run tusknetd on a config string, talk to
 it with real sockets, and clean up everything it started.
 

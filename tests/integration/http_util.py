@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Raw-socket HTTP/1.1 client helpers for the HTTP integration tests.
 
 Nothing here trusts the daemon: responses are parsed strictly (CRLF line

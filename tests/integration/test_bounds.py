@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Bounded memory and descriptors under clients that do not play along:
 a TCP line client that pipelines without reading behind a slow reply, 3,000
 pipelined HTTP requests behind a slow CGI request, a stream process writing to

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A real browser against the daemon: headless Chromium loads a page served
 by the daemon's own file handler, and the page's script drives the WebSocket
 endpoints of the same listener.

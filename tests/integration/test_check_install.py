@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`tusknetd -t` checks everything starting checks except binding, and
 `make install` installs a config that starts.
 

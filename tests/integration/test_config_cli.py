@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The command line and the configuration language, end to end through the
 real binary: -t, --dump-config, --config-reference, -V, -h, and every kind
 of config error reported as FILE:LINE:COL: message.

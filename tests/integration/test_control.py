@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The control socket over a real Unix socket: every command
 and its JSON answer, errors that keep the connection usable, many clients at
 once, a client that never reads, SO_PEERCRED permissions, and metrics that

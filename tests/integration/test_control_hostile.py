@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The control socket against clients that send what no tusknetctl would:
 over-long command lines whose tail must never run, NUL and non-UTF-8 bytes
 that must still get one valid JSON answer each, and a flood from a client

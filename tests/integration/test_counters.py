@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Counters an operator reads: HTTP responses by status class (per listener,
 per route, and for responses no route gave) in `stats`, Prometheus and
 `tusknetctl stats`; the `info` command (pid, build, config, reloads, memory,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The gzip middleware on file-handler responses, over raw sockets and curl:
 small files compressed whole (Content-Length), large ones streamed (chunked
 for HTTP/1.1, up to the close for HTTP/1.0) with the daemon's memory bounded

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Clients that send their requests and then shut down their write side.
 
 Every client here sends its bytes and its FIN together (TCP_CORK held over

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Protocol strictness and bounded resources under hostile clients and
 programs:
 

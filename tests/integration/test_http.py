@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The HTTP/1.1 front end over real sockets and curl:
 every status code the front end itself produces, malformed and smuggling
 requests, keep-alive, pipelining, chunked uploads, Expect: 100-continue, HEAD,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The file handler over real sockets and curl: index
 files, MIME types, ETag and Last-Modified with 304, single ranges (206,
 416), HEAD, large files, clients that vanish mid-response, and no way out of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """HTTP middleware with real sockets and curl: cors
 (simple requests, preflight, credentials, exposed headers), gzip (q-values,
 min_size, skip_types, Vary, output that `gzip -d` accepts), auth (bearer

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """HTTP/1.1 parsing as strict as nginx's, with raw sockets: folded header
 lines, chunk data without its CRLF, missing or repeated Host, unsupported
 versions, CR and NUL inside the head, encoded control bytes in the path, and

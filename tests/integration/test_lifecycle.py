@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Lifecycle with real sockets and signals (the daemon
 core): graceful shutdown with replies in flight, shutdown_timeout, SIGPIPE,
 clients that reset while a reply is being written."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Limits and timeouts with real sockets: max_line,
 connection caps (global, per listener, per address, per second), rate_limit,
 allow/deny, idle and read timeouts, UDP max_message, max_output for slow

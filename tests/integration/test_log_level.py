@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The log level set at run time (control socket `log-level`) also governs
 libwebsockets' own messages: at info none reach the log, after `log-level
 debug` they do, and after `log-level info` they stop again."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Man pages, the bash completion and what `make install` puts for them.
 
 - man/*.{5,8} render with `groff -ww -z -man` without a warning;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What a client refused at accept receives, byte for byte, per protocol:
 each front end's refusal answer (an 'Error: ...' line for tcp, a 503 for
 http), nothing for a denied address, and the close."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Reload by SIGHUP and by the control socket's `reload`,
 each effect observed from a real client: handlers and listeners added, a
 static reply changed, a listener removed (its open connection drains, new

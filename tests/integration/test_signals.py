@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The signals an operator sends to a running daemon, with live connections:
 SIGUSR1 reopens access log files (moved away by hand and by logrotate with
 the shipped snippet), SIGQUIT stops gracefully like SIGTERM, SIGUSR2,

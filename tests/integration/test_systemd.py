@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """systemd integration without systemd running: sd_notify
 messages read from a NOTIFY_SOCKET the test binds (READY=1, STATUS=,
 RELOADING=1/READY=1 around reloads, STOPPING=1, WATCHDOG=1), socket

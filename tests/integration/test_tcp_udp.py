@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Handlers over real TCP and UDP sockets: every
 handler type, handler selection, error replies, pipelining with async
 handlers, exec failures, stream process lifecycle and broadcast."""

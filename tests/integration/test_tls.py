@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """TLS on TCP and HTTP listeners (README "TLS") from
 real clients on loopback: ``openssl s_client``, ``curl``, Python's ``ssl``
 sockets and python3-websockets over an ``ssl.SSLContext``. Certificates come

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """tusknetctl, the control client: every command in both
 output modes (tables for people, raw JSON with --json), exit codes, the
 message when the daemon is not running, send/broadcast/close reaching real TCP

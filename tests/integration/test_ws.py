@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The WebSocket front end over real sockets:
 python3-websockets (asyncio API) for the ordinary client side, and a small
 raw RFC 6455 client below for what a well-behaved library will not send

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """WebSocket strictness under hostile clients, over raw sockets.
 
 A small RFC 6455 client built from socket and struct sends what no library

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Certificates and TLS clients for the TLS integration tests.
 
 ``make_pki(dir)`` generates, with the openssl command line only (RSA 2048,

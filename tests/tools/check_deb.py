@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Check the Debian package that `make deb` left in DIR (build/deb).
 
     check_deb.py DIR

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Keep tusknetd.conf(5)'s key reference in step with the schema table.
 
     manref.py update man/tusknetd.conf.5 BINARY   rewrite the generated part

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Keep README.md's configuration reference in step with the schema table.
 
     reference.py update README.md BINARY   rewrite the generated section

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Count test results for `make unit` and `make test`.
 
     tally.py unit RESULTS BINARY...   run each cmocka binary (its output passes

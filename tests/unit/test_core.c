@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_core.c - small shared pieces with exact expectations: latency
  * histograms and their percentiles (src/metrics.c), the streaming JSON
  * writer and its escaping of whatever bytes clients send (src/json.c), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_exec.c - the exec and stream handlers (src/handlers/exec.c,
  * stream.c) and the process layer under them (src/proc.c), with real
  * processes on a real libevent loop, driven through the real registry:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_file_handler.c - the HTTP-only handler types (src/handlers/file.c,
  * health.c, redirect.c, metrics_handler.c), called directly through their
  * ops on hand-built requests.

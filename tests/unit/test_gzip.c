@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_gzip.c - the gzip middleware's compression (src/proto/gzip.c) with
  * the file handler (src/handlers/file.c), on hand-built requests and real
  * files in a scratch directory.

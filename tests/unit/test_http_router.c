@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_http_router.c - HTTP routes and middleware (src/proto/router.c,
  * src/proto/middleware.c), driven through the real config loader and
  * handler registry: route precedence (exact, parameters, prefixes, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_limits.c - per-address admission (src/net/limits.c): allow/deny CIDR
  * lists where the most specific entry decides, IPv4 and IPv6, IPv4-mapped
  * IPv6 peers; connections per second; message token buckets. */

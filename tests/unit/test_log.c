@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests for log.c: the escaping every log line goes through (and the
  * access log's combined-format quoting), lines cut to one atomic write, one
  * line per line of a list of errors, and the stderr rate limiter, driven by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_schema.c - the config schema (src/config/schema.c, config.c): defaults
  * from the table, limit inheritance (limits -> listener -> route / WebSocket
  * endpoint), the scalar parsers (durations, sizes, listen addresses), every

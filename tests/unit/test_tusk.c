@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_tusk.c - the TuskLang-style parser (src/config/tusk.c): every syntax
  * form, positions (UTF-8 columns, CRLF), variables, '+', @env, @file,
  * @include (globs, merging, cycles), the limits that keep hostile input

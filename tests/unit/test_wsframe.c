@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_wsframe.c - the client frame check (src/proto/wsframe.c): UTF-8
  * validation whole and in pieces cut at every byte; a stream of frames fed
  * in reads of every size, with the held header put back in front as ws.c

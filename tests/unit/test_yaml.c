@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_yaml.c - the YAML loader and emitter (src/config/yaml.c): scalar
  * resolution, positions, every error with its exact FILE:LINE:COL text, the
  * limits that keep hostile input bounded, and load(emit(T)) == T. */

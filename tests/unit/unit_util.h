@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* unit_util.h - helpers the unit tests of the HTTP handlers and middleware
  * share: scratch files, descriptor counts, and freeing what a hand-built
  * request allocated. Included after cmocka.h. */
