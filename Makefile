@@ -157,6 +157,8 @@ FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -fsanit
 # once with coverage instrumentation, then linked into one harness per target.
 FUZZ_NET_TARGETS := http line ws ctl
 FUZZ_OBJS := $(CORE_SRCS:src/%.c=build/fuzz/obj/%.o)
+# kept between runs: make would otherwise delete them as intermediates and rebuild them every time
+.SECONDARY: $(FUZZ_OBJS)
 build/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	clang $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS) -c $< -o $@
