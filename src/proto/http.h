@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* http.h - the HTTP/1.1 front end: requests, responses, routes, middleware.
+/* http.h - the HTTP/1.1 front end: routes, middleware, the protocol table.
  *
- * The connection layer (http.c) parses requests with libhttp-parser and
- * writes responses; the router (router.c) picks a route; middleware
- * (middleware.c) runs around the handler; handlers see the request through
- * tn_msg_ctx.http and may set the response's status and headers. Everything
- * here is owned by the request: strings live in its arena and die with it. */
+ * The parser (http_parse.c) takes requests apart with libhttp-parser; the
+ * connection layer (http.c) orders and writes the responses; the router
+ * (router.c) picks a route; middleware (middleware.c) runs around the
+ * handler; handlers see the request (http_msg.h) through tn_msg_ctx.http
+ * and may set the response's status and headers. */
 #ifndef TN_PROTO_HTTP_H
 #define TN_PROTO_HTTP_H
 
@@ -18,90 +18,10 @@
 #include "handlers/handler.h"
 #include "net/conn.h"
 #include "net/proto_ops.h"
-
-typedef struct tn_http_header {
-    const char *name;  /* as received (or set); compare case-insensitively */
-    const char *value;
-} tn_http_header;
+#include "proto/http_msg.h"
 
 typedef struct tn_http_route tn_http_route;
 typedef struct tn_http_router tn_http_router;
-
-/* A response body made while it is sent (gzip of a large file), so that
- * neither it nor its source is ever held whole: http.c asks for the next
- * piece each time the connection's output has drained. */
-typedef struct tn_http_stream {
-    /* Appends the next piece (a bounded amount) to OUT: 1 more follows, 0
-     * that was the last, -1 failed (the connection is then closed: the
-     * body cannot be completed). */
-    int (*next)(struct tn_http_stream *s, struct evbuffer *out);
-    void (*free)(struct tn_http_stream *s);
-} tn_http_stream;
-
-struct tn_http_request {
-    /* ---- the request, as parsed ---- */
-    const char *method;     /* "GET" */
-    const char *target;     /* raw request-target */
-    const char *path;       /* percent-decoded, dot segments resolved, always starts with '/' */
-    const char *query;      /* raw query without '?', "" when none */
-    int http_major, http_minor;
-    bool keep_alive;        /* after this response */
-    bool head;              /* HEAD: send headers only */
-    tn_http_header *headers;
-    size_t nheaders;
-    struct evbuffer *body;  /* request body (de-chunked) */
-    const char *remote_addr; /* "ip:port" */
-    const char *remote_ip;   /* "ip" */
-    uint64_t conn_id;
-    const char *listener;
-    int64_t started_us;     /* tn_now_us() when the head was taken up (access log request_time) */
-
-    /* ---- routing ---- */
-    const tn_http_route *route; /* NULL: no route matched */
-    const char *param_names[8];
-    const char *param_values[8];
-    size_t nparams;
-
-    /* ---- the response, filled by handlers and middleware ---- */
-    int status;                  /* 0: 200 */
-    tn_http_header *resp_headers; /* extra headers, in order */
-    size_t nresp, resp_cap;
-    const char *content_type;    /* NULL: text/plain; charset=utf-8 */
-    int file_fd;                 /* >= 0: the body is this file's range (sendfile) */
-    off_t file_offset;
-    off_t file_length;           /* also set with a file's 304: the size it would have */
-    tn_http_stream *stream;      /* non-NULL: the body, made piece by piece (owned); no Content-Length */
-    const struct tn_gzip *gzip;  /* the route's gzip, set before the handler when the client takes it */
-
-    /* ---- internals of http.c ---- */
-    void *arena;
-    tn_http_router *router; /* the router the request started with (referenced) */
-};
-
-/* Header lookup, case-insensitive; NULL when absent. */
-const char *tn_http_header_get(const tn_http_request *r, const char *name);
-/* Copy S into the request's arena (lives as long as the request). */
-const char *tn_http_strdup(tn_http_request *r, const char *s, size_t len);
-/* Response headers: add another, or replace any of the same name. */
-void tn_http_add_header(tn_http_request *r, const char *name, const char *value);
-void tn_http_set_header(tn_http_request *r, const char *name, const char *value);
-const char *tn_http_resp_header_get(const tn_http_request *r, const char *name);
-void tn_http_remove_header(tn_http_request *r, const char *name);
-/* Status code to reason phrase ("Not Found"). */
-const char *tn_http_reason(int status);
-/* Whether a comma-separated header value (Connection, Upgrade, Vary) names
- * TOKEN, case-insensitively; with STAR, a "*" element names every token. */
-bool tn_http_list_has(const char *list, const char *token, bool star);
-/* Adds TOKEN to the response's Vary unless it is listed already: several
- * middleware may each contribute one. */
-void tn_http_vary_add(tn_http_request *r, const char *token);
-/* Appends S to OUT percent-encoding what may not appear as is: in a path
- * (r->path is decoded, so "?", "#", "%", spaces and controls go back to %XX)
- * or in a query (still encoded: only bytes no URI may hold are escaped). */
-enum tn_http_escape { TN_HTTP_ESC_PATH, TN_HTTP_ESC_QUERY };
-void tn_http_add_escaped(struct evbuffer *out, const char *s, enum tn_http_escape what);
-/* A route parameter (":id" -> "id"), NULL when absent. */
-const char *tn_http_param(const tn_http_request *r, const char *name);
 
 /* ---- routes ---- */
 
