@@ -78,7 +78,7 @@ struct tn_cluster {
     cmsg *head, *tail; /* head..unsent in flight, unsent..tail queued */
     cmsg *unsent;
     size_t queued_msgs, queued_bytes;
-    bool warned_full; /* one warning per outage */
+    bool warned_full, warned_big; /* one warning of each per connection */
     uint64_t published, received, lost, errors, reconnects, unroutable, invalid;
     char last_error[256];
 };
@@ -133,10 +133,14 @@ void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
         return;
     if (c->queued_bytes + len > (size_t)c->conf->max_queue) {
         c->lost++;
-        if (!c->warned_full)
-            tn_warn("cluster: %s queue full (%zu bytes waiting for Redis, link %s); messages are lost", h->name,
+        bool big = len > (size_t)c->conf->max_queue;
+        if (big && !c->warned_big)
+            tn_warn("cluster: %s: a message of %zu bytes is over max_queue, not published", h->name, len);
+        else if (!big && !c->warned_full)
+            tn_warn("cluster: %s: queue full (%zu bytes waiting for Redis, link %s); messages are lost", h->name,
                     c->queued_bytes, state_names[c->state]);
-        c->warned_full = true;
+        c->warned_big |= big;
+        c->warned_full |= !big;
         return;
     }
     size_t plen = strlen(c->conf->channel_prefix), nlen = strlen(h->name);
@@ -233,7 +237,7 @@ static void check_ready(tn_cluster *c)
     evtimer_del(c->timer_ev);
     set_state(c, LINK_CONNECTED);
     c->backoff_ms = BACKOFF_MIN_MS;
-    c->warned_full = false;
+    c->warned_full = c->warned_big = false;
     c->last_error[0] = '\0';
     tn_info("cluster: connected to Redis %s:%d as node %s (%zu message(s) queued)", c->addr.ip, c->addr.port, c->node,
             c->queued_msgs);
