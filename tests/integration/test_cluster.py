@@ -21,7 +21,8 @@ import time
 import pytest
 
 from ctl_util import CtlClient, wait_for
-from daemon_util import HOST, PORT_RE, LineClient, check_config, daemon, free_port  # noqa: F401  (daemon is a fixture)
+from daemon_util import (  # noqa: F401  (daemon is a fixture)
+    HOST, PORT_RE, TUSKNETD, LineClient, check_config, daemon, free_port)
 from test_ws import RawWs
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -412,6 +413,27 @@ def test_bad_cluster_sections_are_refused(tmp_path, body, message):
     rc, out = check_config("[cluster]\n" + body + "\n", tmp_path)
     assert rc != 0
     assert message in out
+
+
+def test_a_redis_name_that_does_not_resolve_refuses_the_start_and_the_reload(daemon, redis, tmp_path, ctl_dir):  # noqa: F811
+    conf = tmp_path / "unresolvable.conf"
+    conf.write_text('[handlers]\nchat { type: "broadcast" }\n[listeners]\n'
+                    'lines { protocol: "tcp" listen: "127.0.0.1:0" handler: "chat" }\n'
+                    '[cluster]\nredis: "no-such-host.invalid:6379"\n')
+    r = subprocess.run([TUSKNETD, "-c", str(conf), "--log-level", "warn"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.endswith('[error] [cluster] redis: cannot resolve "no-such-host.invalid": '
+                             'Name or service not known\n')
+    # a reload to it is refused and the running link stays
+    red = redis()
+    a = start_node(daemon, ctl_dir, "a", red.port)
+    first = wait_state(a, "connected")
+    rewrite(a, node_config(ctl_dir, "a", red.port).replace(f"127.0.0.1:{red.port}", "no-such-host.invalid:6379"))
+    answer = a.ctl.command("reload")
+    assert answer["ok"] is False
+    assert answer["error"] == '[cluster] redis: cannot resolve "no-such-host.invalid": Name or service not known'
+    c = cluster(a)
+    assert (c["state"], c["since"], c["redis"]) == ("connected", first["since"], f"127.0.0.1:{red.port}")
 
 
 # ---- a scripted Redis: refusals and hostile traffic ------------------------------------
