@@ -8,7 +8,6 @@ states are waited for by polling `stats`; what is delivered and counted is
 checked exactly. Redis's own refusals (wrong password, errors for PUBLISH
 or PSUBSCRIBE) and hostile channel traffic come from a scripted RESP server.
 """
-import json
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ import time
 
 import pytest
 
-from ctl_util import CtlClient, wait_for
+from ctl_util import TUSKNETCTL, CtlClient, wait_for
 from daemon_util import (  # noqa: F401  (daemon is a fixture)
     HOST, PORT_RE, TUSKNETD, LineClient, check_config, daemon, free_port)
 from test_ws import RawWs
@@ -140,6 +139,15 @@ def rewrite(d, text):
     d.config_path.write_text(PORT_RE.sub(lambda m: str(d.ports[m.group(1)]), text))
 
 
+def two_nodes(daemon, r, ctl_dir, extra_a="", extra_b=""):  # noqa: F811
+    """Nodes a and b on Redis R, both linked."""
+    a = start_node(daemon, ctl_dir, "a", r.port, extra_a)
+    b = start_node(daemon, ctl_dir, "b", r.port, extra_b)
+    wait_state(a, "connected")
+    wait_state(b, "connected")
+    return a, b
+
+
 def cluster(d):
     return d.ctl.command("stats")["cluster"]
 
@@ -185,11 +193,7 @@ def ws_member(d):
 
 
 def test_line_client_on_one_node_reaches_websocket_on_the_other(daemon, redis, ctl_dir):  # noqa: F811
-    r = redis()
-    a = start_node(daemon, ctl_dir, "a", r.port)
-    b = start_node(daemon, ctl_dir, "b", r.port)
-    wait_state(a, "connected")
-    wait_state(b, "connected")
+    a, b = two_nodes(daemon, redis(), ctl_dir)
     sender, local = members(a, 2)
     ws = ws_member(b)
     far = members(b, 1)[0]
@@ -218,11 +222,7 @@ def test_line_client_on_one_node_reaches_websocket_on_the_other(daemon, redis, c
 
 
 def test_control_broadcast_reaches_members_on_both(daemon, redis, ctl_dir):  # noqa: F811
-    r = redis()
-    a = start_node(daemon, ctl_dir, "a", r.port)
-    b = start_node(daemon, ctl_dir, "b", r.port)
-    wait_state(a, "connected")
-    wait_state(b, "connected")
+    a, b = two_nodes(daemon, redis(), ctl_dir)
     here = members(a, 2)
     ws_here = ws_member(a)
     there = members(b, 3)
@@ -256,10 +256,7 @@ def test_redis_restart_local_delivery_continues_and_links_come_back(daemon, redi
     password is added, a reconnects and flushes to b. Exact throughout."""
     users = ["--user", "default", "on", ">pass-a", ">pass-b", "~*", "&*", "+@all"]
     r = redis(*users)
-    a = start_node(daemon, ctl_dir, "a", r.port, 'password: "pass-a"')
-    b = start_node(daemon, ctl_dir, "b", r.port, 'password: "pass-b"')
-    wait_state(a, "connected")
-    wait_state(b, "connected")
+    a, b = two_nodes(daemon, r, ctl_dir, 'password: "pass-a"', 'password: "pass-b"')
     a1, a2 = members(a, 2)
     b1, b2 = members(b, 2)
     a1.sendline("before")
@@ -386,9 +383,7 @@ def test_default_node_id_and_stats_rendering(daemon, redis, ctl_dir):  # noqa: F
     c = wait_state(d, "connected")
     assert c["node_id"] == f"{socket.gethostname()}:{d.pid}"
     assert c["redis"] == f"127.0.0.1:{r.port}"
-    tnctl = os.environ.get("TUSKNETCTL") or str(
-        __import__("pathlib").Path(__file__).resolve().parents[2] / "build/release/tusknetctl")
-    out = subprocess.run([tnctl, "-s", os.path.join(ctl_dir, "a.sock"), "stats"], capture_output=True, text=True,
+    out = subprocess.run([TUSKNETCTL, "-s", os.path.join(ctl_dir, "a.sock"), "stats"], capture_output=True, text=True,
                          timeout=10).stdout
     line = next(l for l in out.splitlines() if l.startswith("cluster"))
     assert line == (f"cluster      connected (Redis 127.0.0.1:{r.port}, node {c['node_id']}): 0 published, "
