@@ -221,6 +221,24 @@ def test_line_client_on_one_node_reaches_websocket_on_the_other(daemon, redis, c
     ws.close()
 
 
+def test_order_kept_per_publisher_across_nodes(daemon, redis, ctl_dir):  # noqa: F811
+    a, b = two_nodes(daemon, redis(), ctl_dir)
+    sender = members(a, 1)[0]
+    far = members(b, 1)[0]
+    ws = ws_member(b)
+    wait_for(lambda: len(b.ctl.command("connections web")["connections"]) == 1, what="ws member on b")
+    lines = ["message %d %s" % (i, "x" * (i % 50)) for i in range(500)]
+    sender.send("".join(line + "\n" for line in lines))  # one write: the daemon reads them in batches
+    assert far.readlines(500) == lines
+    assert [ws_text(ws) for _ in lines] == lines
+    wait_for(lambda: cluster(a)["published"] == 500, what="all acknowledged")
+    assert counts(a) == zero(published=500)
+    assert counts(b) == zero(received=500)
+    sender.close()
+    far.close()
+    ws.close()
+
+
 def test_control_broadcast_reaches_members_on_both(daemon, redis, ctl_dir):  # noqa: F811
     a, b = two_nodes(daemon, redis(), ctl_dir)
     here = members(a, 2)
