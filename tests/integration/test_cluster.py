@@ -428,6 +428,34 @@ def test_bad_cluster_sections_are_refused(tmp_path, body, message):
     assert message in out
 
 
+def test_an_unanswered_connect_times_out_without_blocking(daemon, ctl_dir):  # noqa: F811
+    """A listener whose accept queue is full drops SYNs: the connect hangs."""
+    blackhole = socket.socket()
+    blackhole.bind((HOST, 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex((HOST, port))
+        fillers.append(f)
+    try:
+        a = start_node(daemon, ctl_dir, "a", port)
+        x, y = members(a, 2)
+        x.sendline("while connecting")
+        assert y.readline() == "while connecting"
+        assert cluster(a)["state"] == "connecting"
+        wait_for(lambda: cluster(a)["last_error"] == "connect timeout", timeout=15, what="connect timeout")
+        assert cluster(a)["queued"] == 1
+        x.close()
+        y.close()
+    finally:
+        for f in fillers:
+            f.close()
+        blackhole.close()
+
+
 def test_a_redis_name_that_does_not_resolve_refuses_the_start_and_the_reload(daemon, redis, tmp_path, ctl_dir):  # noqa: F811
     conf = tmp_path / "unresolvable.conf"
     conf.write_text('[handlers]\nchat { type: "broadcast" }\n[listeners]\n'
