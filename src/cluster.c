@@ -85,8 +85,6 @@ struct tn_cluster {
 
 /* ---- the queue ------------------------------------------------------------- */
 
-static void send_unsent(tn_cluster *c);
-
 static void on_published(redisAsyncContext *ac, void *r, void *priv)
 {
     (void)ac;
