@@ -35,7 +35,7 @@ SAN     :=
 LDSAN   :=
 endif
 
-PKGS    := libevent libevent_openssl openssl libwebsockets yaml-0.1 libsystemd zlib
+PKGS    := libevent libevent_openssl openssl libwebsockets yaml-0.1 libsystemd zlib hiredis
 # snprintf truncating a message is the intended behaviour, not a bug to warn about
 WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE
 ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),clang)
@@ -47,11 +47,11 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 
 # Debian 12 packages: to build, to test, to benchmark.
 DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libyaml-dev \
-             libsystemd-dev libhttp-parser-dev zlib1g-dev
+             libsystemd-dev libhttp-parser-dev zlib1g-dev libhiredis-dev
 DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
              libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium logrotate \
-             groff-base
-DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux
+             groff-base redis-server
+DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux node-ws
 # to build the Debian package (make deb)
 DEB_PACKAGE := debhelper dpkg-dev fakeroot lintian
 

@@ -24,6 +24,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "json.h"
 #include "log.h"
 #include "proto/ws.h"
@@ -404,6 +405,9 @@ static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)
             sent++;
     }
     tn_ws_broadcast(c->ctl->d, h, msg, strlen(msg), &sent, &dropped);
+    /* a room's members elsewhere (the counts are this process's) */
+    if (h->ops == &tn_broadcast_ops)
+        tn_cluster_publish(h, msg, strlen(msg));
     tn_json_open(j, NULL, '{');
     tn_json_bool(j, "ok", true);
     tn_json_u64(j, "sent", sent);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "cluster.h"
 #include "control.h"
 #include "log.h"
 #include "net/conn.h"
@@ -161,6 +162,9 @@ static void free_opened(tn_listener *opened)
 
 static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
 {
+    tn_cluster_addr redis;
+    if (tn_cluster_resolve(d, &newcfg->cluster, &redis, err, errlen) < 0)
+        return -1;
     if (tn_registry_apply(d->registry, newcfg, err, errlen) < 0)
         return -1;
     tn_listener **keep = calloc(newcfg->nlisteners ? newcfg->nlisteners : 1, sizeof(*keep));
@@ -229,6 +233,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
         opened = n;
     }
     free(keep);
+    tn_cluster_apply(d, &newcfg->cluster, &redis);
     /* draining listeners with nothing left go now */
     for (tn_listener *l = d->listeners, *next; l; l = next) {
         next = l->next;
@@ -380,6 +385,7 @@ static void free_state(tn_daemon *d)
     tn_linger_free_all(d);
     while (d->listeners)
         tn_listener_free(d->listeners);
+    tn_cluster_free(d);
     /* children cut short by the shutdown get a moment to be reaped */
     tn_registry_free(d->registry, 3000);
     for (int i = 0; i < TN_NSIGNALS; i++)

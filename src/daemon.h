@@ -20,6 +20,7 @@ typedef struct tn_conn tn_conn;
 typedef struct tn_control tn_control;
 typedef struct tn_linger tn_linger;
 typedef struct tn_logfile tn_logfile;
+typedef struct tn_cluster tn_cluster;
 
 /* Signals handled in the loop: TERM INT QUIT HUP USR1 USR2 WINCH ALRM. */
 #define TN_NSIGNALS 8
@@ -66,6 +67,7 @@ typedef struct tn_daemon {
     struct event *shutdown_ev;
     struct event *sweep_ev;
     tn_control *control;
+    tn_cluster *cluster;     /* the Redis link of [cluster], NULL without (cluster.h) */
     tn_sd sd;
 } tn_daemon;
 

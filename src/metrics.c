@@ -82,6 +82,7 @@ double tn_hist_percentile(const tn_hist *h, double p)
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "daemon.h"
 #include "handlers/handler.h"
 #include "json.h"
@@ -320,6 +321,7 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
         tn_json_close(j, '}');
     }
     tn_json_close(j, '}');
+    tn_cluster_stats_json(d, j);
     tn_json_close(j, '}');
 }
 
@@ -529,5 +531,6 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
         label(out, h->name);
         evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)h->stats.latency.count);
     }
+    tn_cluster_prometheus(d, out);
     evbuffer_add(out, "# EOF\n", 6);
 }

@@ -28,7 +28,8 @@ typedef struct ctx {
 
 static const char *const handler_types = "echo|static|exec|stream|broadcast|health|metrics|file|redirect|proxy|plugin";
 static const char *const mw_types = "cors|gzip|auth|rate_limit|access_log|headers";
-static const char *const sections[] = { "daemon", "limits", "handlers", "middleware", "listeners" };
+static const char *const sections[] = { "daemon", "limits", "handlers", "middleware", "listeners", "cluster" };
+#define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 static const char *type_name(const char *enums, int idx, char *buf, size_t len)
 {
@@ -711,6 +712,20 @@ static void check_addresses(ctx *c)
     }
 }
 
+/* What the schema's types cannot say: Redis is a host to connect to, and
+ * the node id travels in a one-byte length (cluster.c). */
+static void check_cluster(ctx *c, const tn_value *sec)
+{
+    const tn_cluster_conf *cl = &c->cfg->cluster;
+    char host[256];
+    int port;
+    if (cl->redis && (tn_parse_listen(cl->redis, host, sizeof(host), &port) < 0 || !*host || port == 0))
+        tn_diag_error(c->d, value_pos(sec, "redis", sec->pos), "'redis': \"%s\" is not a server to connect to (use host:port)",
+                      cl->redis);
+    if (cl->node_id && strlen(cl->node_id) > 255)
+        tn_diag_error(c->d, value_pos(sec, "node_id", sec->pos), "'node_id': longer than 255 bytes");
+}
+
 static void read_flat(ctx *c, const char *scope, void *base, const tn_value *sec)
 {
     char what[64];
@@ -735,18 +750,18 @@ tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag)
     int errors_before = tn_diag_errors(diag);
     int stored_before = diag->count;
     const tn_value *root = doc->root;
-    const tn_value *sec[5] = { 0 };
+    const tn_value *sec[NSECTIONS] = { 0 };
     static const tn_value empty = { .type = TN_V_OBJECT };
     if (root) {
         for (size_t i = 0; i < root->u.o.len; i++) {
             const tn_member *m = &root->u.o.items[i];
             size_t s = 0;
-            while (s < 5 && strcmp(m->key, sections[s]) != 0)
+            while (s < NSECTIONS && strcmp(m->key, sections[s]) != 0)
                 s++;
-            if (s == 5) {
+            if (s == NSECTIONS) {
                 tn_suggest sg;
                 tn_suggest_init(&sg, m->key);
-                for (size_t j = 0; j < 5; j++)
+                for (size_t j = 0; j < NSECTIONS; j++)
                     tn_suggest_add(&sg, sections[j]);
                 char sug[96];
                 tn_diag_error(diag, m->key_pos, "unknown section '%s'%s", m->key, tn_suggest_text(&sg, sug, sizeof(sug)));
@@ -759,7 +774,7 @@ tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag)
             sec[s] = m->val;
         }
     }
-    for (size_t s = 0; s < 5; s++)
+    for (size_t s = 0; s < NSECTIONS; s++)
         if (!sec[s])
             sec[s] = &empty;
     read_flat(&c, "daemon", &cfg->daemon, sec[0]);
@@ -770,6 +785,8 @@ tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag)
     read_handlers(&c, sec[2]);
     read_middleware(&c, sec[3]);
     read_listeners(&c, sec[4]);
+    read_flat(&c, "cluster", &cfg->cluster, sec[5]);
+    check_cluster(&c, sec[5]);
     check_addresses(&c);
     tn_diag_sort(diag, stored_before);
     tn_doc_free(doc);
@@ -811,6 +828,7 @@ void tn_config_free(tn_config *cfg)
         return;
     char tn[32];
     free_scope("daemon", NULL, &cfg->daemon);
+    free_scope("cluster", NULL, &cfg->cluster);
     limits_free(&cfg->limits);
     for (size_t i = 0; i < cfg->nhandlers; i++) {
         tn_handler_conf *h = &cfg->handlers[i];
@@ -908,6 +926,14 @@ bool tn_handler_conf_equal(const tn_handler_conf *a, const tn_handler_conf *b)
     const char *tname = type_name(handler_types, a->type, tn, sizeof(tn));
     for (size_t i = 0; i < tn_schema_len; i++)
         if (row_applies(&tn_schema[i], "handler", tname) && !tn_field_equal(&tn_schema[i], a, b))
+            return false;
+    return true;
+}
+
+bool tn_cluster_conf_equal(const tn_cluster_conf *a, const tn_cluster_conf *b)
+{
+    for (size_t i = 0; i < tn_schema_len; i++)
+        if (row_applies(&tn_schema[i], "cluster", NULL) && !tn_field_equal(&tn_schema[i], a, b))
             return false;
     return true;
 }
@@ -1016,6 +1042,15 @@ tn_value *tn_config_to_value(const tn_config *cfg)
         add(ls, li->name, o);
     }
     add(root, "listeners", ls);
+    if (cfg->cluster.redis) {
+        /* the dump is readable by control-socket readers: the secret is not */
+        tn_cluster_conf shown = cfg->cluster;
+        if (shown.password && *shown.password)
+            shown.password = (char *)"(hidden)";
+        v = tn_value_new(TN_V_OBJECT, nopos());
+        dump_scope(v, "cluster", NULL, &shown, NULL);
+        add(root, "cluster", v);
+    }
     return root;
 }
 
@@ -1062,6 +1097,9 @@ void tn_config_reference(FILE *out)
         { "websocket", "listener `websocket { \"/path\": ... }`",
           "An endpoint's value is a handler name, a list of handler names, or a block with these keys "
           "(and any `[limits]` key)." },
+        { "cluster", "`[cluster]`",
+          "Broadcast rooms shared with other tusknetd instances through a Redis server (see Scaling out). "
+          "Without `redis` the daemon is on its own." },
     };
     fputs("Durations are seconds or strings with a unit (`250ms`, `30s`, `5m`, `1h`, `1d`); sizes are bytes "
           "or strings with a unit (`64KB`, `1MB`, `1GB`; `KiB`/`MiB` mean the same, powers of 1024); rates "

@@ -97,6 +97,16 @@ typedef struct tn_daemon_conf {
     int64_t busy_poll_us;
 } tn_daemon_conf;
 
+/* [cluster]: broadcast rooms shared with other instances through Redis. */
+typedef struct tn_cluster_conf {
+    char *redis; /* host:port; NULL = no cluster */
+    char *password;
+    char *channel_prefix;
+    char *node_id; /* "" = hostname:pid */
+    int64_t reconnect_max;
+    int64_t max_queue;
+} tn_cluster_conf;
+
 typedef struct tn_handler_conf {
     char *name;
     tn_pos pos;
@@ -242,6 +252,7 @@ typedef struct tn_config {
     char *path;
     tn_daemon_conf daemon;
     tn_limits limits;
+    tn_cluster_conf cluster;
     tn_handler_conf *handlers;
     size_t nhandlers;
     tn_middleware_conf *middleware;
@@ -272,6 +283,8 @@ void tn_config_reference(FILE *out);
 int tn_handler_conf_copy(tn_handler_conf *dst, const tn_handler_conf *src);
 void tn_handler_conf_free(tn_handler_conf *c);
 bool tn_handler_conf_equal(const tn_handler_conf *a, const tn_handler_conf *b);
+
+bool tn_cluster_conf_equal(const tn_cluster_conf *a, const tn_cluster_conf *b);
 
 const tn_handler_conf *tn_config_handler(const tn_config *cfg, const char *name);
 const char *tn_handler_type_name(int type);

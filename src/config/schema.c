@@ -30,6 +30,7 @@
 #define S(f) OFF(tn_sni_conf, f)
 #define R(f) OFF(tn_route_conf, f)
 #define W(f) OFF(tn_ws_conf, f)
+#define CL(f) OFF(tn_cluster_conf, f)
 
 #define SEC ((int64_t)1000)
 #define MIN (60 * SEC)
@@ -259,6 +260,22 @@ const tn_key tn_schema[] = {
       "Close a peer that does not answer a ping within this." },
     { "websocket", "deflate", TN_T_BOOL, "false", 0, 0, NULL, NULL, W(deflate), 0,
       "Offer permessage-deflate (off by default: libwebsockets 4.1.6 can abort under it, see WebSocket)." },
+
+    /* [cluster]: broadcast rooms across instances through Redis */
+    { "cluster", "redis", TN_T_ADDRESS, NULL, 0, 0, NULL, NULL, CL(redis), TN_K_OPTIONAL,
+      "Redis server, host:port or [v6]:port; the name is resolved at start and at each reload." },
+    { "cluster", "password", TN_T_STRING, "", 0, 0, NULL, NULL, CL(password), 0,
+      "AUTH password (use @env or @file); empty = none. Shown as (hidden) by `config`." },
+    { "cluster", "channel_prefix", TN_T_STRING, "tusknet:", 0, 0, NULL, NULL, CL(channel_prefix), 0,
+      "A broadcast handler's Redis channel is this prefix followed by the handler's name." },
+    { "cluster", "node_id", TN_T_STRING, "", 0, 0, NULL, NULL, CL(node_id), 0,
+      "This instance's name on the channels (its own messages come back and are dropped by it); "
+      "empty = hostname:pid." },
+    { "cluster", "reconnect_max", TN_T_DURATION, "5s", 100, HOUR, NULL, NULL, CL(reconnect_max), 0,
+      "Longest wait between attempts to reach Redis; the wait starts at 100ms and doubles." },
+    { "cluster", "max_queue", TN_T_SIZE, "4MB", 1 * KB, GB, NULL, NULL, CL(max_queue), 0,
+      "Message bytes waiting for Redis (while it is unreachable, or not yet acknowledged); "
+      "messages beyond it are lost and counted." },
 };
 const size_t tn_schema_len = sizeof(tn_schema) / sizeof(tn_schema[0]);
 

@@ -285,6 +285,16 @@ static int show_stats(const tn_ctl_jv *a, FILE *f)
         fprintf(f, "process      pid %" PRIu64 ", %s resident, %" PRIu64 " of %" PRIu64 " descriptors\n",
                 tn_ctl_ju64(info, "pid"), tn_ctl_fmt_bytes(b1, sizeof(b1), (double)tn_ctl_ju64(info, "rss_bytes")),
                 tn_ctl_ju64(info, "open_fds"), tn_ctl_ju64(info, "max_fds"));
+    const tn_ctl_jv *cl = tn_ctl_jget(a, "cluster");
+    if (cl) {
+        fprintf(f, "cluster      %s (Redis %s, node %s): %" PRIu64 " published, %" PRIu64 " received, %" PRIu64 " lost, %" PRIu64
+                   " queued",
+                tn_ctl_jstr(cl, "state", "?"), tn_ctl_jstr(cl, "redis", "?"), tn_ctl_jstr(cl, "node_id", "?"),
+                tn_ctl_ju64(cl, "published"), tn_ctl_ju64(cl, "received"), tn_ctl_ju64(cl, "lost"),
+                tn_ctl_ju64(cl, "queued"));
+        const char *err = tn_ctl_jstr(cl, "last_error", NULL);
+        fprintf(f, err ? " (%s)\n" : "\n", err);
+    }
     const tn_ctl_jv *tls = tn_ctl_jget(g, "tls");
     const tn_ctl_jv *fails = tls ? tn_ctl_jget(tls, "handshake_failures") : NULL;
     uint64_t handshakes = tls ? tn_ctl_ju64(tls, "handshakes") : 0, nfail = 0;

@@ -6,9 +6,15 @@
  * A member whose output is over its cap (push() refuses) is a slow consumer:
  * it is closed rather than letting the room's memory grow without bound.
  * Closing detaches, which edits the member list, so victims are collected
- * first and closed after the walk. */
+ * first and closed after the walk.
+ *
+ * A room may span processes and machines: after local delivery a message
+ * goes to tn_cluster_publish(), the one way out; messages coming in from
+ * elsewhere enter through tn_broadcast_deliver(), which reaches every local
+ * member (the sender is not here). */
 #include <stdlib.h>
 
+#include "cluster.h"
 #include "handlers/handler.h"
 #include "log.h"
 
@@ -60,20 +66,18 @@ static void broadcast_detach(tn_handler *h, tn_session *s, void *state)
     free(m);
 }
 
-static tn_result broadcast_handle(tn_handler *h, tn_call *call)
+/* Pushes to every member but SENDER; returns how many took it. */
+static size_t deliver(tn_handler *h, const tn_session *sender, const char *data, size_t len)
 {
     room *r = h->state;
-    tn_session *sender = call->ctx.session;
-    if (sender && !tn_session_state(sender, h)) {
-        evbuffer_add_printf(call->out, "cannot join %s", h->name);
-        return TN_FAIL;
-    }
     tn_session *slow[64];
-    size_t nslow = 0;
+    size_t nslow = 0, n = 0;
     for (member *m = r->head.next; m != &r->head; m = m->next) {
         if (m->session == sender)
             continue;
-        if (m->session->ops->push(m->session, call->payload, call->len) < 0 && nslow < 64)
+        if (m->session->ops->push(m->session, data, len) == 0)
+            n++;
+        else if (nslow < 64)
             slow[nslow++] = m->session;
     }
     for (size_t i = 0; i < nslow; i++) {
@@ -81,7 +85,26 @@ static tn_result broadcast_handle(tn_handler *h, tn_call *call)
                 (unsigned long long)slow[i]->id);
         slow[i]->ops->close(slow[i], "slow consumer");
     }
+    return n;
+}
+
+static tn_result broadcast_handle(tn_handler *h, tn_call *call)
+{
+    tn_session *sender = call->ctx.session;
+    if (sender && !tn_session_state(sender, h)) {
+        evbuffer_add_printf(call->out, "cannot join %s", h->name);
+        return TN_FAIL;
+    }
+    deliver(h, sender, call->payload, call->len);
+    tn_cluster_publish(h, call->payload, call->len);
     return TN_SILENT;
+}
+
+size_t tn_broadcast_deliver(tn_handler *h, const char *data, size_t len)
+{
+    if (h->ops != &tn_broadcast_ops || !h->state)
+        return 0;
+    return deliver(h, NULL, data, len);
 }
 
 static void broadcast_destroy(tn_handler *h)

@@ -213,6 +213,10 @@ extern const tn_handler_ops tn_static_ops;
 extern const tn_handler_ops tn_exec_ops;
 extern const tn_handler_ops tn_stream_ops;
 extern const tn_handler_ops tn_broadcast_ops;
+/* A room message that came from elsewhere (another process or machine):
+ * pushed to every local member of broadcast handler H. Returns the members
+ * that took it; 0 when H is not a broadcast handler. */
+size_t tn_broadcast_deliver(tn_handler *h, const char *data, size_t len);
 /* HTTP-only types: they answer through ctx.http (see proto/http.h) and
  * refuse other protocols. */
 extern const tn_handler_ops tn_health_ops;

@@ -1235,6 +1235,120 @@ def bench_ws_idle_mem(ctx):
 # raising BenchError (or anything) marks its row as an error and the run goes on.
 # Planned rows, to add here as the features land:
 #   ("tlsping",  ...)                 the ping rows over TLS vs redis --tls-port
+# ------------------------------------------------------------ 6. broadcast fan-out
+
+FANOUT_RE = re.compile(r"deliveries/s (\d+)\s+msgs (\d+)\s+seconds ([\d.]+)\s+subs (\d+)\s+p50_ms ([\d.]+)\s+p99_ms ([\d.]+)")
+FANOUT_SUBS = 1000
+
+
+def fanout_tool(ctx):
+    """Compiles ws_fanout.c (gcc -O2) into the temp dir, once per run."""
+    if getattr(ctx, "fanout_tool", None):
+        return ctx.fanout_tool
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if not gcc:
+        raise BenchError("gcc is needed to build ws_fanout")
+    out = ctx.path("ws_fanout")
+    r = subprocess.run([gcc, "-O2", "-o", out, os.path.join(BENCH_DIR, "ws_fanout.c")],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise BenchError("ws_fanout.c: %s" % r.stdout.decode("utf-8", "replace")[-1500:])
+    ctx.fanout_tool = out
+    return out
+
+
+def control_stats(sock_path, timeout=5.0):
+    """`stats` from a control socket, parsed."""
+    import json
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.sendall(b"stats\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    return json.loads(buf)
+
+
+def fanout_run(ctx, tool, pub, sub, seconds):
+    rc, out = ctx.run_client([tool, "-n", str(FANOUT_SUBS), "-d", str(seconds), str(pub), str(sub), "/chat"],
+                             seconds + 120)
+    m = FANOUT_RE.search(out)
+    if rc != 0 or not m:
+        raise BenchError("ws_fanout rc=%d: %s" % (rc, out.strip()[-400:]))
+    return float(m.group(1)), float(m.group(6)), float(m.group(5))
+
+
+def bench_fanout(ctx):
+    """Broadcast fan-out: one publisher, 1,000 WebSocket subscribers in one room, 64 B messages (ws_fanout.c): tusknetd vs a node `ws` server; also through two tusknetd joined by Redis."""
+    a = ctx.args
+    node = a.node
+    if not node or not os.access(node, os.X_OK):
+        raise BenchError("node not found (Debian nodejs and node-ws)")
+    tool = fanout_tool(ctx)
+    nofile = 20000
+    raise_nofile(nofile)
+    room = 'chat { type: "broadcast" }'
+
+    def ws_listener(port):
+        return ('web { protocol: "http" listen: "127.0.0.1:%d" backlog: 4096 '
+                'websocket { "/chat": { handler: "chat" deflate: false ping_interval: "0s" } } }' % port)
+
+    port = free_port()
+    tn = start_tusknetd(ctx, "tusknetd-fanout", tusknetd_conf(ctx, "fanout", room, ws_listener(port)), nofile=nofile)
+    wait_tcp(tn, ctx, port)
+    nport = free_port()
+    nd = ctx.start_server("node-ws", [node, os.path.join(BENCH_DIR, "ws_broadcast.js"), str(nport)], nofile=nofile)
+    wait_tcp(nd, ctx, nport)
+    # two daemons and a Redis: the publisher on one, the subscribers on the other
+    rport = free_port()
+    start_redis(ctx, rport)
+    pair = []
+    for who in ("a", "b"):
+        p = free_port()
+        sock = ctx.path("fanout-%s.sock" % who)
+        conf = write(ctx.path("fanout-%s.conf" % who),
+                     '[daemon]\nlog_level: "warn"\ncontrol_socket: "%s"\nmax_connections: 20000\n'
+                     "[handlers]\n%s\n[listeners]\n%s\n"
+                     '[cluster]\nredis: "127.0.0.1:%d"\nnode_id: "%s"\n' % (sock, room, ws_listener(p), rport, who))
+        proc = start_tusknetd(ctx, "tusknetd-fanout-" + who, conf, nofile=nofile)
+        wait_tcp(proc, ctx, p)
+        pair.append((proc, p, sock))
+    deadline = time.monotonic() + 10
+    while not all(control_stats(s)["cluster"]["state"] == "connected" for _, _, s in pair):
+        if time.monotonic() > deadline:
+            raise BenchError("the two daemons did not connect to Redis within 10 s")
+        time.sleep(0.05)
+
+    res = {"tusknetd": [], "node": [], "redis": []}
+    for _ in range(max(1, a.rounds)):
+        res["tusknetd"].append(fanout_run(ctx, tool, port, port, a.fanout_seconds))
+        res["node"].append(fanout_run(ctx, tool, nport, nport, a.fanout_seconds))
+        res["redis"].append(fanout_run(ctx, tool, pair[0][1], pair[1][1], a.fanout_seconds))
+    lost = control_stats(pair[0][2])["cluster"]["lost"]
+    t, n, r = (max(res[k]) for k in ("tusknetd", "node", "redis"))
+    ratio = t[0] / n[0] if n[0] > 0 else None
+    label = "fan-out 64B x%d" % FANOUT_SUBS
+    rows = [Row(label, "%s deliv/s" % fmt_int(t[0]), "node ws %s deliv/s" % fmt_int(n[0]), ratio,
+                ">= 1.5, p99", ratio is not None and ratio >= 1.5 and t[1] <= n[1]),
+            Row(label + " via Redis", "%s deliv/s" % fmt_int(r[0]), "node ws %s deliv/s" % fmt_int(n[0]),
+                r[0] / n[0] if n[0] > 0 else None, "reported")]
+    ctx.note("%s: rounds tusknetd %s / node ws %s / two tusknetd via Redis %s deliveries/s (%gs each, 8 messages "
+             "in flight, a message done when all %d subscribers have it; median of paired round ratios %.2f); "
+             "p50/p99 publish-to-last-subscriber %.1f/%.1f ms, node %.1f/%.1f ms, via Redis %.1f/%.1f ms; "
+             "messages lost on the Redis path: %d"
+             % (label, " ".join(fmt_int(x[0]) for x in res["tusknetd"]), " ".join(fmt_int(x[0]) for x in res["node"]),
+                " ".join(fmt_int(x[0]) for x in res["redis"]), a.fanout_seconds, FANOUT_SUBS,
+                paired_median(res["tusknetd"], res["node"]) or 0, t[2], t[1], n[2], n[1], r[2], r[1], lost))
+    return rows
+
+
 BENCHMARKS = [
     ("ping", bench_tcp_ping),
     ("udp", bench_udp_echo),
@@ -1245,6 +1359,7 @@ BENCHMARKS = [
     ("httpsnew", bench_https_new),
     ("ws", bench_ws_echo),
     ("wsmem", bench_ws_idle_mem),
+    ("fanout", bench_fanout),
 ]
 
 
@@ -1277,6 +1392,8 @@ def main():
     ap.add_argument("--http-seconds", type=int, default=5, help="wrk duration per round (default 5)")
     ap.add_argument("--https-seconds", type=int, default=5, help="wrk duration per round, https rows (default 5)")
     ap.add_argument("--ws-seconds", type=float, default=5.0, help="ws_load duration per round (default 5)")
+    ap.add_argument("--fanout-seconds", type=float, default=5.0, help="ws_fanout duration per round (default 5)")
+    ap.add_argument("--node", default=shutil.which("node") or shutil.which("nodejs"))
     ap.add_argument("--conns", type=int, default=10000, help="idle connections (default 10000)")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for CPUs 0 and 1 to be idle (default: don't wait)")
@@ -1291,6 +1408,7 @@ def main():
         args.ping_n, args.ping_pipelined_n = 20000, 200000
         args.udp_seconds, args.conns = 1.0, 2000
         args.ws_seconds = 1.0
+        args.fanout_seconds = 1.0
         args.https_seconds = 2
     args.tusknetd = os.path.abspath(args.tusknetd)
     if not os.access(args.tusknetd, os.X_OK):

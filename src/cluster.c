@@ -1,0 +1,584 @@
+/* SPDX-License-Identifier: MIT */
+/* cluster.c - broadcast rooms across instances through Redis pub/sub.
+ *
+ * Each broadcast handler is a room; its channel is channel_prefix + the
+ * handler's name. A message delivered locally is PUBLISHed there; every
+ * instance PSUBSCRIBEs to prefix* and hands what arrives to
+ * tn_broadcast_deliver(). Redis sends a publisher its own messages too:
+ * every payload starts with the publishing node's id, and a node drops what
+ * carries its own.
+ *
+ * Frame: one byte version (1), one byte id length, the id, the message.
+ * Binary-safe, no escaping, and the message is the rest.
+ *
+ * hiredis runs on the daemon's libevent loop with two connections: one in
+ * subscribe mode (which can send nothing else) and one that publishes. All
+ * publishes go through one connection in order, so a room's messages from
+ * one node arrive everywhere in the order they were sent. The link is
+ * "connected" when the publisher is authenticated and the subscription
+ * confirmed; a failure of either tears both down and retries after a wait
+ * that doubles from 100ms up to reconnect_max. Until then messages wait in
+ * a queue bounded by max_queue (bytes of messages, counting the ones sent
+ * but not yet acknowledged); beyond it they are lost and counted, as are
+ * unacknowledged ones when the link breaks (at most once: a resend could
+ * deliver twice). Local delivery never waits for any of this.
+ *
+ * hiredis frees a context after its connect-failure and disconnect
+ * callbacks, and freeing one runs its pending callbacks: teardown therefore
+ * happens in an event of its own (reset_ev), never inside a callback, and
+ * forgets a context (pointer set to NULL) before freeing it, which is how
+ * the callbacks that freeing runs know to ignore it. */
+#include "cluster.h"
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+
+#define FRAME_VERSION 1
+#define BACKOFF_MIN_MS 100
+/* hiredis 0.14 has no connect timeout of its own; an unanswered SYN would
+ * otherwise hold the link in "connecting" for the kernel's minutes. */
+#define CONNECT_TIMEOUT_MS 5000
+
+enum link_state { LINK_CONNECTING, LINK_CONNECTED, LINK_DOWN };
+static const char *const state_names[] = { "connecting", "connected", "down" };
+
+/* A message for Redis: queued, then in flight until its reply. */
+typedef struct cmsg {
+    struct cmsg *next;
+    size_t len;   /* the message's own bytes, counted against max_queue */
+    size_t chlen; /* channel bytes at buf, the frame follows */
+    size_t flen;
+    char buf[];
+} cmsg;
+
+struct tn_cluster {
+    tn_daemon *d;
+    const tn_cluster_conf *conf;
+    tn_cluster_addr addr;
+    char node[256];
+    size_t node_len;
+    char *pattern; /* the escaped prefix and '*' */
+    redisAsyncContext *pub, *sub;
+    bool pub_ready, sub_ready;
+    int state;
+    int64_t since_ms;
+    int64_t backoff_ms;
+    struct event *timer_ev; /* connect timeout, or the wait before the next attempt */
+    struct event *reset_ev;
+    bool resetting; /* reset_ev is pending: the first failure was reported */
+    cmsg *head, *tail; /* head..unsent in flight, unsent..tail queued */
+    cmsg *unsent;
+    size_t queued_msgs, queued_bytes;
+    bool warned_full, warned_big; /* one warning of each per connection */
+    uint64_t published, received, lost, errors, reconnects, unroutable, invalid;
+    char last_error[256];
+};
+
+/* ---- the queue ------------------------------------------------------------- */
+
+static void on_published(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    tn_cluster *c = priv;
+    redisReply *reply = r;
+    cmsg *m = c->head;
+    if (!m || m == c->unsent)
+        return; /* cannot happen: replies match sends one to one */
+    c->head = m->next;
+    if (!c->head)
+        c->tail = NULL;
+    c->queued_msgs--;
+    c->queued_bytes -= m->len;
+    if (!reply) {
+        c->lost++; /* the link went with it unacknowledged */
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        c->errors++;
+        c->lost++;
+        if (strcmp(reply->str, c->last_error) != 0)
+            tn_warn("cluster: Redis refused a PUBLISH: %s", reply->str);
+        snprintf(c->last_error, sizeof(c->last_error), "%s", reply->str);
+    } else {
+        c->published++;
+    }
+    free(m);
+}
+
+static void send_unsent(tn_cluster *c)
+{
+    while (c->unsent && c->state == LINK_CONNECTED && c->pub) {
+        cmsg *m = c->unsent;
+        const char *argv[3] = { "PUBLISH", m->buf, m->buf + m->chlen };
+        size_t lens[3] = { 7, m->chlen, m->flen };
+        if (redisAsyncCommandArgv(c->pub, on_published, c, 3, argv, lens) != REDIS_OK)
+            return; /* the context is going away; its disconnect resets the link */
+        c->unsent = m->next;
+    }
+}
+
+void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
+{
+    tn_cluster *c = h->daemon ? h->daemon->cluster : NULL;
+    if (!c)
+        return;
+    if (c->queued_bytes + len > (size_t)c->conf->max_queue) {
+        c->lost++;
+        bool big = len > (size_t)c->conf->max_queue;
+        if (big && !c->warned_big)
+            tn_warn("cluster: %s: a message of %zu bytes is over max_queue, not published", h->name, len);
+        else if (!big && !c->warned_full)
+            tn_warn("cluster: %s: queue full (%zu bytes waiting for Redis, link %s); messages are lost", h->name,
+                    c->queued_bytes, state_names[c->state]);
+        c->warned_big |= big;
+        c->warned_full |= !big;
+        return;
+    }
+    size_t plen = strlen(c->conf->channel_prefix), nlen = strlen(h->name);
+    size_t chlen = plen + nlen, flen = 2 + c->node_len + len;
+    cmsg *m = malloc(sizeof(*m) + chlen + flen);
+    if (!m) {
+        c->lost++;
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    m->chlen = chlen;
+    m->flen = flen;
+    char *p = m->buf;
+    memcpy(p, c->conf->channel_prefix, plen);
+    memcpy(p + plen, h->name, nlen);
+    p += chlen;
+    p[0] = FRAME_VERSION;
+    p[1] = (char)c->node_len;
+    memcpy(p + 2, c->node, c->node_len);
+    if (len)
+        memcpy(p + 2 + c->node_len, data, len);
+    if (c->tail)
+        c->tail->next = m;
+    else
+        c->head = m;
+    c->tail = m;
+    if (!c->unsent)
+        c->unsent = m;
+    c->queued_msgs++;
+    c->queued_bytes += len;
+    send_unsent(c);
+}
+
+/* ---- the link -------------------------------------------------------------- */
+
+static void set_state(tn_cluster *c, int state)
+{
+    if (c->state != state) {
+        c->state = state;
+        c->since_ms = tn_wall_ms();
+    }
+}
+
+static void arm_timer(tn_cluster *c, int64_t ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(c->timer_ev, &tv);
+}
+
+/* Something failed: remember why, tear down outside hiredis's callbacks. */
+static void link_failed(tn_cluster *c, const char *why)
+{
+    if (c->resetting)
+        return;
+    c->resetting = true;
+    if (strcmp(why, c->last_error) != 0 || c->state == LINK_CONNECTED)
+        tn_warn("cluster: Redis %s:%d: %s", c->addr.ip, c->addr.port, why);
+    snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+    event_active(c->reset_ev, EV_TIMEOUT, 0);
+}
+
+static void drop_contexts(tn_cluster *c)
+{
+    redisAsyncContext *pub = c->pub, *sub = c->sub;
+    c->pub = c->sub = NULL;
+    c->pub_ready = c->sub_ready = false;
+    /* in-flight messages come back through on_published with no reply */
+    if (pub)
+        redisAsyncFree(pub);
+    if (sub)
+        redisAsyncFree(sub);
+    c->unsent = c->head;
+}
+
+static void on_reset(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_cluster *c = arg;
+    c->resetting = false;
+    drop_contexts(c);
+    set_state(c, LINK_DOWN);
+    evtimer_del(c->timer_ev);
+    tn_debug("cluster: next attempt in %lldms", (long long)c->backoff_ms);
+    arm_timer(c, c->backoff_ms);
+    c->backoff_ms = c->backoff_ms * 2 > c->conf->reconnect_max ? c->conf->reconnect_max : c->backoff_ms * 2;
+}
+
+static void check_ready(tn_cluster *c)
+{
+    if (!c->pub_ready || !c->sub_ready || c->state == LINK_CONNECTED)
+        return;
+    evtimer_del(c->timer_ev);
+    set_state(c, LINK_CONNECTED);
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->warned_full = c->warned_big = false;
+    c->last_error[0] = '\0';
+    tn_info("cluster: connected to Redis %s:%d as node %s (%zu message(s) queued)", c->addr.ip, c->addr.port, c->node,
+            c->queued_msgs);
+    send_unsent(c);
+}
+
+static tn_cluster *owner(const redisAsyncContext *ac)
+{
+    return ac->data;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    tn_cluster *c = owner(ac);
+    bool pub = ac == c->pub, sub = ac == c->sub;
+    if (!pub && !sub)
+        return;
+    if (status != REDIS_OK) {
+        char why[256];
+        snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr);
+        /* hiredis frees it after this callback */
+        if (pub)
+            c->pub = NULL;
+        else
+            c->sub = NULL;
+        link_failed(c, why);
+        return;
+    }
+    if (pub && !*c->conf->password) {
+        c->pub_ready = true;
+        check_ready(c);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    tn_cluster *c = owner(ac);
+    if (ac == c->pub)
+        c->pub = NULL;
+    else if (ac == c->sub)
+        c->sub = NULL;
+    else
+        return; /* one we dropped ourselves */
+    char why[256];
+    snprintf(why, sizeof(why), "connection lost: %s", ac->err ? ac->errstr : "closed by the server");
+    link_failed(c, why);
+}
+
+static void on_auth(redisAsyncContext *ac, void *r, void *priv)
+{
+    tn_cluster *c = priv;
+    redisReply *reply = r;
+    if (!reply || (ac != c->pub && ac != c->sub))
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        char why[256];
+        c->errors++;
+        snprintf(why, sizeof(why), "AUTH refused: %s", reply->str);
+        link_failed(c, why);
+        return;
+    }
+    if (ac == c->pub) {
+        c->pub_ready = true;
+        check_ready(c);
+    }
+}
+
+static void on_message(redisAsyncContext *ac, void *r, void *priv)
+{
+    tn_cluster *c = priv;
+    redisReply *reply = r;
+    if (!reply || ac != c->sub || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    if (strcmp(kind, "psubscribe") == 0) {
+        c->sub_ready = true;
+        check_ready(c);
+        return;
+    }
+    if (strcmp(kind, "pmessage") != 0 || reply->elements != 4 || reply->element[2]->type != REDIS_REPLY_STRING ||
+        reply->element[3]->type != REDIS_REPLY_STRING) {
+        c->invalid++;
+        return;
+    }
+    const redisReply *ch = reply->element[2], *pl = reply->element[3];
+    const unsigned char *f = (const unsigned char *)pl->str;
+    size_t flen = pl->len;
+    if (flen < 2 || f[0] != FRAME_VERSION || flen < 2 + (size_t)f[1]) {
+        c->invalid++;
+        return;
+    }
+    size_t idlen = f[1];
+    if (idlen == c->node_len && memcmp(f + 2, c->node, idlen) == 0)
+        return; /* our own, delivered locally already */
+    size_t plen = strlen(c->conf->channel_prefix);
+    const char *name = ch->str + plen;
+    /* a name with a NUL inside names no handler */
+    tn_handler *h = ch->len > plen && strlen(name) == ch->len - plen ? tn_registry_find(c->d->registry, name) : NULL;
+    if (!h || h->ops != &tn_broadcast_ops) {
+        c->unroutable++;
+        return;
+    }
+    c->received++;
+    tn_broadcast_deliver(h, (const char *)f + 2 + idlen, flen - 2 - idlen);
+}
+
+static redisAsyncContext *open_context(tn_cluster *c, char *why, size_t whylen)
+{
+    redisAsyncContext *ac = redisAsyncConnect(c->addr.ip, c->addr.port);
+    if (!ac) {
+        snprintf(why, whylen, "cannot connect: out of memory");
+        return NULL;
+    }
+    if (ac->err) {
+        snprintf(why, whylen, "cannot connect: %s", ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = c;
+    if (redisLibeventAttach(ac, c->d->base) != REDIS_OK) {
+        snprintf(why, whylen, "cannot connect: event setup failed");
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    const char *pw = c->conf->password;
+    if (*pw)
+        redisAsyncCommand(ac, on_auth, c, "AUTH %b", pw, strlen(pw));
+    return ac;
+}
+
+/* Starts an attempt: both connections, AUTH and PSUBSCRIBE pipelined
+ * behind the connect (hiredis sends them once it completes). */
+static void link_start(tn_cluster *c)
+{
+    char why[256];
+    set_state(c, LINK_CONNECTING);
+    c->pub = open_context(c, why, sizeof(why));
+    c->sub = c->pub ? open_context(c, why, sizeof(why)) : NULL;
+    if (!c->sub) {
+        link_failed(c, why);
+        return;
+    }
+    redisAsyncCommand(c->sub, on_message, c, "PSUBSCRIBE %b", c->pattern, strlen(c->pattern));
+    arm_timer(c, CONNECT_TIMEOUT_MS);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_cluster *c = arg;
+    if (c->state == LINK_CONNECTING) {
+        link_failed(c, "connect timeout");
+        return;
+    }
+    c->reconnects++;
+    link_start(c);
+}
+
+/* ---- configuration ------------------------------------------------------------ */
+
+int tn_cluster_resolve(tn_daemon *d, const tn_cluster_conf *conf, tn_cluster_addr *addr, char *err, size_t errlen)
+{
+    memset(addr, 0, sizeof(*addr));
+    if (!conf->redis || (d->cluster && tn_cluster_conf_equal(conf, d->cluster->conf)))
+        return 0;
+    char host[256], port[16];
+    int p;
+    if (tn_parse_listen(conf->redis, host, sizeof(host), &p) < 0) {
+        snprintf(err, errlen, "[cluster] redis: bad address \"%s\"", conf->redis);
+        return -1;
+    }
+    snprintf(port, sizeof(port), "%d", p);
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "[cluster] redis: cannot resolve \"%s\": %s", host, gai_strerror(rc));
+        return -1;
+    }
+    rc = getnameinfo(res->ai_addr, res->ai_addrlen, addr->ip, sizeof(addr->ip), NULL, 0, NI_NUMERICHOST);
+    freeaddrinfo(res);
+    if (rc != 0) {
+        snprintf(err, errlen, "[cluster] redis: cannot resolve \"%s\": %s", host, gai_strerror(rc));
+        return -1;
+    }
+    addr->port = p;
+    return 0;
+}
+
+/* Redis glob patterns treat * ? [ ] \ specially; the prefix is literal. */
+static char *make_pattern(const char *prefix)
+{
+    size_t n = strlen(prefix);
+    char *p = malloc(2 * n + 2), *o = p;
+    if (!p)
+        return NULL;
+    for (const char *s = prefix; *s; s++) {
+        if (strchr("*?[]\\", *s))
+            *o++ = '\\';
+        *o++ = *s;
+    }
+    *o++ = '*';
+    *o = '\0';
+    return p;
+}
+
+static void set_node(tn_cluster *c)
+{
+    if (*c->conf->node_id) {
+        snprintf(c->node, sizeof(c->node), "%s", c->conf->node_id);
+    } else {
+        char host[200];
+        if (gethostname(host, sizeof(host)) < 0)
+            snprintf(host, sizeof(host), "tusknetd");
+        host[sizeof(host) - 1] = '\0';
+        snprintf(c->node, sizeof(c->node), "%s:%ld", host, (long)getpid());
+    }
+    c->node_len = strlen(c->node);
+}
+
+void tn_cluster_apply(tn_daemon *d, const tn_cluster_conf *conf, const tn_cluster_addr *addr)
+{
+    tn_cluster *c = d->cluster;
+    if (!conf->redis) {
+        if (c)
+            tn_info("cluster: [cluster] removed, leaving Redis");
+        tn_cluster_free(d);
+        return;
+    }
+    if (c && tn_cluster_conf_equal(conf, c->conf)) {
+        c->conf = conf; /* the old config goes away */
+        return;
+    }
+    char *pattern = make_pattern(conf->channel_prefix);
+    if (!c && pattern) {
+        c = calloc(1, sizeof(*c));
+        if (c) {
+            c->d = d;
+            c->timer_ev = evtimer_new(d->base, on_timer, c);
+            c->reset_ev = event_new(d->base, -1, 0, on_reset, c);
+        }
+        if (c && (!c->timer_ev || !c->reset_ev)) {
+            if (c->timer_ev)
+                event_free(c->timer_ev);
+            free(c);
+            c = NULL;
+        }
+    }
+    if (!c || !pattern) {
+        free(pattern);
+        tn_error("cluster: out of memory, running without Redis");
+        return;
+    }
+    if (d->cluster)
+        tn_info("cluster: [cluster] changed, reconnecting");
+    /* a changed section starts over; queued messages go to the new link */
+    drop_contexts(c);
+    event_del(c->reset_ev);
+    c->resetting = false;
+    evtimer_del(c->timer_ev);
+    free(c->pattern);
+    c->pattern = pattern;
+    c->conf = conf;
+    c->addr = *addr;
+    set_node(c);
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->last_error[0] = '\0';
+    c->state = -1;
+    d->cluster = c;
+    link_start(c);
+}
+
+void tn_cluster_free(tn_daemon *d)
+{
+    tn_cluster *c = d->cluster;
+    if (!c)
+        return;
+    drop_contexts(c);
+    while (c->head) {
+        cmsg *m = c->head;
+        c->head = m->next;
+        free(m);
+    }
+    event_free(c->timer_ev);
+    event_free(c->reset_ev);
+    free(c->pattern);
+    free(c);
+    d->cluster = NULL;
+}
+
+/* ---- reporting ---------------------------------------------------------------- */
+
+void tn_cluster_stats_json(tn_daemon *d, tn_json *j)
+{
+    tn_cluster *c = d->cluster;
+    if (!c)
+        return;
+    char redis[96];
+    snprintf(redis, sizeof(redis), strchr(c->addr.ip, ':') ? "[%s]:%d" : "%s:%d", c->addr.ip, c->addr.port);
+    tn_json_open(j, "cluster", '{');
+    tn_json_str(j, "redis", redis);
+    tn_json_str(j, "node_id", c->node);
+    tn_json_str(j, "state", state_names[c->state]);
+    tn_json_time(j, "since", c->since_ms);
+    tn_json_u64(j, "published", c->published);
+    tn_json_u64(j, "received", c->received);
+    tn_json_u64(j, "lost", c->lost);
+    tn_json_u64(j, "queued", c->queued_msgs);
+    tn_json_u64(j, "queued_bytes", c->queued_bytes);
+    tn_json_u64(j, "errors", c->errors);
+    tn_json_u64(j, "reconnects", c->reconnects);
+    tn_json_u64(j, "unroutable", c->unroutable);
+    tn_json_u64(j, "invalid", c->invalid);
+    tn_json_str(j, "last_error", *c->last_error ? c->last_error : NULL);
+    tn_json_close(j, '}');
+}
+
+void tn_cluster_prometheus(tn_daemon *d, struct evbuffer *out)
+{
+    tn_cluster *c = d->cluster;
+    if (!c)
+        return;
+    evbuffer_add_printf(out,
+                        "# HELP tusknet_cluster_up Whether the Redis link is connected.\n"
+                        "# TYPE tusknet_cluster_up gauge\n"
+                        "tusknet_cluster_up %d\n"
+                        "# HELP tusknet_cluster_messages_total Room messages published to, received from, or lost "
+                        "on the way to Redis.\n"
+                        "# TYPE tusknet_cluster_messages_total counter\n"
+                        "tusknet_cluster_messages_total{outcome=\"published\"} %llu\n"
+                        "tusknet_cluster_messages_total{outcome=\"received\"} %llu\n"
+                        "tusknet_cluster_messages_total{outcome=\"lost\"} %llu\n"
+                        "# HELP tusknet_cluster_queued_messages Messages waiting for Redis.\n"
+                        "# TYPE tusknet_cluster_queued_messages gauge\n"
+                        "tusknet_cluster_queued_messages %zu\n"
+                        "# HELP tusknet_cluster_reconnects_total Attempts to reach Redis again after a failure.\n"
+                        "# TYPE tusknet_cluster_reconnects_total counter\n"
+                        "tusknet_cluster_reconnects_total %llu\n",
+                        c->state == LINK_CONNECTED, (unsigned long long)c->published,
+                        (unsigned long long)c->received, (unsigned long long)c->lost, c->queued_msgs,
+                        (unsigned long long)c->reconnects);
+}
