@@ -22,8 +22,9 @@
  *       called on it. Without a cancel hook complete() stays due and its
  *       result is dropped;
  *   attach(state, session) / detach(state, session, sstate)   (optional)
- *       per-connection state: attach runs on a connection's first message,
- *       detach when the connection ends (UDP has no connections);
+ *       per-connection state: attach runs on a connection's first message
+ *       (at connect where the plugin is a listener's or WebSocket endpoint's
+ *       only handler), detach when the connection ends (UDP has none);
  *   destroy(state)   when the instance is no longer used: after a reload
  *       replaced it, once its last call and session are done.
  *

@@ -430,6 +430,9 @@ static void inst_free(plugin_inst *in)
     free(in);
 }
 
+/* for plugins without attach and detach */
+static const tn_handler_ops plugin_stateless_ops;
+
 static int plugin_init(tn_handler *h, char *err, size_t errlen)
 {
     plugin_inst *in = calloc(1, sizeof(*in));
@@ -468,6 +471,8 @@ static int plugin_init(tn_handler *h, char *err, size_t errlen)
         return -1;
     }
     h->state = in;
+    if (!in->obj.def->attach && !in->obj.def->detach)
+        h->ops = &plugin_stateless_ops; /* connections need nothing of it */
     tn_info("handler %s: plugin %s loaded (%s)", h->name, in->path,
             in->obj.def->name ? in->obj.def->name : "unnamed");
     return 0;
@@ -569,11 +574,23 @@ const tn_handler_ops tn_plugin_ops = {
     .unchanged = plugin_unchanged,
 };
 
+static const tn_handler_ops plugin_stateless_ops = {
+    .type = "plugin",
+    .handle = plugin_handle,
+    .destroy = plugin_destroy,
+    .unchanged = plugin_unchanged,
+};
+
+static plugin_inst *inst_of(tn_handler *h)
+{
+    return h->ops == &tn_plugin_ops || h->ops == &plugin_stateless_ops ? h->state : NULL;
+}
+
 /* ---- metrics ---------------------------------------------------------------- */
 
 void tn_plugin_stats_json(tn_handler *h, struct tn_json *j)
 {
-    plugin_inst *in = h->ops == &tn_plugin_ops ? h->state : NULL;
+    plugin_inst *in = inst_of(h);
     if (!in)
         return;
     tn_json_open(j, "counters", '{');
@@ -587,7 +604,7 @@ void tn_plugin_prometheus(tn_registry *r, struct evbuffer *out)
     bool head = false;
     for (size_t i = 0; i < tn_registry_count(r); i++) {
         tn_handler *h = tn_registry_at(r, i);
-        plugin_inst *in = h->ops == &tn_plugin_ops ? h->state : NULL;
+        plugin_inst *in = inst_of(h);
         for (size_t c = 0; in && c < in->ncounters; c++) {
             if (!head)
                 evbuffer_add_printf(out, "# HELP tusknet_plugin_counter A plugin's own counter.\n"
