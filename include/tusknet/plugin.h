@@ -142,7 +142,7 @@ struct tn_plugin_host {
     const char *(*handler_name)(const tn_plugin_host *host);
     void (*log)(const tn_plugin_host *host, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
     /* A named counter shown in `stats` (handlers.NAME.counters) and in
-     * Prometheus (tusknet_plugin_counter{handler,name}); NAME is [a-z0-9_]
+     * Prometheus (tusknet_plugin_value{handler,name}); NAME is [a-z0-9_]
      * and at most 48 bytes, at most 32 per instance. Returns its id, or -1. */
     int (*counter)(const tn_plugin_host *host, const char *name);
     void (*count)(const tn_plugin_host *host, int id, int64_t delta);

@@ -607,10 +607,11 @@ void tn_plugin_prometheus(tn_registry *r, struct evbuffer *out)
         plugin_inst *in = inst_of(h);
         for (size_t c = 0; in && c < in->ncounters; c++) {
             if (!head)
-                evbuffer_add_printf(out, "# HELP tusknet_plugin_counter A plugin's own counter.\n"
-                                         "# TYPE tusknet_plugin_counter gauge\n");
+                evbuffer_add_printf(out, "# HELP tusknet_plugin_value A plugin's own counter.\n"
+                                         "# TYPE tusknet_plugin_value gauge\n");
             head = true;
-            evbuffer_add(out, "tusknet_plugin_counter{handler=\"", 32);
+            static const char row[] = "tusknet_plugin_value{handler=\"";
+            evbuffer_add(out, row, sizeof(row) - 1);
             for (const char *s = h->name; *s; s++) {
                 if (*s == '\\' || *s == '"' || *s == '\n')
                     evbuffer_add_printf(out, "\\%c", *s == '\n' ? 'n' : *s);

@@ -18,7 +18,7 @@ struct evbuffer;
 int tn_plugin_check(const char *path, char *err, size_t errlen);
 
 /* The plugin's own counters: `stats` (inside the handler's object) and the
- * Prometheus family tusknet_plugin_counter over the registry's handlers. */
+ * Prometheus family tusknet_plugin_value over the registry's handlers. */
 void tn_plugin_stats_json(tn_handler *h, struct tn_json *j);
 void tn_plugin_prometheus(tn_registry *r, struct evbuffer *out);
 

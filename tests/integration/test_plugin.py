@@ -211,11 +211,16 @@ def test_per_connection_state_and_counters(ctl_daemon, probe):
         assert a.request("count") == "4"
         st = handler_stats(d)
         assert st["counters"] == {"calls": 5, "cancelled": 0, "sessions": 2}
-        samples = parse_prometheus(d.metrics())
+        text = d.metrics()
+        samples = parse_prometheus(text)
         for counter, value in (("calls", 5), ("cancelled", 0), ("sessions", 2)):
-            key = ("tusknet_plugin_counter", frozenset({"handler": "probe", "name": counter}.items()))
+            key = ("tusknet_plugin_value", frozenset({"handler": "probe", "name": counter}.items()))
             assert samples[key] == value
         assert sample(samples, "tusknet_handler_calls_total", handler="probe", type="plugin") == 5
+        assert "# TYPE tusknet_plugin_value gauge\n" in text
+        promtool = shutil.which("promtool")  # Debian's prometheus package (DEB_TEST)
+        check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert (check.returncode, check.stdout + check.stderr) == (0, ""), text
         ida = d.connection_of(a.local_addr())["id"]
     finally:
         a.close()
