@@ -101,6 +101,7 @@ static int copy_to_memfd(const char *path, struct stat *st, char *err, size_t er
     }
     int fd = memfd_create("tusknet-plugin", MFD_CLOEXEC);
     off_t off = 0;
+    errno = 0;
     while (fd >= 0 && off < st->st_size) {
         ssize_t n = sendfile(fd, src, &off, (size_t)(st->st_size - off));
         if (n <= 0) {
@@ -139,9 +140,11 @@ static int obj_load(const char *path, plugin_obj *o, char *err, size_t errlen)
     o->dl = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (!o->dl) {
         const char *why = dlerror();
-        /* dlerror() names the /proc path: the file's own is what helps */
-        const char *colon = why ? strstr(why, ": ") : NULL;
-        snprintf(err, errlen, "plugin '%s': cannot load it: %s", path, colon ? colon + 2 : why ? why : "?");
+        size_t n = strlen(name);
+        /* dlerror() names the /proc path first: the file's own is given */
+        if (why && strncmp(why, name, n) == 0 && strncmp(why + n, ": ", 2) == 0)
+            why += n + 2;
+        snprintf(err, errlen, "plugin '%s': cannot load it: %s", path, why ? why : "?");
         obj_unload(o);
         return -1;
     }

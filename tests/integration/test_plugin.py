@@ -135,9 +135,12 @@ def test_sync_silent_error_and_async_replies_over_tcp(ctl_daemon, probe):
         c.send("later 300 first\nsync second\nlater 50 third\n")
         assert c.readlines(3) == ["first", "second", "third"]
         assert c.request("nonsense") == "Error: unknown probe"
+        # a plugin breaking the protocol of handle()
+        assert c.request("badlater") == "Error: plugin answered later without a handle"
+        assert c.request("undecided") == "now after all"
     st = handler_stats(d)
     assert st["type"] == "plugin"
-    assert st["calls"] == 9 and st["errors"] == 2 and st["in_flight"] == 0
+    assert st["calls"] == 11 and st["errors"] == 3 and st["in_flight"] == 0
     assert d.wait_log(r"handler probe: probe v1 up, greeting 'hi'")
 
 
@@ -253,10 +256,12 @@ dgram {{ protocol: "udp" listen: "127.0.0.1:0"  handler: "tick" }}
 def test_abi_mismatch_and_missing_symbol_refused_by_t(installed, tmp_path, daemon):
     bad = build(installed, tmp_path / "abi99.so", "PROBE_ABI=99")
     nosym = build(installed, tmp_path / "nosym.so", "PROBE_NO_SYMBOL")
+    undef = build(installed, tmp_path / "undef.so", "PROBE_UNDEF")
     notelf = tmp_path / "text.so"
     notelf.write_text("not a shared object\n" * 20)
     for path, why in ((bad, "plugin ABI version 99, this tusknetd has 1"),
                       (nosym, "no symbol 'tn_plugin' (not a tusknetd plugin)"),
+                      (undef, "cannot load it: undefined symbol: tn_no_such_function"),
                       (notelf, "cannot load it: invalid ELF header"),
                       (tmp_path / "missing.so", "No such file or directory")):
         text = f"""[daemon]

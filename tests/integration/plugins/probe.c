@@ -8,10 +8,12 @@
  *   ctx            listener, protocol, connection id, remote address and,
  *                  over HTTP, method, path, query and the X-Probe header
  *   status N TEXT  TEXT with HTTP status N     version        the VERSION it was built with
+ *   badlater       LATER without later()       undecided      later(), then a reply now
  *
  * Counters: calls, cancelled, sessions (attached now). Built with
  * -DPROBE_ABI=N it claims ABI N, with -DPROBE_NO_SYMBOL it exports
- * its definition under another name. */
+ * its definition under another name, with -DPROBE_UNDEF it needs a function
+ * nothing defines. */
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,6 +43,10 @@ typedef struct pending {
 
 static int init(const tn_plugin_host *host, const tn_plugin_options *o, void **state, char *err, size_t errlen)
 {
+#ifdef PROBE_UNDEF
+    extern void tn_no_such_function(void);
+    tn_no_such_function();
+#endif
     const char *fail = tn_plugin_option_get(o, "fail_init", NULL);
     if (fail) {
         snprintf(err, errlen, "%s", fail);
@@ -125,6 +131,13 @@ static tn_plugin_result handle(void *state, tn_plugin_call *call)
     }
     if (word(msg, len, "silent"))
         return TN_PLUGIN_SILENT;
+    if (word(msg, len, "badlater")) /* LATER without a handle: the host answers an error */
+        return TN_PLUGIN_LATER;
+    if (word(msg, len, "undecided")) { /* a handle, then an answer now: the handle is void */
+        h->later(call);
+        h->reply(call, "now after all", 13);
+        return TN_PLUGIN_REPLY;
+    }
     if (word(msg, len, "version")) {
         h->reply(call, VERSION, strlen(VERSION));
         return TN_PLUGIN_REPLY;
