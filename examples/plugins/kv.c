@@ -17,7 +17,8 @@
  * starting with ?prefix=P. A missing key is 404, a bad request 400.
  *
  * Keys are bounded by the option max_key (bytes, default 1024), values by
- * max_value (default 1048576), their number by max_keys (default 1000000).
+ * max_value (default 1048576), their number by max_keys (default 1000000),
+ * the bytes of all keys and values together by max_bytes (default 256 MiB).
  * Each key with an expiry has its own timer on the daemon's loop. The
  * counters `keys` and `expired` show in `stats`. */
 #include <errno.h>
@@ -47,7 +48,8 @@ typedef struct kv {
     entry **bucket;
     size_t nbucket; /* a power of two */
     size_t count;
-    size_t max_key, max_value, max_keys;
+    size_t max_key, max_value, max_keys, max_bytes;
+    size_t bytes; /* keys and values held */
     char *prefix;
     int c_keys, c_expired;
 } kv;
@@ -86,6 +88,7 @@ static void unlink_entry(kv *s, entry **at)
     entry *e = *at;
     *at = e->next;
     s->count--;
+    s->bytes -= e->klen + e->vlen;
     s->host->count(s->host, s->c_keys, -1);
     entry_free(e);
 }
@@ -139,6 +142,8 @@ static const char *set(kv *s, word key, const char *val, size_t vlen, int64_t tt
         return "value too long";
     uint64_t h = hash(key.p, key.len);
     entry **at = slot(s, key.p, key.len, h), *e = *at;
+    if (s->bytes - (e ? e->klen + e->vlen : 0) + key.len + vlen > s->max_bytes)
+        return "store full";
     char *v = malloc(vlen ? vlen : 1);
     if (!v)
         return "out of memory";
@@ -162,6 +167,7 @@ static const char *set(kv *s, word key, const char *val, size_t vlen, int64_t tt
         if (s->count > s->nbucket)
             grow(s);
     }
+    s->bytes = s->bytes - e->vlen + vlen + (e->val ? 0 : key.len);
     free(e->val);
     e->val = v;
     e->vlen = vlen;
@@ -213,6 +219,12 @@ static tn_plugin_result fail(kv *s, tn_plugin_call *call, int status, const char
     return TN_PLUGIN_ERROR;
 }
 
+/* HTTP status for an error of set() */
+static int set_status(const char *err)
+{
+    return strcmp(err, "value too long") == 0 ? 413 : strcmp(err, "out of memory") == 0 ? 500 : 507;
+}
+
 enum cmd { C_GET, C_SET, C_DEL, C_INCR, C_KEYS };
 
 /* One command, from the words of a message or from an HTTP request. */
@@ -232,7 +244,7 @@ static tn_plugin_result run(kv *s, tn_plugin_call *call, enum cmd c, word key, w
     case C_SET: {
         const char *err = set(s, key, val.p, val.len, ttl);
         if (err)
-            return fail(s, call, strcmp(err, "value too long") == 0 ? 413 : 400, err);
+            return fail(s, call, set_status(err), err);
         s->host->reply(call, "OK", 2);
         return TN_PLUGIN_REPLY;
     }
@@ -253,7 +265,7 @@ static tn_plugin_result run(kv *s, tn_plugin_call *call, enum cmd c, word key, w
         int len = snprintf(buf, sizeof(buf), "%" PRId64, n + 1);
         const char *err = set(s, key, buf, (size_t)len, -1); /* -1: keep the expiry */
         if (err)
-            return fail(s, call, 400, err);
+            return fail(s, call, set_status(err), err);
         s->host->reply(call, buf, (size_t)len);
         return TN_PLUGIN_REPLY;
     }
@@ -380,7 +392,8 @@ static int kv_init(const tn_plugin_host *host, const tn_plugin_options *o, void 
     s->prefix = strdup(tn_plugin_option_get(o, "prefix", "/kv/"));
     if (!s->bucket || !s->prefix || !option_size(o, "max_key", 1024, &s->max_key, err, errlen) ||
         !option_size(o, "max_value", 1 << 20, &s->max_value, err, errlen) ||
-        !option_size(o, "max_keys", 1000000, &s->max_keys, err, errlen)) {
+        !option_size(o, "max_keys", 1000000, &s->max_keys, err, errlen) ||
+        !option_size(o, "max_bytes", (size_t)256 << 20, &s->max_bytes, err, errlen)) {
         if (!s->bucket || !s->prefix)
             snprintf(err, errlen, "out of memory");
         kv_destroy(s);

@@ -384,13 +384,14 @@ def test_reload_swaps_the_object_under_traffic(ctl_daemon, probe, installed):
 KV_CONFIG = f"""
 [handlers]
 kv {{ type: "plugin"  path: "{EXAMPLES / 'kv.so'}"  options {{ max_key: "32"  max_value: "64"  max_keys: "50" }} }}
+small {{ type: "plugin"  path: "{EXAMPLES / 'kv.so'}"  options {{ max_bytes: "100" }} }}
 mini {{ type: "plugin"  path: "{EXAMPLES / 'minimal.so'}" }}
 pong {{ type: "plugin"  path: "{EXAMPLES / 'minimal.so'}"  options {{ reply: "+PONG" }} }}
 [listeners]
 lines {{ protocol: "tcp"  listen: "127.0.0.1:0"  handler: "kv" }}
 dgram {{ protocol: "udp"  listen: "127.0.0.1:0"  handler: "kv" }}
 web   {{ protocol: "http" listen: "127.0.0.1:0"  routes {{ "* /kv/*": "kv" }}  websocket {{ "/kv": "kv" }} }}
-mini  {{ protocol: "tcp"  listen: "127.0.0.1:0"  handlers: ["mini", "pong"] }}
+mini  {{ protocol: "tcp"  listen: "127.0.0.1:0"  handlers: ["mini", "pong", "small"] }}
 """
 
 
@@ -488,6 +489,13 @@ def test_kv_bounds_and_malformed_commands(ctl_daemon):
     r = http_get(web, "/kv/x?ex=zero", method="PUT", body=b"1")
     assert (r.status, r.text) == (400, "Error: invalid ex\n")
     assert handler_stats(d, "kv")["counters"]["keys"] == 50
+    with LineClient(d.port("mini")) as c:  # max_bytes: 100, keys and values together
+        assert c.request("small SET a " + "x" * 60) == "OK"  # 61
+        assert c.request("small SET b " + "y" * 39) == "Error: store full"  # 101
+        assert c.request("small SET b " + "y" * 38) == "OK"  # 100
+        assert c.request("small SET a " + "x" * 61) == "Error: store full"
+        assert c.request("small SET a x") == "OK"  # replacing frees the old value's bytes
+        assert c.request("small INCR n") == "1"
 
 
 def test_minimal_plugin(ctl_daemon):
