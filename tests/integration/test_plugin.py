@@ -163,6 +163,8 @@ def test_http_replies_status_and_context(ctl_daemon, probe):
     assert r.status == 200
     assert re.fullmatch(rf"listener=web protocol=2 conn=\d+ remote=127\.0\.0\.1:\d+ method=POST path=/p/x "
                         rf"query=a=1&b=%20 x-probe=yes headers=\d+", r.text), r.text
+    r = http_get(web, "/p/", method="POST", body=b"headers", headers=[("X-A", "1"), ("x-b", "two words")])
+    assert (r.status, r.text) == (200, f"Host=127.0.0.1:{web}; X-A=1; x-b=two words; Content-Length=7")
     r = http_get(web, "/p/", method="POST", body=b"status 418 short and stout")
     assert (r.status, r.text, r.header("X-Probe-Reply")) == (418, "short and stout", "yes")
     r = http_get(web, "/p/", method="POST", body=b"fail broken")
@@ -203,6 +205,15 @@ def test_cancellation_when_the_client_goes(ctl_daemon, probe):
     reset(s)
     st = wait_for(lambda: (lambda s: s if s["in_flight"] == 0 else None)(handler_stats(d)), what="in_flight 0")
     assert st["counters"]["cancelled"] == 2
+
+    async def ws_gone():
+        async with websockets.connect(f"ws://127.0.0.1:{d.port('web')}/ws") as ws:
+            await ws.send("later 5000 unseen")
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_for(lambda: handler_stats(d)["in_flight"] == 1, what="the WebSocket call"))
+    asyncio.run(ws_gone())
+    st = wait_for(lambda: (lambda s: s if s["in_flight"] == 0 else None)(handler_stats(d)), what="in_flight 0")
+    assert st["counters"]["cancelled"] == 3
 
 
 def test_per_connection_state_and_counters(ctl_daemon, probe):

@@ -9,6 +9,7 @@
  *                  over HTTP, method, path, query and the X-Probe header
  *   status N TEXT  TEXT with HTTP status N     version        the VERSION it was built with
  *   badlater       LATER without later()       undecided      later(), then a reply now
+ *   headers        the HTTP request headers, name=value; ...
  *
  * Counters: calls, cancelled, sessions (attached now). Built with
  * -DPROBE_ABI=N it claims ABI N, with -DPROBE_NO_SYMBOL it exports
@@ -157,6 +158,14 @@ static tn_plugin_result handle(void *state, tn_plugin_call *call)
             n += snprintf(buf + n, sizeof(buf) - (size_t)n, " method=%s path=%s query=%s x-probe=%s headers=%zu",
                           c.method, c.path, c.query, hdr ? hdr : "-", c.nheaders);
         h->reply(call, buf, (size_t)n);
+        return TN_PLUGIN_REPLY;
+    }
+    if (word(msg, len, "headers")) {
+        const char *name, *value;
+        for (size_t i = 0; h->http_header_at(call, i, &name, &value); i++) {
+            int n = snprintf(buf, sizeof(buf), "%s%s=%s", i ? "; " : "", name, value);
+            h->reply(call, buf, (size_t)n);
+        }
         return TN_PLUGIN_REPLY;
     }
     if (word(msg, len, "status")) {
