@@ -10,13 +10,14 @@
  * calls:
  *
  *   init(host, options, &state, err, errlen)   once per loaded instance, with
- *       the handler's `options { key: "value" }`; return 0, or -1 with a
- *       message in err (the start or the reload is then refused with it);
+ *       the handler's `options { key: "value" }` (valid during init only:
+ *       copy what you keep); return 0, or -1 with a message in err (the
+ *       start or the reload is then refused with it);
  *   handle(state, call)   for every message, from any protocol: answer now
  *       (host->reply() then TN_PLUGIN_REPLY or TN_PLUGIN_ERROR), not at all
  *       (TN_PLUGIN_SILENT), or later: keep the handle host->later(call)
  *       returns, return TN_PLUGIN_LATER, and call host->complete() on it
- *       exactly once;
+ *       exactly once (a handle followed by another result is void);
  *   cancel(state, call)   (optional) the client of a call answered later went
  *       away: the handle is void when cancel returns, complete() must not be
  *       called on it. Without a cancel hook complete() stays due and its
@@ -26,7 +27,8 @@
  *       (at connect where the plugin is a listener's or WebSocket endpoint's
  *       only handler), detach when the connection ends (UDP has none);
  *   destroy(state)   when the instance is no longer used: after a reload
- *       replaced it, once its last call and session are done.
+ *       replaced it, once its last call and session are done, or at
+ *       shutdown. Never from inside a call into the plugin.
  *
  * Everything runs in the daemon's one thread, inside its event loop: a
  * plugin must never block. It may add events of its own to the loop
