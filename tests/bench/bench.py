@@ -1347,6 +1347,8 @@ def bench_fanout(ctx):
                 " ".join(fmt_int(x[0]) for x in res["redis"]), a.fanout_seconds, FANOUT_SUBS,
                 paired_median(res["tusknetd"], res["node"]) or 0, t[2], t[1], n[2], n[1], r[2], r[1], lost))
     return rows
+
+
 # ------------------------------------------------------------ plugins
 
 def plugin_path(ctx, name):
