@@ -1241,19 +1241,20 @@ FANOUT_RE = re.compile(r"deliveries/s (\d+)\s+msgs (\d+)\s+seconds ([\d.]+)\s+su
 FANOUT_SUBS = 1000
 
 
-def fanout_tool(ctx):
-    """Compiles ws_fanout.c (gcc -O2) into the temp dir, once per run."""
-    if getattr(ctx, "fanout_tool", None):
-        return ctx.fanout_tool
+def c_tool(ctx, name):
+    """Compiles tests/bench/NAME.c (gcc -O2) into the temp dir, once per run; its path."""
+    tools = ctx.__dict__.setdefault("c_tools", {})
+    if name in tools:
+        return tools[name]
     gcc = shutil.which("gcc") or shutil.which("cc")
     if not gcc:
-        raise BenchError("gcc is needed to build ws_fanout")
-    out = ctx.path("ws_fanout")
-    r = subprocess.run([gcc, "-O2", "-o", out, os.path.join(BENCH_DIR, "ws_fanout.c")],
+        raise BenchError("gcc is needed to build %s" % name)
+    out = ctx.path(name)
+    r = subprocess.run([gcc, "-O2", "-o", out, os.path.join(BENCH_DIR, name + ".c")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        raise BenchError("ws_fanout.c: %s" % r.stdout.decode("utf-8", "replace")[-1500:])
-    ctx.fanout_tool = out
+        raise BenchError("%s.c: %s" % (name, r.stdout.decode("utf-8", "replace")[-1500:]))
+    tools[name] = out
     return out
 
 
@@ -1291,7 +1292,7 @@ def bench_fanout(ctx):
     node = a.node
     if not node or not os.access(node, os.X_OK):
         raise BenchError("node not found (Debian nodejs and node-ws)")
-    tool = fanout_tool(ctx)
+    tool = c_tool(ctx, "ws_fanout")
     nofile = 20000
     raise_nofile(nofile)
     room = 'chat { type: "broadcast" }'
@@ -1390,26 +1391,10 @@ def bench_plugin_ping(ctx):
 LINE_LOAD_RE = re.compile(r"req/s (\d+)\s+reqs (\d+)")
 
 
-def line_load_tool(ctx):
-    """Compiles line_load.c (gcc -O2) into the temp dir, once per run."""
-    if getattr(ctx, "line_load", None):
-        return ctx.line_load
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if not gcc:
-        raise BenchError("gcc is needed to build line_load")
-    out = ctx.path("line_load")
-    r = subprocess.run([gcc, "-O2", "-o", out, os.path.join(BENCH_DIR, "line_load.c")], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise BenchError("line_load.c: %s" % r.stdout.decode("utf-8", "replace")[-1500:])
-    ctx.line_load = out
-    return out
-
-
 def bench_kv(ctx):
     """The kv example plugin vs redis-server: inline `SET k v` and `INCR n` lines in turn, one in flight on each of 50 connections (line_load.c for both)."""
     a = ctx.args
-    load = line_load_tool(ctx)
+    load = c_tool(ctx, "line_load")
     port = free_port()
     conf = tusknetd_conf(ctx, "kv", 'kv { type: "plugin" path: "%s" }' % plugin_path(ctx, "kv"),
                          'kv { protocol: "tcp" listen: "127.0.0.1:%d" handler: "kv" }' % port)
