@@ -159,7 +159,7 @@ reference: $(BUILD)/tusknetd
 man: $(BUILD)/tusknetd
 	$(PYTHON) tests/tools/manref.py update man/tusknetd.conf.5 $(BUILD)/tusknetd
 
-FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -Iinclude -fsanitize=fuzzer,address,undefined
 # The network fuzzers run the daemon's own code in-process: the core is built
 # once with coverage instrumentation, then linked into one harness per target.
 FUZZ_NET_TARGETS := http line ws ctl
