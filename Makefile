@@ -41,7 +41,7 @@ WARN    := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE
 ifneq ($(findstring clang,$(shell $(CC) --version 2>/dev/null | head -1)),clang)
 WARN    += -Wno-format-truncation
 endif
-TN_CFLAGS = $(WARN) -Isrc -MMD -MP $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN)
+TN_CFLAGS = $(WARN) -Isrc -Iinclude -MMD -MP $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm
 
@@ -64,11 +64,14 @@ CONFIG_OBJS := $(CONFIG_SRCS:src/%.c=$(BUILD)/%.o)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 
 .PHONY: all deps deps-test deps-bench run test unit unit-build integration reference \
-        fuzz bench install clean man install-man install-completion deps-deb deb deb-check
+        fuzz bench install clean man install-man install-completion install-dev deps-deb deb deb-check
 
 CTL := $(if $(wildcard src/tusknetctl.c),$(BUILD)/tusknetctl)
 
-all: $(BUILD)/tusknetd $(CTL)
+# The example plugins (examples/plugins/*.c) see only the public header.
+PLUGINS := $(patsubst examples/plugins/%.c,$(BUILD)/plugins/%.so,$(wildcard examples/plugins/*.c))
+
+all: $(BUILD)/tusknetd $(CTL) $(PLUGINS)
 
 define install_missing
 	@missing=""; for p in $(1); do \
@@ -112,6 +115,10 @@ $(BUILD)/metrics.o: $(filter-out $(BUILD)/metrics.o,$(CORE_OBJS) $(BUILD)/main.o
 $(BUILD)/tusknetd: $(BUILD)/main.o $(CORE_OBJS)
 	$(CC) $(LDFLAGS) $(LDSAN) $^ $(PKG_LIBS) -o $@
 
+$(BUILD)/plugins/%.so: examples/plugins/%.c include/tusknet/plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -Iinclude -fPIC -shared -fvisibility=hidden $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN) $(LDFLAGS) $< -o $@
+
 $(BUILD)/tusknetctl: $(CTL_OBJS)
 	$(CC) $(LDFLAGS) $(LDSAN) $^ -o $@
 
@@ -152,7 +159,7 @@ reference: $(BUILD)/tusknetd
 man: $(BUILD)/tusknetd
 	$(PYTHON) tests/tools/manref.py update man/tusknetd.conf.5 $(BUILD)/tusknetd
 
-FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -Isrc -Iinclude -fsanitize=fuzzer,address,undefined
 # The network fuzzers run the daemon's own code in-process: the core is built
 # once with coverage instrumentation, then linked into one harness per target.
 FUZZ_NET_TARGETS := http line ws ctl
@@ -188,7 +195,7 @@ bench: deps-bench
 # is rewritten from the example's ./conf/www to SHARE/www. An existing
 # /etc/tusknetd/tusknetd.conf is never overwritten.
 SHARE := $(PREFIX)/share/tusknetd
-install: all install-man install-completion
+install: all install-man install-completion install-dev
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/tusknetd \
 	  $(DESTDIR)$(SHARE)/www $(DESTDIR)$(SHARE)/examples
 	install -m 755 $(BUILD)/tusknetd $(CTL) $(DESTDIR)$(PREFIX)/bin/
@@ -204,6 +211,14 @@ install: all install-man install-completion
 	  mv $(DESTDIR)/etc/tusknetd/tusknetd.conf.new $(DESTDIR)/etc/tusknetd/tusknetd.conf; }
 	install -d $(DESTDIR)/etc/logrotate.d
 	[ -e $(DESTDIR)/etc/logrotate.d/tusknetd ] || install -m 644 conf/logrotate/tusknetd $(DESTDIR)/etc/logrotate.d/tusknetd
+
+# What plugin authors build against: the header and its pkg-config file.
+install-dev:
+	install -d $(DESTDIR)$(PREFIX)/include/tusknet $(DESTDIR)$(PREFIX)/share/pkgconfig
+	install -m 644 include/tusknet/plugin.h $(DESTDIR)$(PREFIX)/include/tusknet/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e "s|@VERSION@|$$(sed -n 's/.*TN_VERSION \"\(.*\)\".*/\1/p' src/version.h)|" \
+	  include/tusknet-plugin.pc.in > $(DESTDIR)$(PREFIX)/share/pkgconfig/tusknet-plugin.pc
+	chmod 644 $(DESTDIR)$(PREFIX)/share/pkgconfig/tusknet-plugin.pc
 
 # Man pages and the bash completion, installed by make install.
 install-man:

@@ -20,6 +20,7 @@
 
 #include "control.h"
 #include "handlers/handler.h"
+#include "handlers/plugin.h"
 #include "net/listener.h"
 #include "net/tls.h"
 #include "proc.h"
@@ -27,7 +28,7 @@
 
 static bool unavailable(int type)
 {
-    return type == TN_H_PROXY || type == TN_H_PLUGIN;
+    return type == TN_H_PROXY;
 }
 
 /* Handler types of later versions may be declared, but nothing may use one. */
@@ -56,8 +57,8 @@ static void check_handler(const tn_handler_conf *h, tn_diag *diag)
         break;
     case TN_H_EXEC:
     case TN_H_STREAM: rc = tn_proc_check_conf(h, &at, err, sizeof(err)); break;
+    case TN_H_PLUGIN: rc = tn_plugin_check(h->path, err, sizeof(err)); break;
     case TN_H_PROXY:
-    case TN_H_PLUGIN:
         tn_diag_warn(diag, h->pos, "handler '%s': type '%s' is not available in this version", h->name,
                      tn_handler_type_name(h->type));
         break;

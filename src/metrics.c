@@ -85,6 +85,7 @@ double tn_hist_percentile(const tn_hist *h, double p)
 #include "cluster.h"
 #include "daemon.h"
 #include "handlers/handler.h"
+#include "handlers/plugin.h"
 #include "json.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -318,6 +319,7 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
         tn_json_num(j, "p90", tn_hist_percentile(&h->stats.latency, 0.90) / 1000);
         tn_json_num(j, "p99", tn_hist_percentile(&h->stats.latency, 0.99) / 1000);
         tn_json_close(j, '}');
+        tn_plugin_stats_json(h, j);
         tn_json_close(j, '}');
     }
     tn_json_close(j, '}');
@@ -532,5 +534,6 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
         evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)h->stats.latency.count);
     }
     tn_cluster_prometheus(d, out);
+    tn_plugin_prometheus(d->registry, out);
     evbuffer_add(out, "# EOF\n", 6);
 }

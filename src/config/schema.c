@@ -149,7 +149,7 @@ const tn_key tn_schema[] = {
     { "handler", "fail_timeout", TN_T_DURATION, "10s", 1, DAY, NULL, "proxy", H(fail_timeout), 0,
       "How long an ejected upstream stays out." },
     { "handler", "path", TN_T_STRING, NULL, 0, 0, NULL, "plugin", H(path), TN_K_REQUIRED,
-      "Shared object implementing src/include/tusknet/plugin.h." },
+      "Shared object implementing tusknet/plugin.h (see Plugins); reloaded when the file changes." },
     { "handler", "options", TN_T_STRMAP, "", 0, 0, NULL, "plugin", H(options), 0,
       "Key/value options given to the plugin's init." },
 

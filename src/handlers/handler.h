@@ -162,6 +162,9 @@ typedef struct tn_handler_ops {
     bool (*input_end)(tn_handler *h, tn_session *s, void *state);
     /* Called once no session, job or listener refers to the handler. */
     void (*destroy)(tn_handler *h);
+    /* Optional. A reload found the handler's settings unchanged: false when
+     * it must be rebuilt all the same (a plugin's file was replaced). */
+    bool (*unchanged)(tn_handler *h);
 } tn_handler_ops;
 
 struct tn_handler {
@@ -217,6 +220,7 @@ extern const tn_handler_ops tn_broadcast_ops;
  * pushed to every local member of broadcast handler H. Returns the members
  * that took it; 0 when H is not a broadcast handler. */
 size_t tn_broadcast_deliver(tn_handler *h, const char *data, size_t len);
+extern const tn_handler_ops tn_plugin_ops; /* handlers/plugin.c, plugin.h */
 /* HTTP-only types: they answer through ctx.http (see proto/http.h) and
  * refuse other protocols. */
 extern const tn_handler_ops tn_health_ops;

@@ -43,6 +43,7 @@ static const tn_handler_ops *ops_for(int type)
     case TN_H_METRICS: return &tn_metrics_ops;
     case TN_H_FILE: return &tn_file_ops;
     case TN_H_REDIRECT: return &tn_redirect_ops;
+    case TN_H_PLUGIN: return &tn_plugin_ops;
     default: return NULL;
     }
 }
@@ -146,7 +147,7 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
         if (!ops_for(c->type))
             continue; /* a later version's type: tn_check_startup() warned, and refuses its use */
         tn_handler *old = tn_registry_find(r, c->name);
-        if (old && tn_handler_conf_equal(&old->conf, c)) {
+        if (old && tn_handler_conf_equal(&old->conf, c) && (!old->ops->unchanged || old->ops->unchanged(old))) {
             tn_handler_ref(old);
             next[n++] = old;
             continue;

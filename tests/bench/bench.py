@@ -1241,19 +1241,20 @@ FANOUT_RE = re.compile(r"deliveries/s (\d+)\s+msgs (\d+)\s+seconds ([\d.]+)\s+su
 FANOUT_SUBS = 1000
 
 
-def fanout_tool(ctx):
-    """Compiles ws_fanout.c (gcc -O2) into the temp dir, once per run."""
-    if getattr(ctx, "fanout_tool", None):
-        return ctx.fanout_tool
+def c_tool(ctx, name):
+    """Compiles tests/bench/NAME.c (gcc -O2) into the temp dir, once per run; its path."""
+    tools = ctx.__dict__.setdefault("c_tools", {})
+    if name in tools:
+        return tools[name]
     gcc = shutil.which("gcc") or shutil.which("cc")
     if not gcc:
-        raise BenchError("gcc is needed to build ws_fanout")
-    out = ctx.path("ws_fanout")
-    r = subprocess.run([gcc, "-O2", "-o", out, os.path.join(BENCH_DIR, "ws_fanout.c")],
+        raise BenchError("gcc is needed to build %s" % name)
+    out = ctx.path(name)
+    r = subprocess.run([gcc, "-O2", "-o", out, os.path.join(BENCH_DIR, name + ".c")],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        raise BenchError("ws_fanout.c: %s" % r.stdout.decode("utf-8", "replace")[-1500:])
-    ctx.fanout_tool = out
+        raise BenchError("%s.c: %s" % (name, r.stdout.decode("utf-8", "replace")[-1500:]))
+    tools[name] = out
     return out
 
 
@@ -1291,7 +1292,7 @@ def bench_fanout(ctx):
     node = a.node
     if not node or not os.access(node, os.X_OK):
         raise BenchError("node not found (Debian nodejs and node-ws)")
-    tool = fanout_tool(ctx)
+    tool = c_tool(ctx, "ws_fanout")
     nofile = 20000
     raise_nofile(nofile)
     room = 'chat { type: "broadcast" }'
@@ -1349,6 +1350,79 @@ def bench_fanout(ctx):
     return rows
 
 
+# ------------------------------------------------------------ plugins
+
+def plugin_path(ctx, name):
+    """An example plugin built by make beside the tusknetd under test."""
+    path = os.path.join(os.path.dirname(ctx.args.tusknetd), "plugins", name + ".so")
+    if not os.path.exists(path):
+        raise BenchError("%s not found (make all builds the example plugins)" % path)
+    return path
+
+
+def bench_plugin_ping(ctx):
+    """redis-benchmark -t ping_inline -c 50: the minimal example plugin answering +PONG vs the built-in static handler, one daemon."""
+    a = ctx.args
+    sport, pport = free_port(), free_port()
+    handlers = ('pong { type: "static" reply: "+PONG" }\n'
+                'plug { type: "plugin" path: "%s" options { reply: "+PONG" } }' % plugin_path(ctx, "minimal"))
+    listeners = ('s { protocol: "tcp" listen: "127.0.0.1:%d" handler: "pong" }\n'
+                 'p { protocol: "tcp" listen: "127.0.0.1:%d" handler: "plug" }' % (sport, pport))
+    tn = start_tusknetd(ctx, "tusknetd-plugin-ping", tusknetd_conf(ctx, "plugin-ping", handlers, listeners))
+    wait_tcp(tn, ctx, sport)
+    wait_tcp(tn, ctx, pport)
+    for port in (sport, pport):
+        if probe_line_reply(port) != b"+PONG\r\n":
+            raise BenchError("port %d answers PING with %r" % (port, probe_line_reply(port)))
+    rounds = max(1, a.rounds)
+    res = {"static": [], "plugin": []}
+    for i in range(rounds):
+        for who, port in ((("static", sport), ("plugin", pport)) if i % 2 == 0 else (("plugin", pport), ("static", sport))):
+            res[who].append(redis_benchmark(ctx, port, a.ping_n // rounds, 1, timeout=120))
+    t, s = max(res["plugin"]), max(res["static"])
+    ratio = t[0] / s[0]
+    ctx.note("plugin ping: rounds plugin %s / static %s rps (median of paired round ratios %.2f)"
+             % (" ".join(fmt_int(x[0]) for x in res["plugin"]), " ".join(fmt_int(x[0]) for x in res["static"]),
+                paired_median(res["plugin"], res["static"])))
+    return [Row("tcp PING via minimal.so plugin", "%s rps" % fmt_int(t[0]), "static %s rps" % fmt_int(s[0]),
+                ratio, ">= 0.97", ratio >= 0.97)]
+
+
+LINE_LOAD_RE = re.compile(r"req/s (\d+)\s+reqs (\d+)")
+
+
+def bench_kv(ctx):
+    """The kv example plugin vs redis-server: inline `SET k v` and `INCR n` lines in turn, one in flight on each of 50 connections (line_load.c for both)."""
+    a = ctx.args
+    load = c_tool(ctx, "line_load")
+    port = free_port()
+    conf = tusknetd_conf(ctx, "kv", 'kv { type: "plugin" path: "%s" }' % plugin_path(ctx, "kv"),
+                         'kv { protocol: "tcp" listen: "127.0.0.1:%d" handler: "kv" }' % port)
+    tn = start_tusknetd(ctx, "tusknetd-kv", conf)
+    wait_tcp(tn, ctx, port)
+    rport = free_port()
+    rd = start_redis(ctx, rport)
+    rounds = max(1, a.rounds)
+    res = {"kv": [], "redis": []}
+    for i in range(rounds):
+        order = (("kv", tn, port), ("redis", rd, rport))
+        for who, proc, p in (order if i % 2 == 0 else order[::-1]):
+            c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            rc, out = ctx.run_client([load, "-c", "50", "-d", str(a.ws_seconds), str(p), "SET k v", "INCR n"],
+                                     a.ws_seconds + 60)
+            m = LINE_LOAD_RE.search(out)
+            if rc != 0 or not m:
+                raise BenchError("line_load on %s rc=%d: %s" % (who, rc, out.strip()[-400:]))
+            res[who].append((float(m.group(1)), (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)))
+    t, r = max(res["kv"]), max(res["redis"])
+    ratio = t[0] / r[0]
+    ctx.note("kv: rounds kv.so %s / redis %s req/s (median of paired round ratios %.2f); CPU used by the server "
+             "%d%% / %d%%" % (" ".join(fmt_int(x[0]) for x in res["kv"]), " ".join(fmt_int(x[0]) for x in res["redis"]),
+                              paired_median(res["kv"], res["redis"]), t[1] * 100, r[1] * 100))
+    return [Row("kv.so SET/INCR lines -c50", "%s req/s" % fmt_int(t[0]), "redis %s req/s" % fmt_int(r[0]),
+                ratio, ">= 0.9", ratio >= 0.9)]
+
+
 BENCHMARKS = [
     ("ping", bench_tcp_ping),
     ("udp", bench_udp_echo),
@@ -1360,6 +1434,8 @@ BENCHMARKS = [
     ("ws", bench_ws_echo),
     ("wsmem", bench_ws_idle_mem),
     ("fanout", bench_fanout),
+    ("plugin", bench_plugin_ping),
+    ("kv", bench_kv),
 ]
 
 
