@@ -18,11 +18,14 @@
  * at once and it is restarted after a backoff (BACKOFF_MIN_MS doubling to
  * BACKOFF_MAX_MS; back to the minimum after a process that ran STABLE_US).
  *
- * Retiring (reload, exit): no new process starts; each process gets EOF on
- * stdin once its callers have their answers and the queue is empty, and
- * SIGKILL if it is still there GRACE_MS later. The pool holds a reference
- * on the handler while any process runs, so the handler, and the processes'
- * callbacks' state, outlive them.
+ * Retiring (reload, exit): a handler the registry dropped may still be
+ * called, by a request that started before the reload or a WebSocket
+ * connection that keeps the handler it connected with, so its processes
+ * serve on until nothing but its own calls in flight refers to it (checked
+ * every RETIRE_CHECK_MS). Then each process gets EOF on stdin once its
+ * callers have their answers, and SIGKILL if it is still there GRACE_MS
+ * later. The pool holds a reference on the handler while any process runs,
+ * so the handler, and the processes' callbacks' state, outlive them.
  *
  * Lifetime rule (as in exec.c): tn_job_done() may deliver a reply to a
  * front end that reenters this handler, so every path finishes its own
@@ -42,6 +45,7 @@
 #include "proc.h"
 
 #define GRACE_MS 2000
+#define RETIRE_CHECK_MS 100
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
 #define STABLE_US ((int64_t)10 * 1000000)
@@ -98,12 +102,13 @@ struct wstate {
     size_t live;       /* processes with a tn_proc */
     wreq *qhead, *qtail;
     size_t qn;
-    struct event *start_ev;
+    struct event *start_ev, *retire_ev;
     struct evbuffer *scratch;
-    bool started, retired, holds_ref;
+    bool started, unreachable, holds_ref;
 };
 
 static void spawn(wproc *wp);
+static void retire_check(evutil_socket_t fd, short what, void *arg);
 
 /* ---- the queue ------------------------------------------------------------- */
 
@@ -228,7 +233,7 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 static void maybe_close(wproc *wp)
 {
     wstate *st = wp->st;
-    if (!st->retired || !wp->proc || wp->closing || wp->jobs || st->qn)
+    if (!st->unreachable || !wp->proc || wp->closing || wp->jobs || st->qn)
         return;
     wp->closing = true;
     wp->dead = true;
@@ -398,7 +403,7 @@ static void on_done(tn_proc *p, void *arg, int status)
     wp->proc = NULL;
     wp->dead = true;
     event_del(wp->grace_ev);
-    if (!st->retired || st->qn)
+    if (!st->unreachable || st->qn)
         schedule_restart(wp);
     /* Each failed job may reenter handle(), which no longer picks this
      * process; the pool's reference keeps the state until the end. */
@@ -615,6 +620,8 @@ static void state_free(wstate *st)
     free(st->procs);
     if (st->start_ev)
         event_free(st->start_ev);
+    if (st->retire_ev)
+        event_free(st->retire_ev);
     if (st->scratch)
         evbuffer_free(st->scratch);
     tn_log_limit_free(st->log_limit);
@@ -636,7 +643,8 @@ static int worker_init(tn_handler *h, char *err, size_t errlen)
     st->cap = (size_t)h->conf.max_inflight;
     bool ok = (st->argv = tn_proc_argv(&h->conf.command)) && (st->log_limit = tn_log_limit_new(h->base, h->name)) &&
               (st->scratch = evbuffer_new()) && (st->procs = calloc(st->nprocs, sizeof(*st->procs))) &&
-              (st->start_ev = evtimer_new(h->base, start_cb, st));
+              (st->start_ev = evtimer_new(h->base, start_cb, st)) &&
+              (st->retire_ev = event_new(h->base, -1, EV_PERSIST, retire_check, st));
     for (size_t i = 0; ok && i < st->nprocs; i++) {
         wproc *wp = &st->procs[i];
         wp->st = st;
@@ -662,18 +670,38 @@ static int worker_init(tn_handler *h, char *err, size_t errlen)
     return 0;
 }
 
+/* Nothing can call a retired handler any more once the only references
+ * left are the pool's and its jobs' (besides OTHERS about to go). */
+static void check_unreachable(wstate *st, int others)
+{
+    tn_handler *h = st->h;
+    if (st->unreachable || h->refs - others > (st->holds_ref ? 1 : 0) + (int)h->stats.in_flight)
+        return;
+    st->unreachable = true;
+    event_del(st->retire_ev);
+    if (!st->qn)
+        for (size_t i = 0; i < st->nprocs; i++)
+            event_del(st->procs[i].restart_ev);
+    settle(st);
+}
+
+static void retire_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    check_unreachable(arg, 0);
+}
+
 static void worker_retire(tn_handler *h)
 {
     wstate *st = h->state;
     if (!st)
         return;
-    st->retired = true;
     st->started = true; /* a handler never used starts nothing now */
     event_del(st->start_ev);
-    if (!st->qn)
-        for (size_t i = 0; i < st->nprocs; i++)
-            event_del(st->procs[i].restart_ev);
-    settle(st);
+    struct timeval tv = { 0, RETIRE_CHECK_MS * 1000 };
+    event_add(st->retire_ev, &tv);
+    check_unreachable(st, 1); /* the registry's reference goes right after this */
 }
 
 /* Normally nothing runs here any more: the pool's reference keeps the
