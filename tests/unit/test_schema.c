@@ -1440,7 +1440,7 @@ static void test_reference(void **state)
     assert_non_null(strstr(buf, "\n| `max_line` | size (16–1GB) | `64KB` | all | Longest TCP line; longer gets "
                                 "'Error: line too long' and a close. |\n"));
     assert_non_null(strstr(buf, "\n| `shutdown_timeout` | duration (0s–1h) | `10s` | all |"));
-    assert_non_null(strstr(buf, "\n| `command` | argv list | required | exec,stream | "));
+    assert_non_null(strstr(buf, "\n| `command` | argv list | required | exec,stream,worker | "));
     assert_non_null(strstr(buf, "\n| `handler` | handler name | — | tcp,udp | "));
     assert_non_null(strstr(buf, "\n| `control_group` | string | empty | all | "));
     assert_non_null(strstr(buf, "\n| `skip_types` | list of strings | "
