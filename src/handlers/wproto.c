@@ -12,7 +12,7 @@
 
 #include "json.h"
 #include "log.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 #include "proto/wsframe.h"
 
 /* Nesting of a skipped value (an unknown key's) before the line is refused. */
@@ -127,24 +127,13 @@ static bool lit(rd *r, const char *word)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool hex4(rd *r, unsigned *out)
 {
     if (r->end - r->p < 4)
         return fail(r, "bad \\u escape");
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(r->p[i]);
+        int h = tn_hexval(r->p[i]);
         if (h < 0)
             return fail(r, "bad \\u escape");
         v = v << 4 | (unsigned)h;
@@ -152,30 +141,6 @@ static bool hex4(rd *r, unsigned *out)
     r->p += 4;
     *out = v;
     return true;
-}
-
-static size_t put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
 }
 
 /* A string at r->p (on its opening quote). With OUT, the decoded bytes
@@ -265,7 +230,7 @@ static bool string(rd *r, char **out, size_t *outlen)
             return fail(r, "bad escape in string");
         }
         if (o)
-            n += put_utf8(o + n, cp);
+            n += (size_t)tn_utf8_put(o + n, cp);
         else
             n += cp < 0x80 ? 1 : 4;
     }
