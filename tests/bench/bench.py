@@ -774,11 +774,12 @@ def tls_cert(ctx):
     return ctx.tls_cert
 
 
-def http_get(port, path, timeout=5):
-    """Plain HTTP/1.1 GET on 127.0.0.1 with Connection: close; returns the body as text."""
+def http_get(port, path, timeout=5, method="GET", body=b""):
+    """Plain HTTP/1.1 GET (or METHOD with BODY) on 127.0.0.1 with Connection: close; returns the body as text."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path.encode())
+        s.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                  % (method.encode(), path.encode(), len(body), body))
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -789,7 +790,7 @@ def http_get(port, path, timeout=5):
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        raise BenchError("GET %s on port %d: %r" % (path, port, head[:100]))
+        raise BenchError("%s %s on port %d: %r" % (method, path, port, head[:100]))
     return body.decode("utf-8", "replace")
 
 
@@ -1260,21 +1261,12 @@ def bench_worker(ctx):
     deadline = time.monotonic() + 30
     while True:
         try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.sendall(b"POST /worker HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-            reply = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-            s.close()
-            if reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\nok"):
+            if http_get(port, "/worker", method="POST", body=b"ok") == "ok":
                 break
-        except OSError:
+        except (OSError, BenchError):
             pass
         if time.monotonic() > deadline:
-            raise BenchError("the worker did not answer: %r" % reply[-200:])
+            raise BenchError("the worker did not answer within 30 s")
         time.sleep(0.2)
     res = {"worker": [], "exec": []}
     for _ in range(max(1, a.rounds)):
