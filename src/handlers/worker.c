@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/event_struct.h>
 
@@ -43,6 +44,7 @@
 #include "handlers/wproto.h"
 #include "log.h"
 #include "proc.h"
+#include "proto/http_msg.h"
 
 #define GRACE_MS 2000
 #define RETIRE_CHECK_MS 100
@@ -297,6 +299,21 @@ static void flatten(char *s, size_t len)
             s[i] = ' ';
 }
 
+/* An answer's HTTP status and headers, onto the response. */
+static void http_answer(tn_http_request *req, const tn_wreply *rep)
+{
+    if (rep->status)
+        req->status = rep->status;
+    for (size_t i = 0; i < rep->nheaders; i++) {
+        const char *name = tn_http_strdup(req, rep->hname[i], strlen(rep->hname[i]));
+        const char *value = tn_http_strdup(req, rep->hvalue[i], strlen(rep->hvalue[i]));
+        if (!strcasecmp(name, "Content-Type"))
+            tn_http_set_header(req, "Content-Type", value);
+        else
+            tn_http_add_header(req, name, value);
+    }
+}
+
 static void answer_line(wproc *wp, const char *line, size_t len)
 {
     wstate *st = wp->st;
@@ -312,7 +329,7 @@ static void answer_line(wproc *wp, const char *line, size_t len)
             tn_warn("handler %s: worker %d (pid %d): ignored output line (%s): %.*s%s", st->h->name, wp->index,
                     (int)wp->pid, rc < 0 ? err : "no call has this id", (int)(len < QUOTE_MAX ? len : QUOTE_MAX),
                     line, len > QUOTE_MAX ? "..." : "");
-        free(rep.text);
+        tn_wproto_free(&rep);
         return;
     }
     release_slot(wp, (uint32_t)slot);
@@ -323,10 +340,12 @@ static void answer_line(wproc *wp, const char *line, size_t len)
     req_free(r);
     settle(st);
     if (!job) {
-        free(rep.text);
+        tn_wproto_free(&rep);
         return;
     }
     job->cancel = NULL;
+    if (rc == 0 && job->ctx.http)
+        http_answer(job->ctx.http, &rep);
     if (rc < 0) {
         char detail[160];
         snprintf(detail, sizeof(detail), "invalid answer from worker: %s", err);
@@ -337,7 +356,7 @@ static void answer_line(wproc *wp, const char *line, size_t len)
     } else {
         tn_job_done(job, TN_REPLY, rep.text, rep.len);
     }
-    free(rep.text);
+    tn_wproto_free(&rep);
 }
 
 static void on_stdout(tn_proc *p, void *arg, bool eof)

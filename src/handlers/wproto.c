@@ -372,10 +372,80 @@ static bool unbase64(char *s, size_t *len)
     return true;
 }
 
+void tn_wproto_free(tn_wreply *r)
+{
+    free(r->text);
+    r->text = NULL;
+    r->len = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        free(r->hname[i]);
+        free(r->hvalue[i]);
+    }
+    r->nheaders = 0;
+}
+
+static bool token_char(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* "headers":{"Name":"value",...} */
+static bool headers(rd *r, tn_wreply *out)
+{
+    if (r->p >= r->end || *r->p != '{')
+        return fail(r, "headers is not an object");
+    r->p++;
+    ws(r);
+    if (r->p < r->end && *r->p == '}') {
+        r->p++;
+        return true;
+    }
+    for (;;) {
+        char *name = NULL, *value = NULL;
+        size_t nlen, vlen;
+        if (out->nheaders == TN_WPROTO_HEADERS_MAX)
+            return fail(r, "too many headers");
+        if (!string(r, &name, &nlen))
+            return false;
+        out->hname[out->nheaders] = name;
+        ws(r);
+        if (r->p >= r->end || *r->p != ':') {
+            out->hvalue[out->nheaders++] = NULL;
+            return fail(r, "expected ':'");
+        }
+        r->p++;
+        ws(r);
+        bool ok = r->p < r->end && *r->p == '"' ? string(r, &value, &vlen) : fail(r, "header value is not a string");
+        out->hvalue[out->nheaders++] = value;
+        if (!ok)
+            return false;
+        bool good = nlen > 0;
+        for (size_t i = 0; i < nlen && good; i++)
+            good = token_char((unsigned char)name[i]);
+        if (!good)
+            return fail(r, "bad header name");
+        for (size_t i = 0; i < vlen; i++)
+            if (((unsigned char)value[i] < 0x20 && value[i] != '\t') || value[i] == 0x7f)
+                return fail(r, "control character in header value");
+        ws(r);
+        if (r->p < r->end && *r->p == ',') {
+            r->p++;
+            ws(r);
+            continue;
+        }
+        if (r->p < r->end && *r->p == '}') {
+            r->p++;
+            return true;
+        }
+        return fail(r, "expected ',' or '}'");
+    }
+}
+
 int tn_wproto_parse(const char *line, size_t len, tn_wreply *out, char *err, size_t errlen)
 {
     rd r = { line, line + len, NULL };
-    bool have_reply = false, have_error = false, have_binary = false, binary = false;
+    bool have_reply = false, have_error = false, have_binary = false, binary = false, have_headers = false;
     memset(out, 0, sizeof(*out));
     ws(&r);
     if (r.p >= r.end || *r.p != '{') {
@@ -428,6 +498,18 @@ int tn_wproto_parse(const char *line, size_t len, tn_wreply *out, char *err, siz
                 else
                     ok = fail(&r, "binary is not true or false");
                 have_binary = true;
+            } else if (!strcmp(key, "status")) {
+                bool integer = false;
+                uint64_t v = 0;
+                if (out->status)
+                    ok = fail(&r, "duplicate key \"status\"");
+                else if (!(ok = number(&r, &integer, &v)) || !integer || v < 100 || v > 599)
+                    ok = fail(&r, "status is not an integer from 100 to 599");
+                else
+                    out->status = (int)v;
+            } else if (!strcmp(key, "headers")) {
+                ok = have_headers ? fail(&r, "duplicate key \"headers\"") : headers(&r, out);
+                have_headers = true;
             } else {
                 ok = value(&r, 1);
             }
@@ -468,8 +550,6 @@ int tn_wproto_parse(const char *line, size_t len, tn_wreply *out, char *err, siz
     return 0;
 bad:
     snprintf(err, errlen, "%s", r.err ? r.err : "malformed");
-    free(out->text);
-    out->text = NULL;
-    out->len = 0;
+    tn_wproto_free(out);
     return -1;
 }

@@ -150,6 +150,23 @@ def test_error_answers(d):
     assert (r.status, r.body) == (500, b"Error: nope\n")
 
 
+def test_http_status_and_headers_from_the_answer(d):
+    r = http_get(d.ports["WEB"], timeout=T, target="/w", method="POST", body=b'created {"ok":true}')
+    assert (r.status, r.body) == (201, b'{"ok":true}')
+    assert r.headers_all("Content-Type") == ["application/json"]
+    assert r.headers_all("X-Worker") == ["yes", "again"]
+    r = http_get(d.ports["WEB"], timeout=T, target="/w", method="POST", body=b"notfound")
+    assert (r.status, r.body) == (404, b"Error: no such thing\n")
+    # a value that would split the response fails the call instead
+    r = http_get(d.ports["WEB"], timeout=T, target="/w", method="POST", body=b"badheader")
+    assert (r.status, r.body) == (500, b"Error: invalid answer from worker: control character in header value\n")
+    assert not r.has("Set-Cookie") and not r.has("X-Evil")
+    # other protocols take the reply alone
+    with LineClient(d.ports["LINES"], timeout=T) as c:
+        assert c.request("w created plain") == "plain"
+        assert c.request("w notfound") == "Error: no such thing"
+
+
 # ---- binary payloads -----------------------------------------------------------------
 
 

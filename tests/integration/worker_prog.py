@@ -16,6 +16,9 @@ to do with the call.
   garbage TEXT     a line that is not JSON, then TEXT
   badtype          {"id":N,"reply":123}
   strayid TEXT     an answer for an id nobody asked, then TEXT
+  created TEXT     TEXT with status 201 and headers (over HTTP)
+  notfound         an error with status 404
+  badheader        a header whose value would split the response
   huge N           a reply of N bytes
   endless          output without a newline that never ends
   anything else    the payload back (binary stays binary)
@@ -85,6 +88,13 @@ async def call(c):
     elif word == "strayid":
         send({"id": cid + 1000000, "reply": "stray"})
         send({"id": cid, "reply": rest})
+    elif word == "created":
+        send({"id": cid, "reply": rest, "status": 201,
+              "headers": {"Content-Type": "application/json", "X-Worker": "yes", "x-worker": "again"}})
+    elif word == "notfound":
+        send({"id": cid, "error": "no such thing", "status": 404})
+    elif word == "badheader":
+        send({"id": cid, "reply": "x", "headers": {"X-Evil": "a\r\nSet-Cookie: stolen=1"}})
     elif word == "huge":
         send({"id": cid, "reply": "x" * int(rest)})
     elif word == "endless":

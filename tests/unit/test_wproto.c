@@ -55,7 +55,7 @@ static void ok(const char *line, uint64_t id, bool is_error, const char *text, s
     assert_int_equal(r.is_error, is_error);
     assert_int_equal(r.len, len);
     assert_memory_equal(r.text, text, len);
-    free(r.text);
+    tn_wproto_free(&r);
 }
 
 static void bad(const char *line, bool have_id, const char *why)
@@ -69,6 +69,7 @@ static void bad(const char *line, bool have_id, const char *why)
         fail_msg("%s: got \"%s\", want \"%s\"", line, err, why);
     assert_int_equal(r.have_id, have_id);
     assert_null(r.text);
+    assert_int_equal(r.nheaders, 0);
 }
 
 static void test_parse_good(void **state)
@@ -86,6 +87,43 @@ static void test_parse_good(void **state)
     ok("{\"id\":6,\"reply\":\"YWI=\",\"binary\":false}", 6, false, "YWI=", 4);
     /* other keys are checked and skipped */
     ok("{\"id\":7,\"trace\":{\"a\":[1,-2.5e3,true,null,\"s\",{}]},\"reply\":\"r\"}", 7, false, "r", 1);
+}
+
+static void test_parse_http(void **state)
+{
+    (void)state;
+    const char *line = "{\"id\":2,\"reply\":\"{}\",\"status\":201,"
+                       "\"headers\":{\"Content-Type\":\"application/json\",\"X-A\":\"1\\t2\",\"X-A\":\"\"}}";
+    tn_wreply r;
+    char err[128] = "";
+    assert_int_equal(tn_wproto_parse(line, strlen(line), &r, err, sizeof(err)), 0);
+    assert_int_equal(r.status, 201);
+    assert_int_equal(r.nheaders, 3);
+    assert_string_equal(r.hname[0], "Content-Type");
+    assert_string_equal(r.hvalue[0], "application/json");
+    assert_string_equal(r.hname[1], "X-A");
+    assert_string_equal(r.hvalue[1], "1\t2");
+    assert_string_equal(r.hvalue[2], "");
+    tn_wproto_free(&r);
+    ok("{\"id\":2,\"error\":\"gone\",\"status\":404,\"headers\":{}}", 2, true, "gone", 4);
+    bad("{\"id\":2,\"reply\":\"\",\"status\":99}", true, "status is not an integer from 100 to 599");
+    bad("{\"id\":2,\"reply\":\"\",\"status\":600}", true, "status is not an integer from 100 to 599");
+    bad("{\"id\":2,\"reply\":\"\",\"status\":\"200\"}", true, "invalid JSON value");
+    bad("{\"id\":2,\"reply\":\"\",\"status\":200,\"status\":200}", true, "duplicate key \"status\"");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":[]}", true, "headers is not an object");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":{\"X\":1}}", true, "header value is not a string");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":{\"X\":\"a\\r\\nSet-Cookie: x\"}}", true,
+        "control character in header value");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":{\"Bad Name\":\"a\"}}", true, "bad header name");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":{\"\":\"a\"}}", true, "bad header name");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":{\"X\" \"a\"}}", true, "expected ':'");
+    bad("{\"id\":2,\"reply\":\"\",\"headers\":{\"X\":\"a\"},\"headers\":{}}", true, "duplicate key \"headers\"");
+    char many[4096];
+    size_t n = (size_t)snprintf(many, sizeof(many), "{\"id\":2,\"reply\":\"\",\"headers\":{");
+    for (int i = 0; i <= TN_WPROTO_HEADERS_MAX; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "%s\"H%d\":\"v\"", i ? "," : "", i);
+    snprintf(many + n, sizeof(many) - n, "}}");
+    bad(many, true, "too many headers");
 }
 
 static void test_parse_hostile(void **state)
@@ -143,6 +181,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode),
         cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_http),
         cmocka_unit_test(test_parse_hostile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
