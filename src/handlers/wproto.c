@@ -503,8 +503,8 @@ int tn_wproto_parse(const char *line, size_t len, tn_wreply *out, char *err, siz
                 uint64_t v = 0;
                 if (out->status)
                     ok = fail(&r, "duplicate key \"status\"");
-                else if (!(ok = number(&r, &integer, &v)) || !integer || v < 100 || v > 599)
-                    ok = fail(&r, "status is not an integer from 100 to 599");
+                else if (!(ok = number(&r, &integer, &v)) || !integer || v < 200 || v > 599)
+                    ok = fail(&r, "status is not an integer from 200 to 599");
                 else
                     out->status = (int)v;
             } else if (!strcmp(key, "headers")) {

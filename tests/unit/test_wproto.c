@@ -106,8 +106,8 @@ static void test_parse_http(void **state)
     assert_string_equal(r.hvalue[2], "");
     tn_wproto_free(&r);
     ok("{\"id\":2,\"error\":\"gone\",\"status\":404,\"headers\":{}}", 2, true, "gone", 4);
-    bad("{\"id\":2,\"reply\":\"\",\"status\":99}", true, "status is not an integer from 100 to 599");
-    bad("{\"id\":2,\"reply\":\"\",\"status\":600}", true, "status is not an integer from 100 to 599");
+    bad("{\"id\":2,\"reply\":\"\",\"status\":199}", true, "status is not an integer from 200 to 599");
+    bad("{\"id\":2,\"reply\":\"\",\"status\":600}", true, "status is not an integer from 200 to 599");
     bad("{\"id\":2,\"reply\":\"\",\"status\":\"200\"}", true, "invalid JSON value");
     bad("{\"id\":2,\"reply\":\"\",\"status\":200,\"status\":200}", true, "duplicate key \"status\"");
     bad("{\"id\":2,\"reply\":\"\",\"headers\":[]}", true, "headers is not an object");
