@@ -502,3 +502,29 @@ def test_reload_under_load_fails_no_request(d):
     with LineClient(d.ports["LINES"], timeout=T) as c:
         assert c.request("w version") == "2"
         assert pid_of(c) != old_pid
+
+
+def test_reload_keeps_old_workers_while_a_websocket_holds_the_handler(d):
+    """A WebSocket on an endpoint with a single handler keeps the handler it
+    connected with; the old processes serve it until it closes, then exit."""
+    old_pid = started_pid(d, "w")
+
+    async def go():
+        async with websockets.connect(ws_url(d, "/raw")) as ws:
+            await ws.send("version")
+            assert await ws.recv() == "1"
+            d.config_path.write_text(d.config.replace('WORKER_VERSION: "1"', 'WORKER_VERSION: "2"'))
+            d.send_signal(signal.SIGHUP)
+            assert d.wait_log(r"reload complete", T)
+            with LineClient(d.ports["LINES"], timeout=T) as c:
+                assert c.request("w version") == "2"
+            # still the old handler, served by the old process
+            await ws.send("pid")
+            assert await ws.recv() == str(old_pid)
+            await ws.send("version")
+            assert await ws.recv() == "1"
+
+    run(go())
+    # the connection is gone: the old process gets EOF and exits by itself
+    assert wait_pid_gone(old_pid, T)
+    assert d.wait_log(r"handler w: worker 0 \(pid %d\) ended: exit status 0" % old_pid, T)
