@@ -10,7 +10,7 @@
  * the same FILE:LINE:COL messages, all at once.
  *
  * Each check is the one the running code relies on (tn_file_check_root()
- * for file handlers, tn_proc_check_conf() for exec and stream, tn_tls_new()
+ * for file handlers, tn_proc_check_conf() for exec, stream and worker, tn_tls_new()
  * for certificates, ...), called without side effects: nothing is created.
  * Sockets are not bound: on a reload the addresses are held by the daemon
  * being reloaded, and before a restart by the one still running. */
@@ -56,7 +56,8 @@ static void check_handler(const tn_handler_conf *h, tn_diag *diag)
         rc = tn_file_check_root(h->root, err, sizeof(err));
         break;
     case TN_H_EXEC:
-    case TN_H_STREAM: rc = tn_proc_check_conf(h, &at, err, sizeof(err)); break;
+    case TN_H_STREAM:
+    case TN_H_WORKER: rc = tn_proc_check_conf(h, &at, err, sizeof(err)); break;
     case TN_H_PLUGIN: rc = tn_plugin_check(h->path, err, sizeof(err)); break;
     case TN_H_PROXY:
         tn_diag_warn(diag, h->pos, "handler '%s': type '%s' is not available in this version", h->name,

@@ -314,6 +314,10 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
         tn_json_u64(j, "calls", h->stats.calls);
         tn_json_u64(j, "errors", h->stats.errors);
         tn_json_u64(j, "in_flight", h->stats.in_flight);
+        if (h->conf.type == TN_H_WORKER) {
+            tn_json_u64(j, "processes", h->stats.processes);
+            tn_json_u64(j, "restarts", h->stats.restarts);
+        }
         tn_json_open(j, "latency_ms", '{');
         tn_json_num(j, "p50", tn_hist_percentile(&h->stats.latency, 0.50) / 1000);
         tn_json_num(j, "p90", tn_hist_percentile(&h->stats.latency, 0.90) / 1000);
@@ -505,6 +509,21 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
             evbuffer_add_printf(out, "%s{handler=\"", hm[m].name);
             label(out, h->name);
             evbuffer_add_printf(out, "\",type=\"%s\"} %llu\n", h->ops->type, (unsigned long long)v);
+        }
+    }
+    static const struct { const char *name, *type, *help; } wm[] = {
+        { "tusknet_handler_processes", "gauge", "Worker programs running." },
+        { "tusknet_handler_restarts_total", "counter", "Worker programs started again after one ended." },
+    };
+    for (size_t m = 0; m < 2; m++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", wm[m].name, wm[m].help, wm[m].name, wm[m].type);
+        for (size_t i = 0; i < nh; i++) {
+            tn_handler *h = tn_registry_at(d->registry, i);
+            if (h->conf.type != TN_H_WORKER)
+                continue;
+            evbuffer_add_printf(out, "%s{handler=\"", wm[m].name);
+            label(out, h->name);
+            evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)(m ? h->stats.restarts : h->stats.processes));
         }
     }
     evbuffer_add_printf(out, "# HELP tusknet_handler_latency_seconds Time from message to reply.\n"

@@ -86,6 +86,8 @@ typedef struct tn_handler_stats {
     uint64_t calls;
     uint64_t errors;
     uint64_t in_flight;
+    uint64_t processes; /* worker: programs running */
+    uint64_t restarts;  /* worker: programs started again after one ended */
     tn_hist latency;
     int64_t last_sync_us; /* latest timed synchronous call (sampling) */
 } tn_handler_stats;

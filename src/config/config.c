@@ -26,7 +26,7 @@ typedef struct ctx {
     tn_config *cfg;
 } ctx;
 
-static const char *const handler_types = "echo|static|exec|stream|broadcast|health|metrics|file|redirect|proxy|plugin";
+static const char *const handler_types = "echo|static|exec|stream|broadcast|health|metrics|file|redirect|proxy|plugin|worker";
 static const char *const mw_types = "cors|gzip|auth|rate_limit|access_log|headers";
 static const char *const sections[] = { "daemon", "limits", "handlers", "middleware", "listeners", "cluster" };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
@@ -39,7 +39,7 @@ static const char *type_name(const char *enums, int idx, char *buf, size_t len)
 const char *tn_handler_type_name(int type)
 {
     static const char *const names[] = { "echo", "static", "exec", "stream", "broadcast", "health",
-                                         "metrics", "file", "redirect", "proxy", "plugin" };
+                                         "metrics", "file", "redirect", "proxy", "plugin", "worker" };
     return type >= 0 && type < (int)(sizeof(names) / sizeof(names[0])) ? names[type] : "?";
 }
 

@@ -45,6 +45,7 @@ enum tn_handler_type {
     TN_H_REDIRECT,
     TN_H_PROXY,
     TN_H_PLUGIN,
+    TN_H_WORKER,
 };
 
 enum tn_middleware_type {
@@ -117,7 +118,7 @@ typedef struct tn_handler_conf {
     char *content_type;
     tn_strmap headers;
     char *location;
-    /* exec, stream */
+    /* exec, stream, worker */
     tn_strlist command;
     int64_t timeout;
     int64_t max_concurrency;
@@ -140,6 +141,9 @@ typedef struct tn_handler_conf {
     /* plugin */
     char *path;
     tn_strmap options;
+    /* worker (with command, env, passenv, cwd, stderr, timeout, max_queue, max_output) */
+    int64_t processes;
+    int64_t max_inflight;
     /* where command, cwd and root are written (the handler's name when
      * not): startup checks of the programs and directories point here */
     tn_pos command_pos, cwd_pos, root_pos;

@@ -81,17 +81,6 @@ static bool is_alpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <=
 static bool is_ident_start(int c) { return is_alpha(c) || c == '_'; }
 static bool is_ident(int c) { return is_ident_start(c) || is_digit(c) || c == '.' || c == '-'; }
 
-static int hexval(int c)
-{
-    if (is_digit(c))
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Length of the UTF-8 sequence at S (at most N bytes) or 0 if it is not one:
  * overlong forms, surrogates and values past U+10FFFF are rejected too, so
  * everything downstream can trust its strings. */
@@ -124,30 +113,6 @@ static size_t u8_valid(const unsigned char *s, size_t n)
 
 /* Sequence length from a lead byte of already validated text. */
 static int u8_len(unsigned char c) { return c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2; }
-
-static int u8_put(char out[4], uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | cp >> 6);
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | cp >> 12);
-        out[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* User text for a message, cut on a character boundary so that a huge key
  * or token cannot flood the report. */
@@ -823,7 +788,7 @@ static int lex_string(parser *p, tok *t)
             uint32_t cp = 0;
             bool ok = true;
             for (size_t k = 0; k < 4; k++) {
-                int h = hexval(peekc(s, k));
+                int h = tn_hexval(peekc(s, k));
                 ok = ok && h >= 0;
                 cp = cp << 4 | (uint32_t)(h < 0 ? 0 : h);
             }
@@ -838,7 +803,7 @@ static int lex_string(parser *p, tok *t)
                 uint32_t lo = 0;
                 ok = true;
                 for (size_t k = 2; k < 6; k++) {
-                    int h = hexval(peekc(s, k));
+                    int h = tn_hexval(peekc(s, k));
                     ok = ok && h >= 0;
                     lo = lo << 4 | (uint32_t)(h < 0 ? 0 : h);
                 }
@@ -855,7 +820,7 @@ static int lex_string(parser *p, tok *t)
                 perr(p, epos, "invalid escape '\\u0000': NUL is not allowed");
                 bad = true;
             } else {
-                n = u8_put(out, cp);
+                n = tn_utf8_put(out, cp);
                 if (sb_add(b, out, (size_t)n) < 0)
                     goto nomem;
             }

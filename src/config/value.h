@@ -106,4 +106,10 @@ typedef struct tn_doc {
 const char *tn_doc_intern(tn_doc *doc, const char *path);
 void tn_doc_free(tn_doc *doc);
 
+/* Text helpers the parsers of escaped strings share (the config syntaxes,
+ * worker answers): a hex digit's value (-1 if C is none), and code point
+ * CP (at most 0x10FFFF) as UTF-8 into OUT, returning the bytes written. */
+int tn_hexval(int c);
+int tn_utf8_put(char out[4], uint32_t cp);
+
 #endif

@@ -160,6 +160,10 @@ typedef struct tn_handler_ops {
      * session open until the handler closes it (a stream process finishing
      * its output, inetd style). */
     bool (*input_end)(tn_handler *h, tn_session *s, void *state);
+    /* Optional. The registry dropped the handler (a reload changed or
+     * removed it, or the daemon exits); it lives on while referenced, and
+     * a handler that keeps programs running lets them finish and go. */
+    void (*retire)(tn_handler *h);
     /* Called once no session, job or listener refers to the handler. */
     void (*destroy)(tn_handler *h);
     /* Optional. A reload found the handler's settings unchanged: false when
@@ -221,6 +225,7 @@ extern const tn_handler_ops tn_broadcast_ops;
  * that took it; 0 when H is not a broadcast handler. */
 size_t tn_broadcast_deliver(tn_handler *h, const char *data, size_t len);
 extern const tn_handler_ops tn_plugin_ops; /* handlers/plugin.c, plugin.h */
+extern const tn_handler_ops tn_worker_ops;
 /* HTTP-only types: they answer through ctx.http (see proto/http.h) and
  * refuse other protocols. */
 extern const tn_handler_ops tn_health_ops;

@@ -44,6 +44,7 @@ static const tn_handler_ops *ops_for(int type)
     case TN_H_FILE: return &tn_file_ops;
     case TN_H_REDIRECT: return &tn_redirect_ops;
     case TN_H_PLUGIN: return &tn_plugin_ops;
+    case TN_H_WORKER: return &tn_worker_ops;
     default: return NULL;
     }
 }
@@ -75,6 +76,15 @@ void tn_handler_unref(tn_handler *h)
     if (--h->refs > 0)
         return;
     destroy(h);
+}
+
+/* Drops the registry's reference; a handler the new config no longer has
+ * hears about it first. */
+static void retire(tn_handler *h)
+{
+    if (h->removed && h->ops->retire)
+        h->ops->retire(h);
+    tn_handler_unref(h);
 }
 
 static tn_handler *handler_new(tn_registry *r, const tn_handler_conf *conf, char *err, size_t errlen)
@@ -168,12 +178,12 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
         }
         n++;
     }
-    for (size_t i = 0; i < r->n; i++) {
+    for (size_t i = 0; i < r->n; i++)
         r->v[i]->removed = true;
-        tn_handler_unref(r->v[i]);
-    }
     for (size_t i = 0; i < n; i++)
         next[i]->removed = false;
+    for (size_t i = 0; i < r->n; i++)
+        retire(r->v[i]);
     free(r->v);
     r->v = next;
     r->n = n;
@@ -186,7 +196,7 @@ void tn_registry_free(tn_registry *r, int wait_ms)
         return;
     for (size_t i = 0; i < r->n; i++) {
         r->v[i]->removed = true;
-        tn_handler_unref(r->v[i]);
+        retire(r->v[i]);
     }
     free(r->v);
     r->v = NULL;

@@ -666,11 +666,14 @@ WRK_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 WRK_REQS_RE = re.compile(r"(\d+) requests in ")
 
 
-def wrk_run(ctx, url, conns, seconds, timeout, headers=()):
-    """wrk -t1 on url: dict of rps, p99 (ms or None), requests, errors (connect, read, write, timeout), non2xx."""
+def wrk_run(ctx, url, conns, seconds, timeout, headers=(), script=None):
+    """wrk -t1 on url (SCRIPT: a wrk Lua script): dict of rps, p99 (ms or None), requests, errors
+    (connect, read, write, timeout), non2xx."""
     argv = [ctx.args.wrk, "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "--timeout", "10s"]
     for h in headers:
         argv += ["-H", h]
+    if script:
+        argv += ["-s", script]
     rc, out = ctx.run_client(argv + [url], timeout)
     m = WRK_RPS_RE.search(out)
     if rc != 0 or not m:
@@ -771,11 +774,12 @@ def tls_cert(ctx):
     return ctx.tls_cert
 
 
-def http_get(port, path, timeout=5):
-    """Plain HTTP/1.1 GET on 127.0.0.1 with Connection: close; returns the body as text."""
+def http_get(port, path, timeout=5, method="GET", body=b""):
+    """Plain HTTP/1.1 GET (or METHOD with BODY) on 127.0.0.1 with Connection: close; returns the body as text."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
-        s.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" % path.encode())
+        s.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                  % (method.encode(), path.encode(), len(body), body))
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -786,7 +790,7 @@ def http_get(port, path, timeout=5):
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        raise BenchError("GET %s on port %d: %r" % (path, port, head[:100]))
+        raise BenchError("%s %s on port %d: %r" % (method, path, port, head[:100]))
     return body.decode("utf-8", "replace")
 
 
@@ -1233,6 +1237,53 @@ def bench_ws_idle_mem(ctx):
 
 # (name for --only, function). Each function takes the Ctx and returns Rows;
 # raising BenchError (or anything) marks its row as an error and the run goes on.
+# ------------------------------------------------------------ worker vs exec
+
+WORKER_ECHO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "workers", "echo.py")
+
+
+def bench_worker(ctx):
+    """wrk POST over HTTP, 50 connections: a worker handler running examples/workers/echo.py vs an exec handler running cat."""
+    a = ctx.args
+    if not a.wrk:
+        raise BenchError("wrk is needed")
+    port = free_port()
+    conf = tusknetd_conf(ctx, "worker",
+                         'wecho { type: "worker" command: ["%s"] }\nxecho { type: "exec" command: ["cat"] }'
+                         % os.path.abspath(WORKER_ECHO),
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 '
+                         'routes { "POST /worker": "wecho" "POST /exec": "xecho" } }' % port)
+    script = write(ctx.path("post.lua"), 'wrk.method = "POST"\nwrk.body = "hello worker"\n'
+                   'wrk.headers["Content-Type"] = "text/plain"\n')
+    tn = start_tusknetd(ctx, "tusknetd-worker", conf)
+    wait_tcp(tn, ctx, port)
+    # the worker answers once Python is up
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http_get(port, "/worker", method="POST", body=b"ok") == "ok":
+                break
+        except (OSError, BenchError):
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError("the worker did not answer within 30 s")
+        time.sleep(0.2)
+    res = {"worker": [], "exec": []}
+    for _ in range(max(1, a.rounds)):
+        for who in ("worker", "exec"):
+            r = wrk_run(ctx, "http://127.0.0.1:%d/%s" % (port, who), 50, a.http_seconds,
+                        timeout=a.http_seconds + 60, script=script)
+            res[who].append((r["rps"], sum(r["errors"]) + r["non2xx"]))
+    w, x = max(res["worker"]), max(res["exec"])
+    ratio = w[0] / x[0] if x[0] else None
+    ctx.note("worker echo.py vs exec cat, POST -c50: rounds worker %s / exec %s rps; errors %d / %d"
+             % (" ".join(fmt_int(r[0]) for r in res["worker"]), " ".join(fmt_int(r[0]) for r in res["exec"]),
+                w[1], x[1]))
+    ctx.stop(tn)
+    return [Row("worker (Python) vs exec, HTTP -c50", "%s rps" % fmt_int(w[0]), "exec %s rps" % fmt_int(x[0]),
+                ratio, ">= 20", bool(ratio and ratio >= 20 and w[1] == 0 and x[1] == 0))]
+
+
 # Planned rows, to add here as the features land:
 #   ("tlsping",  ...)                 the ping rows over TLS vs redis --tls-port
 # ------------------------------------------------------------ 6. broadcast fan-out
@@ -1436,6 +1487,7 @@ BENCHMARKS = [
     ("fanout", bench_fanout),
     ("plugin", bench_plugin_ping),
     ("kv", bench_kv),
+    ("worker", bench_worker),
 ]
 
 

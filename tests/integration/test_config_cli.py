@@ -194,7 +194,7 @@ def test_config_reference_covers_schema(tusknetd):
                     "`[listeners]` NAME"):
         assert f"#### {heading}" in res.stdout
     assert "| `log_level` | enum: error, warn, info, debug | `info` | all |" in res.stdout
-    assert "| `command` | argv list | required | exec,stream |" in res.stdout
+    assert "| `command` | argv list | required | exec,stream,worker |" in res.stdout
 
 
 def test_reference_tool_update_then_check(tusknetd, tmp_path):

@@ -557,6 +557,7 @@ static void test_names(void **state)
     (void)state;
     assert_string_equal(tn_handler_type_name(TN_H_ECHO), "echo");
     assert_string_equal(tn_handler_type_name(TN_H_PLUGIN), "plugin");
+    assert_string_equal(tn_handler_type_name(TN_H_WORKER), "worker");
     assert_string_equal(tn_handler_type_name(99), "?");
     assert_string_equal(tn_handler_type_name(-1), "?");
     assert_string_equal(tn_protocol_name(TN_PROTO_UDP), "udp");
@@ -725,7 +726,7 @@ static void test_error_enum(void **state)
            "t.conf:2:12: unknown log_level '3' (expected one of: error, warn, info, debug)");
     ERRORS("[handlers]\nx { type: \"exex\" }\n",
            "t.conf:2:11: unknown type 'exex' (expected one of: echo, static, exec, stream, broadcast, health, "
-           "metrics, file, redirect, proxy, plugin); did you mean 'exec'?");
+           "metrics, file, redirect, proxy, plugin, worker); did you mean 'exec'?");
     ERRORS("[middleware]\nm { type: \"gzipp\" }\n",
            "t.conf:2:11: unknown type 'gzipp' (expected one of: cors, gzip, auth, rate_limit, access_log, "
            "headers); did you mean 'gzip'?");
@@ -1439,7 +1440,7 @@ static void test_reference(void **state)
     assert_non_null(strstr(buf, "\n| `max_line` | size (16–1GB) | `64KB` | all | Longest TCP line; longer gets "
                                 "'Error: line too long' and a close. |\n"));
     assert_non_null(strstr(buf, "\n| `shutdown_timeout` | duration (0s–1h) | `10s` | all |"));
-    assert_non_null(strstr(buf, "\n| `command` | argv list | required | exec,stream | "));
+    assert_non_null(strstr(buf, "\n| `command` | argv list | required | exec,stream,worker | "));
     assert_non_null(strstr(buf, "\n| `handler` | handler name | — | tcp,udp | "));
     assert_non_null(strstr(buf, "\n| `control_group` | string | empty | all | "));
     assert_non_null(strstr(buf, "\n| `skip_types` | list of strings | "
