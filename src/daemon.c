@@ -27,11 +27,13 @@
 #include "cluster.h"
 #include "control.h"
 #include "log.h"
+#include "master.h"
 #include "net/conn.h"
 #include "net/linger.h"
 #include "net/listener.h"
 #include "proto/protocols.h"
 #include "proto/ws.h"
+#include "workers.h"
 
 /* The one daemon state (signal events and libraries' callbacks reach it
  * through their arguments; nothing else is global). */
@@ -95,9 +97,14 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 
 void tn_daemon_shutdown(tn_daemon *d, const char *why)
 {
-    if (d->stopping)
+    if (d->master) {
+        tn_master_shutdown(d->master, why);
+        return;
+    }
+    if (d->stopping && !d->draining)
         return;
     d->stopping = true;
+    d->draining = false;
     tn_sd_notify("STOPPING=1\nSTATUS=Shutting down (%s)", why);
     tn_info("shutting down (%s): %llu connection(s) open", why, (unsigned long long)d->active);
     for (tn_listener *l = d->listeners; l; l = l->next)
@@ -110,6 +117,21 @@ void tn_daemon_shutdown(tn_daemon *d, const char *why)
     tn_ws_shutdown(d);
     struct timeval tv = { d->cfg->daemon.shutdown_timeout / 1000, (d->cfg->daemon.shutdown_timeout % 1000) * 1000 };
     evtimer_add(d->shutdown_ev, &tv);
+    tn_daemon_check_stopped(d);
+}
+
+void tn_daemon_drain(tn_daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = d->draining = true;
+    tn_info("draining: %llu connection(s) open", (unsigned long long)d->active);
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        tn_listener_stop(l);
+    for (tn_conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        tn_conn_close_after_flush(c, "reload");
+    }
     tn_daemon_check_stopped(d);
 }
 
@@ -254,6 +276,8 @@ static void notify_status(tn_daemon *d, const char *prefix)
 
 int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
 {
+    if (d->master)
+        return tn_master_reload(d->master, err, errlen);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     tn_sd_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading %s",
@@ -374,6 +398,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void free_state(tn_daemon *d)
 {
+    tn_workers_free(d->worker);
+    d->worker = NULL;
     tn_control_close(d->control);
     d->control = NULL;
     while (d->conns)
@@ -460,8 +486,15 @@ static void run_loop(tn_daemon *d)
 
 tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
 {
+    return tn_daemon_start_as(cfg, path, cli_log_level, NULL);
+}
+
+tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_level, tn_worker_link *worker)
+{
     tn_daemon *d = &daemon_state;
     memset(d, 0, sizeof(*d));
+    d->worker = worker;
+    d->next_conn_id = tn_workers_first_id(worker);
     d->cfg = cfg;
     d->config_path = strdup(path);
     d->cli_log_level = cli_log_level;
@@ -508,6 +541,15 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
         return NULL;
     }
     tn_sd_close_unused(&d->sd);
+    if (worker) {
+        /* the master owns the control socket, the pid file and systemd */
+        if (tn_workers_started(d, err, sizeof(err)) < 0) {
+            tn_error("%s", err);
+            free_state(d);
+            return NULL;
+        }
+        return d;
+    }
     if (*cfg->daemon.control_socket) {
         d->control = tn_control_open(d, cfg->daemon.control_socket, err, sizeof(err));
         if (!d->control) {
@@ -535,7 +577,7 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
 int tn_daemon_stop(tn_daemon *d)
 {
     tn_info("stopped");
-    if (*d->cfg->daemon.pid_file)
+    if (*d->cfg->daemon.pid_file && !d->worker)
         unlink(d->cfg->daemon.pid_file);
     int code = d->exit_code;
     free_state(d);
@@ -544,7 +586,12 @@ int tn_daemon_stop(tn_daemon *d)
 
 int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
 {
-    tn_daemon *d = tn_daemon_start(cfg, path, cli_log_level);
+    return tn_daemon_run_as(cfg, path, cli_log_level, NULL);
+}
+
+int tn_daemon_run_as(tn_config *cfg, const char *path, int cli_log_level, tn_worker_link *worker)
+{
+    tn_daemon *d = tn_daemon_start_as(cfg, path, cli_log_level, worker);
     if (!d)
         return 1;
     run_loop(d);
