@@ -128,9 +128,13 @@ void tn_daemon_drain(tn_daemon *d)
     tn_info("draining: %llu connection(s) open", (unsigned long long)d->active);
     for (tn_listener *l = d->listeners; l; l = l->next)
         tn_listener_stop(l);
+    /* A connection that has not sent its first message yet may have sent
+     * it already on its way: it is answered (then closed, as the daemon is
+     * stopping), so that a reload fails no request. */
     for (tn_conn *c = d->conns, *next; c; c = next) {
         next = c->next;
-        tn_conn_close_after_flush(c, "reload");
+        if (c->msgs_in)
+            tn_conn_close_after_flush(c, "reload");
     }
     tn_daemon_check_stopped(d);
 }

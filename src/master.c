@@ -538,10 +538,12 @@ static void spawn(tn_master *m, int slot)
     } else {
         close(sv[0]);
     }
-    mworker **tail = &m->workers; /* in start order: rows by slot */
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = w;
+    /* by generation, then slot: the order of the rows in `stats` */
+    mworker **at = &m->workers;
+    while (*at && ((*at)->generation < w->generation || ((*at)->generation == w->generation && (*at)->slot < slot)))
+        at = &(*at)->next;
+    w->next = *at;
+    *at = w;
     s->last_start_us = tn_now_us();
     tn_info("worker %d started (pid %ld)", slot, (long)pid);
 }

@@ -59,7 +59,7 @@ const tn_key tn_schema[] = {
     { "daemon", "busy_poll_us", TN_T_INT, "0", 0, 100000, NULL, NULL, D(busy_poll_us), 0,
       "Microseconds the loop keeps polling, not sleeping, after the last event (shrinks while "
       "polling finds nothing); trades CPU for latency. 0 = off." },
-    { "daemon", "workers", TN_T_INT, "1", 0, 1024, NULL, NULL, D(workers), TN_K_AUTO,
+    { "daemon", "workers", TN_T_INT, "1", 0, 256, NULL, NULL, D(workers), TN_K_AUTO,
       "Worker processes serving traffic; auto (or 0) = one per CPU the process may run on. "
       "Above 1 a master process supervises them (see Scaling out)." },
 
