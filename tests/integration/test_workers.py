@@ -26,7 +26,7 @@ import time
 import pytest
 import websockets
 
-from ctl_util import CtlClient, parse_prometheus, sample, wait_for
+from ctl_util import CtlClient, ctl_daemon, notify, parse_prometheus, sample, wait_for  # noqa: F401 (fixtures)
 from daemon_util import HOST, LineClient, check_config, daemon, pid_alive, wait_pid_gone  # noqa: F401
 from http_util import http_get
 
@@ -92,11 +92,11 @@ def two(daemon):  # noqa: F811
     return daemon(CONFIG)
 
 
-def serve_lines(port, n):
+def serve_lines(port, n, prefix=""):
     """N connections one after another, each one echo round trip and a close."""
     for i in range(n):
         with socket.create_connection((HOST, port), timeout=5) as s:
-            s.sendall(f"m{i:04d}\n".encode())
+            s.sendall(f"{prefix}m{i:04d}\n".encode())
             buf = b""
             while not buf.endswith(b"\n"):
                 chunk = s.recv(100)
@@ -444,3 +444,65 @@ def test_workers_key(tmp_path):
                        ("true", "'workers' must be an integer")):
         rc, out = check_config(f"[daemon]\nworkers: {value}\n" + base, tmp_path)
         assert rc == 1 and msg in out, (value, out)
+
+
+# ---- systemd ------------------------------------------------------------------------------
+
+SYSTEMD = """
+[daemon]
+workers: 2
+
+[handlers]
+echo  { type: "echo" }
+greet { type: "static" reply: "hello" }
+
+[listeners]
+lines { protocol: "tcp" listen: "127.0.0.1:0" handlers: ["echo", "greet"] fd_name: "lines" }
+dgram { protocol: "udp" listen: "127.0.0.1:0" handlers: ["echo", "greet"] }
+"""
+
+
+def test_systemd_ready_when_every_worker_serves(ctl_daemon, notify):
+    d = ctl_daemon(SYSTEMD, start=False, env={"NOTIFY_SOCKET": notify.path})
+    d.start(wait_ready=False)
+    ready = notify.wait_key("READY", "1", timeout=10)
+    assert ready["MAINPID"] == str(d.pid)
+    rows = d.ctl("stats")["workers"]
+    assert [w["state"] for w in rows] == ["serving", "serving"]
+    assert sorted(w["pid"] for w in rows) == sorted(d.children())
+    # the UDP listener too is one SO_REUSEPORT socket per worker
+    port = d.port("dgram")
+    for i in range(40):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(5)
+            u.sendto(f"echo u{i}".encode(), (HOST, port))
+            assert u.recvfrom(100)[0] == f"u{i}".encode()
+    assert [m for m in notify.pending() if m.get("READY") == "1"] == []
+    assert d.ctl("stats")["listeners"]["dgram"]["messages_in"] == 40
+    d.send_signal(signal.SIGTERM)
+    assert notify.wait_key("STOPPING", "1")
+    assert d.wait(10) == 0
+
+
+def test_socket_passed_by_systemd_is_shared_by_the_workers(ctl_daemon):
+    from ctl_util import activation, daemon_socket_inodes
+
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.bind((HOST, 0))
+    t.listen(64)
+    port = t.getsockname()[1]
+    ino = os.fstat(t.fileno()).st_ino
+    launcher, env, popen_kw = activation([t], ["lines"])
+    d = ctl_daemon(SYSTEMD, start=False, launcher=launcher, env=env, popen_kw=popen_kw)
+    try:
+        d.start()
+    finally:
+        t.close()
+    assert d.wait_log(r"tusknetd started: 2 worker", 10)
+    assert d.wait_log(r"listener lines: using the socket passed by systemd, shared by the workers", 1)
+    pids = [w["pid"] for w in d.ctl("stats")["workers"]]
+    for pid in pids:
+        assert ino in daemon_socket_inodes(pid)
+    serve_lines(port, 100, prefix="echo ")
+    per = [w["global"]["total_connections"] for w in d.ctl("stats")["workers"]]
+    assert sum(per) == 100
