@@ -63,6 +63,7 @@ typedef struct mworker {
     uint64_t serial;
     unsigned generation;
     bool ready, draining;
+    uint64_t relay_dropped; /* room messages it was too slow for */
 } mworker;
 
 /* A listener's sockets: one per slot, or one systemd socket for all. */
@@ -397,12 +398,21 @@ static void on_worker_message(mworker *w, const tn_wmsg_hdr *h, struct evbuffer 
         }
         break;
     case TN_WMSG_RELAY: {
-        /* to every other worker, old generations included (their members) */
+        /* to every other worker, old generations included (their members);
+         * a worker that stopped reading gets nothing more past the cap */
         size_t len = evbuffer_get_length(body);
         const void *data = evbuffer_pullup(body, -1);
-        for (mworker *o = m->workers; o; o = o->next)
-            if (o != w && o->bev)
-                tn_wmsg_send(o->bev, TN_WMSG_DELIVER, 0, data, len);
+        for (mworker *o = m->workers; o; o = o->next) {
+            if (o == w || !o->bev)
+                continue;
+            if (evbuffer_get_length(bufferevent_get_output(o->bev)) > TN_WMSG_QUEUE_CAP) {
+                if (o->relay_dropped++ == 0)
+                    tn_warn("worker %d (pid %ld) is not reading: room messages to it are dropped", o->slot,
+                            (long)o->pid);
+                continue;
+            }
+            tn_wmsg_send(o->bev, TN_WMSG_DELIVER, 0, data, len);
+        }
         break;
     }
     default: tn_warn("worker %d: unknown message %u", w->slot, h->type); break;
@@ -453,10 +463,13 @@ static void child_setup(int keep_fd, const tn_worker_socket *socks, size_t nsock
                                         "LISTEN_FDS",    "LISTEN_PID",    "LISTEN_FDNAMES" };
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
         unsetenv(vars[i]);
-    int fds[1024];
-    size_t n = 0;
-    DIR *dir = opendir("/proc/self/fd");
-    if (dir) {
+    /* in rounds: descriptors are closed after the listing, never during it */
+    for (size_t n = 1; n;) {
+        int fds[1024];
+        n = 0;
+        DIR *dir = opendir("/proc/self/fd");
+        if (!dir)
+            return;
         int own = dirfd(dir);
         for (struct dirent *e; (e = readdir(dir)) && n < sizeof(fds) / sizeof(fds[0]);) {
             int fd = atoi(e->d_name);
@@ -469,9 +482,9 @@ static void child_setup(int keep_fd, const tn_worker_socket *socks, size_t nsock
                 fds[n++] = fd;
         }
         closedir(dir);
+        for (size_t i = 0; i < n; i++)
+            close(fds[i]);
     }
-    for (size_t i = 0; i < n; i++)
-        close(fds[i]);
 }
 
 static void spawn(tn_master *m, int slot)
@@ -727,6 +740,10 @@ void tn_master_forget(tn_master *m, void *client)
 int tn_master_reload(tn_master *m, char *err, size_t errlen)
 {
     tn_daemon *d = m->d;
+    if (m->stopping) {
+        snprintf(err, errlen, "shutting down");
+        return -1;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     tn_sd_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading %s",

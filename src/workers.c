@@ -185,6 +185,7 @@ struct tn_worker_link {
     tn_worker_socket *sockets;
     size_t nsockets;
     bool unlisted_warned;
+    uint64_t relay_dropped;
 };
 
 tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial, tn_wshm *shm,
@@ -259,7 +260,7 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
     case TN_WMSG_DELIVER: {
         size_t nlen = strnlen(data, len);
         tn_handler *hd = nlen < len ? tn_registry_find(d->registry, data) : NULL;
-        if (hd && hd->ops == &tn_broadcast_ops)
+        if (hd)
             tn_broadcast_deliver(hd, data + nlen + 1, len - nlen - 1);
         break;
     }
@@ -376,6 +377,11 @@ void tn_workers_relay(tn_daemon *d, const char *handler, const void *payload, si
         return;
     size_t nlen = strlen(handler);
     struct evbuffer *out = bufferevent_get_output(w->bev);
+    if (evbuffer_get_length(out) > TN_WMSG_QUEUE_CAP) {
+        if (w->relay_dropped++ == 0)
+            tn_warn("worker: the master is not reading: room messages to other workers are dropped");
+        return;
+    }
     tn_wmsg_hdr h = { (uint32_t)(nlen + 1 + len), TN_WMSG_RELAY, 0 };
     evbuffer_add(out, &h, sizeof(h));
     evbuffer_add(out, handler, nlen + 1);

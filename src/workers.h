@@ -36,6 +36,8 @@ typedef struct tn_wmsg_hdr {
 } tn_wmsg_hdr;
 
 #define TN_WMSG_MAX (256u * 1024 * 1024)
+/* Room messages are not queued to a peer that has more than this unread. */
+#define TN_WMSG_QUEUE_CAP (64u * 1024 * 1024)
 
 /* Queues one message on BEV. */
 void tn_wmsg_send(struct bufferevent *bev, int type, uint64_t seq, const void *data, size_t len);
