@@ -86,6 +86,7 @@ typedef struct request {
     struct request *next;
     tn_master *m;
     void *client;
+    uint64_t asker, asker_seq; /* or a worker's query (its serial, its number) */
     char name[16];
     uint64_t seq;
     size_t n, pending;
@@ -254,6 +255,8 @@ static int open_sockets(tn_master *m, const tn_config *cfg, lsock **out, char *e
 
 static void spawn(tn_master *m, int slot);
 static void check_ready(tn_master *m);
+static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t asker_seq, const char *name,
+                          const char *arg);
 static void request_done(request *r);
 
 static int take_seat(tn_master *m)
@@ -415,6 +418,13 @@ static void on_worker_message(mworker *w, const tn_wmsg_hdr *h, struct evbuffer 
         }
         break;
     }
+    case TN_WMSG_QUERY:
+        /* a worker's metrics handler wants the whole daemon's numbers */
+        if (evbuffer_get_length(body) == 7 && memcmp(evbuffer_pullup(body, -1), "metrics", 7) == 0 &&
+            start_request(m, NULL, w->serial, h->seq, "metrics", NULL))
+            break;
+        tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, NULL, 0);
+        break;
     default: tn_warn("worker %d: unknown message %u", w->slot, h->type); break;
     }
 }
@@ -639,9 +649,13 @@ static void request_done(request *r)
     }
     void *client = r->client;
     bool newline = strcmp(r->name, "metrics") != 0;
+    uint64_t asker = r->asker, asker_seq = r->asker_seq;
     free_request(r);
     if (client && out)
         tn_control_answer(client, out, newline);
+    for (mworker *w = m->workers; w && asker && out; w = w->next)
+        if (w->serial == asker && w->bev)
+            tn_wmsg_send(w->bev, TN_WMSG_ANSWER, asker_seq, evbuffer_pullup(out, -1), evbuffer_get_length(out));
     if (out)
         evbuffer_free(out);
     if (own)
@@ -663,6 +677,12 @@ static const char *worker_state(const mworker *w)
 }
 
 bool tn_master_forward(tn_master *m, void *client, const char *name, const char *arg)
+{
+    return start_request(m, client, 0, 0, name, arg);
+}
+
+static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t asker_seq, const char *name,
+                          const char *arg)
 {
     static const char *const all[] = { "stats", "info", "metrics", "connections", "listeners", "handlers",
                                        "broadcast", "log-level" };
@@ -699,6 +719,8 @@ bool tn_master_forward(tn_master *m, void *client, const char *name, const char 
     }
     r->m = m;
     r->client = client;
+    r->asker = asker;
+    r->asker_seq = asker_seq;
     snprintf(r->name, sizeof(r->name), "%s", name);
     r->seq = ++m->next_seq;
     char *line = NULL;

@@ -175,8 +175,18 @@ static ip_entry *ip_find(tn_wshm *shm, uint64_t key, bool create)
 
 /* ---- the link ------------------------------------------------------------------- */
 
+/* A metrics handler's job waiting for the master's answer. */
+typedef struct query {
+    struct query *next;
+    struct tn_worker_link *w;
+    uint64_t seq;
+    tn_job *job;
+} query;
+
 struct tn_worker_link {
     tn_daemon *d;
+    query *queries;
+    uint64_t next_query;
     struct bufferevent *bev;
     int fd;
     int slot, seat;
@@ -204,10 +214,64 @@ tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial,
     return w;
 }
 
+static void query_unlink(query *q)
+{
+    for (query **pp = &q->w->queries; *pp; pp = &(*pp)->next) {
+        if (*pp == q) {
+            *pp = q->next;
+            break;
+        }
+    }
+}
+
+/* Ends every waiting query: the master will not answer. */
+static void queries_fail(tn_worker_link *w, bool cancel)
+{
+    while (w->queries) {
+        query *q = w->queries;
+        w->queries = q->next;
+        q->job->cancel = NULL;
+        if (cancel)
+            tn_job_cancel(q->job);
+        static const char why[] = "the master process did not answer";
+        tn_job_done(q->job, TN_FAIL, why, sizeof(why) - 1);
+        free(q);
+    }
+}
+
+static void query_cancel(tn_job *job)
+{
+    /* the job stays until the answer comes (tn_job_done frees it) */
+    (void)job;
+}
+
+bool tn_workers_metrics(tn_daemon *d, tn_call *call)
+{
+    tn_worker_link *w = d->worker;
+    if (!w || !w->bev)
+        return false;
+    query *q = calloc(1, sizeof(*q));
+    tn_job *job = q ? tn_job_begin(call) : NULL;
+    if (!job) {
+        free(q);
+        return false;
+    }
+    q->w = w;
+    q->job = job;
+    q->seq = ++w->next_query;
+    job->hstate = q;
+    job->cancel = query_cancel;
+    q->next = w->queries;
+    w->queries = q;
+    tn_wmsg_send(w->bev, TN_WMSG_QUERY, q->seq, "metrics", 7);
+    return true;
+}
+
 void tn_workers_free(tn_worker_link *w)
 {
     if (!w)
         return;
+    queries_fail(w, true);
     if (w->bev)
         bufferevent_free(w->bev);
     else if (w->fd >= 0)
@@ -257,6 +321,19 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
         break;
     }
     case TN_WMSG_DRAIN: tn_daemon_drain(d); break;
+    case TN_WMSG_ANSWER:
+        for (query *q = w->queries; q; q = q->next) {
+            if (q->seq == h->seq) {
+                query_unlink(q);
+                if (len)
+                    tn_job_done(q->job, TN_REPLY, data, len);
+                else
+                    tn_job_done(q->job, TN_FAIL, "no answer from the workers", 26);
+                free(q);
+                break;
+            }
+        }
+        break;
     case TN_WMSG_DELIVER: {
         size_t nlen = strnlen(data, len);
         tn_handler *hd = nlen < len ? tn_registry_find(d->registry, data) : NULL;
@@ -290,6 +367,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         /* the master is gone: nobody supervises, restarts or relays */
         bufferevent_disable(bev, EV_READ);
+        queries_fail(d->worker, false);
         tn_daemon_shutdown(d, "master exited");
     }
 }

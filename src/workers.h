@@ -27,6 +27,7 @@ enum tn_wmsg {
     TN_WMSG_DRAIN,     /* master -> worker: replaced by a reload, drain and exit */
     TN_WMSG_RELAY,     /* worker -> master: a room message, "HANDLER\0payload" */
     TN_WMSG_DELIVER,   /* master -> worker: the same for its local members */
+    TN_WMSG_QUERY,     /* worker -> master: "metrics" for the whole daemon; ANSWER back */
 };
 
 typedef struct tn_wmsg_hdr {
@@ -83,6 +84,10 @@ void tn_workers_publish(tn_daemon *d);
  * connection unless MAX (0: no cap) are open already; release uncounts it. */
 bool tn_workers_ip_admit(tn_daemon *d, const char *listener, const struct sockaddr *sa, int64_t max);
 void tn_workers_ip_release(tn_daemon *d, const char *listener, const struct sockaddr *sa);
+
+/* The metrics handler's answer for the whole daemon: asks the master, and
+ * completes CALL's job with its answer. False: not a worker, answer locally. */
+bool tn_workers_metrics(tn_daemon *d, tn_call *call);
 
 /* A room message to the members in the other workers (through the master). */
 void tn_workers_relay(tn_daemon *d, const char *handler, const void *payload, size_t len);

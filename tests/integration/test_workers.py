@@ -43,6 +43,7 @@ echo   { type: "echo" }
 chat   { type: "broadcast" }
 health { type: "health" }
 gen    { type: "static" reply: "GEN" }
+prom   { type: "metrics" }
 
 [listeners]
 lines { protocol: "tcp" listen: "127.0.0.1:PORT_LINES" handler: "echo" }
@@ -54,6 +55,7 @@ web {
     routes {
         "GET /health": "health"
         "GET /gen": "gen"
+        "GET /metrics": "prom"
     }
     websocket {
         "/echo": { handler: "echo" }
@@ -152,7 +154,14 @@ def test_both_workers_accept_and_stats_are_the_sum(two):
     for w in stats["workers"]:
         assert sample(prom, "tusknet_worker_up", worker=str(w["slot"]), pid=str(w["pid"]), state="serving") == 1
         assert sample(prom, "tusknet_worker_restarts_total", worker=str(w["slot"]), pid=str(w["pid"])) == 0
-    handlers = {h["name"]: h for h in command(two, "handlers")["handlers"]}
+    # /metrics over HTTP is answered by one worker with the whole daemon's numbers
+    for i in range(10):
+        r = http_get(two.ports["WEB"], "/metrics", headers={"Connection": "close"})
+        assert r.status == 200
+        over_http = parse_prometheus(r.body.decode())
+        assert sample(over_http, "tusknet_connections_total", listener="lines", protocol="tcp") == n
+        assert sample(over_http, "tusknet_handler_calls_total", handler="echo", type="echo") == n
+        handlers = {h["name"]: h for h in command(two, "handlers")["handlers"]}
     assert handlers["echo"]["calls"] == n
     listeners = {x["name"]: x for x in command(two, "listeners")["listeners"]}
     assert listeners["lines"]["serving"] is True and listeners["lines"]["draining"] is False
