@@ -28,6 +28,7 @@
 #include "json.h"
 #include "log.h"
 #include "master.h"
+#include "workers.h"
 #include "proto/ws.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -410,8 +411,9 @@ static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)
             sent++;
     }
     tn_ws_broadcast(c->ctl->d, h, msg, strlen(msg), &sent, &dropped);
-    /* a room's members elsewhere (the counts are this process's) */
-    if (h->ops == &tn_broadcast_ops)
+    /* a room's members elsewhere (the counts are this process's); of a
+     * daemon's workers, one publishes */
+    if (h->ops == &tn_broadcast_ops && !tn_workers_local_only(c->ctl->d))
         tn_cluster_publish(h, msg, strlen(msg));
     tn_json_open(j, NULL, '{');
     tn_json_bool(j, "ok", true);

@@ -738,8 +738,10 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
         a->generation = w->generation;
         a->state = worker_state(w);
         a->restarts = m->slots[w->slot].restarts;
+        /* one worker publishes a control broadcast to other machines */
+        int type = r->n && strcmp(name, "broadcast") == 0 ? TN_WMSG_CMD_LOCAL : TN_WMSG_CMD;
         r->serials[r->n++] = w->serial;
-        tn_wmsg_send(w->bev, TN_WMSG_CMD, r->seq, line, (size_t)len);
+        tn_wmsg_send(w->bev, type, r->seq, line, (size_t)len);
     }
     free(line);
     r->pending = r->n;

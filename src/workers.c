@@ -195,7 +195,9 @@ struct tn_worker_link {
     tn_worker_socket *sockets;
     size_t nsockets;
     bool unlisted_warned;
+    bool local_only; /* running a TN_WMSG_CMD_LOCAL */
     uint64_t relay_dropped;
+    long master_pid;
 };
 
 tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial, tn_wshm *shm,
@@ -211,6 +213,7 @@ tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial,
     w->shm = shm;
     w->sockets = sockets;
     w->nsockets = nsockets;
+    w->master_pid = (long)getppid();
     return w;
 }
 
@@ -283,6 +286,16 @@ void tn_workers_free(tn_worker_link *w)
     free(w);
 }
 
+long tn_workers_daemon_pid(const tn_daemon *d)
+{
+    return d && d->worker ? d->worker->master_pid : (long)getpid();
+}
+
+bool tn_workers_local_only(const tn_daemon *d)
+{
+    return d->worker && d->worker->local_only;
+}
+
 uint64_t tn_workers_first_id(const tn_worker_link *w)
 {
     return w ? w->serial << TN_WORKER_ID_SHIFT : 0;
@@ -310,10 +323,13 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
     evbuffer_remove(body, data, len);
     data[len] = '\0';
     switch (h->type) {
-    case TN_WMSG_CMD: {
+    case TN_WMSG_CMD:
+    case TN_WMSG_CMD_LOCAL: {
         struct evbuffer *out = evbuffer_new();
         if (out) {
+            w->local_only = h->type == TN_WMSG_CMD_LOCAL;
             tn_control_exec(d, data, len, out);
+            w->local_only = false;
             size_t n = evbuffer_get_length(out);
             tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, evbuffer_pullup(out, -1), n);
             evbuffer_free(out);

@@ -28,6 +28,7 @@ enum tn_wmsg {
     TN_WMSG_RELAY,     /* worker -> master: a room message, "HANDLER\0payload" */
     TN_WMSG_DELIVER,   /* master -> worker: the same for its local members */
     TN_WMSG_QUERY,     /* worker -> master: "metrics" for the whole daemon; ANSWER back */
+    TN_WMSG_CMD_LOCAL, /* as CMD, but what it would publish to other machines stays here */
 };
 
 typedef struct tn_wmsg_hdr {
@@ -88,6 +89,11 @@ void tn_workers_ip_release(tn_daemon *d, const char *listener, const struct sock
 /* The metrics handler's answer for the whole daemon: asks the master, and
  * completes CALL's job with its answer. False: not a worker, answer locally. */
 bool tn_workers_metrics(tn_daemon *d, tn_call *call);
+
+/* The daemon's process id for others to see: the master's in a worker. */
+long tn_workers_daemon_pid(const tn_daemon *d);
+/* True while a worker runs a command another worker publishes ([cluster]). */
+bool tn_workers_local_only(const tn_daemon *d);
 
 /* A room message to the members in the other workers (through the master). */
 void tn_workers_relay(tn_daemon *d, const char *handler, const void *payload, size_t len);

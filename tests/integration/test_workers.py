@@ -515,3 +515,56 @@ def test_socket_passed_by_systemd_is_shared_by_the_workers(ctl_daemon):
     serve_lines(port, 100, prefix="echo ")
     per = [w["global"]["total_connections"] for w in d.ctl("stats")["workers"]]
     assert sum(per) == 100
+
+
+# ---- with [cluster] -----------------------------------------------------------------------
+
+
+def test_cluster_with_workers_delivers_once(daemon, tmp_path):  # noqa: F811
+    """Node a runs two workers, node b one, both on a real redis-server with
+    the default node ids: a room message from a member on a reaches every
+    other member once (siblings through the master, b through Redis), and a
+    control broadcast on a reaches b once, not once per worker."""
+    import tempfile
+
+    from test_cluster import Redis, node_config, wait_state
+
+    r = Redis(tmp_path).start()
+    ctl_dir = tempfile.mkdtemp(prefix="tnwk-")
+    try:
+        def node(name, workers):
+            text = node_config(ctl_dir, name, r.port).replace(f'node_id: "{name}"\n', "")
+            text = text.replace('shutdown_timeout: "2s"', f'shutdown_timeout: "2s"\nworkers: {workers}')
+            d = daemon(text, name=f"node-{name}")
+            d.ctl = CtlClient(os.path.join(ctl_dir, f"{name}.sock"))
+            return d
+
+        a, b = node("a", 2), node("b", 1)
+        wait_state(a, "connected")
+        wait_state(b, "connected")
+        assert a.ctl.command("stats")["cluster"]["node_id"].endswith(f":{a.pid}")
+        on_a = [LineClient(a.ports["LINES"]) for _ in range(20)]
+        on_b = [LineClient(b.ports["LINES"]) for _ in range(3)]
+        wait_for(lambda: len(a.ctl.command("connections lines")["connections"]) == 20, what="members on a")
+        wait_for(lambda: len(b.ctl.command("connections lines")["connections"]) == 3, what="members on b")
+        assert len({worker_of(c["id"]) for c in a.ctl.command("connections lines")["connections"]}) == 2
+        on_a[0].sendline("from a")
+        for m in on_a[1:] + on_b:
+            assert m.readline() == "from a"
+        assert a.ctl.command("broadcast chat control on a") == {"ok": True, "sent": 20, "dropped": 0}
+        for m in on_a + on_b:
+            assert m.readline() == "control on a"
+        on_b[0].sendline("from b")
+        for m in on_a + on_b[1:]:
+            assert m.readline() == "from b"
+        # nothing twice: what each member was sent, exactly
+        sent_a = sorted(c["messages_out"] for c in a.ctl.command("connections lines")["connections"])
+        assert sent_a == [2] + [3] * 19  # "from a" (not to its sender), the control broadcast, "from b"
+        sent_b = sorted(c["messages_out"] for c in b.ctl.command("connections lines")["connections"])
+        assert sent_b == [2, 3, 3]
+        for m in on_a + on_b:
+            m.close()
+    finally:
+        r.stop()
+        import shutil
+        shutil.rmtree(ctl_dir, ignore_errors=True)
