@@ -378,7 +378,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGINT: tn_daemon_shutdown(d, "SIGINT"); break;
     case SIGQUIT: tn_daemon_shutdown(d, "SIGQUIT"); break;
     case SIGHUP:
-        if (!d->stopping) {
+        if (d->worker) {
+            /* a terminal's hangup reaches the whole group: the master reloads */
+            tn_info("SIGHUP: ignored by a worker process (the master reloads)");
+        } else if (!d->stopping) {
             char err[2048];
             tn_daemon_reload(d, err, sizeof(err));
         }

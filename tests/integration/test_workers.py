@@ -299,6 +299,18 @@ def test_reload_under_load_fails_no_request(two):
     assert (stats["reloads"], stats["reloads_ok"], stats["reloads_refused"]) == (3, 3, 0)
 
 
+def test_sighup_reloads_in_the_master_only(two):
+    before = workers(two)
+    os.kill(before[0]["pid"], signal.SIGHUP)
+    assert two.wait_log(r"worker 0: SIGHUP: ignored by a worker process \(the master reloads\)")
+    assert [(w["pid"], w["generation"]) for w in workers(two)] == [(w["pid"], w["generation"]) for w in before]
+    assert command(two, "stats")["reloads"] == 0
+    two.send_signal(signal.SIGHUP)
+    wait_for(lambda: [w["generation"] for w in workers(two)] == [2, 2], timeout=10, what="new workers")
+    assert command(two, "stats")["reloads_ok"] == 1
+    assert not any(pid_alive(w["pid"]) for w in before)
+
+
 def test_refused_reload_changes_no_worker(two):
     before = workers(two)
     two.config_path.write_text(two.config.replace('type: "static"', 'type: "nonsense"'))
