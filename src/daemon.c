@@ -280,8 +280,6 @@ static void notify_status(tn_daemon *d, const char *prefix)
 
 int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
 {
-    if (d->master)
-        return tn_master_reload(d->master, err, errlen);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     tn_sd_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading %s",
@@ -303,7 +301,8 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
             tn_warn("%s", diag.msgs[i]);
     }
     tn_diag_free(&diag);
-    if (cfg && apply_config(d, cfg, err, errlen) < 0) {
+    /* the master applies it by starting new workers (and takes it) */
+    if (cfg && (d->master ? tn_master_apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
         tn_config_free(cfg);
         cfg = NULL;
     }
@@ -323,6 +322,13 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     }
     if (d->control && strcmp(cfg->daemon.control_socket, tn_control_path(d->control)) != 0)
         tn_warn("reload: control_socket changes take effect at the next start");
+    d->reloads_ok++;
+    if (d->cli_log_level < 0)
+        tn_log_set_level(cfg->daemon.log_level);
+    snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
+             cfg->nhandlers);
+    if (d->master)
+        return 0; /* complete when the new workers serve (master.c) */
     tn_config **r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
     if (r) {
         d->retired = r;
@@ -333,13 +339,8 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     bool poll_changed = cfg->daemon.busy_poll_us != d->cfg->daemon.busy_poll_us;
     d->cfg = cfg;
     tn_daemon_release_retired(d);
-    d->reloads_ok++;
     if (poll_changed)
         event_base_loopbreak(d->base); /* run_loop() switches between its two ways */
-    if (d->cli_log_level < 0)
-        tn_log_set_level(cfg->daemon.log_level);
-    snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
-             cfg->nhandlers);
     tn_info("reload complete: %s", d->last_reload_msg);
     tn_sd_notify("READY=1");
     notify_status(d, "Reloaded: ");
@@ -491,6 +492,19 @@ static void run_loop(tn_daemon *d)
     }
 }
 
+void tn_daemon_write_pid_file(const tn_config *cfg)
+{
+    if (!*cfg->daemon.pid_file)
+        return;
+    FILE *f = fopen(cfg->daemon.pid_file, "w");
+    if (f) {
+        fprintf(f, "%ld\n", (long)getpid());
+        fclose(f);
+    } else {
+        tn_warn("cannot write pid file %s: %s", cfg->daemon.pid_file, strerror(errno));
+    }
+}
+
 tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
 {
     return tn_daemon_start_as(cfg, path, cli_log_level, NULL);
@@ -566,15 +580,7 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
             return NULL;
         }
     }
-    if (*cfg->daemon.pid_file) {
-        FILE *f = fopen(cfg->daemon.pid_file, "w");
-        if (f) {
-            fprintf(f, "%ld\n", (long)getpid());
-            fclose(f);
-        } else {
-            tn_warn("cannot write pid file %s: %s", cfg->daemon.pid_file, strerror(errno));
-        }
-    }
+    tn_daemon_write_pid_file(cfg);
     tn_info("tusknetd started: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
     tn_sd_notify("READY=1\nMAINPID=%ld", (long)getpid());
     notify_status(d, "Serving: ");

@@ -103,6 +103,9 @@ void tn_daemon_check_stopped(tn_daemon *d);
 /* Frees retired configs once no listener is draining. */
 void tn_daemon_release_retired(tn_daemon *d);
 
+/* daemon.pid_file, when set, gets this process's id. */
+void tn_daemon_write_pid_file(const tn_config *cfg);
+
 int64_t tn_wall_ms(void);
 
 #endif

@@ -40,7 +40,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
 #include "control.h"
 #include "log.h"
 #include "net/listener.h"
@@ -761,61 +760,22 @@ void tn_master_forget(tn_master *m, void *client)
 
 /* ---- reload and shutdown ------------------------------------------------------------ */
 
-int tn_master_reload(tn_master *m, char *err, size_t errlen)
+int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
 {
     tn_daemon *d = m->d;
     if (m->stopping) {
         snprintf(err, errlen, "shutting down");
         return -1;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    tn_sd_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading %s",
-                 (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000, d->config_path);
-    tn_info("reloading %s", d->config_path);
-    err[0] = '\0';
-    tn_diag diag = { 0 };
-    tn_config *cfg = tn_config_load(d->config_path, &diag);
-    if (cfg && tn_check_startup(cfg, &diag) < 0) {
-        tn_config_free(cfg);
-        cfg = NULL;
-    }
-    if (!cfg) {
-        char *all = tn_diag_join(&diag);
-        snprintf(err, errlen, "%s", all ? all : "invalid configuration");
-        free(all);
-    } else {
-        for (int i = 0; i < diag.count; i++)
-            tn_warn("%s", diag.msgs[i]);
-    }
-    tn_diag_free(&diag);
-    lsock *set = NULL;
-    if (cfg && free_seats(m) < (size_t)m->nslots) {
+    if (free_seats(m) < (size_t)m->nslots) {
         snprintf(err, errlen, "workers of earlier reloads are still draining; try again when they are done");
-        tn_config_free(cfg);
-        cfg = NULL;
-    }
-    if (cfg && open_sockets(m, cfg, &set, err, errlen) < 0) {
-        tn_config_free(cfg);
-        cfg = NULL;
-    }
-    d->reloads++;
-    d->last_reload_ms = tn_wall_ms();
-    d->last_reload_ok = cfg != NULL;
-    if (!cfg) {
-        d->reloads_refused++;
-        snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%s", err);
-        tn_log_lines(TN_LOG_ERROR, "reload failed, keeping the running configuration: ", err);
-        char first[512];
-        snprintf(first, sizeof(first), "%s", err);
-        first[strcspn(first, "\n")] = '\0';
-        tn_sd_notify("READY=1\nSTATUS=Reload failed: %s", first);
         return -1;
     }
+    lsock *set = NULL;
+    if (open_sockets(m, cfg, &set, err, errlen) < 0)
+        return -1;
     if (tn_master_workers_wanted(cfg) != m->nslots)
         tn_warn("reload: daemon.workers changes take effect at the next start");
-    if (d->control && strcmp(cfg->daemon.control_socket, tn_control_path(d->control)) != 0)
-        tn_warn("reload: control_socket changes take effect at the next start");
     for (size_t i = 0; i < m->nsocks; i++)
         close_lsock(m, &m->socks[i]); /* the ones no listener continues */
     free(m->socks);
@@ -823,11 +783,6 @@ int tn_master_reload(tn_master *m, char *err, size_t errlen)
     m->nsocks = cfg->nlisteners;
     tn_config_free(d->cfg); /* the old workers have their own copies */
     d->cfg = cfg;
-    d->reloads_ok++;
-    if (d->cli_log_level < 0)
-        tn_log_set_level(cfg->daemon.log_level);
-    snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
-             cfg->nhandlers);
     /* workers still starting from an earlier reload are replaced too */
     for (mworker *w = m->workers; w; w = w->next)
         if (w->generation == m->generation && !w->ready && !w->draining) {
@@ -896,7 +851,7 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
         case SIGHUP:
             if (!m->stopping) {
                 char err[2048];
-                tn_master_reload(m, err, sizeof(err));
+                tn_daemon_reload(m->d, err, sizeof(err));
             }
             break;
         case SIGUSR1:
@@ -1013,15 +968,7 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
             return 1;
         }
     }
-    if (*cfg->daemon.pid_file) {
-        FILE *f = fopen(cfg->daemon.pid_file, "w");
-        if (f) {
-            fprintf(f, "%ld\n", (long)getpid());
-            fclose(f);
-        } else {
-            tn_warn("cannot write pid file %s: %s", cfg->daemon.pid_file, strerror(errno));
-        }
-    }
+    tn_daemon_write_pid_file(cfg);
     tn_info("master process %ld: starting %d worker(s)", (long)getpid(), m->nslots);
     for (int i = 0; i < m->nslots; i++)
         spawn(m, i);

@@ -24,9 +24,10 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level);
 bool tn_master_forward(tn_master *m, void *client, const char *name, const char *arg);
 /* CLIENT went away before its answer. */
 void tn_master_forget(tn_master *m, void *client);
-/* Parse and check the config once, then start workers with it; the old
- * ones drain when the new ones serve. -1 with err: nothing changed. */
-int tn_master_reload(tn_master *m, char *err, size_t errlen);
+/* A reload's new config, parsed and checked once (tn_daemon_reload()):
+ * new workers start with it (it becomes the master's) and the old ones drain
+ * when the new ones serve. -1 with err: nothing changed, CFG not taken. */
+int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen);
 void tn_master_shutdown(tn_master *m, const char *why);
 
 /* ---- merging the workers' answers (master_merge.c) ---------------------------- */

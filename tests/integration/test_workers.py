@@ -94,6 +94,25 @@ def two(daemon):  # noqa: F811
     return daemon(CONFIG)
 
 
+def open_echoed(port, n):
+    """N connections held open, each proven accepted by an echo round trip."""
+    out = []
+    for i in range(n):
+        c = LineClient(port)
+        assert c.request(f"c{i}") == f"c{i}"
+        out.append(c)
+    return out
+
+
+def expect_refused(port, n, line):
+    """N connections each refused with LINE and the close."""
+    for _ in range(n):
+        c = LineClient(port)
+        data, closed = c.read_until_closed(timeout=5)
+        c.close()
+        assert closed and data == line
+
+
 def serve_lines(port, n, prefix=""):
     """N connections one after another, each one echo round trip and a close."""
     for i in range(n):
@@ -339,17 +358,9 @@ def test_reload_adds_a_listener_on_every_worker(two):
 
 def test_max_connections_per_ip_holds_for_the_whole_daemon(two):
     port = two.ports["CAPPED"]
-    held = []
+    held = open_echoed(port, 10)
     try:
-        for i in range(10):
-            c = LineClient(port)
-            assert c.request(f"c{i}") == f"c{i}"
-            held.append(c)
-        for _ in range(20):
-            c = LineClient(port)
-            data, closed = c.read_until_closed(timeout=5)
-            c.close()
-            assert closed and data == b"Error: too many connections from your address\n"
+        expect_refused(port, 20, b"Error: too many connections from your address\n")
         stats = command(two, "stats")
         assert stats["listeners"]["capped"]["rejected"]["per_ip"] == 20
         assert stats["listeners"]["capped"]["active_connections"] == 10
@@ -366,18 +377,10 @@ def test_max_connections_per_ip_holds_for_the_whole_daemon(two):
 def test_max_connections_holds_for_the_whole_daemon(daemon):  # noqa: F811
     d = daemon(CONFIG.replace('shutdown_timeout: "5s"', 'shutdown_timeout: "5s"\nmax_connections: 12'))
     port = d.ports["LINES"]
-    held = []
+    held = open_echoed(port, 12)
     try:
-        for i in range(12):
-            c = LineClient(port)
-            assert c.request(f"c{i}") == f"c{i}"
-            held.append(c)
         assert len(ids_by_worker(d, "lines")) == 2
-        for _ in range(10):
-            c = LineClient(port)
-            data, closed = c.read_until_closed(timeout=5)
-            c.close()
-            assert closed and data == b"Error: too many connections\n"
+        expect_refused(port, 10, b"Error: too many connections\n")
         assert command(d, "stats")["global"]["rejected"]["max_connections"] == 10
     finally:
         for c in held:
@@ -387,11 +390,8 @@ def test_max_connections_holds_for_the_whole_daemon(daemon):  # noqa: F811
 def test_a_killed_worker_gives_back_its_connections(daemon):  # noqa: F811
     d = daemon(CONFIG.replace('shutdown_timeout: "5s"', 'shutdown_timeout: "5s"\nmax_connections: 30'))
     port = d.ports["CAPPED"]
-    held = [LineClient(port) for _ in range(10)]
+    held = open_echoed(port, 10)
     try:
-        for i, c in enumerate(held):
-            assert c.request(f"c{i}") == f"c{i}"
-        by = ids_by_worker(d, "capped")
         rows = {w["pid"]: w for w in workers(d)}
         victim = next(w for w in rows.values() if w["global"]["active_connections"] > 0)
         lost = victim["global"]["active_connections"]
@@ -406,7 +406,8 @@ def test_a_killed_worker_gives_back_its_connections(daemon):  # noqa: F811
             assert c.request(f"n{i}") == f"n{i}"
             fresh.append(c)
         held += fresh
-        assert sum(len(v) for v in by.values()) == 10
+        assert command(d, "stats")["listeners"]["capped"]["rejected"]["per_ip"] == 0
+        expect_refused(port, 1, b"Error: too many connections from your address\n")
     finally:
         for c in held:
             c.close()
