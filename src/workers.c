@@ -410,16 +410,24 @@ int tn_workers_started(tn_daemon *d, char *err, size_t errlen)
     return 0;
 }
 
-uint64_t tn_workers_active(const tn_daemon *d)
+bool tn_workers_admit(tn_daemon *d, int64_t max)
 {
-    const tn_worker_link *w = d->worker;
+    tn_worker_link *w = d->worker;
     if (!w)
-        return d->active;
-    uint64_t n = d->active;
+        return (int64_t)d->active < max;
+    /* Reserve first, then count: of two workers admitting the last place at
+     * once, at least one sees the other's reservation, so the cap is never
+     * passed (both may refuse). The connection's own count, or a refusal's
+     * tn_workers_publish(), replaces the reservation. */
+    atomic_store(&w->shm->active[w->seat], d->active + 1);
+    uint64_t n = 0;
     for (int s = 0; s < w->shm->seats; s++)
-        if (s != w->seat)
-            n += atomic_load(&w->shm->active[s]);
-    return n;
+        n += atomic_load(&w->shm->active[s]);
+    if ((int64_t)n > max) {
+        tn_workers_publish(d);
+        return false;
+    }
+    return true;
 }
 
 void tn_workers_publish(tn_daemon *d)

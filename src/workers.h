@@ -77,8 +77,10 @@ int tn_workers_take_socket(tn_worker_link *w, const tn_listener_conf *conf);
 /* The daemon is serving: watch the channel and tell the master. */
 int tn_workers_started(tn_daemon *d, char *err, size_t errlen);
 
-/* Open connections of the whole daemon (this process's alone without workers). */
-uint64_t tn_workers_active(const tn_daemon *d);
+/* May one more connection open under daemon.max_connections (MAX), for the
+ * whole daemon? In a worker the place is reserved until the connection
+ * counts itself or tn_workers_publish() gives it back (refused after all). */
+bool tn_workers_admit(tn_daemon *d, int64_t max);
 /* Tells the other workers this process's count of open connections. */
 void tn_workers_publish(tn_daemon *d);
 /* Per client address and listener, for the whole daemon: admit counts the

@@ -130,6 +130,7 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
 /* Best effort: the client learns why before the close. */
 static void refuse(tn_listener *l, evutil_socket_t fd, int reason)
 {
+    tn_workers_publish(l->d); /* a place reserved by tn_workers_admit() goes back */
     l->stats.rejected[reason]++;
     l->d->stats.rejected[reason]++;
     /* a TLS client could not read a plain answer: just close */
@@ -154,7 +155,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         refuse(l, fd, TN_REJ_DENIED);
         return;
     }
-    if ((int64_t)tn_workers_active(d) >= d->cfg->daemon.max_connections) {
+    if (!tn_workers_admit(d, d->cfg->daemon.max_connections)) {
         refuse(l, fd, TN_REJ_MAX_CONNECTIONS);
         return;
     }
@@ -183,7 +184,9 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (!l->ops->accept(l, fd, sa, salen, peer)) {
+    bool accepted = l->ops->accept(l, fd, sa, salen, peer);
+    tn_workers_publish(d); /* the reservation becomes what was counted */
+    if (!accepted) {
         if (peer)
             tn_workers_ip_release(d, l->name, sa);
         l->stats.connection_errors++;
