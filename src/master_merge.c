@@ -417,6 +417,11 @@ static void merge_json(const char *name, tn_master_answer *answers, size_t n, st
         }
         if (!parsed[i])
             continue;
+        /* each connection says which worker has it */
+        tn_value *conns = parsed[i]->type == TN_V_OBJECT ? tn_object_get(parsed[i], "connections") : NULL;
+        for (size_t k = 0; conns && conns->type == TN_V_ARRAY && k < conns->u.a.len; k++)
+            if (conns->u.a.items[k]->type == TN_V_OBJECT)
+                set_member(conns->u.a.items[k], "worker", u64_value((uint64_t)answers[i].slot));
         if (!merged)
             merged = tn_value_clone(parsed[i]);
         else

@@ -194,6 +194,10 @@ def test_connection_ids_name_their_worker_and_close_send_reach_them(two):
             assert c.request(f"hello {i}") == f"hello {i}"
         by = ids_by_worker(two, "lines")
         assert len(by) == 2, f"connections on {sorted(by)} only"
+        slots = {w["pid"]: w["slot"] for w in workers(two)}
+        assert sorted(slots.values()) == [0, 1]
+        for rows in by.values():
+            assert len({r["worker"] for r in rows}) == 1
         serials = sorted(by)
         assert sum(len(v) for v in by.values()) == 40
         local = {c.local_addr(): c for c in clients}
@@ -581,3 +585,27 @@ def test_cluster_with_workers_delivers_once(daemon, tmp_path):  # noqa: F811
         r.stop()
         import shutil
         shutil.rmtree(ctl_dir, ignore_errors=True)
+
+
+# ---- the control socket in front of the workers ----------------------------------------
+
+
+def test_pipelined_and_abandoned_commands(two):
+    """Commands the master asks the workers about are answered in order even
+    when pipelined with ones it answers itself; a client gone before its
+    answer costs nothing."""
+    with ctl_of(two) as c:
+        c.send_line("stats\nversion\nconnections\nmetrics\nlisteners\nclose 5")
+        assert len(c.read_json()["workers"]) == 2
+        assert set(c.read_json()) == {"version"}
+        assert c.read_json() == {"connections": []}
+        assert c.read_metrics().endswith("# EOF\n")
+        assert [x["name"] for x in c.read_json()["listeners"]] == ["lines", "room", "capped", "web"]
+        assert c.read_json() == {"ok": False, "error": "no connection 5"}
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(two.tmp_path / "ctl.sock"))
+        s.sendall(b"stats\nconnections\n")
+        s.close()
+    assert len(workers(two)) == 2
+    assert two.alive()
