@@ -79,7 +79,9 @@ def worker_of(conn_id):
 
 
 def workers(d):
-    return command(d, "stats")["workers"]
+    s = command(d, "stats")
+    assert "workers" in s, s
+    return s["workers"]
 
 
 def ids_by_worker(d, listener):
@@ -269,13 +271,31 @@ def test_killed_worker_is_restarted_while_the_other_serves(two):
     # every connection is served: the master holds the dead worker's socket,
     # so what queues there waits for its successor
     serve_lines(two.ports["LINES"], 60)
-    wait_for(lambda: [w["state"] for w in workers(two)] == ["serving", "serving"]
+    wait_for(lambda: [(w["slot"], w["state"]) for w in workers(two)] == [(0, "serving"), (1, "serving")]
              and workers(two)[0]["pid"] != victim["pid"], what="a new worker 0")
     after = workers(two)
     assert after[0]["slot"] == 0 and after[0]["restarts"] == 1
     assert after[1]["pid"] == other["pid"] and after[1]["restarts"] == 0
     assert pid_alive(after[0]["pid"])
     assert two.wait_log(rf"worker 0 \(pid {victim['pid']}\) was killed by SIGKILL; restarting it in 100 ms")
+    serve_lines(two.ports["LINES"], 20)
+
+
+def test_a_worker_crashing_again_soon_waits_twice_as_long(two):
+    def slot0():
+        rows = [w for w in workers(two) if w["slot"] == 0]
+        return rows[0] if rows else {"pid": None, "state": "gone"}
+
+    first = slot0()["pid"]
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: slot0()["pid"] not in (None, first) and slot0()["state"] == "serving", what="restart 1")
+    second = slot0()["pid"]
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: slot0()["pid"] not in (None, first, second) and slot0()["state"] == "serving",
+             what="restart 2")
+    assert two.wait_log(rf"worker 0 \(pid {first}\) was killed by SIGKILL; restarting it in 100 ms")
+    assert two.wait_log(rf"worker 0 \(pid {second}\) was killed by SIGKILL; restarting it in 200 ms")
+    assert slot0()["restarts"] == 2
     serve_lines(two.ports["LINES"], 20)
 
 
@@ -343,6 +363,21 @@ def test_refused_reload_changes_no_worker(two):
     after = workers(two)
     assert [(w["pid"], w["generation"]) for w in after] == [(w["pid"], w["generation"]) for w in before]
     assert http_get(two.ports["WEB"], "/gen").body == b"GEN"
+
+
+def test_reload_onto_a_taken_port_changes_no_worker(two):
+    before = workers(two)
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        extra = f'more {{ protocol: "tcp" listen: "127.0.0.1:{port}" handler: "echo" }}\n'
+        two.config_path.write_text(two.config + extra)
+        answer = command(two, "reload")
+    assert answer["ok"] is False
+    assert answer["error"].endswith(f"listener 'more': cannot bind 127.0.0.1:{port}: Address already in use")
+    assert [(w["pid"], w["generation"]) for w in workers(two)] == [(w["pid"], w["generation"]) for w in before]
+    assert "more" not in {x["name"] for x in command(two, "listeners")["listeners"]}
 
 
 def test_reload_adds_a_listener_on_every_worker(two):
