@@ -41,6 +41,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "workers.h"
 
 #define FRAME_VERSION 1
 #define BACKOFF_MIN_MS 100
@@ -455,7 +456,8 @@ static void set_node(tn_cluster *c)
         if (gethostname(host, sizeof(host)) < 0)
             snprintf(host, sizeof(host), "tusknetd");
         host[sizeof(host) - 1] = '\0';
-        snprintf(c->node, sizeof(c->node), "%s:%ld", host, (long)getpid());
+        /* worker processes are one node: the master's pid (workers.h) */
+        snprintf(c->node, sizeof(c->node), "%s:%ld", host, tn_workers_daemon_pid(c->d));
     }
     c->node_len = strlen(c->node);
 }

@@ -27,6 +27,8 @@
 #include "cluster.h"
 #include "json.h"
 #include "log.h"
+#include "master.h"
+#include "workers.h"
 #include "proto/ws.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -41,6 +43,7 @@ typedef struct ctl_client {
     struct bufferevent *bev;
     int level;
     bool discarding; /* inside an over-long command: skip to its newline */
+    bool waiting;    /* the master is collecting its workers' answers (master.h) */
 } ctl_client;
 
 struct tn_control {
@@ -60,6 +63,8 @@ typedef struct command {
 
 static void client_free(ctl_client *c)
 {
+    if (c->waiting)
+        tn_master_forget(c->ctl->d->master, c);
     /* answers already made (e.g. to `shutdown`) should reach the client */
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out)) {
@@ -241,6 +246,7 @@ static void cmd_handlers(ctl_client *c, tn_json *j, char *arg)
         tn_json_num(j, "p50_ms", tn_hist_percentile(&h->stats.latency, 0.50) / 1000);
         tn_json_num(j, "p90_ms", tn_hist_percentile(&h->stats.latency, 0.90) / 1000);
         tn_json_num(j, "p99_ms", tn_hist_percentile(&h->stats.latency, 0.99) / 1000);
+        tn_metrics_buckets_json(c->ctl->d, j, &h->stats.latency);
         tn_json_close(j, '}');
     }
     tn_json_close(j, ']');
@@ -405,8 +411,9 @@ static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)
             sent++;
     }
     tn_ws_broadcast(c->ctl->d, h, msg, strlen(msg), &sent, &dropped);
-    /* a room's members elsewhere (the counts are this process's) */
-    if (h->ops == &tn_broadcast_ops)
+    /* a room's members elsewhere (the counts are this process's); of a
+     * daemon's workers, one publishes */
+    if (h->ops == &tn_broadcast_ops && !tn_workers_local_only(c->ctl->d))
         tn_cluster_publish(h, msg, strlen(msg));
     tn_json_open(j, NULL, '{');
     tn_json_bool(j, "ok", true);
@@ -487,9 +494,8 @@ static void cmd_help(ctl_client *c, tn_json *j, char *arg)
     tn_json_close(j, '}');
 }
 
-static void run_command(ctl_client *c, char *line, size_t len)
+static void run_command(ctl_client *c, struct evbuffer *out, char *line, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     tn_json j;
     tn_json_init(&j, out);
     if (memchr(line, '\0', len)) {
@@ -511,12 +517,17 @@ static void run_command(ctl_client *c, char *line, size_t len)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]) && !cmd; i++)
         if (strcmp(commands[i].name, line) == 0)
             cmd = &commands[i];
-    if (!cmd)
+    if (!cmd) {
         error_answer(&j, "unknown command '%s' (try help)", line);
-    else if (cmd->level > c->level)
+    } else if (cmd->level > c->level) {
         error_answer(&j, "permission denied: '%s' needs admin", line);
-    else
+    } else if (c->bev && c->ctl->d->master && tn_master_forward(c->ctl->d->master, c, cmd->name, arg)) {
+        /* answered by tn_control_answer() once the workers have */
+        c->waiting = true;
+        return;
+    } else {
         cmd->run(c, &j, arg);
+    }
     if (cmd && cmd->run != cmd_metrics)
         evbuffer_add(out, "\n", 1);
     else if (!cmd)
@@ -567,15 +578,38 @@ static void on_client_read(struct bufferevent *bev, void *arg)
         if (len > MAX_COMMAND)
             answer_too_long(c);
         else
-            run_command(c, line, len);
+            run_command(c, bufferevent_get_output(bev), line, len);
         free(line);
+        if (c->waiting) {
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
     }
+}
+
+void tn_control_answer(void *client, struct evbuffer *answer, bool newline)
+{
+    ctl_client *c = client;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_buffer(out, answer);
+    if (newline)
+        evbuffer_add(out, "\n", 1);
+    c->waiting = false;
+    bufferevent_enable(c->bev, EV_READ);
+    on_client_read(c->bev, c);
+}
+
+void tn_control_exec(tn_daemon *d, char *line, size_t len, struct evbuffer *out)
+{
+    tn_control ctl = { .d = d };
+    ctl_client c = { .ctl = &ctl, .level = TN_CTL_ADMIN };
+    run_command(&c, out, line, len);
 }
 
 static void on_client_write(struct bufferevent *bev, void *arg)
 {
-    (void)arg;
-    if (!(bufferevent_get_enabled(bev) & EV_READ)) {
+    ctl_client *c = arg;
+    if (!c->waiting && !(bufferevent_get_enabled(bev) & EV_READ)) {
         bufferevent_enable(bev, EV_READ);
         on_client_read(bev, arg);
     }

@@ -27,11 +27,13 @@
 #include "cluster.h"
 #include "control.h"
 #include "log.h"
+#include "master.h"
 #include "net/conn.h"
 #include "net/linger.h"
 #include "net/listener.h"
 #include "proto/protocols.h"
 #include "proto/ws.h"
+#include "workers.h"
 
 /* The one daemon state (signal events and libraries' callbacks reach it
  * through their arguments; nothing else is global). */
@@ -95,9 +97,14 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 
 void tn_daemon_shutdown(tn_daemon *d, const char *why)
 {
-    if (d->stopping)
+    if (d->master) {
+        tn_master_shutdown(d->master, why);
+        return;
+    }
+    if (d->stopping && !d->draining)
         return;
     d->stopping = true;
+    d->draining = false;
     tn_sd_notify("STOPPING=1\nSTATUS=Shutting down (%s)", why);
     tn_info("shutting down (%s): %llu connection(s) open", why, (unsigned long long)d->active);
     for (tn_listener *l = d->listeners; l; l = l->next)
@@ -110,6 +117,25 @@ void tn_daemon_shutdown(tn_daemon *d, const char *why)
     tn_ws_shutdown(d);
     struct timeval tv = { d->cfg->daemon.shutdown_timeout / 1000, (d->cfg->daemon.shutdown_timeout % 1000) * 1000 };
     evtimer_add(d->shutdown_ev, &tv);
+    tn_daemon_check_stopped(d);
+}
+
+void tn_daemon_drain(tn_daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = d->draining = true;
+    tn_info("draining: %llu connection(s) open", (unsigned long long)d->active);
+    for (tn_listener *l = d->listeners; l; l = l->next)
+        tn_listener_stop(l);
+    /* A connection that has not sent its first message yet may have sent
+     * it already on its way: it is answered (then closed, as the daemon is
+     * stopping), so that a reload fails no request. */
+    for (tn_conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->msgs_in)
+            tn_conn_close_after_flush(c, "reload");
+    }
     tn_daemon_check_stopped(d);
 }
 
@@ -275,7 +301,8 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
             tn_warn("%s", diag.msgs[i]);
     }
     tn_diag_free(&diag);
-    if (cfg && apply_config(d, cfg, err, errlen) < 0) {
+    /* the master applies it by starting new workers (and takes it) */
+    if (cfg && (d->master ? tn_master_apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
         tn_config_free(cfg);
         cfg = NULL;
     }
@@ -295,6 +322,13 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     }
     if (d->control && strcmp(cfg->daemon.control_socket, tn_control_path(d->control)) != 0)
         tn_warn("reload: control_socket changes take effect at the next start");
+    d->reloads_ok++;
+    if (d->cli_log_level < 0)
+        tn_log_set_level(cfg->daemon.log_level);
+    snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
+             cfg->nhandlers);
+    if (d->master)
+        return 0; /* complete when the new workers serve (master.c) */
     tn_config **r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
     if (r) {
         d->retired = r;
@@ -305,13 +339,8 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     bool poll_changed = cfg->daemon.busy_poll_us != d->cfg->daemon.busy_poll_us;
     d->cfg = cfg;
     tn_daemon_release_retired(d);
-    d->reloads_ok++;
     if (poll_changed)
         event_base_loopbreak(d->base); /* run_loop() switches between its two ways */
-    if (d->cli_log_level < 0)
-        tn_log_set_level(cfg->daemon.log_level);
-    snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
-             cfg->nhandlers);
     tn_info("reload complete: %s", d->last_reload_msg);
     tn_sd_notify("READY=1");
     notify_status(d, "Reloaded: ");
@@ -350,7 +379,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGINT: tn_daemon_shutdown(d, "SIGINT"); break;
     case SIGQUIT: tn_daemon_shutdown(d, "SIGQUIT"); break;
     case SIGHUP:
-        if (!d->stopping) {
+        if (d->worker) {
+            /* a terminal's hangup reaches the whole group: the master reloads */
+            tn_info("SIGHUP: ignored by a worker process (the master reloads)");
+        } else if (!d->stopping) {
             char err[2048];
             tn_daemon_reload(d, err, sizeof(err));
         }
@@ -374,6 +406,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void free_state(tn_daemon *d)
 {
+    tn_workers_free(d->worker);
+    d->worker = NULL;
     tn_control_close(d->control);
     d->control = NULL;
     while (d->conns)
@@ -458,10 +492,30 @@ static void run_loop(tn_daemon *d)
     }
 }
 
+void tn_daemon_write_pid_file(const tn_config *cfg)
+{
+    if (!*cfg->daemon.pid_file)
+        return;
+    FILE *f = fopen(cfg->daemon.pid_file, "w");
+    if (f) {
+        fprintf(f, "%ld\n", (long)getpid());
+        fclose(f);
+    } else {
+        tn_warn("cannot write pid file %s: %s", cfg->daemon.pid_file, strerror(errno));
+    }
+}
+
 tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
+{
+    return tn_daemon_start_as(cfg, path, cli_log_level, NULL);
+}
+
+tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_level, tn_worker_link *worker)
 {
     tn_daemon *d = &daemon_state;
     memset(d, 0, sizeof(*d));
+    d->worker = worker;
+    d->next_conn_id = tn_workers_first_id(worker);
     d->cfg = cfg;
     d->config_path = strdup(path);
     d->cli_log_level = cli_log_level;
@@ -508,6 +562,15 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
         return NULL;
     }
     tn_sd_close_unused(&d->sd);
+    if (worker) {
+        /* the master owns the control socket, the pid file and systemd */
+        if (tn_workers_started(d, err, sizeof(err)) < 0) {
+            tn_error("%s", err);
+            free_state(d);
+            return NULL;
+        }
+        return d;
+    }
     if (*cfg->daemon.control_socket) {
         d->control = tn_control_open(d, cfg->daemon.control_socket, err, sizeof(err));
         if (!d->control) {
@@ -517,15 +580,7 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
             return NULL;
         }
     }
-    if (*cfg->daemon.pid_file) {
-        FILE *f = fopen(cfg->daemon.pid_file, "w");
-        if (f) {
-            fprintf(f, "%ld\n", (long)getpid());
-            fclose(f);
-        } else {
-            tn_warn("cannot write pid file %s: %s", cfg->daemon.pid_file, strerror(errno));
-        }
-    }
+    tn_daemon_write_pid_file(cfg);
     tn_info("tusknetd started: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
     tn_sd_notify("READY=1\nMAINPID=%ld", (long)getpid());
     notify_status(d, "Serving: ");
@@ -535,7 +590,7 @@ tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level)
 int tn_daemon_stop(tn_daemon *d)
 {
     tn_info("stopped");
-    if (*d->cfg->daemon.pid_file)
+    if (*d->cfg->daemon.pid_file && !d->worker)
         unlink(d->cfg->daemon.pid_file);
     int code = d->exit_code;
     free_state(d);
@@ -544,7 +599,12 @@ int tn_daemon_stop(tn_daemon *d)
 
 int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level)
 {
-    tn_daemon *d = tn_daemon_start(cfg, path, cli_log_level);
+    return tn_daemon_run_as(cfg, path, cli_log_level, NULL);
+}
+
+int tn_daemon_run_as(tn_config *cfg, const char *path, int cli_log_level, tn_worker_link *worker)
+{
+    tn_daemon *d = tn_daemon_start_as(cfg, path, cli_log_level, worker);
     if (!d)
         return 1;
     run_loop(d);

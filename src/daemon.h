@@ -21,6 +21,8 @@ typedef struct tn_control tn_control;
 typedef struct tn_linger tn_linger;
 typedef struct tn_logfile tn_logfile;
 typedef struct tn_cluster tn_cluster;
+typedef struct tn_master tn_master;
+typedef struct tn_worker_link tn_worker_link;
 
 /* Signals handled in the loop: TERM INT QUIT HUP USR1 USR2 WINCH ALRM. */
 #define TN_NSIGNALS 8
@@ -69,6 +71,9 @@ typedef struct tn_daemon {
     tn_control *control;
     tn_cluster *cluster;     /* the Redis link of [cluster], NULL without (cluster.h) */
     tn_sd sd;
+    tn_master *master;      /* daemon.workers > 1, in the master: it serves no traffic (master.h) */
+    tn_worker_link *worker; /* daemon.workers > 1, in a worker: its link to the master (workers.h) */
+    bool draining;          /* a worker replaced by a reload: no accepts, ends when its connections do */
 } tn_daemon;
 
 int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level);
@@ -76,6 +81,10 @@ int tn_daemon_run(tn_config *cfg, const char *path, int cli_log_level);
  * (the fuzzers): start takes CFG and returns the serving daemon, or NULL
  * with the reason logged; stop frees everything and returns the exit code. */
 tn_daemon *tn_daemon_start(tn_config *cfg, const char *path, int cli_log_level);
+/* The same for a worker process (WORKER: its link to the master; NULL for
+ * the single process), and the loop run to the end. */
+tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_level, tn_worker_link *worker);
+int tn_daemon_run_as(tn_config *cfg, const char *path, int cli_log_level, tn_worker_link *worker);
 int tn_daemon_stop(tn_daemon *d);
 
 /* Re-read the config file and apply it (SIGHUP, control `reload`). On
@@ -83,6 +92,9 @@ int tn_daemon_stop(tn_daemon *d);
 int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen);
 /* Graceful shutdown (SIGTERM, control `shutdown`). */
 void tn_daemon_shutdown(tn_daemon *d, const char *why);
+/* A worker replaced by a reload: stop accepting, close connections once
+ * their replies are out; WebSockets stay until they close or the shutdown. */
+void tn_daemon_drain(tn_daemon *d);
 
 /* Called when a connection or job ends while stopping: exits the loop once
  * nothing is left in flight. */
@@ -90,6 +102,9 @@ void tn_daemon_check_stopped(tn_daemon *d);
 
 /* Frees retired configs once no listener is draining. */
 void tn_daemon_release_retired(tn_daemon *d);
+
+/* daemon.pid_file, when set, gets this process's id. */
+void tn_daemon_write_pid_file(const tn_config *cfg);
 
 int64_t tn_wall_ms(void);
 

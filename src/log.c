@@ -34,7 +34,13 @@ static struct {
     int journald;
     struct evbuffer *line; /* the line being built, reused */
     void (*on_level)(int level);
-} logger = { TN_LOG_INFO, 0, NULL, NULL };
+    char tag[32]; /* "worker N: " in a worker process */
+} logger = { TN_LOG_INFO, 0, NULL, NULL, "" };
+
+void tn_log_set_tag(const char *tag)
+{
+    snprintf(logger.tag, sizeof(logger.tag), "%s", tag);
+}
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -184,6 +190,7 @@ static void emit(int level, const char *prefix, const char *msg, size_t len)
         return;
     struct evbuffer *b = logger.line;
     evbuffer_add(b, head, strlen(head));
+    evbuffer_add(b, logger.tag, strlen(logger.tag));
     if (prefix)
         tn_log_escape(b, prefix, strlen(prefix), 0);
     tn_log_escape(b, msg, len, 0);

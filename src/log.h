@@ -17,6 +17,8 @@ int tn_log_level_parse(const char *name); /* -1 if unknown */
 
 void tn_log_init(void);
 void tn_log_set_level(int level);
+/* Put in front of every line of this process ("worker 1: "). */
+void tn_log_set_tag(const char *tag);
 int tn_log_get_level(void);
 /* FN is called with the new level whenever it changes (at most one: the
  * WebSocket layer, whose library has a log level of its own). */

@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "daemon.h"
 #include "log.h"
+#include "master.h"
 #include "version.h"
 
 #define DEFAULT_CONFIG "/etc/tusknetd/tusknetd.conf"
@@ -96,5 +97,8 @@ int main(int argc, char **argv)
         return rc;
     }
     tn_log_set_level(log_level >= 0 ? log_level : cfg->daemon.log_level);
+    /* more than one worker: a master process supervises them (master.c) */
+    if (tn_master_workers_wanted(cfg) > 1)
+        return tn_master_run(cfg, path, log_level);
     return tn_daemon_run(cfg, path, log_level);
 }

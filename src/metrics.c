@@ -267,6 +267,16 @@ static void route_json(void *arg, const char *route, const uint64_t *counts)
     tn_json_close(a->j, '}');
 }
 
+void tn_metrics_buckets_json(const tn_daemon *d, tn_json *j, const tn_hist *h)
+{
+    if (!d->worker)
+        return;
+    tn_json_open(j, "latency_buckets", '[');
+    for (int i = 0; i < TN_HIST_BUCKETS; i++)
+        tn_json_u64(j, NULL, h->buckets[i]);
+    tn_json_close(j, ']');
+}
+
 void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
 {
     tn_json_open(j, NULL, '{');
@@ -324,6 +334,7 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
         tn_json_num(j, "p99", tn_hist_percentile(&h->stats.latency, 0.99) / 1000);
         tn_json_close(j, '}');
         tn_plugin_stats_json(h, j);
+        tn_metrics_buckets_json(d, j, &h->stats.latency);
         tn_json_close(j, '}');
     }
     tn_json_close(j, '}');

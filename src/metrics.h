@@ -92,9 +92,13 @@ typedef struct tn_handler_stats {
     int64_t last_sync_us; /* latest timed synchronous call (sampling) */
 } tn_handler_stats;
 
-/* Exports of the whole daemon's numbers (control socket `stats`, `metrics`). */
+/* A worker's raw histogram under "latency_buckets", for its master to add
+ * up before computing percentiles (master_merge.c); nothing otherwise. */
 struct tn_daemon;
 struct tn_json;
+void tn_metrics_buckets_json(const struct tn_daemon *d, struct tn_json *j, const tn_hist *h);
+
+/* Exports of the whole daemon's numbers (control socket `stats`, `metrics`). */
 struct evbuffer;
 void tn_metrics_stats_json(struct tn_daemon *d, struct tn_json *j);
 /* The process and build (control socket `info`, also inside `stats`):

@@ -96,6 +96,7 @@ typedef struct tn_daemon_conf {
     int64_t shutdown_timeout;
     char *pid_file;
     int64_t busy_poll_us;
+    int64_t workers; /* 0: auto */
 } tn_daemon_conf;
 
 /* [cluster]: broadcast rooms shared with other instances through Redis. */

@@ -59,6 +59,9 @@ const tn_key tn_schema[] = {
     { "daemon", "busy_poll_us", TN_T_INT, "0", 0, 100000, NULL, NULL, D(busy_poll_us), 0,
       "Microseconds the loop keeps polling, not sleeping, after the last event (shrinks while "
       "polling finds nothing); trades CPU for latency. 0 = off." },
+    { "daemon", "workers", TN_T_INT, "1", 0, 256, NULL, NULL, D(workers), TN_K_AUTO,
+      "Worker processes serving traffic; auto (or 0) = one per CPU the process may run on. "
+      "Above 1 a master process supervises them (see Scaling out)." },
 
     /* [limits]: defaults that listeners, routes and WebSocket endpoints override */
     { "limits", "max_connections", TN_T_INT, "0", 0, 10000000, NULL, NULL, L(max_connections), 0,
@@ -784,6 +787,8 @@ bool tn_convert(tn_diag *d, const tn_key *k, const tn_value *v, void *base)
         int64_t n;
         if (v->type == TN_V_INT)
             n = v->u.i;
+        else if (v->type == TN_V_STRING && (k->flags & TN_K_AUTO) && strcmp(v->u.s.ptr, "auto") == 0)
+            n = 0;
         else if (v->type == TN_V_STRING && v->u.s.len) {
             char *end;
             errno = 0;

@@ -34,6 +34,7 @@ enum tn_stype {
 
 #define TN_K_REQUIRED 1u /* must be present */
 #define TN_K_OPTIONAL 2u /* no default; absent stays unset */
+#define TN_K_AUTO 4u     /* an integer that also takes "auto", stored as 0 */
 
 typedef struct tn_key {
     const char *scope;

@@ -369,6 +369,29 @@ static int show_stats(const tn_ctl_jv *a, FILE *f)
     fputc('\n', f);
     tn_ctl_table_print(&t, f);
     tn_ctl_table_free(&t);
+
+    /* daemon.workers > 1: the master's rows, one per worker process */
+    static const char *const wh[] = { "WORKER", "PID", "STATE", "GEN", "RESTARTS", "ACTIVE", "TOTAL", "SENT",
+                                      "RECEIVED" };
+    tn_ctl_table_init(&t, 9, wh, "rrlrrrrrr");
+    const tn_ctl_jv *ws = tn_ctl_jget(a, "workers");
+    for (size_t i = 0; ws && ws->t == TN_J_ARR && i < ws->len; i++) {
+        const tn_ctl_jv *w = ws->items[i], *wg = tn_ctl_jget(w, "global");
+        tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(w, "slot"));
+        tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(w, "pid"));
+        tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(w, "state", "?"));
+        tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(w, "generation"));
+        tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(w, "restarts"));
+        tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(wg, "active_connections"));
+        tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(wg, "total_connections"));
+        tn_ctl_table_cell(&t, "%s", tn_ctl_fmt_bytes(b1, sizeof(b1), (double)tn_ctl_ju64(wg, "total_bytes_sent")));
+        tn_ctl_table_cell(&t, "%s", tn_ctl_fmt_bytes(b1, sizeof(b1), (double)tn_ctl_ju64(wg, "total_bytes_received")));
+    }
+    if (t.nrows) {
+        fputc('\n', f);
+        tn_ctl_table_print(&t, f);
+    }
+    tn_ctl_table_free(&t);
     return 0;
 }
 

@@ -9,7 +9,8 @@
  * first and closed after the walk.
  *
  * A room may span processes and machines: after local delivery a message
- * goes to tn_cluster_publish(), the one way out; messages coming in from
+ * goes to tn_cluster_publish() (other machines) and tn_workers_relay()
+ * (the other worker processes, through the master); messages coming in from
  * elsewhere enter through tn_broadcast_deliver(), which reaches every local
  * member (the sender is not here). */
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "cluster.h"
 #include "handlers/handler.h"
 #include "log.h"
+#include "workers.h"
 
 typedef struct member {
     struct member *prev, *next;
@@ -97,6 +99,8 @@ static tn_result broadcast_handle(tn_handler *h, tn_call *call)
     }
     deliver(h, sender, call->payload, call->len);
     tn_cluster_publish(h, call->payload, call->len);
+    /* members in the other worker processes get it through the master */
+    tn_workers_relay(h->daemon, h->name, call->payload, call->len);
     return TN_SILENT;
 }
 

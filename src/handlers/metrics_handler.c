@@ -6,6 +6,7 @@
 #include "handlers/handler.h"
 #include "metrics.h"
 #include "proto/http.h"
+#include "workers.h"
 
 static tn_result metrics_handle(tn_handler *h, tn_call *call)
 {
@@ -21,6 +22,9 @@ static tn_result metrics_handle(tn_handler *h, tn_call *call)
     }
     r->status = 200;
     r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    /* in a worker process: the whole daemon's numbers, merged by the master */
+    if (tn_workers_metrics(h->daemon, call))
+        return TN_LATER;
     tn_metrics_prometheus(h->daemon, call->out);
     return TN_REPLY;
 }

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "net/listener.h"
 #include "net/tls.h"
+#include "workers.h"
 
 #define OUTPUT_HIGH (256 * 1024) /* unsent bytes that pause reading */
 #define TLS_CHUNK 16384          /* plaintext per SSL_write: one full record */
@@ -476,6 +477,7 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
         d->conns->prev = c;
     d->conns = c;
     d->active++;
+    tn_workers_publish(d);
     d->stats.active_connections++;
     d->stats.total_connections++;
     l->stats.active_connections++;
@@ -491,10 +493,13 @@ static void uncount(tn_conn *c)
 {
     tn_daemon *d = c->d;
     d->active--;
+    tn_workers_publish(d);
     d->stats.active_connections--;
     c->listener->stats.active_connections--;
-    if (c->peer)
+    if (c->peer) {
         c->peer->conns--;
+        tn_workers_ip_release(d, c->listener->name, &c->remote.sa);
+    }
     c->peer = NULL;
 }
 

@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "net/tls.h"
+#include "workers.h"
 
 const tn_limits *tn_listener_limits(const tn_listener *l)
 {
@@ -129,6 +130,7 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
 /* Best effort: the client learns why before the close. */
 static void refuse(tn_listener *l, evutil_socket_t fd, int reason)
 {
+    tn_workers_publish(l->d); /* a place reserved by tn_workers_admit() goes back */
     l->stats.rejected[reason]++;
     l->d->stats.rejected[reason]++;
     /* a TLS client could not read a plain answer: just close */
@@ -153,7 +155,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         refuse(l, fd, TN_REJ_DENIED);
         return;
     }
-    if ((int64_t)d->active >= d->cfg->daemon.max_connections) {
+    if (!tn_workers_admit(d, d->cfg->daemon.max_connections)) {
         refuse(l, fd, TN_REJ_MAX_CONNECTIONS);
         return;
     }
@@ -174,10 +176,19 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             refuse(l, fd, TN_REJ_PER_SECOND);
             return;
         }
+        /* workers count per address for the whole daemon, in one step */
+        if (peer && !tn_workers_ip_admit(d, l->name, sa, lim->max_connections_per_ip)) {
+            refuse(l, fd, TN_REJ_PER_IP);
+            return;
+        }
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (!l->ops->accept(l, fd, sa, salen, peer)) {
+    bool accepted = l->ops->accept(l, fd, sa, salen, peer);
+    tn_workers_publish(d); /* the reservation becomes what was counted */
+    if (!accepted) {
+        if (peer)
+            tn_workers_ip_release(d, l->name, sa);
         l->stats.connection_errors++;
         d->stats.connection_errors++;
         evutil_closesocket(fd);
@@ -258,8 +269,8 @@ int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t
     return 0;
 }
 
-static evutil_socket_t bind_socket(const tn_listener_conf *conf, int type, struct sockaddr_storage *ss,
-                                   socklen_t len, char *err, size_t errlen)
+evutil_socket_t tn_listener_bind(const tn_listener_conf *conf, int type, struct sockaddr_storage *ss, socklen_t len,
+                                 bool reuseport, char *err, size_t errlen)
 {
     evutil_socket_t fd = socket(ss->ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -268,6 +279,11 @@ static evutil_socket_t bind_socket(const tn_listener_conf *conf, int type, struc
     }
     int one = 1, zero = 0;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
     if (ss->ss_family == AF_INET6) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
         int v6only = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? 0 : 1;
@@ -324,15 +340,18 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_pro
     socklen_t len = 0;
     int type = ops->socktype;
     if (tn_listen_resolve(conf->listen, &ss, &len, why, sizeof(why)) == 0) {
-        /* socket activation: systemd may already hold this socket for us */
-        l->fd = tn_sd_take(&d->sd, conf->fd_name, type, (struct sockaddr *)&ss, len);
+        /* socket activation: systemd may already hold this socket for us;
+         * a worker process gets its slot's socket from the master */
+        l->fd = d->worker ? tn_workers_take_socket(d->worker, conf)
+                          : tn_sd_take(&d->sd, conf->fd_name, type, (struct sockaddr *)&ss, len);
         if (l->fd >= 0) {
             evutil_make_socket_nonblocking(l->fd);
             evutil_make_socket_closeonexec(l->fd);
-            tn_info("listener %s: using the socket passed by systemd", conf->name);
+            if (!d->worker)
+                tn_info("listener %s: using the socket passed by systemd", conf->name);
         }
     }
-    if (l->fd < 0 && (len == 0 || (l->fd = bind_socket(conf, type, &ss, len, why, sizeof(why))) < 0)) {
+    if (l->fd < 0 && (len == 0 || (l->fd = tn_listener_bind(conf, type, &ss, len, false, why, sizeof(why))) < 0)) {
         snprintf(err, errlen, "%s:%d:%d: listener '%s': %s", conf->listen_pos.file, conf->listen_pos.line,
                  conf->listen_pos.col, conf->name, why);
         tn_listener_free(l);

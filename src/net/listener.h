@@ -42,6 +42,11 @@ struct tn_listener {
 /* The socket address of a listen value ("host:port", "[v6]:port",
  * "*:port"), host names resolved. Returns -1 with a message in err. */
 int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
+/* A bound (and, for SOCK_STREAM, listening) socket for CONF at SS; with
+ * REUSEPORT one of a group that the kernel balances connections over.
+ * Returns -1 with a message in err. */
+evutil_socket_t tn_listener_bind(const tn_listener_conf *conf, int type, struct sockaddr_storage *ss, socklen_t len,
+                                 bool reuseport, char *err, size_t errlen);
 /* Bind and start accepting, served by OPS (the front end for conf's
  * protocol). Returns NULL with a message in err. */
 tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_proto_ops *ops, char *err,

@@ -55,6 +55,7 @@
 #include "net/linger.h"
 #include "net/listener.h"
 #include "proto/http.h"
+#include "workers.h"
 #include "proto/wsframe.h"
 
 #define WS_TID 1 /* what GET_THREAD_ID answers */
@@ -1150,6 +1151,7 @@ static void conn_destroy(wsconn *c)
         g.nconns--;
         tn_daemon *d = c->d;
         d->active--;
+        tn_workers_publish(d);
         d->stats.active_connections--;
         c->l->stats.active_connections--;
         tn_debug("websocket %llu closed", (unsigned long long)c->session.id);
@@ -1671,6 +1673,7 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
     g.conns = c;
     g.nconns++;
     d->active++;
+    tn_workers_publish(d);
     d->stats.active_connections++;
     l->stats.active_connections++;
     c->established_ms = c->last_ms = wall_ms();

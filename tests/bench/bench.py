@@ -748,6 +748,73 @@ def bench_http_10k(ctx):
                 "0 errors", t[2] == 0)]
 
 
+# ------------------------------------------------------------ 4c. worker processes: 2 over 1
+
+
+def unpinned(ctx, fn, *args, **kw):
+    """FN with servers and clients on every CPU (this script is pinned to
+    CLIENT_CPU, and children inherit that): both sides of the comparison run
+    alike, with no pinning, so two worker processes can use two cores."""
+    every = "0-%d" % (os.cpu_count() - 1)
+    saved_pin, saved_start, saved_client = ctx.pin, ctx.start_server, ctx.run_client
+    ctx.pin = False
+    ctx.start_server = lambda name, argv, nofile=None: saved_start(name, ["taskset", "-c", every] + argv, nofile)
+    ctx.run_client = lambda argv, timeout: saved_client(["taskset", "-c", every] + argv, timeout)
+    try:
+        return fn(*args, **kw)
+    finally:
+        ctx.pin, ctx.start_server, ctx.run_client = saved_pin, saved_start, saved_client
+
+
+def start_workers_pair(ctx, workers):
+    port = free_port()
+    conf = tusknetd_conf(ctx, "workers%d" % workers, 'health { type: "health" }',
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 routes { "GET /health": "health" } '
+                         'idle_timeout: "300s" }' % port, max_connections=200,
+                         daemon_extra="workers: %d\n" % workers)
+    tn = start_tusknetd(ctx, "tusknetd-workers%d" % workers, conf, nofile=30000)
+    wait_tcp(tn, ctx, port)
+    # nginx the same way: SO_REUSEPORT sockets per worker process (reuseport)
+    nport = free_port()
+    nconf = write(ctx.path("nginx-workers%d.conf" % workers), (NGINX_HEALTH_CONF % {
+        "name": "workers%d" % workers, "tmp": ctx.tmp, "port": nport, "conns": 200, "nofile": 30000,
+        "body": HEALTH_BODY, "listen": " reuseport", "server": "", "more": ""}).replace(
+        "master_process off;\nworker_processes 1;", "master_process on;\nworker_processes %d;" % workers))
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(ctx.path(d), exist_ok=True)
+    ng = ctx.start_server("nginx-workers%d" % workers, [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
+                                                         ctx.path("nginx-workers%d-error.log" % workers)], nofile=30000)
+    wait_tcp(ng, ctx, nport)
+    time.sleep(0.5)  # every worker up
+    return (tn, port), (ng, nport)
+
+
+def bench_workers(ctx):
+    """wrk GET /health -c50, nothing pinned: gain of tusknetd workers: 2 over 1 vs nginx worker_processes 2 over 1."""
+    a = ctx.args
+    if not a.wrk or not a.nginx:
+        raise BenchError("wrk and nginx are needed")
+    pairs = {w: unpinned(ctx, start_workers_pair, ctx, w) for w in (1, 2)}
+    res = {(who, w): [] for who in ("tusknetd", "nginx") for w in (1, 2)}
+    for _ in range(max(1, a.rounds)):
+        for w in (1, 2):
+            for who, (_, port) in zip(("tusknetd", "nginx"), pairs[w]):
+                res[(who, w)].append(unpinned(ctx, wrk, ctx, port, 50, a.http_seconds, a.http_seconds + 60))
+    gain = {who: paired_median(res[(who, 2)], res[(who, 1)]) for who in ("tusknetd", "nginx")}
+    errors = sum(r[2] for rs in res.values() for r in rs)
+    ctx.note("workers GET /health -c50 unpinned: tusknetd 1 worker %s, 2 workers %s rps; nginx 1 worker %s, "
+             "2 workers %s rps; errors %d" % tuple(
+                 [" ".join(fmt_int(x[0]) for x in res[k]) for k in
+                  (("tusknetd", 1), ("tusknetd", 2), ("nginx", 1), ("nginx", 2))] + [errors]))
+    for w in (1, 2):
+        for p, _ in pairs[w]:
+            ctx.stop(p)
+    t, n = gain["tusknetd"], gain["nginx"]
+    ratio = t / n if t and n else None
+    return [Row("http workers 2 vs 1 (gain)", "%.2fx" % (t or 0), "nginx %.2fx" % (n or 0), ratio, ">= 1.0",
+                bool(ratio and ratio >= 1.0 and errors == 0))]
+
+
 # ------------------------------------------------------------ 4b. HTTPS GET /health, TLS handshakes
 
 
@@ -1480,6 +1547,7 @@ BENCHMARKS = [
     ("idlemem", bench_idle_memory),
     ("http", bench_http_health),
     ("http10k", bench_http_10k),
+    ("workers", bench_workers),
     ("https", bench_https),
     ("httpsnew", bench_https_new),
     ("ws", bench_ws_echo),

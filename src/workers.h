@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/* workers.h - a worker process's side of daemon.workers > 1: its link to the
+ * master (the message channel, its slot's listening sockets, connection ids)
+ * and the counters all workers share (the daemon-wide connection caps). */
+#ifndef TN_WORKERS_H
+#define TN_WORKERS_H
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "daemon.h"
+
+/* Connection ids carry the worker's serial number (unique for the master's
+ * life, restarts included) above this bit, so that ids stay unique across
+ * workers and the master knows which worker has a connection. */
+#define TN_WORKER_ID_SHIFT 40
+
+/* Messages between master and workers over their socketpair: a header, then
+ * LEN bytes. SEQ pairs a command with its answer. */
+enum tn_wmsg {
+    TN_WMSG_READY = 1, /* worker -> master: serving */
+    TN_WMSG_CMD,       /* master -> worker: a control command line */
+    TN_WMSG_ANSWER,    /* worker -> master: its answer */
+    TN_WMSG_DRAIN,     /* master -> worker: replaced by a reload, drain and exit */
+    TN_WMSG_RELAY,     /* worker -> master: a room message, "HANDLER\0payload" */
+    TN_WMSG_DELIVER,   /* master -> worker: the same for its local members */
+    TN_WMSG_QUERY,     /* worker -> master: "metrics" for the whole daemon; ANSWER back */
+    TN_WMSG_CMD_LOCAL, /* as CMD, but what it would publish to other machines stays here */
+};
+
+typedef struct tn_wmsg_hdr {
+    uint32_t len;
+    uint32_t type;
+    uint64_t seq;
+} tn_wmsg_hdr;
+
+#define TN_WMSG_MAX (256u * 1024 * 1024)
+/* Room messages are not queued to a peer that has more than this unread. */
+#define TN_WMSG_QUEUE_CAP (64u * 1024 * 1024)
+
+/* Queues one message on BEV. */
+void tn_wmsg_send(struct bufferevent *bev, int type, uint64_t seq, const void *data, size_t len);
+/* The next whole message in IN: its header, and its payload moved to BODY.
+ * 0: none complete yet; -1: a malformed stream. */
+int tn_wmsg_next(struct evbuffer *in, tn_wmsg_hdr *hdr, struct evbuffer *body);
+
+/* ---- shared counters ---------------------------------------------------------- */
+
+typedef struct tn_wshm tn_wshm;
+
+/* A segment mapped before the workers are forked, for SEATS live workers at
+ * once (a seat is freed when its worker exits). NULL on failure. */
+tn_wshm *tn_wshm_new(int seats);
+void tn_wshm_free(tn_wshm *shm);
+/* Forgets what the worker on SEAT counted (it exited: its connections are gone). */
+void tn_wshm_clear_seat(tn_wshm *shm, int seat);
+
+/* ---- the worker's link -------------------------------------------------------- */
+
+typedef struct tn_worker_socket {
+    const tn_listener_conf *conf; /* in the config the worker was forked with */
+    int fd;                       /* -1 once a listener took it */
+} tn_worker_socket;
+
+/* Takes FD (the channel to the master) and SOCKETS (moved). */
+tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial, tn_wshm *shm,
+                                    tn_worker_socket *sockets, size_t nsockets);
+void tn_workers_free(tn_worker_link *w);
+
+/* The first connection id of a worker (0 for the single process). */
+uint64_t tn_workers_first_id(const tn_worker_link *w);
+/* The listening socket the master made for CONF in this worker's slot, -1 if none. */
+int tn_workers_take_socket(tn_worker_link *w, const tn_listener_conf *conf);
+/* The daemon is serving: watch the channel and tell the master. */
+int tn_workers_started(tn_daemon *d, char *err, size_t errlen);
+
+/* May one more connection open under daemon.max_connections (MAX), for the
+ * whole daemon? In a worker the place is reserved until the connection
+ * counts itself or tn_workers_publish() gives it back (refused after all). */
+bool tn_workers_admit(tn_daemon *d, int64_t max);
+/* Tells the other workers this process's count of open connections. */
+void tn_workers_publish(tn_daemon *d);
+/* Per client address and listener, for the whole daemon: admit counts the
+ * connection unless MAX (0: no cap) are open already; release uncounts it. */
+bool tn_workers_ip_admit(tn_daemon *d, const char *listener, const struct sockaddr *sa, int64_t max);
+void tn_workers_ip_release(tn_daemon *d, const char *listener, const struct sockaddr *sa);
+
+/* The metrics handler's answer for the whole daemon: asks the master, and
+ * completes CALL's job with its answer. False: not a worker, answer locally. */
+bool tn_workers_metrics(tn_daemon *d, tn_call *call);
+
+/* The daemon's process id for others to see: the master's in a worker. */
+long tn_workers_daemon_pid(const tn_daemon *d);
+/* True while a worker runs a command another worker publishes ([cluster]). */
+bool tn_workers_local_only(const tn_daemon *d);
+
+/* A room message to the members in the other workers (through the master). */
+void tn_workers_relay(tn_daemon *d, const char *handler, const void *payload, size_t len);
+
+#endif
