@@ -91,6 +91,7 @@ double tn_hist_percentile(const tn_hist *h, double p)
 #include "net/listener.h"
 #include "proto/http.h"
 #include "proto/ws.h"
+#include "upstream/proxy.h"
 #include "version.h"
 
 /* What the Makefile bakes in (-D); a build without them says so. */
@@ -565,5 +566,6 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
     }
     tn_cluster_prometheus(d, out);
     tn_plugin_prometheus(d->registry, out);
+    tn_proxy_prometheus(d->registry, out);
     evbuffer_add(out, "# EOF\n", 6);
 }

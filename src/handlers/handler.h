@@ -169,6 +169,9 @@ typedef struct tn_handler_ops {
     /* Optional. A reload found the handler's settings unchanged: false when
      * it must be rebuilt all the same (a plugin's file was replaced). */
     bool (*unchanged)(tn_handler *h);
+    /* HTTP routes: dispatch when the request head is complete and stream
+     * the body to the handler (proto/http.h, tn_http_body_sink). */
+    bool http_stream;
 } tn_handler_ops;
 
 struct tn_handler {

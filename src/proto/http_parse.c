@@ -193,6 +193,16 @@ static int on_body(http_parser *p, const char *at, size_t len)
         if (!chunk_crlf_ok(hc, at + len, hc->feed_end))
             return -1;
     }
+    if (hc->early) {
+        /* dispatched at its head: to the handler's sink, or dropped when
+         * middleware answered instead */
+        hc->sink_bytes += (int64_t)len;
+        if (hc->sink && !hc->sink->data(hc->sink, at, len)) {
+            hc->sink_full = true;
+            http_parser_pause(p, 1);
+        }
+        return 0;
+    }
     if (!r->body && !(r->body = evbuffer_new()))
         return -1;
     evbuffer_add(r->body, at, len);
@@ -244,7 +254,19 @@ tn_http_request *tn_http_request_new(tn_conn *c)
 static bool body_too_large(tn_http_conn *hc)
 {
     tn_http_request *r = hc->cur;
+    if (hc->early)
+        return hc->sink_bytes > hc->max_body;
     return r->body && (int64_t)evbuffer_get_length(r->body) > hc->max_body;
+}
+
+void tn_http_sink_finish(tn_http_conn *hc, bool complete)
+{
+    tn_http_body_sink *sink = hc->sink;
+    hc->early = false;
+    hc->sink = NULL;
+    hc->sink_full = false;
+    if (sink)
+        sink->end(sink, complete);
 }
 
 /* What http_parser lets through and nginx refuses: obs-fold (a line that
@@ -394,7 +416,8 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
         tn_http_fail_request(c, hc, 413, "Content Too Large");
         return;
     }
-    if (hc->message_complete) {
+    bool early = hc->route && !hc->path_above_root && hc->route->handler->ops->http_stream;
+    if (hc->message_complete && !early) {
         hc->cur = NULL;
         hc->state = TN_HTTP_HEAD;
         tn_http_dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
@@ -415,6 +438,23 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
                 tn_conn_flush(c);
             }
         }
+    }
+    if (early) {
+        /* proxied: the handler starts now and takes the body as it comes
+         * (tn_http_dispatch sets hc->sink when the handler takes it) */
+        hc->cur = NULL;
+        hc->early = true;
+        hc->sink = NULL;
+        hc->sink_full = false;
+        hc->sink_bytes = 0;
+        hc->upgrade_wait = tn_http_header_get(r, "Upgrade") != NULL;
+        bool complete = hc->message_complete;
+        hc->state = complete ? TN_HTTP_HEAD : TN_HTTP_BODY;
+        hc->body_start_us = 0;
+        tn_http_dispatch(c, r, false, hc->route, NULL);
+        if (!c->dead && complete)
+            tn_http_sink_finish(hc, true);
+        return;
     }
     hc->body_start_us = 0;
     hc->state = TN_HTTP_BODY;
@@ -443,11 +483,26 @@ size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t 
         tn_http_fail_request(c, hc, 413, "Content Too Large");
         return len;
     }
-    if (hc->message_complete) {
+    if (hc->message_complete && hc->early) {
+        hc->state = TN_HTTP_HEAD;
+        tn_http_sink_finish(hc, true);
+    } else if (hc->message_complete) {
         tn_http_request *r = hc->cur;
         hc->cur = NULL;
         hc->state = TN_HTTP_HEAD;
         tn_http_dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
+    } else if (hc->sink_full) {
+        tn_conn_pause_input(c);
     }
     return n;
+}
+
+void tn_http_body_resume(tn_http_body_sink *s)
+{
+    tn_conn *c = s->fe;
+    tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
+    if (!hc || hc->sink != s || !hc->sink_full)
+        return;
+    hc->sink_full = false;
+    tn_conn_resume_input(c);
 }

@@ -11,9 +11,11 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "json.h"
 #include "log.h"
+#include "upstream/http_proxy.h"
 
-const tn_proxy_side *const tn_proxy_http_side = NULL;
+const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;
 const tn_proxy_side *const tn_proxy_line_side = NULL;
 
 /* ---- settings ------------------------------------------------------------ */
@@ -206,6 +208,70 @@ tn_upstream_group *tn_proxy_group(const tn_handler *h)
     return ((const tn_proxy *)h->state)->group;
 }
 
+void tn_proxy_upstreams_json(tn_registry *r, tn_json *j)
+{
+    static const char *const balance[] = { "round_robin", "least_conn", "hash" };
+    tn_json_open(j, "upstreams", '[');
+    for (size_t i = 0; i < tn_registry_count(r); i++) {
+        tn_handler *h = tn_registry_at(r, i);
+        tn_upstream_group *g = tn_proxy_group(h);
+        if (!g)
+            continue;
+        tn_json_open(j, NULL, '{');
+        tn_json_str(j, "handler", h->name);
+        tn_json_str(j, "balance", g->balance >= 0 && g->balance < 3 ? balance[g->balance] : "?");
+        tn_upstream_group_json(g, j, "servers");
+        tn_json_close(j, '}');
+    }
+    tn_json_close(j, ']');
+}
+
+int tn_proxy_upstream_cmd(tn_registry *r, char *arg, char *err, size_t errlen)
+{
+    static const char usage[] = "usage: upstream HANDLER SERVER drain|up|down|weight N";
+    char *save = NULL;
+    char *hname = arg ? strtok_r(arg, " ", &save) : NULL;
+    char *sname = hname ? strtok_r(NULL, " ", &save) : NULL;
+    char *action = sname ? strtok_r(NULL, " ", &save) : NULL;
+    char *num = action ? strtok_r(NULL, " ", &save) : NULL;
+    if (!action || (strcmp(action, "weight") == 0) != (num != NULL) || strtok_r(NULL, " ", &save)) {
+        snprintf(err, errlen, "%s", usage);
+        return -1;
+    }
+    tn_handler *h = tn_registry_find(r, hname);
+    tn_upstream_group *g = h ? tn_proxy_group(h) : NULL;
+    if (!g) {
+        snprintf(err, errlen, h ? "handler '%s' is not a proxy" : "no handler '%s'", hname);
+        return -1;
+    }
+    tn_upstream_server *s = tn_upstream_find(g, sname);
+    if (!s) {
+        snprintf(err, errlen, "handler '%s' has no upstream '%s'", hname, sname);
+        return -1;
+    }
+    int weight = 0;
+    if (num) {
+        char *end;
+        long v = strtol(num, &end, 10);
+        weight = *end || v < 0 || v > 100000 ? -1 : (int)v;
+    }
+    return tn_upstream_admin_cmd(g, s, action, weight, err, errlen);
+}
+
+void tn_proxy_prometheus(tn_registry *r, struct evbuffer *out)
+{
+    tn_upstream_group *groups[256];
+    size_t n = 0;
+    for (size_t i = 0; i < tn_registry_count(r) && n < 256; i++) {
+        tn_upstream_group *g = tn_proxy_group(tn_registry_at(r, i));
+        if (!g)
+            continue;
+        groups[n++] = g;
+    }
+    if (n)
+        tn_upstream_prometheus(groups, n, out);
+}
+
 static const tn_proxy_side *side_of(int protocol)
 {
     return protocol == TN_PROTO_TCP ? tn_proxy_line_side : tn_proxy_http_side;
@@ -295,4 +361,5 @@ const tn_handler_ops tn_proxy_ops = {
     .detach = proxy_detach,
     .input_end = proxy_input_end,
     .destroy = proxy_destroy,
+    .http_stream = true,
 };

@@ -56,5 +56,14 @@ int tn_proxy_check_conf(const tn_handler_conf *c, char *err, size_t errlen);
 /* The group of a proxy handler, NULL for other types (control, metrics). */
 tn_upstream_group *tn_proxy_group(const tn_handler *h);
 
+/* Control `upstreams`: "upstreams": [{handler, balance, servers: [...]}]. */
+struct tn_json;
+void tn_proxy_upstreams_json(tn_registry *r, struct tn_json *j);
+/* Control `upstream HANDLER SERVER drain|up|down|weight N` (ARG is the
+ * text after the command). Returns -1 with a message in err. */
+int tn_proxy_upstream_cmd(tn_registry *r, char *arg, char *err, size_t errlen);
+/* Prometheus series of every proxy handler's servers. */
+void tn_proxy_prometheus(tn_registry *r, struct evbuffer *out);
+
 
 #endif

@@ -650,7 +650,7 @@ void tn_upstream_group_json(tn_upstream_group *g, tn_json *j, const char *key)
         tn_json_close(j, '}');
         tn_json_close(j, '}');
     }
-    tn_json_close(j, '[');
+    tn_json_close(j, ']');
 }
 
 static void series(struct evbuffer *out, const char *name, const tn_upstream_group *g, const tn_upstream_server *s,
