@@ -64,6 +64,7 @@ struct exchange {
     bool reused;
     int64_t t0, try_t0;
     struct event *timer;      /* backoff */
+    struct event *nosock_ev;  /* a failure to report from the loop, not from the handler call */
     struct evbuffer *head;    /* the request head, kept for retries */
     struct evbuffer *body;    /* body bytes waiting for a connection */
     bool chunked_up;          /* the body goes up chunked */
@@ -144,18 +145,19 @@ static void forwarded_for(struct evbuffer *out, const char *ip)
         evbuffer_add_printf(out, "for=%s", ip);
 }
 
-static int build_head(exchange *x, tn_http_request *r, char *err, size_t errlen)
+static void build_head(exchange *x, tn_http_request *r)
 {
     const tn_handler_conf *c = &x->p->h->conf;
     struct evbuffer *out = x->head;
     const char *connection = tn_http_header_get(r, "Connection");
-    const char *te = tn_http_header_get(r, "Transfer-Encoding");
     const char *cl = tn_http_header_get(r, "Content-Length");
     const char *host = tn_http_header_get(r, "Host");
     const char *upgrade = tn_http_header_get(r, "Upgrade");
     bool https = x->https;
     x->upgrade = upgrade && connection && tn_http_list_has(connection, "upgrade", false);
-    x->chunked_up = te != NULL;
+    /* the front end refuses any coding but chunked last; other codings
+     * (gzip, chunked) were undone only as far as chunked */
+    x->chunked_up = tn_http_header_get(r, "Transfer-Encoding") != NULL;
     evbuffer_add_printf(out, "%s ", r->method);
     const char *rest = tn_http_route_rest_of(r, r->path);
     if (rest != r->path) {
@@ -209,10 +211,7 @@ static int build_head(exchange *x, tn_http_request *r, char *err, size_t errlen)
     evbuffer_add_printf(out, "Via: %s%s%d.%d tusknetd\r\n", via ? via : "", via ? ", " : "", r->http_major,
                         r->http_minor);
     if (x->chunked_up) {
-        if (strcasecmp(te, "chunked") != 0) {
-            snprintf(err, errlen, "Transfer-Encoding '%s' is not supported", te);
-            return -1;
-        }
+        /* de-chunked by the front end, chunked again as it goes up */
         evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
     } else if (cl) {
         evbuffer_add_printf(out, "Content-Length: %s\r\n", cl);
@@ -222,7 +221,6 @@ static int build_head(exchange *x, tn_http_request *r, char *err, size_t errlen)
     else if (c->keepalive == 0)
         evbuffer_add(out, "Connection: close\r\n", 19);
     evbuffer_add(out, "\r\n", 2);
-    return 0;
 }
 
 /* ---- the request body -------------------------------------------------------------- */
@@ -251,6 +249,8 @@ static void body_to_upstream(exchange *x)
 static bool sink_data(tn_http_body_sink *s, const char *at, size_t len)
 {
     exchange *x = (exchange *)((char *)s - offsetof(exchange, sink));
+    if (!x->uc && (x->head_done || !x->job))
+        return true; /* answered already (or failed): the rest is read and dropped */
     evbuffer_add(x->body, at, len);
     body_to_upstream(x);
     size_t queued = evbuffer_get_length(x->body);
@@ -859,6 +859,8 @@ static void fail_try(exchange *x, int reason, const char *detail)
         int64_t left = c->retry_budget - (tn_now_us() - x->t0) / 1000;
         if (ms > left)
             ms = left > 0 ? left : 0;
+        tn_info("proxy %s: retry %d of %s %s in %lldms (upstream %s: %s)", x->p->h->name, x->attempt, x->r->method,
+                x->r->target, (long long)ms, s->name, tn_upstream_failure_name(reason));
         tn_upstream_server_unref(s);
         x->server = NULL;
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
@@ -872,38 +874,23 @@ static void fail_try(exchange *x, int reason, const char *detail)
     exchange_maybe_free(x);
 }
 
-static void try_next(exchange *x)
+static void no_socket(evutil_socket_t fd, short what, void *arg)
 {
-    if (!x->r || !x->job) {
-        exchange_maybe_free(x);
-        return;
-    }
-    if (x->server) {
-        tn_upstream_server_unref(x->server);
-        x->server = NULL;
-    }
-    char kbuf[256];
-    size_t klen = 0;
-    const char *key = hash_key(x, &klen, kbuf, sizeof(kbuf));
-    int retry_after = 0;
-    tn_upstream_server *s = tn_upstream_pick(x->p->group, key, klen, x->tried, x->ntried, &retry_after);
-    if (!s) {
-        answer_error(x, 502, "Bad Gateway", retry_after);
-        exchange_maybe_free(x);
-        return;
-    }
+    (void)fd;
+    (void)what;
+    fail_try(arg, TN_UPF_CONNECT, "no socket");
+}
+
+/* Starts a try on S (picked for X). */
+static void try_start(exchange *x, tn_upstream_server *s)
+{
     tn_upstream_server_ref(s);
     x->server = s;
     if (x->ntried < MAX_TRIES)
         x->tried[x->ntried++] = s;
     /* the head names the server (Host) unless preserve_host */
     evbuffer_drain(x->head, evbuffer_get_length(x->head));
-    char err[128];
-    if (build_head(x, x->r, err, sizeof(err)) < 0) {
-        answer_error(x, 501, err, 0);
-        exchange_maybe_free(x);
-        return;
-    }
+    build_head(x, x->r);
     x->got_byte = false;
     x->head_done = false;
     x->resp_done = false;
@@ -919,8 +906,42 @@ static void try_next(exchange *x)
         return;
     }
     x->uc = tn_http_pool_connect(x->p->h->base, s, x->p->h->conf.connect_timeout, on_connect, x);
-    if (!x->uc)
-        fail_try(x, TN_UPF_CONNECT, "no socket");
+    if (!x->uc) {
+        /* out of descriptors: reported from the loop, as the front end
+         * may still be inside the handler call */
+        if (!x->nosock_ev)
+            x->nosock_ev = event_new(x->p->h->base, -1, 0, no_socket, x);
+        if (x->nosock_ev)
+            event_active(x->nosock_ev, EV_TIMEOUT, 0);
+    }
+}
+
+static tn_upstream_server *pick(exchange *x, int *retry_after)
+{
+    char kbuf[256];
+    size_t klen = 0;
+    const char *key = hash_key(x, &klen, kbuf, sizeof(kbuf));
+    return tn_upstream_pick(x->p->group, key, klen, x->tried, x->ntried, retry_after);
+}
+
+static void try_next(exchange *x)
+{
+    if (!x->r || !x->job) {
+        exchange_maybe_free(x);
+        return;
+    }
+    if (x->server) {
+        tn_upstream_server_unref(x->server);
+        x->server = NULL;
+    }
+    int retry_after = 0;
+    tn_upstream_server *s = pick(x, &retry_after);
+    if (!s) {
+        answer_error(x, 502, "Bad Gateway", retry_after);
+        exchange_maybe_free(x);
+        return;
+    }
+    try_start(x, s);
 }
 
 /* ---- the exchange ----------------------------------------------------------------- */
@@ -948,6 +969,8 @@ static void exchange_maybe_free(exchange *x)
         tn_upstream_server_unref(x->server);
     if (x->timer)
         event_free(x->timer);
+    if (x->nosock_ev)
+        event_free(x->nosock_ev);
     evbuffer_free(x->head);
     evbuffer_free(x->body);
     evbuffer_free(x->rbody);
@@ -966,8 +989,21 @@ static void job_cancel(tn_job *job)
     x->sink_ended = true;
     if (x->timer)
         evtimer_del(x->timer);
+    if (x->nosock_ev)
+        event_del(x->nosock_ev);
     tn_job_done(job, TN_FAIL, "cancelled", 9);
     exchange_maybe_free(x);
+}
+
+static void exchange_discard(exchange *x)
+{
+    if (x->head)
+        evbuffer_free(x->head);
+    if (x->body)
+        evbuffer_free(x->body);
+    if (x->rbody)
+        evbuffer_free(x->rbody);
+    free(x);
 }
 
 static tn_result http_handle(tn_proxy *p, tn_call *call)
@@ -975,29 +1011,30 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     tn_http_request *r = call->ctx.http;
     exchange *x = calloc(1, sizeof(*x));
     if (!x || !(x->head = evbuffer_new()) || !(x->body = evbuffer_new()) || !(x->rbody = evbuffer_new())) {
-        if (x) {
-            if (x->head)
-                evbuffer_free(x->head);
-            if (x->body)
-                evbuffer_free(x->body);
-            free(x);
-        }
-        evbuffer_add_printf(call->out, "out of memory");
-        return TN_FAIL;
-    }
-    x->job = tn_job_begin(call);
-    if (!x->job) {
-        evbuffer_free(x->head);
-        evbuffer_free(x->body);
-        evbuffer_free(x->rbody);
-        free(x);
+        if (x)
+            exchange_discard(x);
         evbuffer_add_printf(call->out, "out of memory");
         return TN_FAIL;
     }
     x->p = p;
+    x->r = r;
+    /* the first server is picked before the answer is deferred, so that
+     * "none" is answered at once */
+    int retry_after = 0;
+    tn_upstream_server *s = pick(x, &retry_after);
+    if (!s || !(x->job = tn_job_begin(call))) {
+        exchange_discard(x);
+        r->status = 502;
+        if (retry_after > 0) {
+            char v[16];
+            snprintf(v, sizeof(v), "%d", retry_after);
+            tn_http_set_header(r, "Retry-After", v);
+        }
+        evbuffer_add_printf(call->out, s ? "out of memory" : "Bad Gateway");
+        return TN_FAIL;
+    }
     x->h = p->h;
     tn_handler_ref(x->h);
-    x->r = r;
     x->t0 = tn_now_us();
     x->idempotent = is_idempotent(r->method);
     x->https = call->ctx.tls != NULL;
@@ -1009,7 +1046,7 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     r->body_sink = &x->sink;
     x->stream.next = stream_next;
     x->stream.free = stream_free;
-    try_next(x);
+    try_start(x, s);
     return TN_LATER;
 }
 
