@@ -169,7 +169,7 @@ static void connected(evutil_socket_t fd, short what, void *arg)
 }
 
 tn_up_conn *tn_http_pool_connect(struct event_base *base, tn_upstream_server *s, int64_t connect_timeout_ms,
-                                 tn_up_conn_cb on_connect, void *arg)
+                                 bool probe, tn_up_conn_cb on_connect, void *arg)
 {
     tn_up_conn *uc = calloc(1, sizeof(*uc));
     if (!uc)
@@ -187,7 +187,8 @@ tn_up_conn *tn_http_pool_connect(struct event_base *base, tn_upstream_server *s,
     }
     int one = 1;
     setsockopt(uc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    s->stats.connects++;
+    if (!probe)
+        s->stats.connects++;
     struct timeval tv = { connect_timeout_ms / 1000, (connect_timeout_ms % 1000) * 1000 };
     uc->connect_ev = event_new(base, uc->fd, EV_WRITE, connected, uc);
     if (!uc->connect_ev) {

@@ -38,10 +38,11 @@ tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
 size_t tn_http_pool_idle(tn_upstream_server *s);
 
-/* Starts a TCP connect to S (counted in its stats); ON_CONNECT follows
- * from the loop. NULL when no socket could be made. */
+/* Starts a TCP connect to S (counted in its stats unless a health
+ * probe); ON_CONNECT follows from the loop. NULL when no socket could be
+ * made. */
 tn_up_conn *tn_http_pool_connect(struct event_base *base, tn_upstream_server *s, int64_t connect_timeout_ms,
-                                 tn_up_conn_cb on_connect, void *arg);
+                                 bool probe, tn_up_conn_cb on_connect, void *arg);
 /* After the TCP connect: the bufferevent, with a TLS client session in
  * progress when TLS is set (BEV_EVENT_CONNECTED then tells it is done). */
 int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_tls *tls);

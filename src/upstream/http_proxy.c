@@ -905,7 +905,7 @@ static void try_start(exchange *x, tn_upstream_server *s)
         start_sending(x);
         return;
     }
-    x->uc = tn_http_pool_connect(x->p->h->base, s, x->p->h->conf.connect_timeout, on_connect, x);
+    x->uc = tn_http_pool_connect(x->p->h->base, s, x->p->h->conf.connect_timeout, false, on_connect, x);
     if (!x->uc) {
         /* out of descriptors: reported from the loop, as the front end
          * may still be inside the handler call */

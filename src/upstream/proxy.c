@@ -313,6 +313,8 @@ static int proxy_init(tn_handler *h, char *err, size_t errlen)
         }
     }
     h->state = p;
+    p->group->check_tls = &p->tls;
+    tn_upstream_checks_start(p->group);
     return 0;
 }
 

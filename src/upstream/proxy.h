@@ -48,6 +48,10 @@ struct tn_proxy {
     void *side_state[TN_UPSIDE_COUNT]; /* owned by each side */
 };
 
+/* Starts (or, after a reload, retunes) the active checks of G's servers
+ * when G has health_check settings (health_check.c). */
+void tn_upstream_checks_start(tn_upstream_group *g);
+
 /* Startup check of a proxy handler's settings (upstreams, hash_key,
  * health_check, tls) without resolving anything. Returns -1 with a
  * message in err. */

@@ -162,6 +162,7 @@ struct tn_upstream_group {
     int check_rise, check_fall;
     int check_status;
     char *check_path; /* NULL: a TCP connect is the check */
+    const struct tn_proxy_tls *check_tls; /* the handler's upstream TLS, for HTTP checks */
     bool removed;     /* its handler left the config: its servers drain */
 };
 

@@ -25,6 +25,7 @@ import pytest
 from ctl_util import TUSKNETCTL, ctl, ctl_metrics, parse_prometheus, rss_kb, sample, wait_for
 from daemon_util import HOST, PORT_RE, daemon, free_ports  # noqa: F401  (daemon is a fixture)
 from http_util import HttpConn, ctl_socket_path, http_get
+from tls_util import pki  # noqa: F401  (a fixture)
 
 NGINX = "/usr/sbin/nginx"
 
@@ -672,3 +673,99 @@ def test_websockets_through_the_proxy(daemon, tmp_path):
     assert s["requests"] == 100 and s["responses"] == 100
     wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{up.ports['APP']}"]["active"] == 0, 5,
              what="every relay to end")
+
+
+# ---- active checks and upstream TLS -----------------------------------------------------
+
+
+def test_active_checks_take_a_server_out_and_back(daemon, tmp_path, peers):
+    (a,) = free_ports(1)
+    ng = Nginx(tmp_path, [(a, f'location / {{ return 200 "{a}"; }}')])
+    peers.append(ng)
+    healthy = threading.Event()
+    healthy.set()
+
+    def respond(i, req):
+        if req.startswith(b"GET /hc "):
+            return b"HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n" % (b"200 OK" if healthy.is_set() else b"503 No")
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"
+    b = Canned(respond)
+    peers.append(b)
+    ctl_path, conf = proxy_config(
+        tmp_path, [f"127.0.0.1:{a}", f"127.0.0.1:{b.port}"],
+        'health_check { path: "/hc" interval: "100ms" timeout: "1s" rise: 2 fall: 2 expect_status: 200 }')
+    d = daemon(conf)
+    port = d.ports["WEB"]
+    wait_for(lambda: sum(1 for r in b.requests if r.startswith(b"GET /hc ")) >= 3, 5, what="three probes")
+    assert bodies(port, 10) == {str(a): 5, "b": 5}
+    probe = next(r for r in b.requests if r.startswith(b"GET /hc "))
+    assert probe == (b"GET /hc HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUser-Agent: tusknetd-health-check\r\n"
+                     b"Connection: close" % b.port)
+    healthy.clear()
+    wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{b.port}"]["state"] == "down", 5, what="b down")
+    assert bodies(port, 10) == {str(a): 10}
+    assert "health check failed 2 times (last: status 503), down" in d.log()
+    healthy.set()
+    wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{b.port}"]["state"] == "up", 5, what="b back")
+    assert "health check passed 2 times, up" in d.log()
+
+
+def test_tcp_connect_check_without_a_path(daemon, tmp_path, peers):
+    (a,) = free_ports(1)
+    ng = Nginx(tmp_path, [(a, 'location / { return 200 "ok"; }')])
+    peers.append(ng)
+    dead = closed_port()
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{a}", f"127.0.0.1:{dead}"],
+                                  'health_check { interval: "100ms" fall: 1 }')
+    d = daemon(conf)
+    wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{dead}"]["state"] == "down", 5, what="the dead one down")
+    assert bodies(d.ports["WEB"], 10) == {"ok": 10}
+    assert servers_of(ctl_path)[f"127.0.0.1:{dead}"]["failures"]["connect"] == 0  # no request was sent there
+
+
+def tls_upstream(daemon, pki):
+    return daemon(f"""
+[daemon]
+control_socket: ""
+[handlers]
+hello {{ type: "static" reply: "hello over tls" }}
+[listeners]
+app {{ protocol: "http" listen: "127.0.0.1:PORT_APP" routes {{ "GET /*": "hello" }}
+       tls {{ cert: "{pki.localhost.cert}" key: "{pki.localhost.key}" }} }}
+""", name="tlsup")
+
+
+def test_upstream_tls_verified_against_the_configured_ca(daemon, tmp_path, pki):
+    up = tls_upstream(daemon, pki)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.ports['APP']}"], f'tls {{ ca: "{pki.ca.cert}" }}')
+    d = daemon(conf)
+    with HttpConn(d.ports["WEB"]) as c:
+        for _ in range(3):
+            r = c.exchange("GET", "/")
+            assert (r.status, r.text) == (200, "hello over tls"), r
+    s = servers_of(ctl_path)[f"127.0.0.1:{up.ports['APP']}"]
+    assert (s["connects"], s["reused"]) == (1, 2)
+
+
+def test_upstream_tls_refuses_an_unverified_certificate(daemon, tmp_path, pki):
+    up = tls_upstream(daemon, pki)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.ports['APP']}"], "retries: 0 tls { verify: true }")
+    d = daemon(conf)
+    assert http_get(d.ports["WEB"], "/").status == 502  # the test CA is not in the system's store
+    assert servers_of(ctl_path)[f"127.0.0.1:{up.ports['APP']}"]["failures"]["tls"] == 1
+    _, conf2 = proxy_config(tmp_path, [f"127.0.0.1:{up.ports['APP']}"], 'tls { verify: false }')
+    reload_with(d, ctl_path, conf2)
+    assert http_get(d.ports["WEB"], "/").text == "hello over tls"
+
+
+def test_middleware_runs_on_proxied_routes(daemon, tmp_path, peers):
+    up = Canned(lambda i, req: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    peers.append(up)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.port}"], listener_extra='middleware: ["guard"]')
+    conf = conf.replace("[listeners]", '[middleware]\nguard { type: "auth" tokens: ["s3cret"] }\n[listeners]')
+    d = daemon(conf)
+    r = http_get(d.ports["WEB"], "/x")
+    assert r.status == 401 and up.accepted == 0
+    r = http_get(d.ports["WEB"], "/x", {"Authorization": "Bearer s3cret"})
+    assert (r.status, r.text) == (200, "ok")
+    assert b"Authorization: Bearer s3cret" in up.requests[0]
