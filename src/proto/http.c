@@ -270,6 +270,12 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             evbuffer_drain(hc->piece, len);
             break;
         }
+        if (rc == TN_HTTP_STREAM_WAIT && !len) {
+            /* nothing to write: drains of this or another connection's
+             * output must not spin the pump (tn_http_stream_wake does) */
+            hc->swaiting = true;
+            break;
+        }
         struct evbuffer *out = tn_conn_output(c);
         if (len && hc->schunked)
             evbuffer_add_printf(out, "%zx\r\n", len);
@@ -294,7 +300,10 @@ void tn_http_stream_wake(tn_http_stream *s)
 {
     tn_conn *c = s->fe;
     tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
-    if (hc && hc->sreq && hc->sreq->stream == s && !hc->pumping)
+    if (!hc || !hc->sreq || hc->sreq->stream != s)
+        return;
+    hc->swaiting = false;
+    if (!hc->pumping)
         event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
 
@@ -315,6 +324,7 @@ static void stream_start(tn_conn *c, tn_http_conn *hc, tn_http_request *r, bool 
     hc->sbytes = 0;
     hc->sclose = close;
     hc->schunked = r->http_minor >= 1 && !r->stream->has_length;
+    hc->swaiting = false;
     r->stream->fe = c;
     event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
@@ -322,7 +332,7 @@ static void stream_start(tn_conn *c, tn_http_conn *hc, tn_http_request *r, bool 
 static void http_drained(tn_conn *c)
 {
     tn_http_conn *hc = c->fe_state;
-    if (hc && hc->sreq && !hc->pumping)
+    if (hc && hc->sreq && !hc->pumping && !hc->swaiting)
         event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
 
