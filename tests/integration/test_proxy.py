@@ -769,3 +769,35 @@ def test_middleware_runs_on_proxied_routes(daemon, tmp_path, peers):
     r = http_get(d.ports["WEB"], "/x", {"Authorization": "Bearer s3cret"})
     assert (r.status, r.text) == (200, "ok")
     assert b"Authorization: Bearer s3cret" in up.requests[0]
+
+
+def test_many_clients_streaming_bodies_at_once(daemon, tmp_path, peers):
+    (a,) = free_ports(1)
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "b64k").write_bytes(bytes(range(256)) * 256)
+    fs = daemon(f"""
+[daemon]
+control_socket: ""
+[handlers]
+files {{ type: "file" root: "{www}" }}
+[listeners]
+app {{ protocol: "http" listen: "127.0.0.1:PORT_APP" routes {{ "GET /*": "files" }} }}
+""", name="files")
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{fs.ports['APP']}"])
+    d = daemon(conf)
+    port = d.ports["WEB"]
+    want = bytes(range(256)) * 256
+    results = []
+
+    def client():
+        with HttpConn(port, timeout=20) as c:
+            for _ in range(20):
+                r = c.exchange("GET", "/b64k")
+                results.append((r.status, r.body == want))
+    ts = [threading.Thread(target=client) for _ in range(30)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert results == [(200, True)] * 600
