@@ -847,6 +847,7 @@ static void http_release(tn_conn *c)
         tn_http_request_free(p->req);
         free(p);
     }
+    /* after the jobs are cancelled: nothing is answered to this connection */
     if (hc->early)
         tn_http_sink_finish(hc, false);
     tn_http_request_free(hc->cur);
@@ -859,6 +860,14 @@ static void http_release(tn_conn *c)
     c->fe_state = NULL;
 }
 
+/* FIN in the middle of a proxied body: the body cannot be completed. */
+static void http_peer_done(tn_conn *c)
+{
+    tn_http_conn *hc = c->fe_state;
+    if (hc && hc->early && hc->state == TN_HTTP_BODY)
+        tn_http_fail_request(c, hc, 400, "Bad Request");
+}
+
 static const tn_frontend http_frontend = {
     .name = "http",
     .input = http_input,
@@ -868,6 +877,7 @@ static const tn_frontend http_frontend = {
     .partial_timeout = http_partial_timeout,
     .timed_out = http_timed_out,
     .drained = http_drained,
+    .peer_done = http_peer_done,
 };
 
 static tn_conn *http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)

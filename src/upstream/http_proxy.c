@@ -287,6 +287,7 @@ static void sink_end(tn_http_body_sink *s, bool complete)
         /* the client's body broke off: the upstream cannot get a whole
          * request on this connection */
         if (x->uc && !x->resp_done) {
+            x->server->stats.active--;
             tn_up_conn_free(x->uc);
             x->uc = NULL;
         }
@@ -986,7 +987,6 @@ static void job_cancel(tn_job *job)
     /* the client is gone before the answer: nothing more to do upstream */
     x->job = NULL;
     x->r = NULL;
-    x->sink_ended = true;
     if (x->timer)
         evtimer_del(x->timer);
     if (x->nosock_ev)

@@ -801,3 +801,18 @@ app {{ protocol: "http" listen: "127.0.0.1:PORT_APP" routes {{ "GET /*": "files"
     for t in ts:
         t.join()
     assert results == [(200, True)] * 600
+
+
+def test_client_gone_mid_upload_closes_the_upstream_connection(daemon, tmp_path, peers):
+    up = Canned(lambda i, req: None)  # reads the head, waits for the body forever
+    peers.append(up)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.port}"])
+    d = daemon(conf)
+    c = HttpConn(d.ports["WEB"])
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+    wait_for(lambda: len(up.requests) == 1, 5, what="the request upstream")
+    assert servers_of(ctl_path)[f"127.0.0.1:{up.port}"]["active"] == 1
+    c.close()
+    wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{up.port}"]["active"] == 0, 5, what="the upstream side to close")
+    s = servers_of(ctl_path)[f"127.0.0.1:{up.port}"]
+    assert (s["idle"], sum(s["failures"].values())) == (0, 0)  # not pooled, not the server's fault
