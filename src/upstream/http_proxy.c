@@ -483,6 +483,9 @@ static void release_conn(exchange *x, bool reusable)
     tn_up_conn *uc = x->uc;
     if (!uc)
         return;
+    /* the answer can be read before the write callback told us the
+     * request left (TLS, a busy loop): look at the buffers themselves */
+    check_sent(x);
     x->uc = NULL;
     x->server->stats.active--;
     if (reusable && http_should_keep_alive(&x->parser) && x->request_sent && !x->upgrade) {
