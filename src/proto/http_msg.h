@@ -43,6 +43,15 @@ typedef struct tn_http_stream {
     void *fe;         /* the front end's, while the body is being sent */
 } tn_http_stream;
 
+/* Framing checks http_parser (not built strict) leaves to its user, for
+ * requests and proxied responses alike. A head must not hold obs-fold (a
+ * line continuing the previous header: its raw CRLF would reach whatever
+ * copies the value), a CR that does not end a line, or NUL. Chunk data must
+ * end with CRLF (http_parser takes any two bytes, which smuggles bytes past
+ * other parsers): *NEED bytes of it are owed, checked against AT..END. */
+bool tn_http_head_strict(const char *h, size_t len);
+bool tn_http_crlf_ok(int *need, const char *at, const char *end);
+
 #define TN_HTTP_STREAM_WAIT 2
 void tn_http_stream_wake(tn_http_stream *s);
 

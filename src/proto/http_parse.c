@@ -174,11 +174,10 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-/* Checks the CRLF owed after chunk data against the bytes from AT to END. */
-static bool chunk_crlf_ok(tn_http_conn *hc, const char *at, const char *end)
+bool tn_http_crlf_ok(int *need, const char *at, const char *end)
 {
-    for (; hc->crlf_need && at < end; at++, hc->crlf_need--)
-        if (*at != (hc->crlf_need == 2 ? '\r' : '\n'))
+    for (; *need && at < end; at++, (*need)--)
+        if (*at != (*need == 2 ? '\r' : '\n'))
             return false;
     return true;
 }
@@ -190,7 +189,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
     if ((p->flags & F_CHUNKED) && p->content_length == 0) {
         /* this chunk's data ends here: the CRLF follows, maybe in the next read */
         hc->crlf_need = 2;
-        if (!chunk_crlf_ok(hc, at + len, hc->feed_end))
+        if (!tn_http_crlf_ok(&hc->crlf_need, at + len, hc->feed_end))
             return -1;
     }
     if (hc->early) {
@@ -269,10 +268,7 @@ void tn_http_sink_finish(tn_http_conn *hc, bool complete)
         sink->end(sink, complete);
 }
 
-/* What http_parser lets through and nginx refuses: obs-fold (a line that
- * continues the previous header; its raw CRLF would reach whatever copies the
- * value), a CR that does not end a line, and NUL. */
-static bool head_strict(const char *h, size_t len)
+bool tn_http_head_strict(const char *h, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         switch (h[i]) {
@@ -312,7 +308,7 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
     }
     memcpy(copy, data, len);
     copy[len] = '\0';
-    if (!head_strict(copy, len)) {
+    if (!tn_http_head_strict(copy, len)) {
         tn_http_fail_request(c, hc, 400, "Bad Request");
         return;
     }
@@ -465,7 +461,7 @@ size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t 
     if (!hc->body_start_us)
         hc->body_start_us = tn_http_loop_us(c);
     hc->feed_end = data + len;
-    if (!chunk_crlf_ok(hc, data, data + len)) {
+    if (!tn_http_crlf_ok(&hc->crlf_need, data, data + len)) {
         tn_http_fail_request(c, hc, 400, "Bad Request");
         return len;
     }

@@ -359,13 +359,6 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-static bool chunk_crlf_ok(exchange *x, const char *at, const char *end)
-{
-    for (; x->crlf_need && at < end; at++, x->crlf_need--)
-        if (*at != (x->crlf_need == 2 ? '\r' : '\n'))
-            return false;
-    return true;
-}
 
 static int on_body(http_parser *p, const char *at, size_t len)
 {
@@ -373,7 +366,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
     if ((p->flags & F_CHUNKED) && p->content_length == 0) {
         /* chunk data must end with CRLF; http_parser takes any two bytes */
         x->crlf_need = 2;
-        if (!chunk_crlf_ok(x, at + len, x->feed_end))
+        if (!tn_http_crlf_ok(&x->crlf_need, at + len, x->feed_end))
             return -1;
     }
     evbuffer_add(x->rbody, at, len);
@@ -397,16 +390,6 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* What http_parser lets through: obs-fold, a CR not ending a line, NUL. */
-static bool head_strict(const char *h, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (h[i] == '\0' || (h[i] == '\r' && (i + 1 >= len || h[i + 1] != '\n')) ||
-            (h[i] == '\n' && i + 1 < len && (h[i + 1] == ' ' || h[i + 1] == '\t')))
-            return false;
-    }
-    return true;
-}
 
 static void fail_try(exchange *x, int reason, const char *detail);
 
@@ -561,7 +544,7 @@ static bool parse_input(exchange *x)
         evbuffer_remove(in, x->rhead, (size_t)end);
         x->rhead[end] = '\0';
         x->rhead_len = (size_t)end;
-        if (!head_strict(x->rhead, x->rhead_len)) {
+        if (!tn_http_head_strict(x->rhead, x->rhead_len)) {
             fail_try(x, TN_UPF_BAD_RESPONSE, "malformed response head (folded line, bare CR or NUL)");
             return false;
         }
@@ -610,7 +593,7 @@ static bool parse_input(exchange *x)
         for (int i = 0; i < nv && i < 8 && !x->resp_done; i++) {
             const char *at = v[i].iov_base;
             x->feed_end = at + v[i].iov_len;
-            if (!chunk_crlf_ok(x, at, x->feed_end)) {
+            if (!tn_http_crlf_ok(&x->crlf_need, at, x->feed_end)) {
                 evbuffer_drain(in, used);
                 fail_try(x, TN_UPF_BAD_RESPONSE, "chunk not ended by CRLF");
                 return false;
