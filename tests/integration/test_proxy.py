@@ -62,7 +62,7 @@ http {{
         self.proc = subprocess.Popen([NGINX, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for p, _ in servers:
-            wait_for(lambda: _accepts(p), 5, what=f"nginx on port {p}")
+            wait_for(lambda: _accepts(p), 20, what=f"nginx on port {p}")
 
     def stop(self):
         if self.proc.poll() is None:
