@@ -300,8 +300,8 @@ void tn_http_stream_wake(tn_http_stream *s)
 {
     tn_conn *c = s->fe;
     tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
-    if (!hc || !hc->sreq || hc->sreq->stream != s)
-        return;
+    if (!hc || !hc->sreq)
+        return; /* S, or the stream wrapping it (gzip), is sreq's */
     hc->swaiting = false;
     if (!hc->pumping)
         event_active(hc->pump_ev, EV_TIMEOUT, 0);

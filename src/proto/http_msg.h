@@ -39,6 +39,7 @@ typedef struct tn_http_stream {
     int (*next)(struct tn_http_stream *s, struct evbuffer *out);
     void (*free)(struct tn_http_stream *s);
     bool has_length;  /* the body's length is known: Content-Length, not chunked */
+    bool compressible; /* a body made elsewhere (proxied) that gzip may wrap */
     uint64_t length;
     void *fe;         /* the front end's, while the body is being sent */
 } tn_http_stream;

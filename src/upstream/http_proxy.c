@@ -1032,6 +1032,7 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     r->body_sink = &x->sink;
     x->stream.next = stream_next;
     x->stream.free = stream_free;
+    x->stream.compressible = true;
     try_start(x, s);
     return TN_LATER;
 }

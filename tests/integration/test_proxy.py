@@ -818,3 +818,32 @@ def test_client_gone_mid_upload_closes_the_upstream_connection(daemon, tmp_path,
     wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{up.port}"]["active"] == 0, 5, what="the upstream side to close")
     s = servers_of(ctl_path)[f"127.0.0.1:{up.port}"]
     assert (s["idle"], sum(s["failures"].values())) == (0, 0)  # not pooled, not the server's fault
+
+
+def test_gzip_compresses_proxied_bodies_the_server_did_not(daemon, tmp_path, peers):
+    import gzip as gz
+    text = b"".join(b"line %d of a compressible answer\n" % i for i in range(3000))
+    packed = gz.compress(b"already compressed by the server")
+
+    def respond(i, req):
+        if b"/packed" in req:
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(packed)) + packed
+        if b"/image" in req:
+            return b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(text) + text
+        return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(text) + text
+    up = Canned(respond)
+    peers.append(up)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.port}"], listener_extra='middleware: ["gzip"]')
+    d = daemon(conf)
+    with HttpConn(d.ports["WEB"]) as c:
+        r = c.exchange("GET", "/text", {"Accept-Encoding": "gzip"})
+        assert (r.status, r.header("Content-Encoding"), r.header("Vary"), r.framing) == (200, "gzip",
+                                                                                         "Accept-Encoding", "chunked")
+        assert gz.decompress(r.body) == text and len(r.body) < len(text) // 4
+        r = c.exchange("GET", "/text")
+        assert (r.header("Content-Encoding"), r.body, r.header("Content-Length")) == (None, text, str(len(text)))
+        r = c.exchange("GET", "/packed", {"Accept-Encoding": "gzip"})
+        assert (r.header("Content-Encoding"), r.body) == ("gzip", packed)
+        r = c.exchange("GET", "/image", {"Accept-Encoding": "gzip"})
+        assert (r.header("Content-Encoding"), r.body) == (None, text)
