@@ -209,11 +209,21 @@ tn_up_conn *tn_http_pool_connect(struct event_base *base, tn_upstream_server *s,
     return uc;
 }
 
+/* libevent reads 16 KB per callback by default: a large body would cost a
+ * parse and a wake of the client's pump per 16 KB */
+static void size_io(struct bufferevent *bev)
+{
+    bufferevent_set_max_single_read(bev, 256 * 1024);
+    bufferevent_set_max_single_write(bev, 256 * 1024);
+}
+
 int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_tls *tls)
 {
     tn_upstream_server *s = uc->server;
     if (!tls || !tls->ctx) {
         uc->bev = bufferevent_socket_new(base, uc->fd, BEV_OPT_CLOSE_ON_FREE);
+        if (uc->bev)
+            size_io(uc->bev);
         return uc->bev ? 0 : -1;
     }
     SSL *ssl = SSL_new(tls->ctx);
@@ -237,6 +247,7 @@ int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_
     /* servers that close without close_notify end close-delimited bodies
      * that way; the framing checks catch real truncation */
     bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
+    size_io(uc->bev);
     uc->tls = true;
     return 0;
 }
