@@ -151,6 +151,7 @@ typedef struct tn_handler_conf {
     int64_t max_response_header;
     tn_strmap health_check;
     tn_strmap upstream_tls;
+    int64_t resolve;
     /* plugin */
     char *path;
     tn_strmap options;

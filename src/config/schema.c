@@ -177,6 +177,8 @@ const tn_key tn_schema[] = {
       "Send the client's Host upstream instead of the server's host:port." },
     { "handler", "max_response_header", TN_T_SIZE, "64KB", 1 * KB, 16 * MB, NULL, "proxy",
       H(max_response_header), 0, "Largest upstream response head (502 over)." },
+    { "handler", "resolve", TN_T_DURATION, "0", 0, DAY, NULL, "proxy", H(resolve), 0,
+      "Resolve server host names again this often, without blocking (evdns); 0 = at start and reload only." },
     { "handler", "health_check", TN_T_STRMAP, "", 0, 0, NULL, "proxy", H(health_check), 0,
       "Active checks { path interval timeout rise fall expect_status }: an HTTP GET of path, or a TCP "
       "connect without path; empty = none." },

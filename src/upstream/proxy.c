@@ -315,6 +315,11 @@ static int proxy_init(tn_handler *h, char *err, size_t errlen)
     h->state = p;
     p->group->check_tls = &p->tls;
     tn_upstream_checks_start(p->group);
+    if (tn_upstream_resolve_start(p->group, err, errlen) < 0) {
+        h->state = NULL;
+        proxy_free(p);
+        return -1;
+    }
     return 0;
 }
 

@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/dns.h>
 
 #include "handlers/handler.h"
 #include "json.h"
@@ -297,6 +299,7 @@ tn_upstream_group *tn_upstream_group_new(const tn_handler_conf *c, struct event_
     g->balance = c->balance;
     g->max_fails = (int)c->max_fails;
     g->fail_timeout_ms = c->fail_timeout;
+    g->resolve_ms = c->resolve;
     if (parse_key(g, c->hash_key, err, errlen) < 0)
         goto fail;
     if (c->upstreams.n == 0) {
@@ -365,6 +368,10 @@ void tn_upstream_group_free(tn_upstream_group *g)
 {
     if (!g)
         return;
+    if (g->resolve_ev)
+        event_free(g->resolve_ev);
+    if (g->dns)
+        evdns_base_free(g->dns, 1); /* lookups in flight end, cancelled */
     for (size_t i = 0; i < g->n; i++) {
         tn_upstream_server *s = g->servers[i];
         if (s->check_group == g) {
@@ -391,6 +398,90 @@ tn_upstream_server *tn_upstream_find(tn_upstream_group *g, const char *name)
     if (parse_int(name, 1, (int)(g->n < 100000 ? g->n : 100000), &idx) == 0)
         return g->servers[idx - 1];
     return NULL;
+}
+
+/* ---- periodic resolution ------------------------------------------------- */
+
+typedef struct lookup {
+    tn_upstream_server *s; /* referenced until the answer */
+    char *handler;
+} lookup;
+
+static void resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+    lookup *lk = arg;
+    tn_upstream_server *s = lk->s;
+    if (err == 0 && res) {
+        s->stats.resolutions++;
+        if (res->ai_addrlen != s->addrlen || memcmp(res->ai_addr, &s->addr, s->addrlen) != 0) {
+            char before[80], after[80];
+            tn_addr_format((const struct sockaddr *)&s->addr, before, sizeof(before));
+            memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
+            s->addrlen = (socklen_t)res->ai_addrlen;
+            tn_addr_format((const struct sockaddr *)&s->addr, after, sizeof(after));
+            tn_info("upstream %s of %s: %s now resolves to %s (was %s)", s->name, lk->handler, s->spec.host, after,
+                    before);
+        }
+    } else if (err != EVUTIL_EAI_CANCEL) {
+        tn_warn("upstream %s of %s: cannot resolve '%s' again: %s (the last address stays)", s->name, lk->handler,
+                s->spec.host, evutil_gai_strerror(err));
+    }
+    if (res)
+        evutil_freeaddrinfo(res);
+    tn_upstream_server_unref(s);
+    free(lk->handler);
+    free(lk);
+}
+
+static void resolve_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_upstream_group *g = arg;
+    for (size_t i = 0; i < g->n; i++) {
+        tn_upstream_server *s = g->servers[i];
+        unsigned char ip[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, s->spec.host, ip) == 1 || inet_pton(AF_INET6, s->spec.host, ip) == 1)
+            continue; /* an address: nothing to look up */
+        lookup *lk = calloc(1, sizeof(*lk));
+        if (!lk || !(lk->handler = strdup(g->handler))) {
+            free(lk);
+            continue;
+        }
+        lk->s = s;
+        tn_upstream_server_ref(s);
+        struct evutil_addrinfo hints = { 0 };
+        hints.ai_family = s->addr.ss_family; /* the family the start chose */
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = EVUTIL_AI_NUMERICSERV;
+        char port[8];
+        snprintf(port, sizeof(port), "%d", s->spec.port);
+        /* the answer may come at once (the hosts file): resolved() runs then */
+        evdns_getaddrinfo(g->dns, s->spec.host, port, &hints, resolved, lk);
+    }
+    struct timeval tv = { g->resolve_ms / 1000, (g->resolve_ms % 1000) * 1000 };
+    evtimer_add(g->resolve_ev, &tv);
+}
+
+int tn_upstream_resolve_start(tn_upstream_group *g, char *err, size_t errlen)
+{
+    if (g->resolve_ms <= 0)
+        return 0;
+    g->dns = evdns_base_new(g->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!g->dns) {
+        /* no nameserver configured: names in the hosts file still resolve */
+        g->dns = evdns_base_new(g->base, 0);
+        if (g->dns)
+            evdns_base_load_hosts(g->dns, NULL);
+    }
+    g->resolve_ev = g->dns ? evtimer_new(g->base, resolve_tick, g) : NULL;
+    if (!g->resolve_ev) {
+        snprintf(err, errlen, "resolve: cannot set up the resolver");
+        return -1;
+    }
+    struct timeval tv = { g->resolve_ms / 1000, (g->resolve_ms % 1000) * 1000 };
+    evtimer_add(g->resolve_ev, &tv);
+    return 0;
 }
 
 /* ---- health -------------------------------------------------------------- */
@@ -644,6 +735,7 @@ void tn_upstream_group_json(tn_upstream_group *g, tn_json *j, const char *key)
         tn_json_close(j, '}');
         tn_json_u64(j, "bytes_sent", s->stats.bytes_sent);
         tn_json_u64(j, "bytes_received", s->stats.bytes_received);
+        tn_json_u64(j, "resolutions", s->stats.resolutions);
         tn_json_open(j, "latency_ms", '{');
         tn_json_num(j, "p50", tn_hist_percentile(&s->stats.latency, 0.50) / 1000);
         tn_json_num(j, "p99", tn_hist_percentile(&s->stats.latency, 0.99) / 1000);

@@ -89,6 +89,7 @@ typedef struct tn_upstream_stats {
     uint64_t idle;       /* connections kept in a pool */
     uint64_t bytes_sent;
     uint64_t bytes_received;
+    uint64_t resolutions; /* periodic re-resolutions that answered (resolve) */
     tn_hist latency;     /* try start to the answer's head (HTTP) or reply (line) */
 } tn_upstream_stats;
 
@@ -164,6 +165,10 @@ struct tn_upstream_group {
     char *check_path; /* NULL: a TCP connect is the check */
     const struct tn_proxy_tls *check_tls; /* the handler's upstream TLS, for HTTP checks */
     bool removed;     /* its handler left the config: its servers drain */
+    /* resolve: periodic re-resolution of host names (0 = none) */
+    int64_t resolve_ms;
+    struct evdns_base *dns;
+    struct event *resolve_ev;
 };
 
 /* Build the group of handler conf C (resolving every host; blocking, which
@@ -176,6 +181,11 @@ tn_upstream_group *tn_upstream_group_new(const tn_handler_conf *c, struct event_
 /* Drops the group's references; servers no other group shares are freed
  * when their last request ends (their pools are released then). */
 void tn_upstream_group_free(tn_upstream_group *g);
+
+/* Starts re-resolving G's host names every G->resolve_ms, in the loop
+ * (evdns, /etc/hosts first); a changed address is used by new
+ * connections, pooled ones to the old address are closed when taken. */
+int tn_upstream_resolve_start(tn_upstream_group *g, char *err, size_t errlen);
 
 void tn_upstream_server_ref(tn_upstream_server *s);
 void tn_upstream_server_unref(tn_upstream_server *s);

@@ -847,3 +847,18 @@ def test_gzip_compresses_proxied_bodies_the_server_did_not(daemon, tmp_path, pee
         assert (r.header("Content-Encoding"), r.body) == ("gzip", packed)
         r = c.exchange("GET", "/image", {"Accept-Encoding": "gzip"})
         assert (r.header("Content-Encoding"), r.body) == (None, text)
+
+
+def test_host_names_are_resolved_again_without_blocking(daemon, tmp_path, peers):
+    up = Canned(lambda i, req: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    peers.append(up)
+    # "localhost" is in the hosts file, which evdns reads before any nameserver
+    ctl_path, conf = proxy_config(tmp_path, [f"localhost:{up.port}", f"127.0.0.1:{up.port} backup"],
+                                  'resolve: "100ms"')
+    d = daemon(conf)
+    wait_for(lambda: servers_of(ctl_path)[f"localhost:{up.port}"]["resolutions"] >= 3, 5, what="three lookups")
+    s = servers_of(ctl_path)
+    assert s[f"localhost:{up.port}"]["address"] == f"127.0.0.1:{up.port}"
+    assert s[f"127.0.0.1:{up.port}"]["resolutions"] == 0  # an address is not looked up
+    assert bodies(d.ports["WEB"], 5) == {"ok": 5}
+    assert "cannot resolve" not in d.log()
