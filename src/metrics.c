@@ -534,7 +534,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
             if (h->conf.type != TN_H_WORKER)
                 continue;
             evbuffer_add_printf(out, "%s{handler=\"", wm[m].name);
-            label(out, h->name);
+            tn_prom_label(out, h->name);
             evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)(m ? h->stats.restarts : h->stats.processes));
         }
     }
