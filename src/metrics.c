@@ -344,6 +344,22 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
 }
 
 /* Label values are names from the config: escape what the text format needs. */
+void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h)
+{
+    uint64_t cum = 0;
+    /* Prometheus buckets are cumulative with "le" bounds; ours are
+     * power-of-two microsecond buckets, reported from 1us to ~1min */
+    for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
+        cum += h->buckets[b];
+        if (b < 26 && (b % 2 == 0 || b < 4))
+            evbuffer_add_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels,
+                                (double)tn_hist_bound_us(b) / 1e6, (unsigned long long)cum);
+    }
+    evbuffer_add_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)h->count);
+    evbuffer_add_printf(out, "%s_sum{%s} %.6f\n", name, labels, (double)h->sum_us / 1e6);
+    evbuffer_add_printf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
+}
+
 void tn_prom_label(struct evbuffer *out, const char *s)
 {
     for (; *s; s++) {
@@ -542,27 +558,15 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
                              "# TYPE tusknet_handler_latency_seconds histogram\n");
     for (size_t i = 0; i < nh; i++) {
         tn_handler *h = tn_registry_at(d->registry, i);
-        uint64_t cum = 0;
-        /* Prometheus buckets are cumulative with "le" bounds; ours are
-         * power-of-two microsecond buckets, reported from 1us to ~1min */
-        for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
-            cum += h->stats.latency.buckets[b];
-            if (b < 26 && (b % 2 == 0 || b < 4)) {
-                evbuffer_add(out, "tusknet_handler_latency_seconds_bucket{handler=\"", 48);
-                tn_prom_label(out, h->name);
-                evbuffer_add_printf(out, "\",le=\"%g\"} %llu\n", (double)tn_hist_bound_us(b) / 1e6,
-                                    (unsigned long long)cum);
-            }
-        }
-        evbuffer_add(out, "tusknet_handler_latency_seconds_bucket{handler=\"", 48);
-        tn_prom_label(out, h->name);
-        evbuffer_add_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)h->stats.latency.count);
-        evbuffer_add(out, "tusknet_handler_latency_seconds_sum{handler=\"", 45);
-        tn_prom_label(out, h->name);
-        evbuffer_add_printf(out, "\"} %.6f\n", (double)h->stats.latency.sum_us / 1e6);
-        evbuffer_add(out, "tusknet_handler_latency_seconds_count{handler=\"", 47);
-        tn_prom_label(out, h->name);
-        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)h->stats.latency.count);
+        struct evbuffer *labels = evbuffer_new();
+        if (!labels)
+            continue;
+        evbuffer_add(labels, "handler=\"", 9);
+        tn_prom_label(labels, h->name);
+        evbuffer_add(labels, "\"", 2); /* with the NUL */
+        tn_prom_histogram(out, "tusknet_handler_latency_seconds", (const char *)evbuffer_pullup(labels, -1),
+                          &h->stats.latency);
+        evbuffer_free(labels);
     }
     tn_cluster_prometheus(d, out);
     tn_plugin_prometheus(d->registry, out);

@@ -805,22 +805,16 @@ void tn_upstream_prometheus(tn_upstream_group *const *groups, size_t n, struct e
     for (size_t gi = 0; gi < n; gi++)
         for (size_t i = 0; i < groups[gi]->n; i++) {
             const tn_upstream_server *s = groups[gi]->servers[i];
-            uint64_t cum = 0;
-            for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
-                cum += s->stats.latency.buckets[b];
-                if (b < 26 && (b % 2 == 0 || b < 4)) {
-                    char extra[48];
-                    snprintf(extra, sizeof(extra), ",le=\"%g\"", (double)tn_hist_bound_us(b) / 1e6);
-                    series(out, "tusknet_upstream_latency_seconds_bucket", groups[gi], s, extra, cum);
-                }
-            }
-            series(out, "tusknet_upstream_latency_seconds_bucket", groups[gi], s, ",le=\"+Inf\"",
-                   s->stats.latency.count);
-            evbuffer_add(out, "tusknet_upstream_latency_seconds_sum{handler=\"", 46);
-            tn_prom_label(out, groups[gi]->handler);
-            evbuffer_add(out, "\",server=\"", 10);
-            tn_prom_label(out, s->name);
-            evbuffer_add_printf(out, "\"} %.6f\n", (double)s->stats.latency.sum_us / 1e6);
-            series(out, "tusknet_upstream_latency_seconds_count", groups[gi], s, NULL, s->stats.latency.count);
+            struct evbuffer *labels = evbuffer_new();
+            if (!labels)
+                continue;
+            evbuffer_add(labels, "handler=\"", 9);
+            tn_prom_label(labels, groups[gi]->handler);
+            evbuffer_add(labels, "\",server=\"", 10);
+            tn_prom_label(labels, s->name);
+            evbuffer_add(labels, "\"", 2); /* with the NUL */
+            tn_prom_histogram(out, "tusknet_upstream_latency_seconds", (const char *)evbuffer_pullup(labels, -1),
+                              &s->stats.latency);
+            evbuffer_free(labels);
         }
 }
