@@ -25,23 +25,25 @@
 #include "net/tls.h"
 #include "proc.h"
 #include "proto/http.h"
+#include "upstream/proxy.h"
 
-static bool unavailable(int type)
+/* ON_TCP: used on a tcp listener, which a proxy serves only with a line side. */
+static bool unavailable(int type, bool on_tcp)
 {
-    return type == TN_H_PROXY;
+    return type == TN_H_PROXY && !(on_tcp ? tn_proxy_line_side : tn_proxy_http_side);
 }
 
 /* Handler types of later versions may be declared, but nothing may use one. */
 static void check_refs(const tn_config *cfg, tn_diag *diag, tn_pos at, const char *who, const char *one,
-                       const tn_strlist *many)
+                       const tn_strlist *many, bool on_tcp)
 {
     size_t n = one ? 1 : many ? many->n : 0;
     for (size_t i = 0; i < n; i++) {
         const char *name = one ? one : many->v[i];
         const tn_handler_conf *h = tn_config_handler(cfg, name);
-        if (h && unavailable(h->type))
-            tn_diag_error(diag, at, "%s: handler '%s' (type %s) is not available in this version", who, name,
-                          tn_handler_type_name(h->type));
+        if (h && unavailable(h->type, on_tcp))
+            tn_diag_error(diag, at, "%s: handler '%s' (type proxy) is not available on %s in this version", who,
+                          name, on_tcp ? "tcp listeners" : "HTTP routes");
     }
 }
 
@@ -59,10 +61,7 @@ static void check_handler(const tn_handler_conf *h, tn_diag *diag)
     case TN_H_STREAM:
     case TN_H_WORKER: rc = tn_proc_check_conf(h, &at, err, sizeof(err)); break;
     case TN_H_PLUGIN: rc = tn_plugin_check(h->path, err, sizeof(err)); break;
-    case TN_H_PROXY:
-        tn_diag_warn(diag, h->pos, "handler '%s': type '%s' is not available in this version", h->name,
-                     tn_handler_type_name(h->type));
-        break;
+    case TN_H_PROXY: rc = tn_proxy_check_conf(h, err, sizeof(err)); break;
     default: break;
     }
     if (rc < 0)
@@ -78,16 +77,16 @@ static void check_listener(const tn_config *cfg, const tn_listener_conf *li, tn_
     if (tn_listen_resolve(li->listen, &ss, &len, err, sizeof(err)) < 0)
         tn_diag_error(diag, li->listen_pos, "listener '%s': %s", li->name, err);
     snprintf(who, sizeof(who), "listener '%s'", li->name);
-    check_refs(cfg, diag, li->handler_pos, who, li->handler, &li->handlers);
+    check_refs(cfg, diag, li->handler_pos, who, li->handler, &li->handlers, li->protocol == TN_PROTO_TCP);
     for (size_t i = 0; i < li->nroutes; i++) {
         const tn_route_conf *r = &li->routes[i];
         snprintf(who, sizeof(who), "listener '%s': route '%s'", li->name, r->spec);
-        check_refs(cfg, diag, r->handler_pos, who, r->handler, NULL);
+        check_refs(cfg, diag, r->handler_pos, who, r->handler, NULL, false);
     }
     for (size_t i = 0; i < li->nwebsocket; i++) {
         const tn_ws_conf *w = &li->websocket[i];
         snprintf(who, sizeof(who), "listener '%s': WebSocket endpoint '%s'", li->name, w->path);
-        check_refs(cfg, diag, w->handler_pos, who, w->handler, &w->handlers);
+        check_refs(cfg, diag, w->handler_pos, who, w->handler, &w->handlers, false);
     }
     if (li->tls)
         tn_tls_unref(tn_tls_new(li, diag));

@@ -30,6 +30,7 @@
 #include "master.h"
 #include "workers.h"
 #include "proto/ws.h"
+#include "upstream/proxy.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "version.h"
@@ -454,6 +455,24 @@ static void cmd_version(ctl_client *c, tn_json *j, char *arg)
     tn_json_close(j, '}');
 }
 
+static void cmd_upstreams(ctl_client *c, tn_json *j, char *arg)
+{
+    (void)arg;
+    tn_json_open(j, NULL, '{');
+    tn_proxy_upstreams_json(c->ctl->d->registry, j);
+    tn_json_close(j, '}');
+}
+
+static void cmd_upstream(ctl_client *c, tn_json *j, char *arg)
+{
+    char err[256];
+    if (tn_proxy_upstream_cmd(c->ctl->d->registry, arg, err, sizeof(err)) < 0) {
+        error_answer(j, "%s", err);
+        return;
+    }
+    ok_answer(j);
+}
+
 static void cmd_help(ctl_client *c, tn_json *j, char *arg);
 
 static const command commands[] = {
@@ -464,6 +483,7 @@ static const command commands[] = {
     { "listeners", "", TN_CTL_READ, cmd_listeners, "listeners with their bound addresses" },
     { "handlers", "", TN_CTL_READ, cmd_handlers, "handlers with calls, errors and latency" },
     { "routes", "", TN_CTL_READ, cmd_routes, "HTTP routes and WebSocket endpoints" },
+    { "upstreams", "", TN_CTL_READ, cmd_upstreams, "proxy handlers' servers: state, connections, failures, latency" },
     { "config", "", TN_CTL_READ, cmd_config, "the running configuration, normalized" },
     { "version", "", TN_CTL_READ, cmd_version, "daemon version" },
     { "help", "", TN_CTL_READ, cmd_help, "this list" },
@@ -472,6 +492,8 @@ static const command commands[] = {
     { "send", "ID MESSAGE", TN_CTL_ADMIN, cmd_send, "push a message to one connection" },
     { "broadcast", "HANDLER MESSAGE", TN_CTL_ADMIN, cmd_broadcast,
       "push a message to every connection attached to a handler" },
+    { "upstream", "HANDLER SERVER drain|up|down|weight N", TN_CTL_ADMIN, cmd_upstream,
+      "change one upstream server of a proxy handler" },
     { "log-level", "LEVEL", TN_CTL_ADMIN, cmd_log_level, "set the log level" },
     { "shutdown", "", TN_CTL_ADMIN, cmd_shutdown, "graceful shutdown" },
 };

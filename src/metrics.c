@@ -91,6 +91,7 @@ double tn_hist_percentile(const tn_hist *h, double p)
 #include "net/listener.h"
 #include "proto/http.h"
 #include "proto/ws.h"
+#include "upstream/proxy.h"
 #include "version.h"
 
 /* What the Makefile bakes in (-D); a build without them says so. */
@@ -343,7 +344,23 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
 }
 
 /* Label values are names from the config: escape what the text format needs. */
-static void label(struct evbuffer *out, const char *s)
+void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h)
+{
+    uint64_t cum = 0;
+    /* Prometheus buckets are cumulative with "le" bounds; ours are
+     * power-of-two microsecond buckets, reported from 1us to ~1min */
+    for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
+        cum += h->buckets[b];
+        if (b < 26 && (b % 2 == 0 || b < 4))
+            evbuffer_add_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels,
+                                (double)tn_hist_bound_us(b) / 1e6, (unsigned long long)cum);
+    }
+    evbuffer_add_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)h->count);
+    evbuffer_add_printf(out, "%s_sum{%s} %.6f\n", name, labels, (double)h->sum_us / 1e6);
+    evbuffer_add_printf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
+}
+
+void tn_prom_label(struct evbuffer *out, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\' || *s == '"')
@@ -370,9 +387,9 @@ static void route_prom(void *arg, const char *route, const uint64_t *counts)
     route_rows *a = arg;
     for (int k = 0; k < TN_HTTP_CLASSES; k++) {
         evbuffer_add_printf(a->out, "tusknet_http_responses_total{listener=\"");
-        label(a->out, a->listener);
+        tn_prom_label(a->out, a->listener);
         evbuffer_add_printf(a->out, "\",route=\"");
-        label(a->out, route ? route : "");
+        tn_prom_label(a->out, route ? route : "");
         evbuffer_add_printf(a->out, "\",class=\"%s\"} %llu\n", tn_http_class_name(k), (unsigned long long)counts[k]);
     }
 }
@@ -407,17 +424,17 @@ static void process_prom(tn_daemon *d, struct evbuffer *out)
     evbuffer_add_printf(out, "# HELP tusknet_build_info The daemon's version and build; always 1.\n"
                              "# TYPE tusknet_build_info gauge\n"
                              "tusknet_build_info{version=\"");
-    label(out, TN_VERSION);
+    tn_prom_label(out, TN_VERSION);
     evbuffer_add_printf(out, "\",revision=\"");
-    label(out, TN_BUILD_GIT);
+    tn_prom_label(out, TN_BUILD_GIT);
     evbuffer_add_printf(out, "\",build_date=\"");
-    label(out, TN_BUILD_DATE);
+    tn_prom_label(out, TN_BUILD_DATE);
     evbuffer_add_printf(out, "\",libevent=\"");
-    label(out, event_get_version());
+    tn_prom_label(out, event_get_version());
     evbuffer_add_printf(out, "\",openssl=\"");
-    label(out, OpenSSL_version(OPENSSL_VERSION_STRING));
+    tn_prom_label(out, OpenSSL_version(OPENSSL_VERSION_STRING));
     evbuffer_add_printf(out, "\",libwebsockets=\"");
-    label(out, tn_ws_library_version());
+    tn_prom_label(out, tn_ws_library_version());
     evbuffer_add_printf(out, "\"} 1\n");
     evbuffer_add_printf(out,
                         "# HELP tusknet_uptime_seconds Seconds since the daemon started.\n"
@@ -462,7 +479,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
         for (tn_listener *l = d->listeners; l; l = l->next) {
             uint64_t v = *(const uint64_t *)((const char *)&l->stats + lm[m].off);
             evbuffer_add_printf(out, "%s{listener=\"", lm[m].name);
-            label(out, l->name);
+            tn_prom_label(out, l->name);
             evbuffer_add_printf(out, "\",protocol=\"%s\"} %llu\n", tn_protocol_name(l->protocol),
                                 (unsigned long long)v);
         }
@@ -472,7 +489,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
     for (tn_listener *l = d->listeners; l; l = l->next) {
         for (int r = 0; r < TN_REJ_COUNT; r++) {
             evbuffer_add(out, "tusknet_rejections_total{listener=\"", 35);
-            label(out, l->name);
+            tn_prom_label(out, l->name);
             evbuffer_add_printf(out, "\",reason=\"%s\"} %llu\n", tn_reject_name(r),
                                 (unsigned long long)l->stats.rejected[r]);
         }
@@ -483,7 +500,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
         if (!l->conf->tls)
             continue;
         evbuffer_add(out, "tusknet_tls_handshakes_total{listener=\"", 39);
-        label(out, l->name);
+        tn_prom_label(out, l->name);
         evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)l->stats.tls_handshakes);
     }
     evbuffer_add_printf(out, "# HELP tusknet_tls_handshake_failures_total TLS handshakes that failed, by reason.\n"
@@ -493,7 +510,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
             continue;
         for (int r = 0; r < TN_TLSF_COUNT; r++) {
             evbuffer_add(out, "tusknet_tls_handshake_failures_total{listener=\"", 47);
-            label(out, l->name);
+            tn_prom_label(out, l->name);
             evbuffer_add_printf(out, "\",reason=\"%s\"} %llu\n", tn_tls_failure_name(r),
                                 (unsigned long long)l->stats.tls_failures[r]);
         }
@@ -518,7 +535,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
             tn_handler *h = tn_registry_at(d->registry, i);
             uint64_t v = m == 0 ? h->stats.calls : m == 1 ? h->stats.errors : h->stats.in_flight;
             evbuffer_add_printf(out, "%s{handler=\"", hm[m].name);
-            label(out, h->name);
+            tn_prom_label(out, h->name);
             evbuffer_add_printf(out, "\",type=\"%s\"} %llu\n", h->ops->type, (unsigned long long)v);
         }
     }
@@ -533,7 +550,7 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
             if (h->conf.type != TN_H_WORKER)
                 continue;
             evbuffer_add_printf(out, "%s{handler=\"", wm[m].name);
-            label(out, h->name);
+            tn_prom_label(out, h->name);
             evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)(m ? h->stats.restarts : h->stats.processes));
         }
     }
@@ -541,29 +558,18 @@ void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)
                              "# TYPE tusknet_handler_latency_seconds histogram\n");
     for (size_t i = 0; i < nh; i++) {
         tn_handler *h = tn_registry_at(d->registry, i);
-        uint64_t cum = 0;
-        /* Prometheus buckets are cumulative with "le" bounds; ours are
-         * power-of-two microsecond buckets, reported from 1us to ~1min */
-        for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
-            cum += h->stats.latency.buckets[b];
-            if (b < 26 && (b % 2 == 0 || b < 4)) {
-                evbuffer_add(out, "tusknet_handler_latency_seconds_bucket{handler=\"", 48);
-                label(out, h->name);
-                evbuffer_add_printf(out, "\",le=\"%g\"} %llu\n", (double)tn_hist_bound_us(b) / 1e6,
-                                    (unsigned long long)cum);
-            }
-        }
-        evbuffer_add(out, "tusknet_handler_latency_seconds_bucket{handler=\"", 48);
-        label(out, h->name);
-        evbuffer_add_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)h->stats.latency.count);
-        evbuffer_add(out, "tusknet_handler_latency_seconds_sum{handler=\"", 45);
-        label(out, h->name);
-        evbuffer_add_printf(out, "\"} %.6f\n", (double)h->stats.latency.sum_us / 1e6);
-        evbuffer_add(out, "tusknet_handler_latency_seconds_count{handler=\"", 47);
-        label(out, h->name);
-        evbuffer_add_printf(out, "\"} %llu\n", (unsigned long long)h->stats.latency.count);
+        struct evbuffer *labels = evbuffer_new();
+        if (!labels)
+            continue;
+        evbuffer_add(labels, "handler=\"", 9);
+        tn_prom_label(labels, h->name);
+        evbuffer_add(labels, "\"", 2); /* with the NUL */
+        tn_prom_histogram(out, "tusknet_handler_latency_seconds", (const char *)evbuffer_pullup(labels, -1),
+                          &h->stats.latency);
+        evbuffer_free(labels);
     }
     tn_cluster_prometheus(d, out);
     tn_plugin_prometheus(d->registry, out);
+    tn_proxy_prometheus(d->registry, out);
     evbuffer_add(out, "# EOF\n", 6);
 }

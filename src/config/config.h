@@ -58,7 +58,7 @@ enum tn_middleware_type {
 };
 
 enum tn_stderr_mode { TN_STDERR_LOG, TN_STDERR_CLIENT, TN_STDERR_DISCARD };
-enum tn_balance { TN_BALANCE_ROUND_ROBIN, TN_BALANCE_LEAST_CONN };
+enum tn_balance { TN_BALANCE_ROUND_ROBIN, TN_BALANCE_LEAST_CONN, TN_BALANCE_HASH };
 enum tn_log_format { TN_LOGFMT_COMBINED, TN_LOGFMT_JSON };
 enum tn_verify_client { TN_VERIFY_NONE, TN_VERIFY_OPTIONAL, TN_VERIFY_REQUIRED };
 enum tn_tls_version { TN_TLS_1_0, TN_TLS_1_1, TN_TLS_1_2, TN_TLS_1_3 };
@@ -135,10 +135,23 @@ typedef struct tn_handler_conf {
     /* proxy */
     tn_strlist upstreams;
     int balance;
+    char *hash_key;
     int64_t retries;
     int64_t connect_timeout;
+    int64_t send_timeout;
     int64_t max_fails;
     int64_t fail_timeout;
+    int64_t keepalive;
+    int64_t keepalive_timeout;
+    bool retry_non_idempotent;
+    int64_t retry_backoff;
+    int64_t retry_backoff_max;
+    int64_t retry_budget;
+    bool preserve_host;
+    int64_t max_response_header;
+    tn_strmap health_check;
+    tn_strmap upstream_tls;
+    int64_t resolve;
     /* plugin */
     char *path;
     tn_strmap options;

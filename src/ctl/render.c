@@ -542,6 +542,55 @@ static int show_handlers(const tn_ctl_jv *a, FILE *f)
     return 0;
 }
 
+static int show_upstreams(const tn_ctl_jv *a, FILE *f)
+{
+    static const char *const hdr[] = { "HANDLER", "SERVER", "STATE", "WEIGHT", "ACTIVE", "IDLE", "REQUESTS",
+                                       "REUSED", "FAILURES", "P50 ms", "P99 ms" };
+    const tn_ctl_jv *us = tn_ctl_jget(a, "upstreams");
+    if (!us || us->t != TN_J_ARR || !us->len) {
+        fputs("no proxy handlers\n", f);
+        return 0;
+    }
+    tn_ctl_table t;
+    char b[64];
+    tn_ctl_table_init(&t, 11, hdr, "lllrrrrrlrr");
+    for (size_t i = 0; i < us->len; i++) {
+        const tn_ctl_jv *g = us->items[i];
+        const tn_ctl_jv *ss = tn_ctl_jget(g, "servers");
+        for (size_t k = 0; ss && ss->t == TN_J_ARR && k < ss->len; k++) {
+            const tn_ctl_jv *s = ss->items[k];
+            /* failures as "reason=N" for the reasons that happened */
+            tn_ctl_buf fails = { 0 };
+            const tn_ctl_jv *fo = tn_ctl_jget(s, "failures");
+            for (size_t r = 0; fo && fo->t == TN_J_OBJ && r < fo->len; r++) {
+                uint64_t n = tn_ctl_ju64(fo, fo->keys[r]);
+                if (!n)
+                    continue;
+                char one[64];
+                snprintf(one, sizeof(one), "%s%s=%" PRIu64, fails.len ? " " : "", fo->keys[r], n);
+                tn_ctl_buf_adds(&fails, one);
+            }
+            tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(g, "handler", "?"));
+            tn_ctl_table_cell(&t, "%s%s", tn_ctl_jstr(s, "server", "?"),
+                              tn_ctl_jbool(s, "backup") ? " (backup)" : "");
+            tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(s, "state", "?"));
+            tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "weight"));
+            tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "active"));
+            tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "idle"));
+            tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "requests"));
+            tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "reused"));
+            tn_ctl_table_cell(&t, "%s", fails.len ? fails.p : "-");
+            const tn_ctl_jv *lat = tn_ctl_jget(s, "latency_ms");
+            tn_ctl_table_cell(&t, "%s", tn_ctl_fmt_ms(b, sizeof(b), tn_ctl_jnum(lat, "p50")));
+            tn_ctl_table_cell(&t, "%s", tn_ctl_fmt_ms(b, sizeof(b), tn_ctl_jnum(lat, "p99")));
+            tn_ctl_buf_free(&fails);
+        }
+    }
+    tn_ctl_table_print(&t, f);
+    tn_ctl_table_free(&t);
+    return 0;
+}
+
 static int show_routes(const tn_ctl_jv *a, FILE *f)
 {
     static const char *const hdr[] = { "LISTENER", "KIND", "METHOD", "PATH", "HANDLER" };
@@ -626,6 +675,8 @@ int tn_ctl_show_ok(const char *cmd, const char *const args[3], const tn_ctl_jv *
         fprintf(f, "ok: log level %s\n", tn_ctl_jstr(a, "log_level", args[0]));
     else if (strcmp(cmd, "shutdown") == 0)
         fputs("ok: tusknetd is shutting down\n", f);
+    else if (strcmp(cmd, "upstream") == 0)
+        fprintf(f, "ok: upstream %s of %s: %s\n", args[1], args[0], args[2]);
     else if (a->len == 1)
         fputs("ok\n", f);
     else
@@ -643,6 +694,7 @@ static const tn_ctl_command COMMANDS[] = {
     { "listeners", 0, 0, show_listeners },
     { "handlers", 0, 0, show_handlers },
     { "routes", 0, 0, show_routes },
+    { "upstreams", 0, 0, show_upstreams },
     { "config", 0, 0, show_pretty },
     { "version", 0, 0, show_version },
     { "help", 0, 0, show_help },
@@ -650,6 +702,7 @@ static const tn_ctl_command COMMANDS[] = {
     { "close", 1, 1, NULL },
     { "send", 2, -1, NULL },
     { "broadcast", 2, -1, NULL },
+    { "upstream", 3, 4, NULL },
     { "log-level", 1, 1, NULL },
     { "shutdown", 0, 0, NULL },
     { "top", 0, 0, NULL },

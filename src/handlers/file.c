@@ -402,28 +402,6 @@ static tn_result serve(tn_http_request *r, tn_call *call, const char *root, int 
     return TN_REPLY;
 }
 
-/* The part of PATH under the route's prefix. The router matched the route,
- * so PATH has as many leading segments as the pattern before its final
- * star; counting segments rather than comparing text also covers patterns
- * with parameters ("/users/:id/files/" + "*"). */
-static const char *path_in_root(const tn_http_request *r, const char *path)
-{
-    const char *pattern = r->route && r->route->conf ? r->route->conf->path : NULL;
-    size_t plen = pattern ? strlen(pattern) : 0;
-    if (plen < 2 || pattern[plen - 1] != '*' || pattern[plen - 2] != '/')
-        return path;
-    size_t segments = 0;
-    for (size_t i = 0; i + 2 < plen; i++)
-        segments += pattern[i] == '/';
-    const char *p = path;
-    for (; segments > 0 && *p; segments--) {
-        p++; /* the '/' */
-        while (*p && *p != '/')
-            p++;
-    }
-    return p;
-}
-
 static tn_result file_handle(tn_handler *h, tn_call *call)
 {
     tn_http_request *r = call->ctx.http;
@@ -441,7 +419,7 @@ static tn_result file_handle(tn_handler *h, tn_call *call)
         return answer(r, call, 405, "Method Not Allowed");
     }
     const char *path = r->path ? r->path : "/";
-    const char *rel = path_in_root(r, path);
+    const char *rel = tn_http_route_rest_of(r, path);
     /* ".." is already gone, but make sure */
     if (has_dotdot(rel))
         return answer(r, call, 404, "Not Found");

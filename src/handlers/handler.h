@@ -169,6 +169,9 @@ typedef struct tn_handler_ops {
     /* Optional. A reload found the handler's settings unchanged: false when
      * it must be rebuilt all the same (a plugin's file was replaced). */
     bool (*unchanged)(tn_handler *h);
+    /* HTTP routes: dispatch when the request head is complete and stream
+     * the body to the handler (proto/http.h, tn_http_body_sink). */
+    bool http_stream;
 } tn_handler_ops;
 
 struct tn_handler {
@@ -182,6 +185,9 @@ struct tn_handler {
     tn_handler *alive_prev, *alive_next; /* the registry's list of every live handler */
     struct tn_registry *registry;
     bool removed; /* dropped by a reload; freed when refs reach 0 */
+    /* during init only: the handler of the same name this one replaces
+     * (a reload that changed its settings), for state worth keeping */
+    tn_handler *replacing;
     tn_handler_stats stats;
 };
 
@@ -232,6 +238,7 @@ extern const tn_handler_ops tn_health_ops;
 extern const tn_handler_ops tn_metrics_ops;
 extern const tn_handler_ops tn_file_ops;
 extern const tn_handler_ops tn_redirect_ops;
+extern const tn_handler_ops tn_proxy_ops; /* upstream/proxy.h */
 
 /* What a file handler needs of its root to start: an existing directory
  * the daemon may read. Returns -1 with a message in err. */

@@ -45,6 +45,7 @@ static const tn_handler_ops *ops_for(int type)
     case TN_H_REDIRECT: return &tn_redirect_ops;
     case TN_H_PLUGIN: return &tn_plugin_ops;
     case TN_H_WORKER: return &tn_worker_ops;
+    case TN_H_PROXY: return &tn_proxy_ops;
     default: return NULL;
     }
 }
@@ -87,7 +88,8 @@ static void retire(tn_handler *h)
     tn_handler_unref(h);
 }
 
-static tn_handler *handler_new(tn_registry *r, const tn_handler_conf *conf, char *err, size_t errlen)
+static tn_handler *handler_new(tn_registry *r, const tn_handler_conf *conf, tn_handler *old, char *err,
+                               size_t errlen)
 {
     const tn_handler_ops *ops = ops_for(conf->type);
     tn_handler *h = calloc(1, sizeof(*h));
@@ -105,7 +107,10 @@ static tn_handler *handler_new(tn_registry *r, const tn_handler_conf *conf, char
     h->daemon = r->daemon;
     h->refs = 1;
     char why[512] = "";
-    if (ops->init && ops->init(h, why, sizeof(why)) < 0) {
+    h->replacing = old && old->conf.type == conf->type ? old : NULL;
+    int rc = ops->init ? ops->init(h, why, sizeof(why)) : 0;
+    h->replacing = NULL;
+    if (rc < 0) {
         snprintf(err, errlen, "%s:%d:%d: handler '%s': %s", conf->pos.file, conf->pos.line, conf->pos.col,
                  conf->name, why);
         h->ops = &tn_echo_ops; /* nothing to destroy */
@@ -162,7 +167,7 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
             next[n++] = old;
             continue;
         }
-        next[n] = handler_new(r, c, err, errlen);
+        next[n] = handler_new(r, c, old, err, errlen);
         if (next[n]) {
             next[n]->registry = r;
             next[n]->alive_next = r->alive;

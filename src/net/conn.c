@@ -277,6 +277,11 @@ static void peer_finished(tn_conn *c)
         evbuffer_free(c->in);
         c->in = NULL;
     }
+    if (c->fe->peer_done) {
+        c->fe->peer_done(c);
+        if (c->dead)
+            return;
+    }
     c->input_ended = 1;
     if (tn_session_input_end(&c->session)) {
         tn_conn_flush(c); /* the last line's reply, if any */

@@ -46,6 +46,9 @@ typedef struct tn_frontend {
      * ignore them. Without it the rest is dropped. Replies still owed go out
      * before the close either way. */
     void (*input_end)(tn_conn *c, const char *data, size_t len);
+    /* Optional. The peer finished sending, after input_end: a message the
+     * front end was taking as it came (a proxied HTTP body) is cut short. */
+    void (*peer_done)(tn_conn *c);
 } tn_frontend;
 
 struct tn_conn {

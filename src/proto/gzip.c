@@ -356,6 +356,87 @@ static void weaken_etag(tn_http_request *r)
     }
 }
 
+/* A body made elsewhere (a proxied response), compressed as its pieces
+ * come: each piece of the inner stream is deflated with a sync flush, so
+ * what arrived goes out at once instead of waiting in zlib. */
+typedef struct gz_wrap {
+    tn_http_stream base;
+    tn_http_stream *inner;
+    bool ready, inner_done;
+    int level;
+    z_stream zs;
+    struct evbuffer *raw;
+} gz_wrap;
+
+static int wrap_next(tn_http_stream *base, struct evbuffer *out)
+{
+    gz_wrap *s = (gz_wrap *)base;
+    if (!s->ready) {
+        if (!(s->raw = evbuffer_new()) || !deflate_init(&s->zs, s->level))
+            return -1;
+        s->ready = true;
+    }
+    s->inner->fe = base->fe; /* its maker wakes the front end through it */
+    int rc = s->inner_done ? 0 : s->inner->next(s->inner, s->raw);
+    if (rc < 0)
+        return -1;
+    if (rc == TN_HTTP_STREAM_WAIT && !evbuffer_get_length(s->raw))
+        return TN_HTTP_STREAM_WAIT;
+    s->inner_done = rc == 0;
+    size_t len = evbuffer_get_length(s->raw), made = 0;
+    s->zs.next_in = len ? evbuffer_pullup(s->raw, -1) : NULL;
+    s->zs.avail_in = (uInt)len;
+    int flush = s->inner_done ? Z_FINISH : Z_SYNC_FLUSH;
+    for (;;) {
+        int zr = deflate_into(&s->zs, out, OUT_STEP, flush, &made);
+        if (zr == Z_STREAM_END) {
+            evbuffer_drain(s->raw, len);
+            return 0;
+        }
+        if (zr != Z_OK && zr != Z_BUF_ERROR)
+            return -1;
+        if (!s->zs.avail_in && s->zs.avail_out)
+            break;
+    }
+    evbuffer_drain(s->raw, len);
+    return 1;
+}
+
+static void wrap_free(tn_http_stream *base)
+{
+    gz_wrap *s = (gz_wrap *)base;
+    if (s->ready)
+        deflateEnd(&s->zs);
+    if (s->raw)
+        evbuffer_free(s->raw);
+    s->inner->free(s->inner);
+    free(s);
+}
+
+/* A proxied body: compressed unless its server did, its type is one we
+ * skip, or it is known to be smaller than min_size. */
+static void proxied_after(tn_gzip *g, tn_http_request *r, int status)
+{
+    const char *ctype = r->content_type && *r->content_type ? r->content_type : NULL;
+    if (!ctype || !tn_gzip_type(g, ctype))
+        return;
+    tn_http_vary_add(r, "Accept-Encoding");
+    if (status != 200 || tn_http_resp_header_get(r, "Content-Encoding") || !client_takes_gzip(r) ||
+        (r->stream->has_length && r->stream->length < (uint64_t)g->min_size))
+        return;
+    gz_wrap *s = calloc(1, sizeof(*s));
+    if (!s)
+        return;
+    s->base.next = wrap_next;
+    s->base.free = wrap_free;
+    s->inner = r->stream;
+    s->level = g->level;
+    r->stream = &s->base;
+    tn_http_set_header(r, "Content-Encoding", "gzip");
+    tn_http_remove_header(r, "Accept-Ranges");
+    weaken_etag(r);
+}
+
 /* A file answer (200, 206, or the 304 standing for one), judged by the
  * file's type and size rather than by a body in memory. */
 static void file_after(tn_gzip *g, tn_http_request *r, struct evbuffer *body, int status)
@@ -388,6 +469,10 @@ void tn_gzip_before(tn_gzip *g, tn_http_request *r)
 void tn_gzip_after(tn_gzip *g, tn_http_request *r, struct evbuffer *body)
 {
     int status = r->status ? r->status : 200;
+    if (r->stream && r->stream->compressible) {
+        proxied_after(g, r, status);
+        return;
+    }
     if (r->file_fd >= 0 || r->stream || status == 304) {
         file_after(g, r, body, status);
         return;

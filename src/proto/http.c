@@ -80,9 +80,14 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
 {
     int status = r->status ? r->status : 200;
     bool no_body = status < 200 || status == 204 || status == 304;
-    /* a streamed body has no length: chunked, or (HTTP/1.0) up to the close */
-    bool streamed = r->stream && !no_body;
-    size_t body_len = r->file_fd >= 0 ? (size_t)r->file_length : evbuffer_get_length(body);
+    /* a streamed body has no length: chunked, or (HTTP/1.0) up to the close;
+     * a proxied one may have (the upstream's Content-Length) */
+    bool streamed = r->stream && !no_body && !r->stream->has_length;
+    size_t body_len = r->file_fd >= 0 ? (size_t)r->file_length
+                      : r->stream && r->stream->has_length ? (size_t)r->stream->length
+                                                           : evbuffer_get_length(body);
+    /* "" as content type: the body's type is unknown (proxied), none is sent */
+    bool no_ctype = r->content_type && !*r->content_type;
     tn_http_count_response(c->listener, r->router, r->route, status);
     /* built with memcpy rather than printf: this runs for every response */
     char head[512];
@@ -106,15 +111,17 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
         n += dl;
         ADD_LIT("\r\n");
         if (!no_body) {
-            ADD_LIT("Content-Type: ");
-            memcpy(head + n, ctype, cl);
-            n += cl;
-            if (streamed) {
+            if (!no_ctype) {
+                ADD_LIT("Content-Type: ");
+                memcpy(head + n, ctype, cl);
+                n += cl;
                 ADD_LIT("\r\n");
+            }
+            if (streamed) {
                 if (r->http_minor)
                     ADD_LIT("Transfer-Encoding: chunked\r\n");
             } else {
-                ADD_LIT("\r\nContent-Length: ");
+                ADD_LIT("Content-Length: ");
                 char digits[24];
                 size_t nd = 0, v = body_len;
                 do {
@@ -131,11 +138,12 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
     } else {
         evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nServer: tusknetd\r\nDate: %s\r\n", r->http_minor ? 1 : 0,
                             status, reason, date);
+        if (!no_body && !no_ctype)
+            evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
         if (streamed)
-            evbuffer_add_printf(out, "Content-Type: %s\r\n%s", ctype,
-                                r->http_minor ? "Transfer-Encoding: chunked\r\n" : "");
+            evbuffer_add_printf(out, "%s", r->http_minor ? "Transfer-Encoding: chunked\r\n" : "");
         else if (!no_body)
-            evbuffer_add_printf(out, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, body_len);
+            evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
     }
     for (size_t i = 0; i < r->nresp; i++)
         evbuffer_add_printf(out, "%s: %s\r\n", r->resp_headers[i].name, r->resp_headers[i].value);
@@ -153,7 +161,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
         }
         return 0;
     }
-    if (streamed)
+    if (r->stream)
         return 0; /* the body follows piece by piece (stream_pump counts it) */
     if (r->file_fd >= 0) {
         /* libevent sends file segments with sendfile and closes the fd */
@@ -185,7 +193,7 @@ static bool run_after(tn_http_request *r, struct evbuffer *body, bool close)
     if (route)
         for (size_t i = route->nmiddleware; i-- > 0;)
             tn_mw_after(route->middleware[i], r, body);
-    return close || (r->stream && !r->head && !r->http_minor);
+    return close || (r->stream && !r->stream->has_length && !r->head && !r->http_minor);
 }
 
 static void run_done(tn_http_request *r, uint64_t bytes)
@@ -255,11 +263,17 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
     tn_http_stream *st = hc->sreq->stream;
     int rc = 1;
     hc->pumping = true;
-    while (rc > 0 && !tn_conn_unsent(c)) {
+    while (rc > 0 && rc != TN_HTTP_STREAM_WAIT && !tn_conn_unsent(c)) {
         rc = st->next(st, hc->piece);
         size_t len = evbuffer_get_length(hc->piece);
         if (rc < 0) {
             evbuffer_drain(hc->piece, len);
+            break;
+        }
+        if (rc == TN_HTTP_STREAM_WAIT && !len) {
+            /* nothing to write: drains of this or another connection's
+             * output must not spin the pump (tn_http_stream_wake does) */
+            hc->swaiting = true;
             break;
         }
         struct evbuffer *out = tn_conn_output(c);
@@ -270,6 +284,8 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             evbuffer_add(out, "\r\n", 2);
         if (rc == 0 && hc->schunked)
             evbuffer_add(out, "0\r\n\r\n", 5);
+        if (rc == TN_HTTP_STREAM_WAIT)
+            break; /* tn_http_stream_wake() brings us back */
         hc->sbytes += len;
         tn_conn_flush(c);
         if (c->dead)
@@ -278,6 +294,17 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
     hc->pumping = false;
     if (rc <= 0)
         stream_end(c, hc, rc < 0);
+}
+
+void tn_http_stream_wake(tn_http_stream *s)
+{
+    tn_conn *c = s->fe;
+    tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
+    if (!hc || !hc->sreq)
+        return; /* S, or the stream wrapping it (gzip), is sreq's */
+    hc->swaiting = false;
+    if (!hc->pumping)
+        event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
 
 /* R's head is in the output; its body (r->stream) follows. R stays alive
@@ -296,15 +323,47 @@ static void stream_start(tn_conn *c, tn_http_conn *hc, tn_http_request *r, bool 
     hc->sreq = r;
     hc->sbytes = 0;
     hc->sclose = close;
-    hc->schunked = r->http_minor >= 1;
+    hc->schunked = r->http_minor >= 1 && !r->stream->has_length;
+    hc->swaiting = false;
+    r->stream->fe = c;
     event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
 
 static void http_drained(tn_conn *c)
 {
     tn_http_conn *hc = c->fe_state;
-    if (hc && hc->sreq && !hc->pumping)
+    if (hc && hc->sreq && !hc->pumping && !hc->swaiting)
         event_active(hc->pump_ev, EV_TIMEOUT, 0);
+}
+
+/* R's 101 is in the output: the connection becomes the handler's (a
+ * proxied WebSocket), with whatever the client sent after its head. */
+static void handover(tn_conn *c, tn_http_request *r)
+{
+    tn_http_upgrade_fn fn = r->on_upgrade;
+    void *arg = r->upgrade_arg;
+    r->on_upgrade = NULL;
+    run_done(r, 0);
+    tn_http_request_free(r);
+    tn_conn_flush(c);
+    if (c->dead || tn_conn_unsent(c)) {
+        if (!c->dead)
+            tn_conn_close(c, "upgrade behind unsent output");
+        fn(arg, -1, NULL, 0);
+        return;
+    }
+    size_t len = c->in ? evbuffer_get_length(c->in) : 0;
+    char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        tn_conn_close(c, "out of memory");
+        fn(arg, -1, NULL, 0);
+        return;
+    }
+    if (len)
+        evbuffer_copyout(c->in, copy, len);
+    evutil_socket_t fd = c->tls ? tn_relay_start(c) : tn_conn_take_fd(c);
+    fn(arg, fd, copy, len);
+    free(copy);
 }
 
 static void queue_flush(tn_conn *c)
@@ -322,6 +381,12 @@ static void queue_flush(tn_conn *c)
             evbuffer_free(p->resp);
         }
         count_response(c);
+        if (p->req->on_upgrade && p->req->status == 101) {
+            tn_http_request *r = p->req;
+            free(p);
+            handover(c, r);
+            return;
+        }
         if (p->req->stream) {
             stream_start(c, hc, p->req, p->close_after);
             free(p);
@@ -334,6 +399,8 @@ static void queue_flush(tn_conn *c)
         if (close)
             break;
     }
+    if (hc && !hc->head)
+        hc->upgrade_wait = false; /* answered without switching: read on */
     if (close)
         tn_conn_close_after_flush(c, NULL);
     else if (hc && !hc->head && c->d->stopping)
@@ -519,6 +586,11 @@ void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_h
         p->job = call.job;
         call.job->fe = p;
         call.job->complete = job_complete;
+        tn_http_conn *hc = c->fe_state;
+        if (hc->early && r->body_sink) {
+            hc->sink = r->body_sink;
+            hc->sink->fe = c;
+        }
         return;
     }
     if (res == TN_FAIL) {
@@ -546,6 +618,16 @@ void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_h
 
 void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *text)
 {
+    if (hc->early) {
+        /* its answer is the handler's, maybe already under way: the body
+         * cannot be completed, nor the stream's framing trusted */
+        tn_http_sink_finish(hc, false);
+        hc->state = TN_HTTP_DONE;
+        count_refusal(c, status);
+        tn_debug("connection %llu: request body failed (%d %s)", (unsigned long long)c->session.id, status, text);
+        tn_conn_close(c, NULL);
+        return;
+    }
     tn_http_request *r = hc->cur;
     hc->cur = NULL;
     hc->state = TN_HTTP_DONE;
@@ -620,8 +702,9 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
     while (used < len) {
         if (c->dead || c->closing || hc->state == TN_HTTP_DONE)
             return len;
-        if (hc->sreq) {
-            /* one streamed body at a time: the next request waits */
+        if (hc->sreq && !(hc->early && hc->state == TN_HTTP_BODY)) {
+            /* one streamed body at a time: the next request waits (a
+             * proxied request's own body goes on meanwhile) */
             tn_conn_pause_input(c);
             break;
         }
@@ -636,7 +719,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
             used++;
             continue;
         }
-        if (hc->queued >= PIPELINE_MAX) {
+        if (hc->queued >= PIPELINE_MAX || hc->upgrade_wait) {
             /* the next request waits in the input (and the socket) until
              * earlier responses are out, as with nginx and HAProxy, which
              * parse one request at a time */
@@ -764,6 +847,9 @@ static void http_release(tn_conn *c)
         tn_http_request_free(p->req);
         free(p);
     }
+    /* after the jobs are cancelled: nothing is answered to this connection */
+    if (hc->early)
+        tn_http_sink_finish(hc, false);
     tn_http_request_free(hc->cur);
     tn_http_request_free(hc->sreq);
     if (hc->pump_ev)
@@ -772,6 +858,14 @@ static void http_release(tn_conn *c)
         evbuffer_free(hc->piece);
     free(hc);
     c->fe_state = NULL;
+}
+
+/* FIN in the middle of a proxied body: the body cannot be completed. */
+static void http_peer_done(tn_conn *c)
+{
+    tn_http_conn *hc = c->fe_state;
+    if (hc && hc->early && hc->state == TN_HTTP_BODY)
+        tn_http_fail_request(c, hc, 400, "Bad Request");
 }
 
 static const tn_frontend http_frontend = {
@@ -783,6 +877,7 @@ static const tn_frontend http_frontend = {
     .partial_timeout = http_partial_timeout,
     .timed_out = http_timed_out,
     .drained = http_drained,
+    .peer_done = http_peer_done,
 };
 
 static tn_conn *http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)

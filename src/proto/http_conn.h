@@ -48,8 +48,16 @@ typedef struct tn_http_conn {
     struct evbuffer *piece;
     uint64_t sbytes;        /* body bytes of sreq sent so far, without chunk framing (access log) */
     bool sclose, schunked, pumping;
+    bool swaiting;          /* the stream has nothing yet: only tn_http_stream_wake() resumes it */
     size_t queued;          /* entries in head..tail */
     int64_t body_start_us;  /* first byte of the current body (its read_timeout deadline) */
+    /* a proxied request (its handler's http_stream): dispatched at its head,
+     * its body goes to the handler's sink as it arrives */
+    bool early;             /* the request being received was dispatched already */
+    tn_http_body_sink *sink;
+    bool sink_full;         /* the sink said stop: input waits for tn_http_body_resume */
+    int64_t sink_bytes;
+    bool upgrade_wait;      /* a proxied Upgrade request: input waits for its answer */
 } tn_http_conn;
 
 /* The loop's cached time: the head deadline needs milliseconds, not a clock
@@ -71,6 +79,9 @@ tn_http_request *tn_http_request_new(tn_conn *c);
 void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_t len);
 /* Feeds body bytes; returns how many were used. */
 size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t len);
+
+/* The early request's body ended: COMPLETE, or cut short. */
+void tn_http_sink_finish(tn_http_conn *hc, bool complete);
 
 /* ---- the connection layer (http.c) ---- */
 

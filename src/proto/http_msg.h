@@ -11,6 +11,7 @@
 #define TN_PROTO_HTTP_MSG_H
 
 #include <event2/buffer.h>
+#include <event2/util.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,10 +33,50 @@ typedef struct tn_http_header {
 typedef struct tn_http_stream {
     /* Appends the next piece (a bounded amount) to OUT: 1 more follows, 0
      * that was the last, -1 failed (the connection is then closed: the
-     * body cannot be completed). */
+     * body cannot be completed), TN_HTTP_STREAM_WAIT nothing yet: the
+     * maker calls tn_http_stream_wake() when it has more (a proxied body
+     * arriving from its upstream). */
     int (*next)(struct tn_http_stream *s, struct evbuffer *out);
     void (*free)(struct tn_http_stream *s);
+    bool has_length;  /* the body's length is known: Content-Length, not chunked */
+    bool compressible; /* a body made elsewhere (proxied) that gzip may wrap */
+    uint64_t length;
+    void *fe;         /* the front end's, while the body is being sent */
 } tn_http_stream;
+
+/* Framing checks http_parser (not built strict) leaves to its user, for
+ * requests and proxied responses alike. A head must not hold obs-fold (a
+ * line continuing the previous header: its raw CRLF would reach whatever
+ * copies the value), a CR that does not end a line, or NUL. Chunk data must
+ * end with CRLF (http_parser takes any two bytes, which smuggles bytes past
+ * other parsers): *NEED bytes of it are owed, checked against AT..END. */
+bool tn_http_head_strict(const char *h, size_t len);
+bool tn_http_crlf_ok(int *need, const char *at, const char *end);
+
+#define TN_HTTP_STREAM_WAIT 2
+void tn_http_stream_wake(tn_http_stream *s);
+
+/* A request body taken as it arrives (proxied routes: the handler's ops set
+ * http_stream, so the request is dispatched when its head is complete and
+ * the handler sets r->body_sink during the call). The front end calls end
+ * exactly once: when the body is complete (at once when there is none),
+ * or with COMPLETE false when it cannot be (malformed, timed out, the
+ * client gone). */
+typedef struct tn_http_body_sink {
+    /* Body bytes, de-chunked. Returns false to stop reading the client
+     * until tn_http_body_resume(). */
+    bool (*data)(struct tn_http_body_sink *s, const char *at, size_t len);
+    void (*end)(struct tn_http_body_sink *s, bool complete);
+    void *fe; /* the front end's */
+} tn_http_body_sink;
+
+void tn_http_body_resume(tn_http_body_sink *s);
+
+/* After a 101 response (status 101, r->on_upgrade set) is written, the
+ * front end gives up the client's connection: FD carries its plain bytes
+ * (through a relay for TLS) with the first LEN bytes of DATA already read
+ * from it; -1 when the connection was lost. */
+typedef void (*tn_http_upgrade_fn)(void *arg, evutil_socket_t fd, const char *data, size_t len);
 
 struct tn_http_request {
     /* ---- the request, as parsed ---- */
@@ -71,6 +112,9 @@ struct tn_http_request {
     off_t file_length;           /* also set with a file's 304: the size it would have */
     tn_http_stream *stream;      /* non-NULL: the body, made piece by piece (owned); no Content-Length */
     const struct tn_gzip *gzip;  /* the route's gzip, set before the handler when the client takes it */
+    tn_http_body_sink *body_sink; /* set by an http_stream handler during its call */
+    tn_http_upgrade_fn on_upgrade; /* with a 101: who takes the connection */
+    void *upgrade_arg;
 
     /* ---- internals of http.c ---- */
     void *arena;

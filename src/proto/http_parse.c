@@ -174,11 +174,10 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-/* Checks the CRLF owed after chunk data against the bytes from AT to END. */
-static bool chunk_crlf_ok(tn_http_conn *hc, const char *at, const char *end)
+bool tn_http_crlf_ok(int *need, const char *at, const char *end)
 {
-    for (; hc->crlf_need && at < end; at++, hc->crlf_need--)
-        if (*at != (hc->crlf_need == 2 ? '\r' : '\n'))
+    for (; *need && at < end; at++, (*need)--)
+        if (*at != (*need == 2 ? '\r' : '\n'))
             return false;
     return true;
 }
@@ -190,8 +189,18 @@ static int on_body(http_parser *p, const char *at, size_t len)
     if ((p->flags & F_CHUNKED) && p->content_length == 0) {
         /* this chunk's data ends here: the CRLF follows, maybe in the next read */
         hc->crlf_need = 2;
-        if (!chunk_crlf_ok(hc, at + len, hc->feed_end))
+        if (!tn_http_crlf_ok(&hc->crlf_need, at + len, hc->feed_end))
             return -1;
+    }
+    if (hc->early) {
+        /* dispatched at its head: to the handler's sink, or dropped when
+         * middleware answered instead */
+        hc->sink_bytes += (int64_t)len;
+        if (hc->sink && !hc->sink->data(hc->sink, at, len)) {
+            hc->sink_full = true;
+            http_parser_pause(p, 1);
+        }
+        return 0;
     }
     if (!r->body && !(r->body = evbuffer_new()))
         return -1;
@@ -244,13 +253,22 @@ tn_http_request *tn_http_request_new(tn_conn *c)
 static bool body_too_large(tn_http_conn *hc)
 {
     tn_http_request *r = hc->cur;
+    if (hc->early)
+        return hc->sink_bytes > hc->max_body;
     return r->body && (int64_t)evbuffer_get_length(r->body) > hc->max_body;
 }
 
-/* What http_parser lets through and nginx refuses: obs-fold (a line that
- * continues the previous header; its raw CRLF would reach whatever copies the
- * value), a CR that does not end a line, and NUL. */
-static bool head_strict(const char *h, size_t len)
+void tn_http_sink_finish(tn_http_conn *hc, bool complete)
+{
+    tn_http_body_sink *sink = hc->sink;
+    hc->early = false;
+    hc->sink = NULL;
+    hc->sink_full = false;
+    if (sink)
+        sink->end(sink, complete);
+}
+
+bool tn_http_head_strict(const char *h, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         switch (h[i]) {
@@ -290,7 +308,7 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
     }
     memcpy(copy, data, len);
     copy[len] = '\0';
-    if (!head_strict(copy, len)) {
+    if (!tn_http_head_strict(copy, len)) {
         tn_http_fail_request(c, hc, 400, "Bad Request");
         return;
     }
@@ -394,7 +412,8 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
         tn_http_fail_request(c, hc, 413, "Content Too Large");
         return;
     }
-    if (hc->message_complete) {
+    bool early = hc->route && !hc->path_above_root && hc->route->handler->ops->http_stream;
+    if (hc->message_complete && !early) {
         hc->cur = NULL;
         hc->state = TN_HTTP_HEAD;
         tn_http_dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
@@ -416,6 +435,23 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
             }
         }
     }
+    if (early) {
+        /* proxied: the handler starts now and takes the body as it comes
+         * (tn_http_dispatch sets hc->sink when the handler takes it) */
+        hc->cur = NULL;
+        hc->early = true;
+        hc->sink = NULL;
+        hc->sink_full = false;
+        hc->sink_bytes = 0;
+        hc->upgrade_wait = tn_http_header_get(r, "Upgrade") != NULL;
+        bool complete = hc->message_complete;
+        hc->state = complete ? TN_HTTP_HEAD : TN_HTTP_BODY;
+        hc->body_start_us = 0;
+        tn_http_dispatch(c, r, false, hc->route, NULL);
+        if (!c->dead && complete)
+            tn_http_sink_finish(hc, true);
+        return;
+    }
     hc->body_start_us = 0;
     hc->state = TN_HTTP_BODY;
 }
@@ -425,7 +461,7 @@ size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t 
     if (!hc->body_start_us)
         hc->body_start_us = tn_http_loop_us(c);
     hc->feed_end = data + len;
-    if (!chunk_crlf_ok(hc, data, data + len)) {
+    if (!tn_http_crlf_ok(&hc->crlf_need, data, data + len)) {
         tn_http_fail_request(c, hc, 400, "Bad Request");
         return len;
     }
@@ -443,11 +479,26 @@ size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t 
         tn_http_fail_request(c, hc, 413, "Content Too Large");
         return len;
     }
-    if (hc->message_complete) {
+    if (hc->message_complete && hc->early) {
+        hc->state = TN_HTTP_HEAD;
+        tn_http_sink_finish(hc, true);
+    } else if (hc->message_complete) {
         tn_http_request *r = hc->cur;
         hc->cur = NULL;
         hc->state = TN_HTTP_HEAD;
         tn_http_dispatch(c, r, hc->path_above_root, hc->route, hc->allow);
+    } else if (hc->sink_full) {
+        tn_conn_pause_input(c);
     }
     return n;
+}
+
+void tn_http_body_resume(tn_http_body_sink *s)
+{
+    tn_conn *c = s->fe;
+    tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
+    if (!hc || hc->sink != s || !hc->sink_full)
+        return;
+    hc->sink_full = false;
+    tn_conn_resume_input(c);
 }

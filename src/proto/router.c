@@ -730,3 +730,24 @@ const tn_http_route *tn_http_route_match(const tn_http_router *rt, tn_http_reque
         *allow = allow_join(r, &as);
     return NULL;
 }
+
+/* The router matched the route, so PATH has as many leading segments as the
+ * pattern before its final star; counting segments rather than comparing
+ * text also covers patterns with parameters ("/users/:id/files/" + "*"). */
+const char *tn_http_route_rest_of(const tn_http_request *r, const char *path)
+{
+    const char *pattern = r->route && r->route->conf ? r->route->conf->path : NULL;
+    size_t plen = pattern ? strlen(pattern) : 0;
+    if (plen < 2 || pattern[plen - 1] != '*' || pattern[plen - 2] != '/')
+        return path;
+    size_t segments = 0;
+    for (size_t i = 0; i + 2 < plen; i++)
+        segments += pattern[i] == '/';
+    const char *p = path;
+    for (; segments > 0 && *p; segments--) {
+        p++; /* the '/' */
+        while (*p && *p != '/')
+            p++;
+    }
+    return p;
+}

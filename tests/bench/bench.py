@@ -70,10 +70,11 @@ class Ctx:
 
     # -- processes
 
-    def start_server(self, name, argv, nofile=None):
-        """Start a server pinned to SERVER_CPU; stdout/stderr go to a log file."""
+    def start_server(self, name, argv, nofile=None, cpu=SERVER_CPU):
+        """Start a server pinned to CPU (SERVER_CPU; CLIENT_CPU for a server
+        behind the one measured); stdout/stderr go to a log file."""
         if self.pin:
-            argv = ["taskset", "-c", str(SERVER_CPU)] + argv
+            argv = ["taskset", "-c", str(cpu)] + argv
         log = open(self.path(name + ".log"), "ab")
 
         def pre():
@@ -644,7 +645,7 @@ http {
 """
 
 
-def start_nginx_health(ctx, name, conns, nofile, listen="", server="", more=""):
+def start_nginx_health(ctx, name, conns, nofile, listen="", server="", more="", cpu=SERVER_CPU):
     """nginx, 1 worker, answering GET /health like tusknetd's health handler;
     LISTEN, SERVER and MORE add to the listen line, the server block and the
     http block. Returns (process, port)."""
@@ -655,7 +656,7 @@ def start_nginx_health(ctx, name, conns, nofile, listen="", server="", more=""):
         "name": name, "tmp": ctx.tmp, "port": nport, "conns": conns, "nofile": nofile, "body": HEALTH_BODY,
         "listen": listen, "server": server, "more": more})
     ng = ctx.start_server("nginx-" + name, [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
-                                            ctx.path("nginx-%s-error.log" % name)], nofile=nofile)
+                                            ctx.path("nginx-%s-error.log" % name)], nofile=nofile, cpu=cpu)
     wait_tcp(ng, ctx, nport)
     return ng, nport
 
@@ -1541,6 +1542,110 @@ def bench_kv(ctx):
                 ratio, ">= 0.9", ratio >= 0.9)]
 
 
+# ------------------------------------------------------------ reverse proxy
+
+PROXY_NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 30000;
+pid %(tmp)s/nginx-proxy.pid;
+error_log %(tmp)s/nginx-proxy-error.log warn;
+events { worker_connections 10000; }
+http {
+    access_log off;
+    client_body_temp_path %(tmp)s/body;
+    proxy_temp_path %(tmp)s/proxy;
+    fastcgi_temp_path %(tmp)s/fastcgi;
+    uwsgi_temp_path %(tmp)s/uwsgi;
+    scgi_temp_path %(tmp)s/scgi;
+    keepalive_requests 100000000;
+    upstream app { server 127.0.0.1:%(up)d; keepalive 32; }
+    server {
+        listen 127.0.0.1:%(port)d backlog=65535;
+        location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+"""
+
+PROXY_HAPROXY_CONF = """\
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend web
+    bind 127.0.0.1:%(port)d
+    default_backend app
+backend app
+    server up 127.0.0.1:%(up)d
+"""
+
+
+def bench_proxy(ctx):
+    """Reverse proxy to one keep-alive upstream (nginx on the client CPU), wrk -c50 on /health, a 1 KB and a
+    64 KB body: tusknetd (proxy handler) vs nginx (proxy_pass, upstream keepalive 32) vs HAProxy."""
+    a = ctx.args
+    if not a.wrk or not a.nginx:
+        raise BenchError("wrk and nginx are needed")
+    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    for name, size in (("1k", 1024), ("64k", 65536)):
+        write(ctx.path("www-" + name), "x" * size)
+    # the upstream: nginx on the client CPU (with wrk), the same for every proxy
+    up, uport = start_nginx_health(ctx, "upstream", 2000, 30000,
+                                   server="        location /www- { root %s; }\n" % ctx.tmp, cpu=CLIENT_CPU)
+    servers = []
+    port = free_port()
+    conf = tusknetd_conf(ctx, "proxy", 'app { type: "proxy" upstreams: ["127.0.0.1:%d"] keepalive: 32 }' % uport,
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 routes { "GET /*": "app" } }'
+                         % port)
+    tn = start_tusknetd(ctx, "tusknetd-proxy", conf, nofile=30000)
+    wait_tcp(tn, ctx, port)
+    servers.append(("tusknetd", tn, port))
+    nport = free_port()
+    nconf = write(ctx.path("nginx-proxy.conf"), PROXY_NGINX_CONF % {"tmp": ctx.tmp, "up": uport, "port": nport})
+    ng = ctx.start_server("nginx-proxy", [a.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
+                                          ctx.path("nginx-proxy-error.log")], nofile=30000)
+    wait_tcp(ng, ctx, nport)
+    servers.append(("nginx", ng, nport))
+    if haproxy:
+        hport = free_port()
+        hconf = write(ctx.path("haproxy.cfg"), PROXY_HAPROXY_CONF % {"up": uport, "port": hport})
+        hp = ctx.start_server("haproxy", [haproxy, "-db", "-f", hconf], nofile=30000)
+        wait_tcp(hp, ctx, hport)
+        servers.append(("haproxy", hp, hport))
+    else:
+        ctx.note("proxy: haproxy not installed (Debian package haproxy), its rows are missing")
+    rows = []
+    for path, label in (("/health", "GET /health"), ("/www-1k", "1 KB body"), ("/www-64k", "64 KB body")):
+        res = {who: [] for who, _, _ in servers}
+        for _ in range(max(1, a.rounds)):
+            for who, _, p in servers:
+                r = wrk_run(ctx, "http://127.0.0.1:%d%s" % (p, path), 50, a.http_seconds,
+                            timeout=a.http_seconds + 60)
+                res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
+        t = max(res["tusknetd"])
+        for who in [w for w, _, _ in servers if w != "tusknetd"]:
+            n = max(res[who])
+            ratio = paired_median(res["tusknetd"], res[who])
+            rows.append(Row("proxy %s -c50 vs %s" % (label, who), "%s rps" % fmt_int(t[0]),
+                            "%s %s rps" % (who, fmt_int(n[0])), ratio, ">= 1.0",
+                            bool(ratio and ratio >= 1.0 and t[2] == 0)))
+            rows.append(Row("proxy %s p99 vs %s" % (label, who), "%.2f ms" % (t[1] or 0),
+                            "%s %.2f ms" % (who, n[1] or 0), (t[1] / n[1]) if t[1] and n[1] else None, "<= 1.0",
+                            bool(t[1] and n[1] and t[1] <= n[1])))
+        ctx.note("proxy %s -c50: %s" % (label, "; ".join(
+            "%s %s rps (errors %d)" % (w, " ".join(fmt_int(x[0]) for x in res[w]), max(res[w])[2]) for w in res)))
+    for _, p, _ in servers:
+        ctx.stop(p)
+    ctx.stop(up)
+    return rows
+
+
 BENCHMARKS = [
     ("ping", bench_tcp_ping),
     ("udp", bench_udp_echo),
@@ -1556,6 +1661,7 @@ BENCHMARKS = [
     ("plugin", bench_plugin_ping),
     ("kv", bench_kv),
     ("worker", bench_worker),
+    ("proxy", bench_proxy),
 ]
 
 

@@ -50,8 +50,8 @@ room  { protocol: "tcp" listen: "127.0.0.1:0" handler: "chat" }
 dgram { protocol: "udp" listen: "127.0.0.1:0" handlers: ["echo", "ping"] }
 """
 
-READ_COMMANDS = ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "config", "version", "help"]
-ADMIN_COMMANDS = ["reload", "close", "send", "broadcast", "log-level", "shutdown"]
+READ_COMMANDS = ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "upstreams", "config", "version", "help"]
+ADMIN_COMMANDS = ["reload", "close", "send", "broadcast", "upstream", "log-level", "shutdown"]
 
 
 @pytest.fixture
@@ -94,6 +94,7 @@ def test_version_and_help(d):
         assert args["send"] == "ID MESSAGE"
         assert args["broadcast"] == "HANDLER MESSAGE"
         assert args["log-level"] == "LEVEL"
+        assert args["upstream"] == "HANDLER SERVER drain|up|down|weight N"
 
 
 def test_listeners_handlers_routes_config(d):

@@ -159,8 +159,8 @@ def complete(*words, path=None):
     return [w for w in r.stdout.split("\n") if w]
 
 
-ALL_COMMANDS = ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "config", "version",
-                "help", "top", "reload", "close", "send", "broadcast", "log-level", "shutdown"]
+ALL_COMMANDS = ["stats", "info", "metrics", "connections", "listeners", "handlers", "routes", "upstreams", "config",
+                "version", "help", "top", "reload", "close", "send", "broadcast", "upstream", "log-level", "shutdown"]
 
 
 def test_completion_commands_and_options():
@@ -178,6 +178,7 @@ def test_completion_commands_and_options():
     assert complete("tusknetctl", "-j", "log-level", "d") == ["debug"]
     assert complete("tusknetctl", "log-level", "info", "") == []
     assert complete("tusknetctl", "top", "-") == ["-n", "-d"]
+    assert complete("tusknetctl", "upstream", "px", "127.0.0.1:1", "d") == ["drain", "down"]
     assert complete("tusknetctl", "top", "-d", "") == []
     assert complete("tusknetctl", "stats", "") == []
 

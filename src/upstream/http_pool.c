@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/* http_pool.c - connections to HTTP upstream servers: opening them (with
+ * connect_timeout, and TLS when the handler has a `tls` map), and keeping
+ * idle ones per server for reuse (`keepalive` of them, each closed after
+ * `keepalive_timeout` or as soon as the server closes or talks out of turn).
+ *
+ * The pool hangs off the server (upstream.h pool slot), not the handler, so
+ * a reload that keeps the server keeps its warm connections; it is
+ * released with the server. Idle connections are taken most recent first:
+ * the warmest stay in use and the rest age out. */
+#include "upstream/http_pool.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+
+typedef struct http_pool {
+    tn_up_conn *idle; /* most recent first */
+    size_t n;
+} http_pool;
+
+static void pool_unlink(http_pool *pool, tn_up_conn *uc)
+{
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        pool->idle = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    uc->next = uc->prev = NULL;
+    pool->n--;
+    uc->server->stats.idle--;
+    uc->pooled = false;
+}
+
+void tn_up_conn_free(tn_up_conn *uc)
+{
+    if (!uc)
+        return;
+    if (uc->pooled)
+        pool_unlink(uc->server->pool[TN_UPSIDE_HTTP].data, uc);
+    if (uc->connect_ev)
+        event_free(uc->connect_ev);
+    if (uc->bev)
+        bufferevent_free(uc->bev); /* closes the socket (and frees the SSL) */
+    else if (uc->fd >= 0)
+        close(uc->fd);
+    free(uc);
+}
+
+static void pool_release(tn_upstream_server *s, void *data)
+{
+    (void)s;
+    http_pool *pool = data;
+    while (pool->idle)
+        tn_up_conn_free(pool->idle);
+    free(pool);
+}
+
+static http_pool *pool_of(tn_upstream_server *s)
+{
+    tn_upstream_pool *slot = &s->pool[TN_UPSIDE_HTTP];
+    if (!slot->data) {
+        slot->data = calloc(1, sizeof(http_pool));
+        slot->release = pool_release;
+    }
+    return slot->data;
+}
+
+tn_up_conn *tn_http_pool_take(tn_upstream_server *s)
+{
+    http_pool *pool = pool_of(s);
+    while (pool && pool->idle) {
+        tn_up_conn *uc = pool->idle;
+        pool_unlink(pool, uc);
+        /* a reload moved the server: connections to the old address go */
+        if (uc->addrlen != s->addrlen || memcmp(&uc->addr, &s->addr, s->addrlen) != 0) {
+            tn_up_conn_free(uc);
+            continue;
+        }
+        bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+        bufferevent_set_timeouts(uc->bev, NULL, NULL);
+        return uc;
+    }
+    return NULL;
+}
+
+/* An idle connection may only go away: any byte or event closes it. */
+static void idle_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    tn_up_conn_free(arg);
+}
+
+static void idle_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    tn_up_conn_free(arg);
+}
+
+void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms)
+{
+    tn_upstream_server *s = uc->server;
+    http_pool *pool = pool_of(s);
+    if (!pool || keepalive <= 0 || (int64_t)pool->n >= keepalive || s->admin != TN_UPA_ENABLED ||
+        evbuffer_get_length(bufferevent_get_input(uc->bev)) ||
+        evbuffer_get_length(bufferevent_get_output(uc->bev))) {
+        tn_up_conn_free(uc);
+        return;
+    }
+    uc->next = pool->idle;
+    uc->prev = NULL;
+    if (pool->idle)
+        pool->idle->prev = uc;
+    pool->idle = uc;
+    pool->n++;
+    s->stats.idle++;
+    uc->pooled = true;
+    struct timeval tv = { keepalive_timeout_ms / 1000, (keepalive_timeout_ms % 1000) * 1000 };
+    bufferevent_setcb(uc->bev, idle_read, NULL, idle_event, uc);
+    bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    bufferevent_setwatermark(uc->bev, EV_READ, 0, 0);
+    bufferevent_enable(uc->bev, EV_READ);
+}
+
+size_t tn_http_pool_idle(tn_upstream_server *s)
+{
+    http_pool *pool = s->pool[TN_UPSIDE_HTTP].data;
+    return pool ? pool->n : 0;
+}
+
+/* ---- connecting ------------------------------------------------------------ */
+
+static bool is_ip(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static void connected(evutil_socket_t fd, short what, void *arg)
+{
+    tn_up_conn *uc = arg;
+    event_free(uc->connect_ev);
+    uc->connect_ev = NULL;
+    if (what & EV_TIMEOUT) {
+        uc->on_connect(uc, TN_UPF_CONNECT_TIMEOUT, "connect timed out");
+        return;
+    }
+    int err = uc->failed_now;
+    socklen_t len = sizeof(err);
+    if (!err && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        uc->on_connect(uc, TN_UPF_CONNECT, strerror(err));
+        return;
+    }
+    uc->on_connect(uc, -1, NULL);
+}
+
+tn_up_conn *tn_http_pool_connect(struct event_base *base, tn_upstream_server *s, int64_t connect_timeout_ms,
+                                 bool probe, tn_up_conn_cb on_connect, void *arg)
+{
+    tn_up_conn *uc = calloc(1, sizeof(*uc));
+    if (!uc)
+        return NULL;
+    uc->server = s;
+    uc->addr = s->addr;
+    uc->addrlen = s->addrlen;
+    uc->on_connect = on_connect;
+    uc->arg = arg;
+    uc->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (uc->fd < 0) {
+        tn_warn("upstream %s: socket: %s", s->name, strerror(errno));
+        free(uc);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(uc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!probe)
+        s->stats.connects++;
+    struct timeval tv = { connect_timeout_ms / 1000, (connect_timeout_ms % 1000) * 1000 };
+    uc->connect_ev = event_new(base, uc->fd, EV_WRITE, connected, uc);
+    if (!uc->connect_ev) {
+        tn_up_conn_free(uc);
+        return NULL;
+    }
+    if (connect(uc->fd, (const struct sockaddr *)&s->addr, s->addrlen) < 0 && errno != EINPROGRESS) {
+        /* refused at once (loopback): reported from the loop like a later
+         * failure, so the caller has one path */
+        uc->failed_now = errno;
+        event_active(uc->connect_ev, EV_WRITE, 0);
+        return uc;
+    }
+    if (event_add(uc->connect_ev, &tv) < 0) {
+        tn_up_conn_free(uc);
+        return NULL;
+    }
+    return uc;
+}
+
+/* libevent reads 16 KB per callback by default: a large body would cost a
+ * parse and a wake of the client's pump per 16 KB */
+static void size_io(struct bufferevent *bev)
+{
+    bufferevent_set_max_single_read(bev, 256 * 1024);
+    bufferevent_set_max_single_write(bev, 256 * 1024);
+}
+
+int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_tls *tls)
+{
+    tn_upstream_server *s = uc->server;
+    if (!tls || !tls->ctx) {
+        uc->bev = bufferevent_socket_new(base, uc->fd, BEV_OPT_CLOSE_ON_FREE);
+        if (uc->bev)
+            size_io(uc->bev);
+        return uc->bev ? 0 : -1;
+    }
+    SSL *ssl = SSL_new(tls->ctx);
+    if (!ssl)
+        return -1;
+    const char *sni = tls->sni ? tls->sni : s->spec.host;
+    if (!is_ip(sni))
+        SSL_set_tlsext_host_name(ssl, sni);
+    if (tls->verify) {
+        /* the certificate must name the host we asked for */
+        if (!tls->sni && is_ip(s->spec.host))
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), s->spec.host);
+        else
+            SSL_set1_host(ssl, sni);
+    }
+    uc->bev = bufferevent_openssl_socket_new(base, uc->fd, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!uc->bev) {
+        SSL_free(ssl);
+        return -1;
+    }
+    /* servers that close without close_notify end close-delimited bodies
+     * that way; the framing checks catch real truncation */
+    bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
+    size_io(uc->bev);
+    uc->tls = true;
+    return 0;
+}

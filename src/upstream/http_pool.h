@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* http_pool.h - connections to HTTP upstream servers, opened and pooled
+ * per server (see http_pool.c). */
+#ifndef TN_UPSTREAM_HTTP_POOL_H
+#define TN_UPSTREAM_HTTP_POOL_H
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "upstream/proxy.h"
+
+typedef struct tn_up_conn tn_up_conn;
+
+/* The TCP connect ended: REASON -1 connected (DETAIL NULL), else a
+ * tn_upstream_failure with a text for the log. */
+typedef void (*tn_up_conn_cb)(tn_up_conn *uc, int reason, const char *detail);
+
+struct tn_up_conn {
+    tn_up_conn *next, *prev; /* in the pool while idle */
+    tn_upstream_server *server; /* the pool holds no reference: it dies with the server */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    evutil_socket_t fd;
+    struct bufferevent *bev; /* NULL until connected */
+    struct event *connect_ev;
+    int failed_now;
+    bool tls;
+    bool pooled;
+    uint64_t uses;
+    tn_up_conn_cb on_connect;
+    void *arg; /* the user's: the exchange using it */
+};
+
+/* An idle connection to S, or NULL. Its callbacks and timeouts are clear. */
+tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
+/* Back to S's pool, or closed when the pool is full, KEEPALIVE is 0, the
+ * server is not enabled, or bytes are left over either way. */
+void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
+size_t tn_http_pool_idle(tn_upstream_server *s);
+
+/* Starts a TCP connect to S (counted in its stats unless a health
+ * probe); ON_CONNECT follows from the loop. NULL when no socket could be
+ * made. */
+tn_up_conn *tn_http_pool_connect(struct event_base *base, tn_upstream_server *s, int64_t connect_timeout_ms,
+                                 bool probe, tn_up_conn_cb on_connect, void *arg);
+/* After the TCP connect: the bufferevent, with a TLS client session in
+ * progress when TLS is set (BEV_EVENT_CONNECTED then tells it is done). */
+int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_tls *tls);
+void tn_up_conn_free(tn_up_conn *uc);
+
+#endif
