@@ -27,6 +27,7 @@
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "upstream/line_proxy.h"
 
 #define OUTPUT_HIGH (256 * 1024)
 #define QUEUE_MAX 1024 /* queued replies (and jobs) that pause input */
@@ -384,6 +385,13 @@ static tn_conn *line_accept(tn_listener *l, evutil_socket_t fd, const struct soc
     tn_conn *c = tn_conn_new(l, fd, sa, salen, peer, &line_frontend);
     if (!c)
         return NULL;
+    /* a proxy keeps nothing per connection, unless it takes the whole
+     * connection (mode connection) */
+    if (l->handler && l->handler->conf.type == TN_H_PROXY) {
+        if (tn_line_proxy_splices(l->handler))
+            tn_line_proxy_splice(c, l->handler);
+        return c;
+    }
     /* a listener with one handler that keeps per-connection state (a stream
      * process, a broadcast room) joins it at connect, inetd style */
     if (l->handler && l->handler->ops->attach && !tn_session_state(&c->session, l->handler)) {
