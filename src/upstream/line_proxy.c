@@ -4,10 +4,12 @@
  * mode "message" (as twemproxy does for Redis): every server has a pool of
  * pool_size connections, opened together when the server is first used and
  * reopened as they die, shared by every client of every listener using the
- * handler. A line goes out, with "\n", on the pool's connection with the
- * fewest requests in flight, and the server's replies come back in the
- * order the requests went out, so each connection keeps a FIFO of its
- * requests and the next reply line belongs to its head. That is only right
+ * handler. A line goes out, with "\n", on the pool connection of its
+ * client's slot (connection id modulo pool_size: a client's lines reach the
+ * server in its order, so INCR then GET means what it says), and the
+ * server's replies come back in the order the requests went out, so each
+ * connection keeps a FIFO of its requests and the next reply line belongs
+ * to its head. That is only right
  * for protocols with exactly one reply line per request line; Redis inline
  * commands answered by a status, an error or an integer (PING, SET, INCR,
  * DEL) are, a bulk reply (GET: "$3\r\nbar\r\n") is not.
@@ -78,6 +80,14 @@ typedef struct lp_req lp_req;
 typedef struct lp_conn lp_conn;
 typedef struct lp_pool lp_pool;
 
+/* A place in a pool: its connection (NULL until opened, or after it died)
+ * and the requests waiting for room on it. */
+typedef struct lp_slot {
+    lp_conn *conn;
+    lp_req *wait_head, *wait_tail;
+    size_t nwait;
+} lp_slot;
+
 enum { REQ_WAITING, REQ_BACKOFF, REQ_QUEUED };
 
 struct lp_req {
@@ -95,6 +105,7 @@ struct lp_req {
 
 struct lp_conn {
     lp_pool *pool;
+    size_t slot;
     struct bufferevent *bev;
     lp_req *head, *tail; /* in the order the server answers */
     size_t inflight;
@@ -107,10 +118,8 @@ struct lp_pool {
     tn_upstream_server *s;
     struct event_base *base;
     lp_settings set; /* of the handler that used it last */
-    lp_conn **conns;
+    lp_slot *slots;
     size_t n;
-    lp_req *wait_head, *wait_tail;
-    size_t nwait;
 };
 
 static void tv_ms(struct timeval *tv, int64_t ms)
@@ -256,35 +265,27 @@ static lp_pool *pool_of(tn_line_proxy *lp, tn_upstream_server *s)
     }
     p->set = lp->set;
     if (p->n < lp->set.pool_size) {
-        lp_conn **v = realloc(p->conns, lp->set.pool_size * sizeof(*v));
+        lp_slot *v = realloc(p->slots, lp->set.pool_size * sizeof(*v));
         if (!v)
             return p->n ? p : NULL;
         memset(v + p->n, 0, (lp->set.pool_size - p->n) * sizeof(*v));
-        p->conns = v;
+        p->slots = v;
         p->n = lp->set.pool_size;
     }
     return p;
 }
 
-/* The connection a new request goes on: every slot is opened first (the
- * pool fills at once and refills as connections die), then the connected
- * one with the fewest in flight, else one still connecting. NULL when all
- * are full. */
-static lp_conn *pool_pick(lp_pool *p)
+/* The slot of a client: all its lines take the same connection, so that
+ * they reach the server in the client's order (Redis runs INCR, then GET,
+ * as sent). Every slot is opened when the server is first used, and
+ * reopened when needed after its connection died. */
+static lp_slot *pool_slot(lp_pool *p, uint64_t client)
 {
-    lp_conn *best = NULL;
-    size_t limit = p->set.pool_size < p->n ? p->set.pool_size : p->n;
-    for (size_t i = 0; i < limit; i++) {
-        if (!p->conns[i])
-            p->conns[i] = conn_open(p);
-        lp_conn *c = p->conns[i];
-        if (!c || c->inflight >= INFLIGHT_MAX)
-            continue;
-        if (!best || (c->connected && !best->connected) ||
-            (c->connected == best->connected && c->inflight < best->inflight))
-            best = c;
-    }
-    return best;
+    size_t n = p->set.pool_size < p->n ? p->set.pool_size : p->n;
+    for (size_t i = 0; i < n; i++)
+        if (!p->slots[i].conn && (p->slots[i].conn = conn_open(p)))
+            p->slots[i].conn->slot = i;
+    return &p->slots[client % n];
 }
 
 /* A pooled connection counts as idle, or active while replies are owed. */
@@ -297,14 +298,6 @@ static void busy_count(tn_upstream_server *s, int dir)
     (*to)++;
 }
 
-static bool pool_alive(const lp_pool *p)
-{
-    for (size_t i = 0; i < p->n; i++)
-        if (p->conns[i])
-            return true;
-    return false;
-}
-
 /* Out of the pool and closed; what was on it is the caller's. */
 static void conn_close(lp_conn *c)
 {
@@ -312,9 +305,8 @@ static void conn_close(lp_conn *c)
     uint64_t *count = c->inflight ? &p->s->stats.active : &p->s->stats.idle;
     if (*count)
         (*count)--;
-    for (size_t i = 0; i < p->n; i++)
-        if (p->conns[i] == c)
-            p->conns[i] = NULL;
+    if (p->slots[c->slot].conn == c)
+        p->slots[c->slot].conn = NULL;
     bufferevent_free(c->bev);
     free(c);
 }
@@ -342,36 +334,36 @@ static void conn_send(lp_conn *c, lp_req *r, const char *line, size_t len)
     conn_timers(c, false);
 }
 
-static void wait_push(lp_pool *p, lp_req *r)
+static void wait_push(lp_slot *w, lp_req *r)
 {
     r->state = REQ_WAITING;
     r->next = NULL;
-    if (p->wait_tail)
-        p->wait_tail->next = r;
+    if (w->wait_tail)
+        w->wait_tail->next = r;
     else
-        p->wait_head = r;
-    p->wait_tail = r;
-    p->nwait++;
+        w->wait_head = r;
+    w->wait_tail = r;
+    w->nwait++;
 }
 
-static lp_req *wait_pop(lp_pool *p)
+/* Every request waiting on W, which the caller takes. */
+static lp_req *wait_take(lp_slot *w)
 {
-    lp_req *r = p->wait_head;
-    if (r) {
-        p->wait_head = r->next;
-        if (!p->wait_head)
-            p->wait_tail = NULL;
-        p->nwait--;
-        r->next = NULL;
-    }
+    lp_req *r = w->wait_head;
+    w->wait_head = w->wait_tail = NULL;
+    w->nwait = 0;
     return r;
 }
 
 /* Requests that waited for room go out on C while it has some. */
-static void pool_refill(lp_pool *p, lp_conn *c)
+static void slot_refill(lp_slot *w, lp_conn *c)
 {
-    while (c->inflight < INFLIGHT_MAX && p->wait_head) {
-        lp_req *r = wait_pop(p);
+    while (c->inflight < INFLIGHT_MAX && w->wait_head) {
+        lp_req *r = w->wait_head;
+        w->wait_head = r->next;
+        if (!w->wait_head)
+            w->wait_tail = NULL;
+        w->nwait--;
         if (!r->job)
             req_free(r); /* its client left before it went out */
         else
@@ -382,7 +374,8 @@ static void pool_refill(lp_pool *p, lp_conn *c)
 /* Places R, for LINE from REMOTE, on a server: "" on success, else why
  * not. A request that waits for room has its job by then: LINE is copied
  * only when it goes out. */
-static const char *place(tn_line_proxy *lp, lp_req *r, const char *line, size_t len, const struct sockaddr *remote)
+static const char *place(tn_line_proxy *lp, lp_req *r, const char *line, size_t len, const struct sockaddr *remote,
+                         uint64_t client)
 {
     char kbuf[16];
     size_t klen = 0;
@@ -395,25 +388,23 @@ static const char *place(tn_line_proxy *lp, lp_req *r, const char *line, size_t 
     if (!p)
         return "out of memory";
     r->server = s;
-    lp_conn *c = pool_pick(p);
-    if (c) {
-        pool_refill(p, c); /* those that waited go first */
-        if (c->inflight < INFLIGHT_MAX && !p->wait_head) {
-            conn_send(c, r, line, len);
-            return "";
-        }
-    } else if (!pool_alive(p)) {
+    lp_slot *w = pool_slot(p, client);
+    lp_conn *c = w->conn;
+    if (!c)
         return "cannot open an upstream connection";
+    if (c->inflight < INFLIGHT_MAX && !w->wait_head) {
+        conn_send(c, r, line, len);
+        return "";
     }
-    if (p->nwait >= WAIT_MAX)
+    if (w->nwait >= WAIT_MAX)
         return "upstream busy";
-    wait_push(p, r);
+    wait_push(w, r);
     return "";
 }
 
 static void retry_now(tn_line_proxy *lp, lp_req *r)
 {
-    const char *why = place(lp, r, r->job->payload, r->job->len, r->job->ctx.remote);
+    const char *why = place(lp, r, r->job->payload, r->job->len, r->job->ctx.remote, r->job->ctx.conn_id);
     if (*why)
         req_finish(r, TN_FAIL, why, strlen(why));
 }
@@ -471,14 +462,9 @@ static void conn_fail(lp_conn *c, int reason, const char *why)
     tn_upstream_server *s = p->s;
     lp_req *list = c->head;
     bool sent = c->connected;
+    /* nothing is left to carry what waits on the slot: it goes on too */
+    lp_req *waiting = wait_take(&p->slots[c->slot]);
     conn_close(c);
-    /* nothing is left to carry what waits: it goes elsewhere too */
-    lp_req *waiting = NULL;
-    if (!pool_alive(p)) {
-        waiting = p->wait_head;
-        p->wait_head = p->wait_tail = NULL;
-        p->nwait = 0;
-    }
     while (list) {
         lp_req *r = list;
         list = r->next;
@@ -537,7 +523,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     if (why) {
         conn_fail(c, TN_UPF_BAD_RESPONSE, why);
     } else {
-        pool_refill(p, c);
+        slot_refill(&p->slots[c->slot], c);
         conn_timers(c, false);
     }
     tn_upstream_server_unref(s);
@@ -581,7 +567,13 @@ static void pool_release(tn_upstream_server *s, void *data)
     (void)s;
     lp_pool *p = data;
     for (size_t i = 0; i < p->n; i++) {
-        lp_conn *c = p->conns[i];
+        lp_req *r = wait_take(&p->slots[i]);
+        while (r) {
+            lp_req *next = r->next;
+            req_finish(r, TN_FAIL, "upstream gone", 13);
+            r = next;
+        }
+        lp_conn *c = p->slots[i].conn;
         if (!c)
             continue;
         while (c->head) {
@@ -592,9 +584,7 @@ static void pool_release(tn_upstream_server *s, void *data)
         bufferevent_free(c->bev);
         free(c);
     }
-    while (p->wait_head)
-        req_finish(wait_pop(p), TN_FAIL, "upstream gone", 13);
-    free(p->conns);
+    free(p->slots);
     free(p);
 }
 
@@ -637,7 +627,7 @@ static tn_result line_handle(tn_proxy *p, tn_call *call)
         evbuffer_add_printf(call->out, "out of memory");
         return TN_FAIL;
     }
-    const char *why = place(lp, r, call->payload, call->len, call->ctx.remote);
+    const char *why = place(lp, r, call->payload, call->len, call->ctx.remote, call->ctx.conn_id);
     if (*why) {
         free(r);
         evbuffer_add_printf(call->out, "%s", why);
@@ -694,10 +684,11 @@ static int64_t splice_now_ms(lp_splice *sp)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+/* Both sides have ended and everything each sent has been passed on. */
 static void splice_end_check(lp_splice *sp)
 {
     tn_conn *c = sp->c;
-    if (sp->client_done && sp->up_done && !tn_conn_unsent(c))
+    if (sp->client_done && sp->up_done && !tn_conn_unsent(c) && !evbuffer_get_length(bufferevent_get_output(sp->up)))
         tn_conn_close(c, NULL);
 }
 
@@ -739,10 +730,12 @@ static void splice_up_read(struct bufferevent *bev, void *arg)
 static void splice_up_write(struct bufferevent *bev, void *arg)
 {
     lp_splice *sp = arg;
-    if (!sp->client_done)
+    if (!sp->client_done) {
         tn_conn_resume_input(sp->c);
-    else if (!evbuffer_get_length(bufferevent_get_output(bev)))
+    } else if (!evbuffer_get_length(bufferevent_get_output(bev))) {
         shutdown(bufferevent_getfd(bev), SHUT_WR);
+        splice_end_check(sp);
+    }
 }
 
 static void splice_connect(lp_splice *sp);
