@@ -521,6 +521,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     }
     evbuffer_drain(in, used);
     if (why) {
+        tn_debug("line proxy: upstream %s: %s", s->name, why);
         conn_fail(c, TN_UPF_BAD_RESPONSE, why);
     } else {
         slot_refill(&p->slots[c->slot], c);
@@ -552,6 +553,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         reason = -1; /* the server closed an idle connection: not a failure */
     }
     tn_upstream_server_ref(s);
+    if (reason >= 0)
+        tn_debug("line proxy: upstream %s: %s", s->name, why);
     if (reason < 0)
         conn_close(c);
     else {
