@@ -25,6 +25,7 @@ import time
 
 import pytest
 from daemon_util import LineClient, daemon, free_port  # noqa: F401  (daemon is a fixture)
+from test_bounds import status_kb
 
 SANITIZE = os.environ.get("SANITIZE") == "1"
 GROWTH_KB = 16 * 1024  # what a test may add to the proxy's peak RSS
@@ -50,14 +51,6 @@ def proxy(daemon, settings, servers, extra_listener="", name="proxy", bounded=Fa
     return daemon(HEAD + "[handlers]\npx { type: \"proxy\" upstreams: [%s] %s }\n[listeners]\n"
                   'lines { protocol: "tcp" listen: "127.0.0.1:PORT_LINES" handler: "px" %s }\n'
                   % (ups, settings, extra_listener), name=name, env=env)
-
-
-def status_kb(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
 
 
 class PyServer:
@@ -149,6 +142,19 @@ def test_many_clients_share_a_small_pool_and_get_their_own_replies_in_order(daem
     # the upstream numbers its connections from 1: the pool opened exactly two
     assert via == {"1", "2"}
     # and it accepted nothing else: the next connection is its third
+    assert LineClient(up.ports["UP"]).request("direct") == "direct via 3"
+
+
+def test_reload_keeps_the_pool_of_a_server_that_stays(daemon):
+    up = upstream(daemon, 'tag { type: "static" reply: "{payload} via {connection_id}" }', 'handler: "tag"', "up")
+    px = proxy(daemon, "pool_size: 2  retries: 2", [up.ports["UP"]])
+    a, b = LineClient(px.ports["LINES"]), LineClient(px.ports["LINES"])
+    assert {a.request("a").split(" via ")[1], b.request("b").split(" via ")[1]} == {"1", "2"}
+    px.config_path.write_text(px.config.replace("retries: 2", "retries: 1"))
+    px.send_signal(signal.SIGHUP)
+    assert px.wait_log(r"reload complete", timeout=5)
+    # the new handler's lines ride the same two upstream connections
+    assert {LineClient(px.ports["LINES"]).request("c%d" % i).split(" via ")[1] for i in range(4)} == {"1", "2"}
     assert LineClient(up.ports["UP"]).request("direct") == "direct via 3"
 
 
