@@ -26,6 +26,7 @@ import time
 import pytest
 from daemon_util import LineClient, daemon, free_port  # noqa: F401  (daemon is a fixture)
 from test_bounds import status_kb
+from tls_util import TlsLineClient, pki, tls_context  # noqa: F401  (pki is a fixture)
 
 SANITIZE = os.environ.get("SANITIZE") == "1"
 GROWTH_KB = 16 * 1024  # what a test may add to the proxy's peak RSS
@@ -280,6 +281,21 @@ def test_slow_upstream_times_out_with_an_error(daemon, pyservers):
     assert c.request("anyone?", timeout=5) == "Error: upstream timeout"
 
 
+def test_in_flight_and_waiting_lines_are_bounded_per_connection(daemon, pyservers):
+    def mute(conn):
+        return recv_lines(conn, 1 << 30, timeout=10)
+    s = pyservers(mute)
+    px = proxy(daemon, 'pool_size: 1  retries: 0  timeout: "1s"', [s.port])
+    clients = [LineClient(px.ports["LINES"], timeout=10) for _ in range(6)]
+    for i, c in enumerate(clients):
+        c.send("".join("c%d-%d\n" % (i, j) for j in range(1000)))
+    replies = [r for c in clients for r in c.readlines(1000, timeout=15)]
+    # 1,024 in flight on the one connection and 4,096 waiting for it, the rest
+    # refused at once; the timeout then fails the lot
+    assert replies.count("Error: upstream busy") == 6000 - 1024 - 4096
+    assert replies.count("Error: upstream timeout") == 1024 + 4096
+
+
 def test_client_pipelining_without_reading_is_bounded(daemon):
     up = upstream(daemon, 'echo { type: "echo" }', 'handler: "echo"', "up")
     px = proxy(daemon, "pool_size: 2", [up.ports["UP"]], bounded=True)
@@ -343,6 +359,26 @@ def test_connection_mode_client_half_close_with_a_tusknetd_upstream(daemon):
     out = subprocess.run(["socat", "-t5", "-", "TCP:127.0.0.1:%d" % px.ports["LINES"]], input=b"one\ntwo\n",
                          capture_output=True, timeout=10)
     assert out.stdout == b"one\ntwo\n"
+
+
+def test_connection_mode_behind_tls(daemon, pyservers, pki):
+    def bye(conn):
+        conn.settimeout(5)
+        got = conn.recv(100)
+        conn.sendall(b"bye " + got)
+        conn.shutdown(socket.SHUT_WR)
+        return conn.recv(100)
+    up = upstream(daemon, 'echo { type: "echo" }', 'handler: "echo"', "up")
+    s = pyservers(bye)
+    tls = 'tls { cert: "%s"  key: "%s" }' % (pki.localhost.cert, pki.localhost.key)
+    px = proxy(daemon, 'mode: "connection"', [up.ports["UP"]], extra_listener=tls)
+    c = TlsLineClient(px.ports["LINES"], tls_context(pki))
+    assert [c.request("over tls %d" % i) for i in range(3)] == ["over tls %d" % i for i in range(3)]
+    # the server's end of stream closes a TLS client (no half-close over TLS)
+    px2 = proxy(daemon, 'mode: "connection"', [s.port], extra_listener=tls, name="proxy2")
+    c2 = TlsLineClient(px2.ports["LINES"], tls_context(pki))
+    c2.sendline("x")
+    assert c2.read_until_closed(timeout=5) == (b"bye x\n", True)
 
 
 def test_connection_mode_carries_megabytes_both_ways(daemon, pyservers):
