@@ -831,11 +831,14 @@ static size_t splice_input(tn_conn *c, const char *data, size_t len)
 }
 
 /* Until the server's side has ended, the client connection is held open
- * (shutdown waits for it, and the splice has its own idle timer). */
+ * (the splice has its own idle timer); a shutdown waits only for bytes
+ * still on their way through the proxy. */
 static bool splice_busy(const tn_conn *c)
 {
     const lp_splice *sp = c->fe_state;
-    return sp && !sp->up_done;
+    if (!sp || sp->up_done)
+        return false;
+    return !c->d->stopping || tn_conn_unsent(c) || evbuffer_get_length(bufferevent_get_output(sp->up));
 }
 
 static int splice_push(tn_conn *c, const char *data, size_t len)

@@ -381,6 +381,19 @@ def test_connection_mode_behind_tls(daemon, pyservers, pki):
     assert c2.read_until_closed(timeout=5) == (b"bye x\n", True)
 
 
+def test_connection_mode_shutdown_closes_idle_splices_at_once(daemon):
+    up = upstream(daemon, 'echo { type: "echo" }', 'handler: "echo"', "up")
+    px = daemon(HEAD.replace('"2s"', '"60s"') + '[handlers]\npx { type: "proxy" upstreams: ["127.0.0.1:%d"] '
+                'mode: "connection" }\n[listeners]\nlines { protocol: "tcp" listen: "127.0.0.1:PORT_LINES" '
+                'handler: "px" }\n' % up.ports["UP"], name="proxy")
+    c = LineClient(px.ports["LINES"])
+    assert c.request("still open") == "still open"
+    px.send_signal(signal.SIGTERM)
+    assert px.wait(30) == 0
+    assert c.read_until_closed() == (b"", True)
+    assert "timeout reached" not in px.log()
+
+
 def test_connection_mode_carries_megabytes_both_ways(daemon, pyservers):
     def echo(conn):
         conn.settimeout(10)
