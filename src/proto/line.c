@@ -95,8 +95,9 @@ static bool over_high(const tn_conn *c)
     return tn_conn_unsent(c) + parked > OUTPUT_HIGH || (st && st->queued >= QUEUE_MAX);
 }
 
-/* Sends every answered reply at the head of the queue. */
-static void flush_queue(tn_conn *c)
+/* Sends every answered reply at the head of the queue; with DEFER, during a
+ * reply batch, what went into the shared wbuf is written at its end. */
+static void flush_queue(tn_conn *c, bool defer)
 {
     line_state *st = c->fe_state;
     int64_t cap = tn_listener_limits(c->listener)->max_output;
@@ -124,6 +125,8 @@ static void flush_queue(tn_conn *c)
     }
     if (queue_empty(c) && c->d->stopping)
         c->closing = 1; /* shutdown: this was the last thing it waited for */
+    if (defer && c->d->reply_batch && c->d->wbuf_owner == c && !c->out)
+        return;
     tn_conn_flush(c); /* also closes a closing connection once it is done */
     /* the flush resumes paused input when it empties the output; when the
      * queue held input back with nothing left to write, resume it here */
@@ -168,7 +171,7 @@ static void job_complete(tn_job *job, tn_result result, const char *data, size_t
             ((line_state *)p->conn->fe_state)->queued_bytes += len;
         }
     }
-    flush_queue(p->conn);
+    flush_queue(p->conn, true);
 }
 
 /* A reply produced now: straight out, or parked behind outstanding ones. */

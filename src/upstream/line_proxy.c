@@ -24,6 +24,10 @@
  * a reply nobody asked for and a timeout between replies drop the
  * connection and fail what is in flight on it.
  *
+ * Replies read in one go are delivered as a batch (daemon.reply_batch): a
+ * client whose pipelined lines came back together gets them in one write,
+ * not one write per line.
+ *
  * Backpressure: at most INFLIGHT_MAX requests are in flight per connection;
  * beyond that requests wait per server (WAIT_MAX, then "Error: upstream
  * busy"), and each client is paused by the line front end when it has
@@ -117,6 +121,7 @@ struct lp_conn {
 struct lp_pool {
     tn_upstream_server *s;
     struct event_base *base;
+    tn_daemon *d;
     lp_settings set; /* of the handler that used it last */
     lp_slot *slots;
     size_t n;
@@ -260,6 +265,7 @@ static lp_pool *pool_of(tn_line_proxy *lp, tn_upstream_server *s)
             return NULL;
         p->s = s;
         p->base = lp->h->base;
+        p->d = lp->h->daemon;
         s->pool[TN_UPSIDE_LINE].data = p;
         s->pool[TN_UPSIDE_LINE].release = pool_release;
     }
@@ -492,8 +498,12 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     const char *data = (const char *)evbuffer_pullup(in, -1);
     const char *why = NULL;
     size_t used = 0;
+    tn_daemon *d = p->d;
     tn_upstream_server_ref(s); /* replies may drop the last handler, group and server */
     s->stats.bytes_received += len;
+    /* the replies of a client's pipelined lines are adjacent in the stream:
+     * each client gets its run of them in one write */
+    d->reply_batch = true;
     while (used < len) {
         const char *line = data + used;
         const char *nl = memchr(line, '\n', len - used);
@@ -519,6 +529,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             tn_upstream_try_ok(r->lp->g, s, tn_now_us() - r->try_us);
         req_finish(r, TN_REPLY, line, n);
     }
+    d->reply_batch = false;
+    if (d->wbuf_owner)
+        tn_conn_flush(d->wbuf_owner);
     evbuffer_drain(in, used);
     if (why) {
         tn_debug("line proxy: upstream %s: %s", s->name, why);
