@@ -424,9 +424,9 @@ static void backoff_done(evutil_socket_t fd, short what, void *arg)
     retry_now(r->lp, r);
 }
 
-/* R never reached its server (REASON): another try, after a backoff, while
- * retries and the retry budget last; else the client's error. */
-static void retry_or_fail(lp_req *r, int reason, const char *why)
+/* R never reached its server: another try, after a backoff, while retries
+ * and the retry budget last; else the client gets WHY. */
+static void retry_or_fail(lp_req *r, const char *why)
 {
     if (!r->job) {
         req_free(r);
@@ -437,7 +437,6 @@ static void retry_or_fail(lp_req *r, int reason, const char *why)
         r->tried[r->ntried++] = r->server;
     else
         r->tried[TRIED_MAX - 1] = r->server;
-    (void)reason;
     const tn_handler_conf *hc = &lp->h->conf;
     int64_t budget_end = r->job->started_us + hc->retry_budget * 1000;
     if (r->retried >= hc->retries || tn_now_us() >= budget_end) {
@@ -479,12 +478,12 @@ static void conn_fail(lp_conn *c, int reason, const char *why)
         if (sent)
             req_finish(r, TN_FAIL, why, strlen(why));
         else
-            retry_or_fail(r, reason, why);
+            retry_or_fail(r, why);
     }
     while (waiting) {
         lp_req *r = waiting;
         waiting = r->next;
-        retry_or_fail(r, reason, why);
+        retry_or_fail(r, why);
     }
 }
 
