@@ -462,3 +462,27 @@ def test_connection_mode_idle_timeout_and_unreachable_servers(daemon, pyservers)
     c2 = LineClient(dead.ports["LINES"])
     assert c2.read_until_closed(timeout=5) == (b"", True)
     assert dead.wait_log(r"no upstream server", timeout=3)
+
+
+# ---- with the upstream core: active checks and the control socket -------------
+
+
+def test_tcp_connect_checks_and_counters_of_a_line_proxy(daemon, tmp_path):
+    from ctl_util import ctl, wait_for
+    up = upstream(daemon, 'tag { type: "static" reply: "{payload} ok" }', 'handler: "tag"', "up")
+    dead = free_port()
+    sock = tmp_path / "px.sock"
+    px = daemon('[daemon]\ncontrol_socket: "%s"\n[handlers]\npx { type: "proxy" upstreams: ["127.0.0.1:%d", '
+                '"127.0.0.1:%d"] pool_size: 2  health_check { interval: "100ms" fall: 1 } }\n[listeners]\n'
+                'lines { protocol: "tcp" listen: "127.0.0.1:PORT_LINES" handler: "px" }\n'
+                % (sock, up.ports["UP"], dead), name="proxy")
+
+    def servers():
+        return {s["server"]: s for s in ctl(str(sock), "upstreams")["upstreams"][0]["servers"]}
+    wait_for(lambda: servers()["127.0.0.1:%d" % dead]["state"] == "down", 5, what="the dead server down")
+    c = LineClient(px.ports["LINES"])
+    assert [c.request("m%d" % i) for i in range(10)] == ["m%d ok" % i for i in range(10)]
+    s = servers()
+    live = s["127.0.0.1:%d" % up.ports["UP"]]
+    assert (live["requests"], live["responses"], live["connects"]) == (10, 10, 2)
+    assert s["127.0.0.1:%d" % dead]["failures"]["connect"] == 0  # no line was sent there
