@@ -1314,17 +1314,6 @@ LINEGEN_RE = re.compile(r"rps=(\d+) p50_ms=([\d.]+) errors=(\d+) replies=(\d+)")
 LINE_PROXY_POOL = 2
 
 
-def build_linegen(ctx):
-    exe = ctx.path("linegen")
-    if not os.path.exists(exe):
-        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "linegen.c")
-        r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-Wall", "-o", exe, src], capture_output=True,
-                           text=True)
-        if r.returncode != 0:
-            raise BenchError("cannot build linegen: %s" % r.stderr[-300:])
-    return exe
-
-
 def linegen(ctx, exe, port, n, pipeline, wire, cmd):
     rc, out = ctx.run_client([exe, "127.0.0.1", str(port), "50", str(pipeline), str(n), wire, cmd], timeout=300)
     m = LINEGEN_RE.search(out)
@@ -1355,7 +1344,7 @@ def start_nutcracker(ctx, port, rport, conns):
 def bench_line_proxy(ctx):
     """Inline SET/INCR through the TCP line proxy to redis-server vs twemproxy, -c50, plain and -P16."""
     a = ctx.args
-    exe = build_linegen(ctx)
+    exe = c_tool(ctx, "linegen")
     rport = free_port()
     start_redis(ctx, rport)
     port = free_port()
