@@ -50,8 +50,8 @@ DEB_BUILD := gcc make pkg-config libevent-dev libssl-dev libwebsockets-dev libya
              libsystemd-dev libhttp-parser-dev zlib1g-dev libhiredis-dev
 DEB_TEST  := libcmocka-dev python3 python3-pytest python3-websockets curl socat clang \
              libclang-rt-14-dev openssl procps iproute2 prometheus systemd chromium logrotate \
-             groff-base redis-server nginx-light
-DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux node-ws haproxy
+             groff-base redis-server nginx-light redis-tools
+DEB_BENCH := redis-tools redis-server wrk nginx-light util-linux node-ws haproxy nutcracker
 # to build the Debian package (make deb)
 DEB_PACKAGE := debhelper dpkg-dev fakeroot lintian
 

@@ -51,6 +51,10 @@ typedef struct tn_daemon {
     char *rbuf;               /* TN_RBUF_SIZE bytes of input, shared */
     struct evbuffer *wbuf;    /* replies of the connection being served, shared */
     tn_conn *wbuf_owner;
+    /* asynchronous replies are being delivered in a row (a proxy's upstream
+     * read): a line client's replies stay in wbuf until the batch ends or
+     * another connection takes wbuf, so a pipelined batch is one write */
+    bool reply_batch;
     char http_date[40];       /* Date: header, formatted once a second */
     int64_t http_date_sec;
     int64_t started_wall_ms;

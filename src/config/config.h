@@ -59,6 +59,7 @@ enum tn_middleware_type {
 
 enum tn_stderr_mode { TN_STDERR_LOG, TN_STDERR_CLIENT, TN_STDERR_DISCARD };
 enum tn_balance { TN_BALANCE_ROUND_ROBIN, TN_BALANCE_LEAST_CONN, TN_BALANCE_HASH };
+enum tn_proxy_mode { TN_PROXY_MESSAGE, TN_PROXY_CONNECTION };
 enum tn_log_format { TN_LOGFMT_COMBINED, TN_LOGFMT_JSON };
 enum tn_verify_client { TN_VERIFY_NONE, TN_VERIFY_OPTIONAL, TN_VERIFY_REQUIRED };
 enum tn_tls_version { TN_TLS_1_0, TN_TLS_1_1, TN_TLS_1_2, TN_TLS_1_3 };
@@ -152,6 +153,8 @@ typedef struct tn_handler_conf {
     tn_strmap health_check;
     tn_strmap upstream_tls;
     int64_t resolve;
+    int mode;          /* enum tn_proxy_mode (tcp listeners) */
+    int64_t pool_size; /* mode message: pipelined connections per server */
     /* plugin */
     char *path;
     tn_strmap options;

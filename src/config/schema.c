@@ -184,6 +184,13 @@ const tn_key tn_schema[] = {
       "connect without path; empty = none." },
     { "handler", "tls", TN_T_STRMAP, "", 0, 0, NULL, "proxy", H(upstream_tls), 0,
       "Reach the servers over TLS { verify ca sni certificate key }; verify defaults to true." },
+    { "handler", "mode", TN_T_ENUM, "message", 0, 0, "message|connection", "proxy", H(mode), 0,
+      "On a tcp listener: each line forwarded over a shared pool (one reply line each), or the whole "
+      "connection spliced to one server." },
+    { "handler", "pool_size", TN_T_INT, "2", 1, 64, NULL, "proxy", H(pool_size), 0,
+      "mode message: pipelined connections per server, shared by every client." },
+    { "handler", "max_output", TN_T_SIZE, "1MB", 16, GB, NULL, "proxy", H(max_output), 0,
+      "mode message: longest reply line; a longer one fails what is in flight and drops the connection." },
     { "handler", "path", TN_T_STRING, NULL, 0, 0, NULL, "plugin", H(path), TN_K_REQUIRED,
       "Shared object implementing tusknet/plugin.h (see Plugins); reloaded when the file changes." },
     { "handler", "options", TN_T_STRMAP, "", 0, 0, NULL, "plugin", H(options), 0,

@@ -283,6 +283,11 @@ static void peer_finished(tn_conn *c)
             return;
     }
     c->input_ended = 1;
+    if (c->fe->finished && c->fe->finished(c)) {
+        if (!c->dead)
+            tn_conn_update_timeouts(c);
+        return;
+    }
     if (tn_session_input_end(&c->session)) {
         tn_conn_flush(c); /* the last line's reply, if any */
         if (!c->dead)

@@ -49,6 +49,10 @@ typedef struct tn_frontend {
     /* Optional. The peer finished sending, after input_end: a message the
      * front end was taking as it came (a proxied HTTP body) is cut short. */
     void (*peer_done)(tn_conn *c);
+    /* Optional. The peer finished sending, after input_end: true when the
+     * front end keeps the connection and closes it itself (a spliced
+     * connection still relaying the other way). */
+    bool (*finished)(tn_conn *c);
 } tn_frontend;
 
 struct tn_conn {

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "upstream/line_proxy.h"
 
 #define OUTPUT_HIGH (256 * 1024)
 #define QUEUE_MAX 1024 /* queued replies (and jobs) that pause input */
@@ -94,8 +95,9 @@ static bool over_high(const tn_conn *c)
     return tn_conn_unsent(c) + parked > OUTPUT_HIGH || (st && st->queued >= QUEUE_MAX);
 }
 
-/* Sends every answered reply at the head of the queue. */
-static void flush_queue(tn_conn *c)
+/* Sends every answered reply at the head of the queue; with DEFER, during a
+ * reply batch, what went into the shared wbuf is written at its end. */
+static void flush_queue(tn_conn *c, bool defer)
 {
     line_state *st = c->fe_state;
     int64_t cap = tn_listener_limits(c->listener)->max_output;
@@ -123,6 +125,8 @@ static void flush_queue(tn_conn *c)
     }
     if (queue_empty(c) && c->d->stopping)
         c->closing = 1; /* shutdown: this was the last thing it waited for */
+    if (defer && c->d->reply_batch && c->d->wbuf_owner == c && !c->out)
+        return;
     tn_conn_flush(c); /* also closes a closing connection once it is done */
     /* the flush resumes paused input when it empties the output; when the
      * queue held input back with nothing left to write, resume it here */
@@ -167,7 +171,7 @@ static void job_complete(tn_job *job, tn_result result, const char *data, size_t
             ((line_state *)p->conn->fe_state)->queued_bytes += len;
         }
     }
-    flush_queue(p->conn);
+    flush_queue(p->conn, true);
 }
 
 /* A reply produced now: straight out, or parked behind outstanding ones. */
@@ -384,6 +388,13 @@ static tn_conn *line_accept(tn_listener *l, evutil_socket_t fd, const struct soc
     tn_conn *c = tn_conn_new(l, fd, sa, salen, peer, &line_frontend);
     if (!c)
         return NULL;
+    /* a proxy keeps nothing per connection, unless it takes the whole
+     * connection (mode connection) */
+    if (l->handler && l->handler->conf.type == TN_H_PROXY) {
+        if (tn_line_proxy_splices(l->handler))
+            tn_line_proxy_splice(c, l->handler);
+        return c;
+    }
     /* a listener with one handler that keeps per-connection state (a stream
      * process, a broadcast room) joins it at connect, inetd style */
     if (l->handler && l->handler->ops->attach && !tn_session_state(&c->session, l->handler)) {

@@ -1301,6 +1301,104 @@ def bench_ws_idle_mem(ctx):
     return [Row("idle websocket memory", "%s B/conn" % fmt_int(t), peer, ratio, "<= 4096", t <= 4096)]
 
 
+# ------------------------------------------------------ 10. TCP line proxy
+
+# redis-benchmark sends SET and INCR only as RESP multibulk requests (several
+# lines each), and its one inline test, PING, is answered by twemproxy itself
+# without reaching redis. So both proxies are driven by linegen.c: the same
+# closed loop as redis-benchmark -c50 [-P16], inline commands to the line
+# proxy, multibulk to twemproxy, and redis' own INFO commandstats must grow by
+# exactly the number of requests for every run of either. redis-benchmark on
+# twemproxy is run too, to show that linegen measures what it does.
+LINEGEN_RE = re.compile(r"rps=(\d+) p50_ms=([\d.]+) errors=(\d+) replies=(\d+)")
+LINE_PROXY_POOL = 2
+
+
+def linegen(ctx, exe, port, n, pipeline, wire, cmd):
+    rc, out = ctx.run_client([exe, "127.0.0.1", str(port), "50", str(pipeline), str(n), wire, cmd], timeout=300)
+    m = LINEGEN_RE.search(out)
+    if rc != 0 or m is None or int(m.group(4)) != n:
+        raise BenchError("linegen rc=%d: %r" % (rc, out[-300:]))
+    return float(m.group(1)), float(m.group(2))
+
+
+def redis_calls(port, cmd):
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "commandstats"], capture_output=True,
+                         text=True, timeout=10).stdout
+    m = re.search(r"cmdstat_%s:calls=(\d+)" % cmd, out)
+    return int(m.group(1)) if m else 0
+
+
+def start_nutcracker(ctx, port, rport, conns):
+    exe = shutil.which("nutcracker") or "/usr/sbin/nutcracker"
+    if not os.access(exe, os.X_OK):
+        raise BenchError("nutcracker (twemproxy) is not installed: apt-get install nutcracker")
+    yml = write(ctx.path("nutcracker.yml"),
+                "alpha:\n  listen: 127.0.0.1:%d\n  redis: true\n  hash: fnv1a_64\n  distribution: ketama\n"
+                "  server_connections: %d\n  servers:\n   - 127.0.0.1:%d:1\n" % (port, conns, rport))
+    p = ctx.start_server("nutcracker", [exe, "-c", yml, "-s", str(free_port()), "-o", ctx.path("nutcracker.out")])
+    wait_tcp(p, ctx, port)
+    return p
+
+
+def bench_line_proxy(ctx):
+    """Inline SET/INCR through the TCP line proxy to redis-server vs twemproxy, -c50, plain and -P16."""
+    a = ctx.args
+    exe = c_tool(ctx, "linegen")
+    rport = free_port()
+    start_redis(ctx, rport)
+    port = free_port()
+    conf = tusknetd_conf(ctx, "lineproxy",
+                         'px { type: "proxy" upstreams: ["127.0.0.1:%d"] pool_size: %d }' % (rport, LINE_PROXY_POOL),
+                         'lines { protocol: "tcp" listen: "127.0.0.1:%d" handler: "px" }' % port)
+    tn = start_tusknetd(ctx, "tusknetd-lineproxy", conf)
+    wait_tcp(tn, ctx, port)
+    nport = free_port()
+    nc = start_nutcracker(ctx, nport, rport, LINE_PROXY_POOL)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"SET probe 1\r\n")
+    if s.recv(100) != b"+OK\r\n":
+        raise BenchError("the line proxy does not answer SET with +OK")
+    s.close()
+    rows = []
+    rounds = max(1, a.rounds)
+    peers = (("tusknetd", tn, port, "inline"), ("twemproxy", nc, nport, "resp"))
+    for cmd in ("set", "incr"):
+        for pipeline, n in ((1, a.lineproxy_n), (16, a.lineproxy_pipelined_n)):
+            per = max(pipeline, n // rounds - (n // rounds) % pipeline)  # requests per run
+            label = "line proxy %s -c50%s" % (cmd.upper(), " -P16" if pipeline > 1 else "")
+            res = {who: [] for who, _, _, _ in peers}
+            for i in range(rounds):
+                for who, proc, p, wire in (peers if i % 2 == 0 else peers[::-1]):
+                    before = redis_calls(rport, cmd)
+                    c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                    rps, p50 = linegen(ctx, exe, p, per, pipeline, wire, cmd)
+                    cpu = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+                    grew = redis_calls(rport, cmd) - before
+                    if grew != per:
+                        raise BenchError("%s %s: redis counted %d %s calls for %d requests"
+                                         % (who, label, grew, cmd, per))
+                    res[who].append((rps, p50, cpu))
+            t, r = max(res["tusknetd"]), max(res["twemproxy"])
+            ratio = t[0] / r[0]
+            rows.append(Row(label, "%s rps" % fmt_int(t[0]), "%s rps" % fmt_int(r[0]), ratio, ">= 1.0",
+                            ratio >= 1.0))
+            ctx.note("%s: rounds line proxy %s / twemproxy %s rps (median of paired round ratios %.2f); best "
+                     "round p50 %.3f / %.3f ms; proxy CPU %d%% / %d%%; redis counted every request of every run"
+                     % (label, " ".join(fmt_int(x[0]) for x in res["tusknetd"]),
+                        " ".join(fmt_int(x[0]) for x in res["twemproxy"]),
+                        paired_median(res["tusknetd"], res["twemproxy"]), t[1], r[1], t[2] * 100, r[2] * 100))
+    # the reference client on the same twemproxy, for the record
+    for cmd in ("set", "incr"):
+        argv = [a.redis_benchmark, "-h", "127.0.0.1", "-p", str(nport), "-t", cmd, "-c", "50",
+                "-n", str(a.lineproxy_n // rounds), "-q"]
+        rc, out = ctx.run_client(argv, timeout=300)
+        m = re.search(r"%s: ([\d.]+) requests per second" % cmd.upper(), out.replace("\r", "\n"))
+        ctx.note("redis-benchmark -t %s -c50 on twemproxy: %s rps (linegen resp measured the rows above)"
+                 % (cmd, m.group(1) if m else "no result (rc=%d)" % rc))
+    return rows
+
+
 # ------------------------------------------------------------ the list
 
 # (name for --only, function). Each function takes the Ctx and returns Rows;
@@ -1662,6 +1760,7 @@ BENCHMARKS = [
     ("kv", bench_kv),
     ("worker", bench_worker),
     ("proxy", bench_proxy),
+    ("lineproxy", bench_line_proxy),
 ]
 
 
@@ -1688,6 +1787,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller runs to try the harness out")
     ap.add_argument("--ping-n", type=int, default=200000, help="requests, plain ping (default 200000)")
     ap.add_argument("--ping-pipelined-n", type=int, default=2000000, help="requests, -P 16 (default 2000000)")
+    ap.add_argument("--lineproxy-n", type=int, default=200000, help="requests, line proxy plain (default 200000)")
+    ap.add_argument("--lineproxy-pipelined-n", type=int, default=1000000,
+                    help="requests, line proxy -P16 (default 1000000)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per ping case (default 2)")
     ap.add_argument("--udp-seconds", type=float, default=5.0)
     ap.add_argument("--wrk", default=shutil.which("wrk"))
@@ -1708,6 +1810,7 @@ def main():
         return 0
     if args.quick:
         args.ping_n, args.ping_pipelined_n = 20000, 200000
+        args.lineproxy_n, args.lineproxy_pipelined_n = 20000, 160000
         args.udp_seconds, args.conns = 1.0, 2000
         args.ws_seconds = 1.0
         args.fanout_seconds = 1.0

@@ -430,11 +430,6 @@ REFUSALS = {
         HEAD + '[listeners]\nlines { protocol: "tcp" listen: "no-such-host.invalid:7000" handler: "echo" }\n',
         [('"no-such-host', "listener 'lines': cannot resolve 'no-such-host.invalid': "
                            + resolver_error("no-such-host.invalid"))]),
-    "handler type not available": lambda t: (
-        HEAD + 'px { type: "proxy" upstreams: ["127.0.0.1:9"] }\n[listeners]\n'
-        'lines { protocol: "tcp" listen: "127.0.0.1:0" handlers: ["echo", "px"] }\n'
-        'web { protocol: "http" listen: "127.0.0.1:0" routes { "GET /": "px" } }\n',
-        [('["echo", "px"]', "listener 'lines': handler 'px' (type proxy) is not available on tcp listeners in this version")]),
 }
 
 
