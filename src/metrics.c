@@ -193,7 +193,7 @@ void tn_metrics_info_json(tn_daemon *d, tn_json *j, const char *key)
     tn_json_str(j, "config", path ? path : d->config_path);
     free(path);
     tn_json_time(j, "started", d->started_wall_ms);
-    tn_json_num(j, "uptime_seconds", (double)(tn_now_us() - d->started_us) / 1e6);
+    tn_json_num(j, "uptime_seconds", tn_metrics_uptime(d));
     tn_json_u64(j, "reloads", d->reloads);
     tn_json_u64(j, "reloads_ok", d->reloads_ok);
     tn_json_u64(j, "reloads_refused", d->reloads_refused);
@@ -282,7 +282,7 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
 {
     tn_json_open(j, NULL, '{');
     tn_json_str(j, "version", TN_VERSION);
-    tn_json_num(j, "uptime_seconds", (double)(tn_now_us() - d->started_us) / 1e6);
+    tn_json_num(j, "uptime_seconds", tn_metrics_uptime(d));
     tn_json_u64(j, "reloads", d->reloads);
     tn_json_u64(j, "reloads_ok", d->reloads_ok);
     tn_json_u64(j, "reloads_refused", d->reloads_refused);
@@ -450,9 +450,14 @@ static void process_prom(tn_daemon *d, struct evbuffer *out)
                         "# HELP tusknet_last_reload_timestamp_seconds When the latest reload was attempted (0 before any).\n"
                         "# TYPE tusknet_last_reload_timestamp_seconds gauge\n"
                         "tusknet_last_reload_timestamp_seconds %.3f\n",
-                        (double)(tn_now_us() - d->started_us) / 1e6, (unsigned long long)d->reloads_ok,
+                        tn_metrics_uptime(d), (unsigned long long)d->reloads_ok,
                         (unsigned long long)d->reloads_refused, !d->last_reload_ms || d->last_reload_ok,
                         (double)d->last_reload_ms / 1e3);
+}
+
+double tn_metrics_uptime(const tn_daemon *d)
+{
+    return (double)(tn_now_us() - d->started_us) / 1e6;
 }
 
 void tn_metrics_prometheus(tn_daemon *d, struct evbuffer *out)

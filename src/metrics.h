@@ -110,5 +110,7 @@ void tn_prom_label(struct evbuffer *out, const char *s);
 /* The series NAME_bucket/_sum/_count of H with LABELS (`a="x",b="y"`,
  * escaped already). */
 void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h);
+/* Seconds since the daemon started (health, stats). */
+double tn_metrics_uptime(const struct tn_daemon *d);
 
 #endif

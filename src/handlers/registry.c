@@ -14,7 +14,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "net/addr.h"
+#include "addr.h"
 
 struct tn_registry {
     struct event_base *base;

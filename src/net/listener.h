@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 
 #include "daemon.h"
-#include "net/addr.h"
+#include "addr.h"
 #include "net/limits.h"
 #include "net/proto_ops.h"
 

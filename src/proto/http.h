@@ -25,12 +25,6 @@ typedef struct tn_http_router tn_http_router;
 
 /* ---- routes ---- */
 
-/* The part of PATH (r->path or a path derived from it) under R's route
- * prefix when the route's pattern ends in a slash and a star (route
- * "/static/" + "*" gives "/a.css" for /static/a.css); PATH itself
- * otherwise. File handlers serve it; proxies forward it. */
-const char *tn_http_route_rest_of(const tn_http_request *r, const char *path);
-
 struct tn_http_route {
     const tn_route_conf *conf;   /* spec, method, path, handler name, middleware, limits */
     tn_handler *handler;         /* referenced */

@@ -51,7 +51,7 @@
 
 #include "handlers/handler.h"
 #include "log.h"
-#include "net/addr.h"
+#include "addr.h"
 #include "net/linger.h"
 #include "net/listener.h"
 #include "proto/http.h"

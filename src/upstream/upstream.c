@@ -24,7 +24,7 @@
 #include "handlers/handler.h"
 #include "json.h"
 #include "log.h"
-#include "net/addr.h"
+#include "addr.h"
 
 #define RING_POINTS 160
 
