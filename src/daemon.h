@@ -29,11 +29,7 @@ typedef struct tn_worker_link tn_worker_link;
 
 typedef struct tn_daemon {
     struct event_base *base;
-    tn_config *cfg;
-    tn_config **retired; /* older configs that draining listeners still use */
-    size_t nretired;
-    const tn_config *applying; /* the config being applied (reload) */
-    size_t old_routers;       /* HTTP routers of older configs still in use */
+    tn_config *cfg;      /* the running config (a reference; older ones live as long as their users) */
     char *config_path;
     int cli_log_level; /* -1: follow the config */
     tn_registry *registry;
@@ -103,9 +99,6 @@ void tn_daemon_drain(tn_daemon *d);
 /* Called when a connection or job ends while stopping: exits the loop once
  * nothing is left in flight. */
 void tn_daemon_check_stopped(tn_daemon *d);
-
-/* Frees retired configs once no listener is draining. */
-void tn_daemon_release_retired(tn_daemon *d);
 
 /* daemon.pid_file, when set, gets this process's id. */
 void tn_daemon_write_pid_file(const tn_config *cfg);

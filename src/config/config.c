@@ -741,6 +741,7 @@ tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag)
         tn_doc_free(doc);
         return NULL;
     }
+    cfg->refs = 1;
     cfg->path = strdup(path);
     cfg->files = doc->files;
     cfg->nfiles = doc->nfiles;
@@ -820,6 +821,19 @@ tn_config *tn_config_load(const char *path, tn_diag *diag)
         return NULL;
     }
     return tn_config_from_doc(&doc, path, diag);
+}
+
+tn_config *tn_config_ref(tn_config *cfg)
+{
+    if (cfg)
+        cfg->refs++;
+    return cfg;
+}
+
+void tn_config_unref(tn_config *cfg)
+{
+    if (cfg && --cfg->refs <= 0)
+        tn_config_free(cfg);
 }
 
 void tn_config_free(tn_config *cfg)

@@ -889,12 +889,11 @@ static tn_conn *http_accept(tn_listener *l, evutil_socket_t fd, const struct soc
  * by requests in flight. */
 static int http_configure(tn_listener *l, char *err, size_t errlen)
 {
-    tn_http_router *rt = tn_http_router_new(l->d, l->conf, err, errlen);
+    tn_http_router *rt = tn_http_router_new(l->d, l->cfg, l->conf, err, errlen);
     if (!rt)
         return -1;
     tn_http_router_inherit(rt, l->router);
-    if (l->router)
-        tn_http_router_retire(l->router);
+    tn_http_router_unref(l->router); /* requests in flight keep it (and its config) */
     l->router = rt;
     return 0;
 }
