@@ -40,7 +40,6 @@
 #include "workers.h"
 
 #define OUTPUT_HIGH (256 * 1024) /* unsent bytes that pause reading */
-#define TLS_CHUNK 16384          /* plaintext per SSL_write: one full record */
 
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
@@ -79,7 +78,7 @@ void tn_conn_update_timeouts(tn_conn *c)
     const tn_limits *lim = tn_listener_limits(c->listener);
     int64_t ms, partial = -1;
     bool exact = false;
-    if (c->tls && tn_tls_handshaking(c->tls)) {
+    if (c->tp->handshaking(c->tp_state)) {
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
@@ -181,17 +180,7 @@ void tn_conn_flush(tn_conn *c)
         return;
     }
     while (evbuffer_get_length(src)) {
-        int n;
-        if (c->tls) {
-            /* replies appended one by one go out as one record */
-            size_t len = evbuffer_get_length(src);
-            size_t chunk = len < TLS_CHUNK ? len : TLS_CHUNK;
-            n = (int)tn_tls_write(c->tls, evbuffer_pullup(src, (ssize_t)chunk), chunk);
-            if (n > 0)
-                evbuffer_drain(src, (size_t)n);
-        } else {
-            n = evbuffer_write(src, c->fd);
-        }
+        int n = c->tp->write(c->tp_state, c->fd, src);
         if (n > 0) {
             if (c->relay)
                 continue; /* lws counts what it sends */
@@ -322,7 +311,7 @@ static void conn_read(tn_conn *c)
             c->read_paused = 1;
             break;
         }
-        ssize_t n = c->tls ? tn_tls_read(c->tls, d->rbuf, TN_RBUF_SIZE) : recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
+        ssize_t n = c->tp->read(c->tp_state, c->fd, d->rbuf, TN_RBUF_SIZE);
         if (n > 0) {
             if (!c->relay) {
                 c->bytes_in += (uint64_t)n;
@@ -348,14 +337,14 @@ static void conn_read(tn_conn *c)
             tn_conn_flush(c);
             /* A short read drained the socket: new data raises a new edge,
              * but a FIN already reported raises none, so read on to it.
-             * SSL_read returns a record at a time, so TLS reads on until
-             * the socket says EAGAIN. */
-            if ((size_t)n < TN_RBUF_SIZE && !c->tls && !c->eof_pending && reports_fin(d))
+             * A transport that is not plain (TLS) returns a record at a
+             * time, so it reads on until the socket says EAGAIN. */
+            if ((size_t)n < TN_RBUF_SIZE && c->tp->plain && !c->eof_pending && reports_fin(d))
                 break;
             continue;
         }
         if (n == 0) {
-            if (c->tls && tn_tls_broken(c->tls)) {
+            if (c->tp->broken(c->tp_state)) {
                 /* an end without close_notify may be a truncation, and
                  * OpenSSL has already failed the session: nothing more
                  * can be answered */
@@ -394,14 +383,14 @@ static bool tls_handshake(tn_conn *c)
 {
     int reason = TN_TLSF_OTHER;
     char detail[160];
-    switch (tn_tls_handshake(c->tls, &reason, detail, sizeof(detail))) {
-    case TN_TLS_DONE:
+    switch (c->tp->handshake(c->tp_state, &reason, detail, sizeof(detail))) {
+    case TN_TP_DONE:
         c->listener->stats.tls_handshakes++;
         c->d->stats.tls_handshakes++;
         c->last_activity_ms = cached_wall_ms(c->d);
         tn_conn_update_timeouts(c);
         return true;
-    case TN_TLS_AGAIN:
+    case TN_TP_AGAIN:
         tn_conn_update_timeouts(c); /* the event's persistence restarted the countdown */
         return false;
     default: tls_failed(c, reason, detail); return false;
@@ -419,7 +408,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         c->listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;
         c->timeout_ms = -1; /* fired: nothing is armed any more */
-        if (c->tls && tn_tls_handshaking(c->tls)) {
+        if (c->tp->handshaking(c->tp_state)) {
             tls_failed(c, TN_TLSF_TIMEOUT, "handshake_timeout");
             return;
         }
@@ -428,10 +417,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         tn_conn_close(c, tn_conn_unsent(c) ? "write timeout" : "timeout");
         return;
     }
-    if (c->tls) {
+    if (!c->tp->plain) {
         /* TLS reads may need the socket writable and writes readable: any
          * edge continues both */
-        if (tn_tls_handshaking(c->tls) && !tls_handshake(c))
+        if (c->tp->handshaking(c->tp_state) && !tls_handshake(c))
             return;
         if (c->out)
             tn_conn_flush(c);
@@ -462,7 +451,9 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
         free(c);
         return NULL;
     }
-    if (l->tls && !(c->tls = tn_tls_conn_new(l->tls, fd))) {
+    /* the listener's TLS contexts decide the transport, once */
+    c->tp = l->tls ? &tn_tls_transport : &tn_tcp_transport;
+    if (l->tls && !(c->tp_state = tn_tls_accept(l->tls, fd))) {
         event_free(c->ev);
         free(c);
         return NULL;
@@ -539,7 +530,7 @@ void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
 
 const tn_tls_info *tn_conn_tls_info(const tn_conn *c)
 {
-    return c->tls ? tn_tls_conn_info(c->tls) : NULL;
+    return c->tp->info(c->tp_state);
 }
 
 void tn_conn_close(tn_conn *c, const char *why)
@@ -583,11 +574,12 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     tn_session_detach_all(&c->session);
     event_free(c->ev);
     c->ev = NULL;
-    if (c->tls) {
-        /* close_notify only at an orderly end, never to a peer that failed */
-        tn_tls_conn_free(c->tls, close_fd && !why);
-        c->tls = NULL;
-    }
+    /* close_notify only at an orderly end, never to a peer that failed */
+    if (close_fd && !why)
+        c->tp->shutdown(c->tp_state);
+    c->tp->close(c->tp_state);
+    c->tp = &tn_tcp_transport; /* a closed connection has no session left */
+    c->tp_state = NULL;
     if (close_fd)
         evutil_closesocket(c->fd);
     c->fd = -1;

@@ -673,7 +673,7 @@ static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
     tn_ws_origin from = { &remote.sa, rlen, NULL, NULL };
     char local[80] = "";
     evutil_socket_t fd;
-    if (c->tls) {
+    if (!c->tp->plain) {
         /* the TLS session stays here; lws gets the plain stream */
         tn_sockaddr la;
         socklen_t ll = sizeof(la);
