@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clock.h"
 #include "cluster.h"
 #include "control.h"
 #include "log.h"
@@ -39,13 +40,6 @@
 /* The one daemon state (signal events and libraries' callbacks reach it
  * through their arguments; nothing else is global). */
 static tn_daemon daemon_state;
-
-int64_t tn_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {

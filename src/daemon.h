@@ -103,6 +103,4 @@ void tn_daemon_check_stopped(tn_daemon *d);
 /* daemon.pid_file, when set, gets this process's id. */
 void tn_daemon_write_pid_file(const tn_config *cfg);
 
-int64_t tn_wall_ms(void);
-
 #endif

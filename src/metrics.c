@@ -82,6 +82,7 @@ double tn_hist_percentile(const tn_hist *h, double p)
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "daemon.h"
 #include "handlers/handler.h"

@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/listener.h"
 #include "net/tls.h"
@@ -44,18 +45,11 @@
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
 
-static int64_t cached_wall_ms(tn_daemon *d)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(d->base, &tv);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* Milliseconds since the connection was established, truncated: the
  * differences of two fit read_timeout's range. */
 static uint32_t conn_ms(tn_conn *c)
 {
-    return (uint32_t)(cached_wall_ms(c->d) - c->established_ms);
+    return (uint32_t)(tn_loop_ms(c->d->base) - c->established_ms);
 }
 
 static bool fe_busy(const tn_conn *c)
@@ -65,8 +59,7 @@ static bool fe_busy(const tn_conn *c)
 
 static void count_error(tn_conn *c)
 {
-    c->listener->stats.connection_errors++;
-    c->d->stats.connection_errors++;
+    TN_COUNT(c->listener, connection_errors, 1);
 }
 
 /* ---- timeouts ------------------------------------------------------------- */
@@ -82,7 +75,7 @@ void tn_conn_update_timeouts(tn_conn *c)
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
-            ms -= cached_wall_ms(c->d) - c->established_ms;
+            ms -= tn_loop_ms(c->d->base) - c->established_ms;
             if (ms < 1)
                 ms = 1;
             exact = true;
@@ -185,9 +178,8 @@ void tn_conn_flush(tn_conn *c)
             if (c->relay)
                 continue; /* lws counts what it sends */
             c->bytes_out += (uint64_t)n;
-            c->listener->stats.total_bytes_sent += (uint64_t)n;
-            d->stats.total_bytes_sent += (uint64_t)n;
-            c->last_activity_ms = cached_wall_ms(d);
+            TN_COUNT(c->listener, total_bytes_sent, (uint64_t)n);
+            c->last_activity_ms = tn_loop_ms(d->base);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -315,10 +307,9 @@ static void conn_read(tn_conn *c)
         if (n > 0) {
             if (!c->relay) {
                 c->bytes_in += (uint64_t)n;
-                c->listener->stats.total_bytes_received += (uint64_t)n;
-                d->stats.total_bytes_received += (uint64_t)n;
+                TN_COUNT(c->listener, total_bytes_received, (uint64_t)n);
             }
-            c->last_activity_ms = cached_wall_ms(d);
+            c->last_activity_ms = tn_loop_ms(d->base);
             if (c->in) {
                 evbuffer_add(c->in, d->rbuf, (size_t)n);
                 process_buffered(c);
@@ -367,8 +358,7 @@ static void conn_read(tn_conn *c)
 
 static void tls_failed(tn_conn *c, int reason, const char *detail)
 {
-    c->listener->stats.tls_failures[reason]++;
-    c->d->stats.tls_failures[reason]++;
+    TN_COUNT(c->listener, tls_failures[reason], 1);
     if (tn_log_get_level() >= TN_LOG_DEBUG) {
         char remote[80];
         tn_conn_remote_str(c, remote, sizeof(remote));
@@ -385,9 +375,8 @@ static bool tls_handshake(tn_conn *c)
     char detail[160];
     switch (c->tp->handshake(c->tp_state, &reason, detail, sizeof(detail))) {
     case TN_TP_DONE:
-        c->listener->stats.tls_handshakes++;
-        c->d->stats.tls_handshakes++;
-        c->last_activity_ms = cached_wall_ms(c->d);
+        TN_COUNT(c->listener, tls_handshakes, 1);
+        c->last_activity_ms = tn_loop_ms(c->d->base);
         tn_conn_update_timeouts(c);
         return true;
     case TN_TP_AGAIN:
@@ -405,8 +394,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
-        c->listener->stats.timeout_errors++;
-        c->d->stats.timeout_errors++;
+        TN_COUNT(c->listener, timeout_errors, 1);
         c->timeout_ms = -1; /* fired: nothing is armed any more */
         if (c->tp->handshaking(c->tp_state)) {
             tls_failed(c, TN_TLSF_TIMEOUT, "handshake_timeout");
@@ -471,7 +459,7 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     c->session.id = ++d->next_conn_id;
     c->session.listener = l->name;
     c->session.protocol = l->protocol;
-    c->established_ms = c->last_activity_ms = cached_wall_ms(d);
+    c->established_ms = c->last_activity_ms = tn_loop_ms(d->base);
     c->timeout_ms = -1;
     c->next = d->conns;
     if (d->conns)
@@ -479,10 +467,8 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     d->conns = c;
     d->active++;
     tn_workers_publish(d);
-    d->stats.active_connections++;
-    d->stats.total_connections++;
-    l->stats.active_connections++;
-    l->stats.total_connections++;
+    TN_COUNT(l, active_connections, 1);
+    TN_COUNT(l, total_connections, 1);
     tn_conn_update_timeouts(c);
     return c;
 }
@@ -495,8 +481,7 @@ static void uncount(tn_conn *c)
     tn_daemon *d = c->d;
     d->active--;
     tn_workers_publish(d);
-    d->stats.active_connections--;
-    c->listener->stats.active_connections--;
+    TN_COUNT(c->listener, active_connections, -1);
     if (c->peer) {
         c->peer->conns--;
         tn_workers_ip_release(d, c->listener->name, &c->remote.sa);

@@ -136,8 +136,7 @@ int tn_listener_configure(tn_listener *l, tn_config *cfg, tn_listener_conf *conf
 static void refuse(tn_listener *l, evutil_socket_t fd, int reason)
 {
     tn_workers_publish(l->d); /* a place reserved by tn_workers_admit() goes back */
-    l->stats.rejected[reason]++;
-    l->d->stats.rejected[reason]++;
+    TN_COUNT(l, rejected[reason], 1);
     /* a TLS client could not read a plain answer: just close */
     if (!l->tls && l->ops->refuse)
         l->ops->refuse(l, fd, reason);
@@ -194,8 +193,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (!accepted) {
         if (peer)
             tn_workers_ip_release(d, l->name, sa);
-        l->stats.connection_errors++;
-        d->stats.connection_errors++;
+        TN_COUNT(l, connection_errors, 1);
         evutil_closesocket(fd);
     }
 }
@@ -213,8 +211,7 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
 {
     tn_listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    l->stats.connection_errors++;
-    l->d->stats.connection_errors++;
+    TN_COUNT(l, connection_errors, 1);
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         /* Out of descriptors: stop accepting for a while instead of spinning. */
         l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : 10;

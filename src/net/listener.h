@@ -40,6 +40,17 @@ struct tn_listener {
     bool draining;              /* removed by a reload: no accepts, freed when empty */
 };
 
+/* Adds N (-1 takes one away) to counter FIELD of listener L and to the
+ * daemon's total of it: every tn_conn_stats counter is kept in that pair.
+ * FIELD may be indexed (rejected[reason]). */
+#define TN_COUNT(l, field, n)                                                                                        \
+    do {                                                                                                           \
+        tn_listener *tn_count_l_ = (l);                                                                            \
+        uint64_t tn_count_n_ = (uint64_t)(n);                                                                      \
+        tn_count_l_->stats.field += tn_count_n_;                                                                   \
+        tn_count_l_->d->stats.field += tn_count_n_;                                                                \
+    } while (0)
+
 /* The socket address of a listen value ("host:port", "[v6]:port",
  * "*:port"), host names resolved. Returns -1 with a message in err. */
 int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);

@@ -180,8 +180,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
 static void count_response(tn_conn *c)
 {
     c->msgs_out++;
-    c->listener->stats.messages_out++;
-    c->d->stats.messages_out++;
+    TN_COUNT(c->listener, messages_out, 1);
 }
 
 /* The route's middleware after the handler, in reverse order. Returns
@@ -509,11 +508,9 @@ static void count_refusal(tn_conn *c, int status)
     else if (status == 429)
         reason = TN_REJ_RATE_LIMIT;
     if (reason >= 0) {
-        l->stats.rejected[reason]++;
-        c->d->stats.rejected[reason]++;
+        TN_COUNT(l, rejected[reason], 1);
     } else if (status == 400) {
-        l->stats.connection_errors++;
-        c->d->stats.connection_errors++;
+        TN_COUNT(l, connection_errors, 1);
     }
 }
 
@@ -524,8 +521,7 @@ void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_h
     struct evbuffer *body = c->d->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
     c->msgs_in++;
-    l->stats.messages_in++;
-    c->d->stats.messages_in++;
+    TN_COUNT(l, messages_in, 1);
     if (not_found) {
         respond_simple(c, r, 404, "Not Found", close);
         return;
@@ -639,8 +635,7 @@ void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *
         r->http_minor = 1;
     r->head = false;
     c->msgs_in++;
-    c->listener->stats.messages_in++;
-    c->d->stats.messages_in++;
+    TN_COUNT(c->listener, messages_in, 1);
     count_refusal(c, status);
     respond_simple(c, r, status, text, true);
 }
@@ -754,8 +749,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
             }
             int64_t elapsed_ms = (tn_http_loop_us(c) - hc->head_start_us) / 1000;
             if (lim->header_timeout && elapsed_ms >= lim->header_timeout) {
-                c->listener->stats.timeout_errors++;
-                c->d->stats.timeout_errors++;
+                TN_COUNT(c->listener, timeout_errors, 1);
                 tn_http_fail_request(c, hc, 408, "Request Timeout");
                 return len;
             }
@@ -928,8 +922,7 @@ static void http_refuse(tn_listener *l, evutil_socket_t fd, int reason)
 void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_route *route, int status)
 {
     int k = tn_http_class(status);
-    l->stats.http_responses[k]++;
-    l->d->stats.http_responses[k]++;
+    TN_COUNT(l, http_responses[k], 1);
     if (!rt)
         rt = l->router;
     if (rt)

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "net/conn.h"
 #include "proto/http.h"
@@ -64,9 +65,7 @@ typedef struct tn_http_conn {
  * read per request. */
 static inline int64_t tn_http_loop_us(const tn_conn *c)
 {
-    struct timeval tv;
-    event_base_gettimeofday_cached(c->d->base, &tv);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+    return tn_loop_us(c->d->base);
 }
 
 /* ---- the parser (http_parse.c) ---- */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "clock.h"
 #include "config/tusk.h"
 #include "daemon.h"
 #include "log.h"
