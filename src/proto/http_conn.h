@@ -72,6 +72,8 @@ static inline int64_t tn_http_loop_us(const tn_conn *c)
 
 /* A request for C: its router referenced, its peer's address filled in. */
 tn_http_request *tn_http_request_new(tn_conn *c);
+/* Frees R: its arena, body, file, stream, and its reference on the router. */
+void tn_http_request_free(tn_http_request *r);
 /* Parses a complete head (DATA, LEN including the blank line): answers an
  * error, marks an upgrade, dispatches a request without body, or starts
  * receiving the body. */
