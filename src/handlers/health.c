@@ -6,7 +6,7 @@
  * one evbuffer_add_printf: the content type is a literal and the version is
  * pasted in at compile time. */
 #include "handlers/handler.h"
-#include "metrics.h"
+#include "metrics_export.h"
 #include "proto/http_msg.h"
 #include "version.h"
 

@@ -5,6 +5,7 @@
  * control socket's `metrics` command. */
 #include "handlers/handler.h"
 #include "metrics.h"
+#include "metrics_export.h"
 #include "proto/http_msg.h"
 #include "workers.h"
 

@@ -360,7 +360,7 @@ static void handover(tn_conn *c, tn_http_request *r)
     }
     if (len)
         evbuffer_copyout(c->in, copy, len);
-    evutil_socket_t fd = c->tls ? tn_relay_start(c) : tn_conn_take_fd(c);
+    evutil_socket_t fd = c->tp->plain ? tn_conn_take_fd(c) : tn_relay_start(c);
     fn(arg, fd, copy, len);
     free(copy);
 }
