@@ -26,6 +26,7 @@
 
 #include "check.h"
 #include "cluster.h"
+#include "daemon.h"
 #include "json.h"
 #include "log.h"
 #include "master.h"

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "daemon.h"
+#include "state.h"
 
 typedef struct tn_control tn_control;
 

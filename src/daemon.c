@@ -41,11 +41,17 @@
  * through their arguments; nothing else is global). */
 static tn_daemon daemon_state;
 
+/* Closed connections are freed, and while stopping the daemon looks
+ * whether anything is left, once a pass: whatever ended in it (a
+ * connection, a reply owed) activated this (tn_state_idle_check). */
 static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    tn_conn_reap(arg);
+    tn_daemon *d = arg;
+    tn_conn_reap(d);
+    if (d->stopping)
+        tn_daemon_check_stopped(d);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)

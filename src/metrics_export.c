@@ -16,7 +16,6 @@
 
 #include "clock.h"
 #include "cluster.h"
-#include "daemon.h"
 #include "handlers/handler.h"
 #include "handlers/plugin.h"
 #include "json.h"
@@ -25,6 +24,7 @@
 #include "net/listener.h"
 #include "proto/http.h"
 #include "proto/ws.h"
+#include "state.h"
 #include "upstream/proxy.h"
 #include "version.h"
 

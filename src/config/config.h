@@ -300,11 +300,12 @@ void tn_config_free(tn_config *cfg);
 tn_config *tn_config_ref(tn_config *cfg);
 void tn_config_unref(tn_config *cfg);
 
-/* The normalized config, every default filled in, as a value tree / YAML. */
+/* The normalized config, every default filled in, as a value tree / YAML
+ * (dump.c). */
 tn_value *tn_config_to_value(const tn_config *cfg);
 int tn_config_dump(const tn_config *cfg, FILE *out);
 
-/* Markdown reference of every key, generated from the schema table. */
+/* Markdown reference of every key, generated from the schema table (dump.c). */
 void tn_config_reference(FILE *out);
 
 /* Deep copy, free and compare of one handler's settings (the registry keeps
@@ -317,6 +318,7 @@ bool tn_cluster_conf_equal(const tn_cluster_conf *a, const tn_cluster_conf *b);
 
 const tn_handler_conf *tn_config_handler(const tn_config *cfg, const char *name);
 const char *tn_handler_type_name(int type);
+const char *tn_middleware_type_name(int type);
 const char *tn_protocol_name(int protocol);
 
 /* Parsers shared with the rest of the daemon (control commands, tests). */

@@ -588,8 +588,6 @@ void tn_conn_reap(tn_daemon *d)
         if (l->draining && l->stats.active_connections == 0)
             tn_listener_free(l);
     }
-    if (d->stopping)
-        tn_daemon_check_stopped(d);
 }
 
 void tn_conn_close_after_flush(tn_conn *c, const char *why)

@@ -9,10 +9,10 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 
-#include "daemon.h"
 #include "handlers/handler.h"
 #include "net/limits.h"
 #include "net/transport.h"
+#include "state.h"
 
 typedef union tn_sockaddr {
     struct sockaddr sa;

@@ -21,8 +21,8 @@
 #include <event2/event.h>
 
 #include "clock.h"
-#include "daemon.h"
 #include "handlers/handler.h"
+#include "state.h"
 
 #define LINGER_MAX 1024          /* sockets at once; more are closed at once */
 #define LINGER_IDLE_MS 1000      /* without input */

@@ -7,10 +7,10 @@
 #include <event2/listener.h>
 #include <sys/socket.h>
 
-#include "daemon.h"
 #include "addr.h"
 #include "net/limits.h"
 #include "net/proto_ops.h"
+#include "state.h"
 
 struct tn_listener {
     tn_listener *next;

@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 #include "clock.h"
-#include "daemon.h"
 #include "net/conn.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
+#include "state.h"
 
 #define TN_HTTP_MAX_URI 8192
 #define TN_HTTP_MAX_HEADERS 100

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "net/listener.h"
+#include "proto/http.h"
 #include "proto/http_conn.h"
 #include "proto/ws.h"
 

@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
 #include "log.h"
+#include "state.h"
 
 #define MAX_PARAMS (sizeof(((tn_http_request *)0)->param_values) / sizeof(const char *))
 #define MAX_ALLOW 32

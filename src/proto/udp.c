@@ -97,8 +97,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
         uj->next->prev = uj->prev;
     st->njobs--;
     free(uj);
-    if (l->d->stopping)
-        tn_daemon_check_stopped(l->d);
+    tn_state_idle_check(l->d);
 }
 
 /* Handles one datagram; a sync reply is written into REPLY (returns its
