@@ -40,8 +40,8 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "daemon.h"
 #include "log.h"
+#include "state.h"
 #include "workers.h"
 
 #define FRAME_VERSION 1
