@@ -86,6 +86,9 @@ void tn_http_sink_finish(tn_http_conn *hc, bool complete);
 
 /* ---- the connection layer (http.c) ---- */
 
+/* What the connection layer does with each HTTP connection (accept gives it). */
+extern const tn_frontend tn_http_frontend;
+
 /* Ends the connection with STATUS for the request being received. */
 void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *text);
 /* Runs R through its route's middleware and handler and answers it in
