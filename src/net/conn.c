@@ -34,29 +34,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/listener.h"
 #include "net/tls.h"
 #include "workers.h"
 
 #define OUTPUT_HIGH (256 * 1024) /* unsent bytes that pause reading */
-#define TLS_CHUNK 16384          /* plaintext per SSL_write: one full record */
 
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
-
-static int64_t cached_wall_ms(tn_daemon *d)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(d->base, &tv);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
 
 /* Milliseconds since the connection was established, truncated: the
  * differences of two fit read_timeout's range. */
 static uint32_t conn_ms(tn_conn *c)
 {
-    return (uint32_t)(cached_wall_ms(c->d) - c->established_ms);
+    return (uint32_t)(tn_loop_ms(c->d->base) - c->established_ms);
 }
 
 static bool fe_busy(const tn_conn *c)
@@ -66,8 +59,7 @@ static bool fe_busy(const tn_conn *c)
 
 static void count_error(tn_conn *c)
 {
-    c->listener->stats.connection_errors++;
-    c->d->stats.connection_errors++;
+    TN_COUNT(c->listener, connection_errors, 1);
 }
 
 /* ---- timeouts ------------------------------------------------------------- */
@@ -79,11 +71,11 @@ void tn_conn_update_timeouts(tn_conn *c)
     const tn_limits *lim = tn_listener_limits(c->listener);
     int64_t ms, partial = -1;
     bool exact = false;
-    if (c->tls && tn_tls_handshaking(c->tls)) {
+    if (c->tp->handshaking(c->tp_state)) {
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
-            ms -= cached_wall_ms(c->d) - c->established_ms;
+            ms -= tn_loop_ms(c->d->base) - c->established_ms;
             if (ms < 1)
                 ms = 1;
             exact = true;
@@ -181,24 +173,13 @@ void tn_conn_flush(tn_conn *c)
         return;
     }
     while (evbuffer_get_length(src)) {
-        int n;
-        if (c->tls) {
-            /* replies appended one by one go out as one record */
-            size_t len = evbuffer_get_length(src);
-            size_t chunk = len < TLS_CHUNK ? len : TLS_CHUNK;
-            n = (int)tn_tls_write(c->tls, evbuffer_pullup(src, (ssize_t)chunk), chunk);
-            if (n > 0)
-                evbuffer_drain(src, (size_t)n);
-        } else {
-            n = evbuffer_write(src, c->fd);
-        }
+        int n = c->tp->write(c->tp_state, c->fd, src);
         if (n > 0) {
             if (c->relay)
                 continue; /* lws counts what it sends */
             c->bytes_out += (uint64_t)n;
-            c->listener->stats.total_bytes_sent += (uint64_t)n;
-            d->stats.total_bytes_sent += (uint64_t)n;
-            c->last_activity_ms = cached_wall_ms(d);
+            TN_COUNT(c->listener, total_bytes_sent, (uint64_t)n);
+            c->last_activity_ms = tn_loop_ms(d->base);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -322,14 +303,13 @@ static void conn_read(tn_conn *c)
             c->read_paused = 1;
             break;
         }
-        ssize_t n = c->tls ? tn_tls_read(c->tls, d->rbuf, TN_RBUF_SIZE) : recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
+        ssize_t n = c->tp->read(c->tp_state, c->fd, d->rbuf, TN_RBUF_SIZE);
         if (n > 0) {
             if (!c->relay) {
                 c->bytes_in += (uint64_t)n;
-                c->listener->stats.total_bytes_received += (uint64_t)n;
-                d->stats.total_bytes_received += (uint64_t)n;
+                TN_COUNT(c->listener, total_bytes_received, (uint64_t)n);
             }
-            c->last_activity_ms = cached_wall_ms(d);
+            c->last_activity_ms = tn_loop_ms(d->base);
             if (c->in) {
                 evbuffer_add(c->in, d->rbuf, (size_t)n);
                 process_buffered(c);
@@ -348,14 +328,14 @@ static void conn_read(tn_conn *c)
             tn_conn_flush(c);
             /* A short read drained the socket: new data raises a new edge,
              * but a FIN already reported raises none, so read on to it.
-             * SSL_read returns a record at a time, so TLS reads on until
-             * the socket says EAGAIN. */
-            if ((size_t)n < TN_RBUF_SIZE && !c->tls && !c->eof_pending && reports_fin(d))
+             * A transport that is not plain (TLS) returns a record at a
+             * time, so it reads on until the socket says EAGAIN. */
+            if ((size_t)n < TN_RBUF_SIZE && c->tp->plain && !c->eof_pending && reports_fin(d))
                 break;
             continue;
         }
         if (n == 0) {
-            if (c->tls && tn_tls_broken(c->tls)) {
+            if (c->tp->broken(c->tp_state)) {
                 /* an end without close_notify may be a truncation, and
                  * OpenSSL has already failed the session: nothing more
                  * can be answered */
@@ -378,8 +358,7 @@ static void conn_read(tn_conn *c)
 
 static void tls_failed(tn_conn *c, int reason, const char *detail)
 {
-    c->listener->stats.tls_failures[reason]++;
-    c->d->stats.tls_failures[reason]++;
+    TN_COUNT(c->listener, tls_failures[reason], 1);
     if (tn_log_get_level() >= TN_LOG_DEBUG) {
         char remote[80];
         tn_conn_remote_str(c, remote, sizeof(remote));
@@ -394,14 +373,13 @@ static bool tls_handshake(tn_conn *c)
 {
     int reason = TN_TLSF_OTHER;
     char detail[160];
-    switch (tn_tls_handshake(c->tls, &reason, detail, sizeof(detail))) {
-    case TN_TLS_DONE:
-        c->listener->stats.tls_handshakes++;
-        c->d->stats.tls_handshakes++;
-        c->last_activity_ms = cached_wall_ms(c->d);
+    switch (c->tp->handshake(c->tp_state, &reason, detail, sizeof(detail))) {
+    case TN_TP_DONE:
+        TN_COUNT(c->listener, tls_handshakes, 1);
+        c->last_activity_ms = tn_loop_ms(c->d->base);
         tn_conn_update_timeouts(c);
         return true;
-    case TN_TLS_AGAIN:
+    case TN_TP_AGAIN:
         tn_conn_update_timeouts(c); /* the event's persistence restarted the countdown */
         return false;
     default: tls_failed(c, reason, detail); return false;
@@ -416,10 +394,9 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
-        c->listener->stats.timeout_errors++;
-        c->d->stats.timeout_errors++;
+        TN_COUNT(c->listener, timeout_errors, 1);
         c->timeout_ms = -1; /* fired: nothing is armed any more */
-        if (c->tls && tn_tls_handshaking(c->tls)) {
+        if (c->tp->handshaking(c->tp_state)) {
             tls_failed(c, TN_TLSF_TIMEOUT, "handshake_timeout");
             return;
         }
@@ -428,10 +405,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         tn_conn_close(c, tn_conn_unsent(c) ? "write timeout" : "timeout");
         return;
     }
-    if (c->tls) {
+    if (!c->tp->plain) {
         /* TLS reads may need the socket writable and writes readable: any
          * edge continues both */
-        if (tn_tls_handshaking(c->tls) && !tls_handshake(c))
+        if (c->tp->handshaking(c->tp_state) && !tls_handshake(c))
             return;
         if (c->out)
             tn_conn_flush(c);
@@ -462,7 +439,9 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
         free(c);
         return NULL;
     }
-    if (l->tls && !(c->tls = tn_tls_conn_new(l->tls, fd))) {
+    /* the listener's TLS contexts decide the transport, once */
+    c->tp = l->tls ? &tn_tls_transport : &tn_tcp_transport;
+    if (l->tls && !(c->tp_state = tn_tls_accept(l->tls, fd))) {
         event_free(c->ev);
         free(c);
         return NULL;
@@ -480,7 +459,7 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     c->session.id = ++d->next_conn_id;
     c->session.listener = l->name;
     c->session.protocol = l->protocol;
-    c->established_ms = c->last_activity_ms = cached_wall_ms(d);
+    c->established_ms = c->last_activity_ms = tn_loop_ms(d->base);
     c->timeout_ms = -1;
     c->next = d->conns;
     if (d->conns)
@@ -488,10 +467,8 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     d->conns = c;
     d->active++;
     tn_workers_publish(d);
-    d->stats.active_connections++;
-    d->stats.total_connections++;
-    l->stats.active_connections++;
-    l->stats.total_connections++;
+    TN_COUNT(l, active_connections, 1);
+    TN_COUNT(l, total_connections, 1);
     tn_conn_update_timeouts(c);
     return c;
 }
@@ -504,8 +481,7 @@ static void uncount(tn_conn *c)
     tn_daemon *d = c->d;
     d->active--;
     tn_workers_publish(d);
-    d->stats.active_connections--;
-    c->listener->stats.active_connections--;
+    TN_COUNT(c->listener, active_connections, -1);
     if (c->peer) {
         c->peer->conns--;
         tn_workers_ip_release(d, c->listener->name, &c->remote.sa);
@@ -539,7 +515,7 @@ void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
 
 const tn_tls_info *tn_conn_tls_info(const tn_conn *c)
 {
-    return c->tls ? tn_tls_conn_info(c->tls) : NULL;
+    return c->tp->info(c->tp_state);
 }
 
 void tn_conn_close(tn_conn *c, const char *why)
@@ -583,11 +559,12 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     tn_session_detach_all(&c->session);
     event_free(c->ev);
     c->ev = NULL;
-    if (c->tls) {
-        /* close_notify only at an orderly end, never to a peer that failed */
-        tn_tls_conn_free(c->tls, close_fd && !why);
-        c->tls = NULL;
-    }
+    /* close_notify only at an orderly end, never to a peer that failed */
+    if (close_fd && !why)
+        c->tp->shutdown(c->tp_state);
+    c->tp->close(c->tp_state);
+    c->tp = &tn_tcp_transport; /* a closed connection has no session left */
+    c->tp_state = NULL;
     if (close_fd)
         evutil_closesocket(c->fd);
     c->fd = -1;
@@ -611,8 +588,6 @@ void tn_conn_reap(tn_daemon *d)
         if (l->draining && l->stats.active_connections == 0)
             tn_listener_free(l);
     }
-    if (d->stopping)
-        tn_daemon_check_stopped(d);
 }
 
 void tn_conn_close_after_flush(tn_conn *c, const char *why)

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -57,8 +58,7 @@ static bool queue_empty(const tn_conn *c)
 static void count_reply(tn_conn *c)
 {
     c->msgs_out++;
-    c->listener->stats.messages_out++;
-    c->d->stats.messages_out++;
+    TN_COUNT(c->listener, messages_out, 1);
 }
 
 /* One reply line. A reply holding line breaks (a program printing several
@@ -112,8 +112,7 @@ static void flush_queue(tn_conn *c, bool defer)
             if ((int64_t)(tn_conn_unsent(c) + p->len + 9) > cap) {
                 free(p->data);
                 free(p);
-                c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
-                c->d->stats.rejected[TN_REJ_SLOW_READER]++;
+                TN_COUNT(c->listener, rejected[TN_REJ_SLOW_READER], 1);
                 tn_conn_close(c, "slow reader: output over max_output");
                 return; /* release() freed the rest */
             }
@@ -226,11 +225,9 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
     tn_listener *l = c->listener;
     const tn_limits *lim = tn_listener_limits(l);
     c->msgs_in++;
-    l->stats.messages_in++;
-    c->d->stats.messages_in++;
+    TN_COUNT(l, messages_in, 1);
     if (lim->rate_limit > 0 && c->peer && !tn_peer_take_token(c->peer, lim->rate_limit, lim->rate_burst, tn_now_us())) {
-        l->stats.rejected[TN_REJ_RATE_LIMIT]++;
-        c->d->stats.rejected[TN_REJ_RATE_LIMIT]++;
+        TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
         answer_text(c, TN_FAIL, crlf, "rate limit exceeded", NULL, 0);
         return;
     }
@@ -277,8 +274,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 
 static void too_long(tn_conn *c)
 {
-    c->listener->stats.rejected[TN_REJ_TOO_LARGE]++;
-    c->d->stats.rejected[TN_REJ_TOO_LARGE]++;
+    TN_COUNT(c->listener, rejected[TN_REJ_TOO_LARGE], 1);
     answer_text(c, TN_FAIL, false, "line too long", NULL, 0);
     tn_conn_close_after_flush(c, "line too long");
 }
@@ -346,8 +342,7 @@ static bool line_busy(const tn_conn *c)
 static int line_push(tn_conn *c, const char *data, size_t len)
 {
     if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->listener)->max_output) {
-        c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
-        c->d->stats.rejected[TN_REJ_SLOW_READER]++;
+        TN_COUNT(c->listener, rejected[TN_REJ_SLOW_READER], 1);
         return -1;
     }
     add_line(tn_conn_output(c), false, data, len, false);

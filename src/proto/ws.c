@@ -51,7 +51,7 @@
 
 #include "handlers/handler.h"
 #include "log.h"
-#include "net/addr.h"
+#include "addr.h"
 #include "net/linger.h"
 #include "net/listener.h"
 #include "proto/http.h"
@@ -437,8 +437,8 @@ static void on_post(evutil_socket_t fd, short what, void *arg)
     }
     bool had_dead = g.dead != NULL;
     free_dead();
-    if (had_dead && g.d && g.d->stopping)
-        tn_daemon_check_stopped(g.d);
+    if (had_dead && g.d)
+        tn_state_idle_check(g.d);
 }
 
 /* ---- output --------------------------------------------------------------------- */
