@@ -534,6 +534,70 @@ static int write_type(const wsmsg *m)
 
 static void pong_release(wsconn *c, bool all);
 
+/* Several small frames queued for one connection (a broadcast room's
+ * messages, a pass's replies) go out in one send rather than one each: a
+ * server's frames are unmasked and independent, so they are framed here
+ * and handed to lws raw (LWS_WRITE_HTTP is lws_issue_raw(), which keeps a
+ * partial send's rest like any write's). A batch is at most BATCH_MAX bytes,
+ * which is all lws may hold beyond max_output, as a single message's rest
+ * before. Returns how many messages went, 0 when fewer than two qualify
+ * (the caller writes the head alone), -1 when the write failed. */
+enum { BATCH_MAX = 4096, BATCH_FRAME = 1024 };
+
+static bool batchable(const wsmsg *m)
+{
+    return m && m->len <= BATCH_FRAME && (m->len || m->pong);
+}
+
+static int flush_batch(wsconn *c)
+{
+    wsmsg *m = c->out_head;
+    if (!batchable(m) || !batchable(m->next))
+        return 0;
+    unsigned char buf[LWS_PRE + BATCH_MAX];
+    unsigned char *p = buf + LWS_PRE, *end = buf + sizeof(buf);
+    int n = 0;
+    size_t bytes = 0, msgs = 0;
+    while (batchable(m) && (size_t)(end - p) >= m->len + 4) {
+        *p++ = (unsigned char)(0x80 | (m->pong ? 0xA : m->binary ? 0x2 : 0x1));
+        if (m->len < 126) {
+            *p++ = (unsigned char)m->len;
+        } else {
+            *p++ = 126;
+            *p++ = (unsigned char)(m->len >> 8);
+            *p++ = (unsigned char)m->len;
+        }
+        memcpy(p, m->buf + LWS_PRE, m->len);
+        p += m->len;
+        if (!m->pong) {
+            bytes += m->len;
+            msgs++;
+        }
+        c->out_head = m->next;
+        c->out_bytes -= m->len;
+        msg_free(m);
+        m = c->out_head;
+        n++;
+    }
+    if (!c->out_head)
+        c->out_tail = NULL;
+    if (lws_write(c->wsi, buf + LWS_PRE, (size_t)(p - buf - LWS_PRE), LWS_WRITE_HTTP) < 0) {
+        c->l->stats.connection_errors++;
+        c->d->stats.connection_errors++;
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        return -1;
+    }
+    /* per message, as count_out() would have */
+    c->bytes_out += bytes;
+    c->msgs_out += msgs;
+    c->l->stats.total_bytes_sent += bytes;
+    c->l->stats.messages_out += msgs;
+    c->d->stats.total_bytes_sent += bytes;
+    c->d->stats.messages_out += msgs;
+    c->last_ms = wall_ms();
+    return n;
+}
+
 /* The fast path for replies: a sync reply to a message, with nothing queued
  * or partly sent before it, is written with lws_write() at the end of the
  * loop pass (on_post), not on a POLLOUT round trip through lws (a pollfd
@@ -557,6 +621,11 @@ static void flush_conn(wsconn *c)
     pong_release(c, !behind);
     while (c->out_head && !c->destroyed && !c->close_code && !c->deflate && (c->out_head->len || c->out_head->pong) &&
            !lws_partial_buffered(c->wsi)) {
+        int b = flush_batch(c);
+        if (b < 0)
+            return;
+        if (b > 0)
+            continue;
         wsmsg *m = c->out_head;
         c->out_head = m->next;
         if (!c->out_head)
@@ -1041,7 +1110,9 @@ static int session_push(tn_session *s, const char *data, size_t len)
     wsmsg *m = msg_new(data, len, !tn_utf8_valid((const unsigned char *)data, len));
     if (!m)
         return -1;
-    out_append(c, m);
+    /* written at the end of the loop pass with what else the pass queued
+     * for this connection, not one POLLOUT round trip through lws each */
+    output(c, m, true);
     return 0;
 }
 
