@@ -27,6 +27,7 @@
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "proto/dispatch.h"
 #include "upstream/line_proxy.h"
 
 #define OUTPUT_HIGH (256 * 1024)
@@ -70,7 +71,7 @@ static void count_reply(tn_conn *c)
 static void add_line(struct evbuffer *out, bool fail, const char *data, size_t len, bool crlf)
 {
     if (fail)
-        evbuffer_add(out, "Error: ", 7);
+        evbuffer_add(out, TN_ERROR_PREFIX, TN_ERROR_PREFIX_LEN);
     const char *nl;
     while (len && (nl = memchr(data, '\n', len))) {
         size_t n = (size_t)(nl - data);
@@ -211,41 +212,29 @@ static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
     answer_ref(c, res, crlf, NULL, 0, body);
 }
 
-static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *fmt, const char *arg, size_t arglen)
+static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *text)
 {
     struct evbuffer *b = c->d->scratch;
-    if (arg)
-        evbuffer_add_printf(b, fmt, (int)arglen, arg);
-    else
-        evbuffer_add(b, fmt, strlen(fmt));
+    evbuffer_add(b, text, strlen(text));
     answer(c, res, crlf, b);
 }
 
 static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 {
     tn_listener *l = c->listener;
-    const tn_limits *lim = tn_listener_limits(l);
     c->msgs_in++;
     l->stats.messages_in++;
     c->d->stats.messages_in++;
-    if (lim->rate_limit > 0 && c->peer && !tn_peer_take_token(c->peer, lim->rate_limit, lim->rate_burst, tn_now_us())) {
-        l->stats.rejected[TN_REJ_RATE_LIMIT]++;
-        c->d->stats.rejected[TN_REJ_RATE_LIMIT]++;
-        answer_text(c, TN_FAIL, crlf, "rate limit exceeded", NULL, 0);
+    tn_call call = { .take_ref = true };
+    tn_dispatch sel = tn_dispatch_listener(l);
+    tn_verdict v = tn_dispatch_message(&sel, c->peer, tn_listener_limits(l), &call, line, len, c->d->scratch);
+    if (v != TN_DISPATCH_CALL) {
+        if (v == TN_DISPATCH_LIMITED) {
+            l->stats.rejected[TN_REJ_RATE_LIMIT]++;
+            c->d->stats.rejected[TN_REJ_RATE_LIMIT]++;
+        }
+        answer(c, tn_dispatch_result(v), crlf, c->d->scratch);
         return;
-    }
-    tn_call call = { .handler = l->handler, .payload = line, .len = len, .take_ref = true };
-    if (!call.handler) {
-        size_t tok = tn_split_token(line, len, &call.payload, &call.len);
-        if (tok == 0) {
-            answer_text(c, TN_REPLY, crlf, "Invalid message format", NULL, 0);
-            return;
-        }
-        call.handler = tn_listener_handler(l, line, tok);
-        if (!call.handler) {
-            answer_text(c, TN_REPLY, crlf, "Unknown handler: %.*s", line, tok);
-            return;
-        }
     }
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
@@ -267,7 +256,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
         if (call.job)
             tn_job_cancel(call.job);
         evbuffer_drain(c->d->scratch, evbuffer_get_length(c->d->scratch));
-        answer_text(c, TN_FAIL, crlf, "out of memory", NULL, 0);
+        answer_text(c, TN_FAIL, crlf, "out of memory");
         return;
     }
     p->job = call.job;
@@ -279,7 +268,7 @@ static void too_long(tn_conn *c)
 {
     c->listener->stats.rejected[TN_REJ_TOO_LARGE]++;
     c->d->stats.rejected[TN_REJ_TOO_LARGE]++;
-    answer_text(c, TN_FAIL, false, "line too long", NULL, 0);
+    answer_text(c, TN_FAIL, false, "line too long");
     tn_conn_close_after_flush(c, "line too long");
 }
 
@@ -296,23 +285,17 @@ static size_t line_input(tn_conn *c, const char *data, size_t len)
             tn_conn_pause_input(c);
             break;
         }
-        const char *start = data + used;
-        const char *nl = memchr(start, '\n', len - used);
-        if (!nl) {
-            if ((int64_t)(len - used) > max_line) {
-                too_long(c);
-                return len;
-            }
+        size_t n = 0;
+        bool crlf = false;
+        tn_line_status st = tn_line_frame(data + used, len - used, max_line, &n, &crlf);
+        if (st == TN_LINE_PARTIAL)
             break;
-        }
-        size_t n = (size_t)(nl - start);
-        if ((int64_t)n > max_line) {
+        if (st == TN_LINE_TOO_LONG) {
             too_long(c);
             return len;
         }
-        bool crlf = n && start[n - 1] == '\r';
-        handle_line(c, start, n - crlf, crlf);
-        used += n + 1;
+        handle_line(c, data + used, n, crlf);
+        used += n + crlf + 1;
         if (c->dead)
             return len;
     }
@@ -332,7 +315,7 @@ static bool line_timed_out(tn_conn *c)
 {
     if (!c->in)
         return false;
-    answer_text(c, TN_FAIL, false, "read timeout", NULL, 0);
+    answer_text(c, TN_FAIL, false, "read timeout");
     tn_conn_close_after_flush(c, "read timeout");
     tn_conn_flush(c);
     return true;
@@ -414,13 +397,13 @@ static void line_refuse(tn_listener *l, evutil_socket_t fd, int reason)
     switch (reason) {
     case TN_REJ_MAX_CONNECTIONS:
     case TN_REJ_LISTENER_FULL:
-        text = "Error: too many connections\n";
+        text = TN_ERROR_PREFIX "too many connections\n";
         break;
     case TN_REJ_PER_IP:
-        text = "Error: too many connections from your address\n";
+        text = TN_ERROR_PREFIX "too many connections from your address\n";
         break;
     case TN_REJ_PER_SECOND:
-        text = "Error: too many connections per second\n";
+        text = TN_ERROR_PREFIX "too many connections per second\n";
         break;
     }
     if (text) {

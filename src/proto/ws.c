@@ -54,6 +54,7 @@
 #include "net/addr.h"
 #include "net/linger.h"
 #include "net/listener.h"
+#include "proto/dispatch.h"
 #include "proto/http.h"
 #include "workers.h"
 #include "proto/wsframe.h"
@@ -675,7 +676,7 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
 {
     if (res == TN_SILENT)
         return;
-    const char *prefix = res == TN_FAIL ? "Error: " : "";
+    const char *prefix = res == TN_FAIL ? TN_ERROR_PREFIX : "";
     size_t plen = strlen(prefix);
     wsmsg *m;
     if (plen) {
@@ -704,11 +705,6 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
     msg_append(&c->pend_head, &c->pend_tail, m);
 }
 
-static void reply_text(wsconn *c, const char *text)
-{
-    reply(c, TN_REPLY, text, strlen(text), false, false);
-}
-
 static void job_complete(tn_job *job, tn_result res, const char *data, size_t len)
 {
     wsmsg *slot = job->fe;
@@ -717,7 +713,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
     slot->job = NULL;
     slot->ready = true;
     if (res == TN_REPLY || res == TN_FAIL) {
-        const char *prefix = res == TN_FAIL ? "Error: " : "";
+        const char *prefix = res == TN_FAIL ? TN_ERROR_PREFIX : "";
         size_t plen = strlen(prefix);
         /* like the line front end: one reply is one message, a program's
          * trailing newline is not part of it */
@@ -813,28 +809,32 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 
 /* ---- messages -------------------------------------------------------------------- */
 
+/* A multi-handler endpoint's handlers, by the names it lists. */
+static tn_handler *endpoint_lookup(const void *arg, const char *name, size_t len)
+{
+    const wsconn *c = arg;
+    for (size_t i = 0; i < c->nnames; i++)
+        if (strlen(c->names[i]) == len && memcmp(c->names[i], name, len) == 0)
+            return tn_registry_find(c->d->registry, c->names[i]);
+    return NULL;
+}
+
 static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
 {
     tn_daemon *d = c->d;
     count_in(c, len);
-    tn_call call = { .handler = c->handler, .payload = msg, .len = len, .take_ref = true };
-    if (!call.handler) {
-        size_t tok = tn_split_token(msg, len, &call.payload, &call.len);
-        if (tok == 0) {
-            reply_text(c, "Invalid message format");
-            return;
-        }
-        for (size_t i = 0; i < c->nnames; i++)
-            if (strlen(c->names[i]) == tok && memcmp(c->names[i], msg, tok) == 0) {
-                call.handler = tn_registry_find(d->registry, c->names[i]);
-                break;
-            }
-        if (!call.handler) {
-            char buf[128];
-            snprintf(buf, sizeof(buf), "Unknown handler: %.*s", (int)(tok > 80 ? 80 : tok), msg);
-            reply_text(c, buf);
-            return;
-        }
+    tn_call call = { .take_ref = true };
+    /* an unknown name is echoed up to 80 bytes, the message is one frame */
+    tn_dispatch sel = { .single = c->handler, .lookup = endpoint_lookup, .arg = c, .echo_max = 80 };
+    struct evbuffer *out = d->scratch;
+    if (evbuffer_get_length(out))
+        evbuffer_drain(out, evbuffer_get_length(out));
+    tn_verdict v = tn_dispatch_message(&sel, NULL, NULL, &call, msg, len, out);
+    if (v != TN_DISPATCH_CALL) {
+        size_t n = evbuffer_get_length(out);
+        reply(c, tn_dispatch_result(v), (const char *)evbuffer_pullup(out, -1), n, false, false);
+        evbuffer_drain(out, n);
+        return;
     }
     call.ctx = (tn_msg_ctx){
         .listener = c->l->name,
@@ -846,9 +846,6 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
         .session = &c->session,
         .tls = c->tls,
     };
-    struct evbuffer *out = d->scratch;
-    if (evbuffer_get_length(out))
-        evbuffer_drain(out, evbuffer_get_length(out));
     call.out = out;
     tn_result res = tn_handler_call(&call);
     if (res == TN_LATER) {
