@@ -46,10 +46,47 @@ int64_t tn_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+/* ---- before the loop sleeps ----------------------------------------------- */
+
+void tn_before_sleep_add(tn_daemon *d, tn_pass_job *job)
+{
+    tn_pass_job **pp = &d->before_sleep;
+    while (*pp)
+        pp = &(*pp)->next;
+    job->next = NULL;
+    job->due = false;
+    *pp = job;
+}
+
+void tn_before_sleep_remove(tn_daemon *d, tn_pass_job *job)
+{
+    for (tn_pass_job **pp = &d->before_sleep; *pp; pp = &(*pp)->next)
+        if (*pp == job) {
+            *pp = job->next;
+            break;
+        }
+    job->next = NULL;
+    job->due = false;
+}
+
+/* Runs after the pass's other callbacks: libevent runs an event activated
+ * from a callback after the ones already active. */
+static void on_before_sleep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    tn_daemon *d = arg;
+    for (tn_pass_job *j = d->before_sleep, *next; j; j = next) {
+        next = j->next;
+        if (j->due) {
+            j->due = false;
+            j->run(j->arg);
+        }
+    }
+}
+
+static void reap(void *arg)
+{
     tn_conn_reap(arg);
 }
 
@@ -429,8 +466,8 @@ static void free_state(tn_daemon *d)
         event_free(d->shutdown_ev);
     if (d->sweep_ev)
         event_free(d->sweep_ev);
-    if (d->reap_ev)
-        event_free(d->reap_ev);
+    if (d->before_sleep_ev)
+        event_free(d->before_sleep_ev);
     if (d->scratch)
         evbuffer_free(d->scratch);
     if (d->wbuf)
@@ -531,12 +568,15 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
     d->wbuf = evbuffer_new();
     d->rbuf = malloc(TN_RBUF_SIZE);
     d->registry = d->base ? tn_registry_new(d->base, d) : NULL;
-    if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry) {
+    d->before_sleep_ev = d->base ? event_new(d->base, -1, 0, on_before_sleep, d) : NULL;
+    if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry || !d->before_sleep_ev) {
         tn_error("cannot initialize the event loop");
         free_state(d);
         return NULL;
     }
-    d->reap_ev = event_new(d->base, -1, 0, on_reap, d);
+    d->reap_job.run = reap;
+    d->reap_job.arg = d;
+    tn_before_sleep_add(d, &d->reap_job);
     d->shutdown_ev = evtimer_new(d->base, on_shutdown_timeout, d);
     d->sweep_ev = event_new(d->base, -1, EV_PERSIST, on_sweep, d);
     struct timeval sweep = { 5, 0 };

@@ -24,6 +24,19 @@ typedef struct tn_cluster tn_cluster;
 typedef struct tn_master tn_master;
 typedef struct tn_worker_link tn_worker_link;
 
+/* Work for the end of a loop pass, once every callback the pass had has
+ * run and before the loop sleeps (Redis's beforeSleep): freeing closed
+ * connections, libwebsockets' writes and timers. A job registers once and
+ * is marked due when it has something to do; the due ones run in the order
+ * they registered, from one event. A job marked due while the list runs
+ * runs again in the same pass. */
+typedef struct tn_pass_job {
+    struct tn_pass_job *next;
+    void (*run)(void *arg);
+    void *arg;
+    bool due;
+} tn_pass_job;
+
 /* Signals handled in the loop: TERM INT QUIT HUP USR1 USR2 WINCH ALRM. */
 #define TN_NSIGNALS 8
 
@@ -43,7 +56,9 @@ typedef struct tn_daemon {
     tn_conn *relays;         /* TLS connections carrying a WebSocket (conn.h) */
     tn_linger *lingering;    /* sockets closed by us, drained until the peer closes (linger.h) */
     size_t nlingering;
-    struct event *reap_ev;
+    tn_pass_job *before_sleep;   /* registered end-of-pass jobs */
+    struct event *before_sleep_ev;
+    tn_pass_job reap_job;        /* frees `dead` */
     uint64_t next_conn_id;
     uint64_t active;
     tn_conn_stats stats;
@@ -103,6 +118,18 @@ void tn_daemon_drain(tn_daemon *d);
 /* Called when a connection or job ends while stopping: exits the loop once
  * nothing is left in flight. */
 void tn_daemon_check_stopped(tn_daemon *d);
+
+/* Registers JOB (RUN and ARG set) at the end of the list; removes it. */
+void tn_before_sleep_add(tn_daemon *d, tn_pass_job *job);
+void tn_before_sleep_remove(tn_daemon *d, tn_pass_job *job);
+/* JOB runs at the end of this loop pass (once, however often it is marked). */
+static inline void tn_before_sleep_due(tn_daemon *d, tn_pass_job *job)
+{
+    if (!job->due) {
+        job->due = true;
+        event_active(d->before_sleep_ev, EV_TIMEOUT, 0);
+    }
+}
 
 /* Frees retired configs once no listener is draining. */
 void tn_daemon_release_retired(tn_daemon *d);

@@ -598,7 +598,7 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     c->in = c->out = NULL;
     c->next = d->dead;
     d->dead = c;
-    event_active(d->reap_ev, EV_TIMEOUT, 0);
+    tn_before_sleep_due(d, &d->reap_job);
 }
 
 void tn_conn_reap(tn_daemon *d)

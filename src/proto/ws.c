@@ -154,9 +154,8 @@ static struct {
     tn_daemon *d;
     struct lws_context *ctx;
     struct lws_pollfd *fds; /* lws's pollfd table */
-    struct event *post_ev;
-    struct event *timer_ev;
-    bool post_pending;
+    tn_pass_job post;       /* on_post, before the loop sleeps */
+    struct event *timer_ev; /* lws's next deadline */
     int spins;
     uint64_t callbacks; /* lws callbacks so far: a forced tick made progress */
     wsconn *conns;
@@ -243,14 +242,10 @@ static void reject(wsconn *c, int reason)
 
 /* ---- driving lws -------------------------------------------------------------- */
 
-static void on_post(evutil_socket_t fd, short what, void *arg);
-
 static void schedule_post(void)
 {
-    if (!g.post_pending && g.post_ev) {
-        g.post_pending = true;
-        event_active(g.post_ev, EV_TIMEOUT, 0);
-    }
+    if (g.post.run)
+        tn_before_sleep_due(g.d, &g.post);
 }
 
 static void pass_add(wsconn *c, int list)
@@ -401,12 +396,9 @@ static void free_dead(void)
     }
 }
 
-static void on_post(evutil_socket_t fd, short what, void *arg)
+static void on_post(void *arg)
 {
-    (void)fd;
-    (void)what;
     (void)arg;
-    g.post_pending = false;
     if (!g.ctx)
         return;
     /* after all of the pass's reads: fast-path replies, then POLLOUT */
@@ -440,6 +432,15 @@ static void on_post(evutil_socket_t fd, short what, void *arg)
     free_dead();
     if (had_dead && g.d && g.d->stopping)
         tn_daemon_check_stopped(g.d);
+}
+
+/* lws's next deadline: its timers are serviced at the end of the pass */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    schedule_post();
 }
 
 /* ---- output --------------------------------------------------------------------- */
@@ -1411,8 +1412,9 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
         g.initializing = false;
         return -1;
     }
-    g.post_ev = event_new(d->base, -1, 0, on_post, NULL);
-    g.timer_ev = evtimer_new(d->base, on_post, NULL);
+    g.post.run = on_post;
+    tn_before_sleep_add(d, &g.post);
+    g.timer_ev = evtimer_new(d->base, on_timer, NULL);
     /* one service call with poll() interposed: sets lws's service thread id
      * (our constant) and shows us the pollfd table */
     tick(false);
@@ -1421,7 +1423,7 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
     tn_ws_set_log_level(tn_log_get_level());
     /* `log-level` and reloads change lws's level with ours */
     tn_log_on_level_change(tn_ws_set_log_level);
-    if (!g.fds || !g.post_ev || !g.timer_ev) {
+    if (!g.fds || !g.timer_ev) {
         snprintf(err, errlen, "cannot drive libwebsockets %s from the event loop (poll table not found)", ver);
         tn_ws_free(d);
         return -1;
@@ -1832,11 +1834,12 @@ void tn_ws_free(tn_daemon *d)
     while (g.conns)
         conn_destroy(g.conns); /* any lws did not report */
     free_dead();
-    if (g.post_ev)
-        event_free(g.post_ev);
+    if (g.post.run)
+        tn_before_sleep_remove(g.d, &g.post);
+    g.post.run = NULL;
     if (g.timer_ev)
         event_free(g.timer_ev);
-    g.post_ev = g.timer_ev = NULL;
+    g.timer_ev = NULL;
     while (g.spare) {
         wsmsg *m = g.spare;
         g.spare = m->next;
