@@ -103,8 +103,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 
 static bool in_flight(tn_daemon *d)
 {
-    for (tn_conn *c = d->conns; c; c = c->next)
-        if (c->fe->busy && c->fe->busy(c))
+    for (tn_conn_base *b = d->conns; b; b = b->next)
+        if (b->kind->busy && b->kind->busy(b))
             return true;
     for (tn_listener *l = d->listeners; l; l = l->next)
         if (tn_listener_in_flight(l))
@@ -114,8 +114,19 @@ static bool in_flight(tn_daemon *d)
 
 void tn_daemon_check_stopped(tn_daemon *d)
 {
-    if (d->stopping && !d->conns && !d->relays && !tn_ws_count(d) && !in_flight(d))
+    if (d->stopping && !d->conns && !d->relays && !in_flight(d))
         event_base_loopexit(d->base, NULL);
+}
+
+/* Every connection ends now: WebSockets with the libwebsockets context,
+ * the others one by one. */
+static void close_all(tn_daemon *d, const char *why)
+{
+    tn_ws_free(d);
+    while (d->conns && d->conns->kind->abort)
+        d->conns->kind->abort(d->conns, why);
+    while (d->relays)
+        d->relays->kind->abort(d->relays, why);
 }
 
 static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
@@ -124,11 +135,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tn_daemon *d = arg;
     tn_warn("shutdown: timeout reached, closing %llu connection(s)", (unsigned long long)d->active);
-    while (d->conns)
-        tn_conn_close(d->conns, "shutdown");
-    while (d->relays)
-        tn_conn_close(d->relays, "shutdown");
-    tn_ws_free(d);
+    close_all(d, "shutdown");
     event_base_loopexit(d->base, NULL);
 }
 
@@ -146,12 +153,12 @@ void tn_daemon_shutdown(tn_daemon *d, const char *why)
     tn_info("shutting down (%s): %llu connection(s) open", why, (unsigned long long)d->active);
     for (tn_listener *l = d->listeners; l; l = l->next)
         tn_listener_stop(l);
-    /* idle connections go now; busy ones when their replies are out */
-    for (tn_conn *c = d->conns, *next; c; c = next) {
-        next = c->next;
-        tn_conn_close_after_flush(c, "shutdown");
+    /* idle connections go now; busy ones when their replies are out;
+     * WebSockets get a 1001 close after what is queued */
+    for (tn_conn_base *b = d->conns, *next; b; b = next) {
+        next = b->next;
+        b->kind->shutdown(b);
     }
-    tn_ws_shutdown(d);
     struct timeval tv = { d->cfg->daemon.shutdown_timeout / 1000, (d->cfg->daemon.shutdown_timeout % 1000) * 1000 };
     evtimer_add(d->shutdown_ev, &tv);
     tn_daemon_check_stopped(d);
@@ -168,10 +175,10 @@ void tn_daemon_drain(tn_daemon *d)
     /* A connection that has not sent its first message yet may have sent
      * it already on its way: it is answered (then closed, as the daemon is
      * stopping), so that a reload fails no request. */
-    for (tn_conn *c = d->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->msgs_in)
-            tn_conn_close_after_flush(c, "reload");
+    for (tn_conn_base *b = d->conns, *next; b; b = next) {
+        next = b->next;
+        if (b->msgs_in && b->kind->drain)
+            b->kind->drain(b);
     }
     tn_daemon_check_stopped(d);
 }
@@ -273,11 +280,9 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
     for (size_t i = 0; i < newcfg->nlisteners; i++)
         if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)
             tn_warn("reload: %s", err);
-    for (tn_conn *c = d->conns; c; c = c->next) {
-        /* new limits: forget what is armed so the new values apply now */
-        c->timeout_ms = 0;
-        tn_conn_update_timeouts(c);
-    }
+    for (tn_conn_base *b = d->conns; b; b = b->next)
+        if (b->kind->reconfigure)
+            b->kind->reconfigure(b); /* new limits */
     for (tn_listener *l = d->listeners; l; l = l->next) {
         bool kept = false;
         for (size_t i = 0; i < newcfg->nlisteners && !kept; i++)
@@ -447,12 +452,8 @@ static void free_state(tn_daemon *d)
     d->worker = NULL;
     tn_control_close(d->control);
     d->control = NULL;
-    while (d->conns)
-        tn_conn_close(d->conns, NULL);
-    while (d->relays)
-        tn_conn_close(d->relays, NULL);
+    close_all(d, NULL);
     tn_conn_reap(d);
-    tn_ws_free(d);
     tn_linger_free_all(d);
     while (d->listeners)
         tn_listener_free(d->listeners);

@@ -17,12 +17,14 @@
 
 typedef struct tn_listener tn_listener;
 typedef struct tn_conn tn_conn;
+typedef struct tn_conn_base tn_conn_base;
 typedef struct tn_control tn_control;
 typedef struct tn_linger tn_linger;
 typedef struct tn_logfile tn_logfile;
 typedef struct tn_cluster tn_cluster;
 typedef struct tn_master tn_master;
 typedef struct tn_worker_link tn_worker_link;
+typedef struct tn_ws tn_ws;
 
 /* Work for the end of a loop pass, once every callback the pass had has
  * run and before the loop sleeps (Redis's beforeSleep): freeing closed
@@ -51,9 +53,9 @@ typedef struct tn_daemon {
     int cli_log_level; /* -1: follow the config */
     tn_registry *registry;
     tn_listener *listeners;  /* active and draining */
-    tn_conn *conns;          /* every open connection */
-    tn_conn *dead;           /* closed, freed from the reap event */
-    tn_conn *relays;         /* TLS connections carrying a WebSocket (conn.h) */
+    tn_conn_base *conns;     /* every open connection, WebSockets included (conn.h) */
+    tn_conn_base *dead;      /* closed, freed by reap_job */
+    tn_conn_base *relays;    /* TLS connections carrying a WebSocket (conn.h) */
     tn_linger *lingering;    /* sockets closed by us, drained until the peer closes (linger.h) */
     size_t nlingering;
     tn_pass_job *before_sleep;   /* registered end-of-pass jobs */
@@ -89,6 +91,7 @@ typedef struct tn_daemon {
     struct event *sweep_ev;
     tn_control *control;
     tn_cluster *cluster;     /* the Redis link of [cluster], NULL without (cluster.h) */
+    tn_ws *ws;                /* the WebSocket front end's state (proto/ws.c) */
     tn_sd sd;
     tn_master *master;      /* daemon.workers > 1, in the master: it serves no traffic (master.h) */
     tn_worker_link *worker; /* daemon.workers > 1, in a worker: its link to the master (workers.h) */

@@ -25,7 +25,7 @@
  * connection is over, often from deep inside its own callbacks: it releases
  * the socket, the front end state and the handlers' attachments at once, but
  * the record itself is freed from the daemon's reap event, so callers up the
- * stack may still look at c->dead. */
+ * stack may still look at c->base.dead. */
 #include "net/conn.h"
 
 #include <errno.h>
@@ -56,7 +56,7 @@ static int64_t cached_wall_ms(tn_daemon *d)
  * differences of two fit read_timeout's range. */
 static uint32_t conn_ms(tn_conn *c)
 {
-    return (uint32_t)(cached_wall_ms(c->d) - c->established_ms);
+    return (uint32_t)(cached_wall_ms(c->d) - c->base.established_ms);
 }
 
 static bool fe_busy(const tn_conn *c)
@@ -66,7 +66,7 @@ static bool fe_busy(const tn_conn *c)
 
 static void count_error(tn_conn *c)
 {
-    c->listener->stats.connection_errors++;
+    c->base.listener->stats.connection_errors++;
     c->d->stats.connection_errors++;
 }
 
@@ -74,16 +74,16 @@ static void count_error(tn_conn *c)
 
 void tn_conn_update_timeouts(tn_conn *c)
 {
-    if (c->dead)
+    if (c->base.dead)
         return;
-    const tn_limits *lim = tn_listener_limits(c->listener);
+    const tn_limits *lim = tn_listener_limits(c->base.listener);
     int64_t ms, partial = -1;
     bool exact = false;
     if (c->tls && tn_tls_handshaking(c->tls)) {
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
-            ms -= cached_wall_ms(c->d) - c->established_ms;
+            ms -= cached_wall_ms(c->d) - c->base.established_ms;
             if (ms < 1)
                 ms = 1;
             exact = true;
@@ -157,7 +157,7 @@ static void output_drained(tn_conn *c)
     }
     if (c->fe->drained) {
         c->fe->drained(c);
-        if (c->dead)
+        if (c->base.dead)
             return;
     }
     if (c->read_paused) {
@@ -176,7 +176,7 @@ void tn_conn_flush(tn_conn *c)
     }
     if (!src)
         return;
-    if (c->dead) {
+    if (c->base.dead) {
         evbuffer_drain(src, evbuffer_get_length(src));
         return;
     }
@@ -193,12 +193,12 @@ void tn_conn_flush(tn_conn *c)
             n = evbuffer_write(src, c->fd);
         }
         if (n > 0) {
-            if (c->relay)
+            if (tn_conn_is_relay(c))
                 continue; /* lws counts what it sends */
-            c->bytes_out += (uint64_t)n;
-            c->listener->stats.total_bytes_sent += (uint64_t)n;
+            c->base.bytes_out += (uint64_t)n;
+            c->base.listener->stats.total_bytes_sent += (uint64_t)n;
             d->stats.total_bytes_sent += (uint64_t)n;
-            c->last_activity_ms = cached_wall_ms(d);
+            c->base.last_activity_ms = cached_wall_ms(d);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -225,7 +225,7 @@ void tn_conn_flush(tn_conn *c)
     }
     if (!c->out)
         output_drained(c);
-    if (!c->dead)
+    if (!c->base.dead)
         tn_conn_update_timeouts(c);
 }
 
@@ -236,7 +236,7 @@ void tn_conn_pause_input(tn_conn *c)
 
 void tn_conn_resume_input(tn_conn *c)
 {
-    if (!c->read_paused || c->dead)
+    if (!c->read_paused || c->base.dead)
         return;
     c->read_paused = 0;
     conn_read(c);
@@ -250,7 +250,7 @@ static void process_buffered(tn_conn *c)
     size_t len = evbuffer_get_length(c->in);
     const char *data = (const char *)evbuffer_pullup(c->in, -1);
     size_t used = c->fe->input(c, data, len);
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (used)
         c->in_since_ms = conn_ms(c); /* the rest began after what was used: now, or a pause ago */
@@ -270,7 +270,7 @@ static void peer_finished(tn_conn *c)
     if (c->in && c->fe->input_end) {
         size_t len = evbuffer_get_length(c->in);
         c->fe->input_end(c, (const char *)evbuffer_pullup(c->in, -1), len);
-        if (c->dead)
+        if (c->base.dead)
             return;
     }
     if (c->in) {
@@ -279,18 +279,18 @@ static void peer_finished(tn_conn *c)
     }
     if (c->fe->peer_done) {
         c->fe->peer_done(c);
-        if (c->dead)
+        if (c->base.dead)
             return;
     }
     c->input_ended = 1;
     if (c->fe->finished && c->fe->finished(c)) {
-        if (!c->dead)
+        if (!c->base.dead)
             tn_conn_update_timeouts(c);
         return;
     }
-    if (tn_session_input_end(&c->session)) {
+    if (tn_session_input_end(&c->base.session)) {
         tn_conn_flush(c); /* the last line's reply, if any */
-        if (!c->dead)
+        if (!c->base.dead)
             tn_conn_update_timeouts(c);
         return;
     }
@@ -309,12 +309,12 @@ static bool reports_fin(tn_daemon *d)
 static void conn_read(tn_conn *c)
 {
     tn_daemon *d = c->d;
-    if (c->in && !c->dead && !c->closing) {
+    if (c->in && !c->base.dead && !c->closing) {
         process_buffered(c); /* left over from before a pause */
         tn_conn_flush(c);
     }
     for (;;) {
-        if (c->dead || c->closing || c->input_ended)
+        if (c->base.dead || c->closing || c->input_ended)
             return;
         if (c->read_paused || (c->out && evbuffer_get_length(c->out) > OUTPUT_HIGH)) {
             /* the client sends faster than it reads: leave its input in
@@ -324,18 +324,18 @@ static void conn_read(tn_conn *c)
         }
         ssize_t n = c->tls ? tn_tls_read(c->tls, d->rbuf, TN_RBUF_SIZE) : recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
         if (n > 0) {
-            if (!c->relay) {
-                c->bytes_in += (uint64_t)n;
-                c->listener->stats.total_bytes_received += (uint64_t)n;
+            if (!tn_conn_is_relay(c)) {
+                c->base.bytes_in += (uint64_t)n;
+                c->base.listener->stats.total_bytes_received += (uint64_t)n;
                 d->stats.total_bytes_received += (uint64_t)n;
             }
-            c->last_activity_ms = cached_wall_ms(d);
+            c->base.last_activity_ms = cached_wall_ms(d);
             if (c->in) {
                 evbuffer_add(c->in, d->rbuf, (size_t)n);
                 process_buffered(c);
             } else {
                 size_t used = c->fe->input(c, d->rbuf, (size_t)n);
-                if (!c->dead && used < (size_t)n && !c->closing) {
+                if (!c->base.dead && used < (size_t)n && !c->closing) {
                     c->in = evbuffer_new();
                     if (!c->in) {
                         tn_conn_close(c, "out of memory");
@@ -378,12 +378,12 @@ static void conn_read(tn_conn *c)
 
 static void tls_failed(tn_conn *c, int reason, const char *detail)
 {
-    c->listener->stats.tls_failures[reason]++;
+    c->base.listener->stats.tls_failures[reason]++;
     c->d->stats.tls_failures[reason]++;
     if (tn_log_get_level() >= TN_LOG_DEBUG) {
         char remote[80];
         tn_conn_remote_str(c, remote, sizeof(remote));
-        tn_debug("listener %s: TLS handshake with %s failed: %s (%s)", c->listener->name, remote,
+        tn_debug("listener %s: TLS handshake with %s failed: %s (%s)", c->base.listener->name, remote,
                  tn_tls_failure_name(reason), detail);
     }
     tn_conn_close(c, NULL);
@@ -396,9 +396,9 @@ static bool tls_handshake(tn_conn *c)
     char detail[160];
     switch (tn_tls_handshake(c->tls, &reason, detail, sizeof(detail))) {
     case TN_TLS_DONE:
-        c->listener->stats.tls_handshakes++;
+        c->base.listener->stats.tls_handshakes++;
         c->d->stats.tls_handshakes++;
-        c->last_activity_ms = cached_wall_ms(c->d);
+        c->base.last_activity_ms = cached_wall_ms(c->d);
         tn_conn_update_timeouts(c);
         return true;
     case TN_TLS_AGAIN:
@@ -416,7 +416,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
-        c->listener->stats.timeout_errors++;
+        c->base.listener->stats.timeout_errors++;
         c->d->stats.timeout_errors++;
         c->timeout_ms = -1; /* fired: nothing is armed any more */
         if (c->tls && tn_tls_handshaking(c->tls)) {
@@ -435,17 +435,111 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
             return;
         if (c->out)
             tn_conn_flush(c);
-        if (!c->dead)
+        if (!c->base.dead)
             conn_read(c);
         return;
     }
     if ((what & EV_WRITE) && c->out)
         tn_conn_flush(c);
-    if ((what & (EV_READ | EV_CLOSED)) && !c->dead)
+    if ((what & (EV_READ | EV_CLOSED)) && !c->base.dead)
         conn_read(c);
 }
 
 /* ---- lifetime ---------------------------------------------------------------- */
+
+/* ---- the record every connection starts with --------------------------------- */
+
+static void list_add(tn_conn_base **head, tn_conn_base *b)
+{
+    b->prev = NULL;
+    b->next = *head;
+    if (*head)
+        (*head)->prev = b;
+    *head = b;
+}
+
+static void list_remove(tn_conn_base **head, tn_conn_base *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        *head = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->prev = b->next = NULL;
+}
+
+static void base_count(tn_conn_base *b, int delta)
+{
+    tn_daemon *d = b->listener->d;
+    d->active += (uint64_t)(int64_t)delta;
+    tn_workers_publish(d);
+    d->stats.active_connections += (uint64_t)(int64_t)delta;
+    b->listener->stats.active_connections += (uint64_t)(int64_t)delta;
+}
+
+void tn_conn_base_init(tn_conn_base *b, const tn_conn_kind *kind, tn_listener *l)
+{
+    b->kind = kind;
+    b->listener = l;
+    b->session.id = ++l->d->next_conn_id;
+    b->session.listener = l->name;
+}
+
+void tn_conn_base_open(tn_conn_base *b)
+{
+    list_add(&b->listener->d->conns, b);
+    base_count(b, 1);
+}
+
+/* B leaves LIST (uncounted when it is the open population) for the reap. */
+static void base_end(tn_conn_base *b, tn_conn_base **list)
+{
+    tn_daemon *d = b->listener->d;
+    b->dead = true;
+    list_remove(list, b);
+    if (list == &d->conns)
+        base_count(b, -1);
+    b->next = d->dead;
+    d->dead = b;
+    tn_before_sleep_due(d, &d->reap_job);
+}
+
+void tn_conn_base_close(tn_conn_base *b)
+{
+    if (!b->dead)
+        base_end(b, &b->listener->d->conns);
+}
+
+tn_conn_base *tn_conn_find(tn_daemon *d, uint64_t id)
+{
+    for (tn_conn_base *b = d->conns; b; b = b->next)
+        if (b->session.id == id)
+            return b;
+    return NULL;
+}
+
+void tn_conn_reap(tn_daemon *d)
+{
+    while (d->dead) {
+        tn_conn_base *b = d->dead;
+        d->dead = b->next;
+        b->kind->destroy(b);
+    }
+    /* a removed listener goes with its last connection; looked up here
+     * rather than through the records freed above, which may share one */
+    for (tn_listener *l = d->listeners, *next; l; l = next) {
+        next = l->next;
+        if (l->draining && l->stats.active_connections == 0 && !tn_listener_in_flight(l))
+            tn_listener_free(l);
+    }
+    if (d->stopping)
+        tn_daemon_check_stopped(d);
+}
+
+/* ---- stream connections -------------------------------------------------------- */
+
+static const tn_conn_kind stream_kind, relay_kind;
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,
                      tn_peer *peer, const tn_frontend *fe)
@@ -469,28 +563,19 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     }
     c->d = d;
     c->fd = fd;
-    c->listener = l;
+    tn_conn_base_init(&c->base, &stream_kind, l);
     c->fe = fe;
     c->peer = peer;
     if (peer)
         peer->conns++;
-    if ((size_t)salen <= sizeof(c->remote))
-        memcpy(&c->remote, sa, (size_t)salen);
-    c->session.ops = &conn_session_ops;
-    c->session.id = ++d->next_conn_id;
-    c->session.listener = l->name;
-    c->session.protocol = l->protocol;
-    c->established_ms = c->last_activity_ms = cached_wall_ms(d);
+    if ((size_t)salen <= sizeof(c->base.remote))
+        memcpy(&c->base.remote, sa, (size_t)salen);
+    c->base.session.ops = &conn_session_ops;
+    c->base.session.protocol = l->protocol;
+    c->base.established_ms = c->base.last_activity_ms = cached_wall_ms(d);
     c->timeout_ms = -1;
-    c->next = d->conns;
-    if (d->conns)
-        d->conns->prev = c;
-    d->conns = c;
-    d->active++;
-    tn_workers_publish(d);
-    d->stats.active_connections++;
+    tn_conn_base_open(&c->base);
     d->stats.total_connections++;
-    l->stats.active_connections++;
     l->stats.total_connections++;
     tn_conn_update_timeouts(c);
     return c;
@@ -498,19 +583,19 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
 
 static void conn_end(tn_conn *c, const char *why, bool close_fd);
 
-/* The connection stops counting as open. */
-static void uncount(tn_conn *c)
+/* The peer's address no longer counts this connection. */
+static void leave_peer(tn_conn *c)
 {
-    tn_daemon *d = c->d;
-    d->active--;
-    tn_workers_publish(d);
-    d->stats.active_connections--;
-    c->listener->stats.active_connections--;
     if (c->peer) {
         c->peer->conns--;
-        tn_workers_ip_release(d, c->listener->name, &c->remote.sa);
+        tn_workers_ip_release(c->d, c->base.listener->name, &c->base.remote.sa);
     }
     c->peer = NULL;
+}
+
+bool tn_conn_is_relay(const tn_conn *c)
+{
+    return c->base.kind == &relay_kind;
 }
 
 void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
@@ -518,22 +603,14 @@ void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
     tn_daemon *d = c->d;
     if (c->fe->release)
         c->fe->release(c);
-    tn_session_detach_all(&c->session);
+    tn_session_detach_all(&c->base.session);
     c->fe = fe;
     c->fe_state = fe_state;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        d->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = NULL;
-    c->next = d->relays;
-    if (d->relays)
-        d->relays->prev = c;
-    d->relays = c;
-    c->relay = 1;
-    uncount(c);
+    list_remove(&d->conns, &c->base);
+    base_count(&c->base, -1);
+    list_add(&d->relays, &c->base);
+    c->base.kind = &relay_kind;
+    leave_peer(c);
     tn_conn_update_timeouts(c);
 }
 
@@ -550,7 +627,7 @@ void tn_conn_close(tn_conn *c, const char *why)
 evutil_socket_t tn_conn_take_fd(tn_conn *c)
 {
     evutil_socket_t fd = c->fd;
-    if (c->dead)
+    if (c->base.dead)
         return -1;
     conn_end(c, "handed over", false);
     return fd;
@@ -558,29 +635,20 @@ evutil_socket_t tn_conn_take_fd(tn_conn *c)
 
 static void conn_end(tn_conn *c, const char *why, bool close_fd)
 {
-    if (c->dead)
+    if (c->base.dead)
         return;
-    c->dead = 1;
     tn_daemon *d = c->d;
     if (why)
-        tn_debug("connection %llu closed: %s", (unsigned long long)c->session.id, why);
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (c->relay)
-        d->relays = c->next;
-    else
-        d->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    if (!c->relay)
-        uncount(c);
+        tn_debug("connection %llu closed: %s", (unsigned long long)c->base.session.id, why);
+    base_end(&c->base, tn_conn_is_relay(c) ? &d->relays : &d->conns);
+    leave_peer(c);
     if (d->wbuf_owner == c) {
         d->wbuf_owner = NULL;
         evbuffer_drain(d->wbuf, evbuffer_get_length(d->wbuf));
     }
     if (c->fe->release)
         c->fe->release(c);
-    tn_session_detach_all(&c->session);
+    tn_session_detach_all(&c->base.session);
     event_free(c->ev);
     c->ev = NULL;
     if (c->tls) {
@@ -596,60 +664,131 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     if (c->out)
         evbuffer_free(c->out);
     c->in = c->out = NULL;
-    c->next = d->dead;
-    d->dead = c;
-    tn_before_sleep_due(d, &d->reap_job);
-}
-
-void tn_conn_reap(tn_daemon *d)
-{
-    while (d->dead) {
-        tn_conn *c = d->dead;
-        d->dead = c->next;
-        tn_listener *l = c->listener;
-        free(c);
-        if (l->draining && l->stats.active_connections == 0)
-            tn_listener_free(l);
-    }
-    if (d->stopping)
-        tn_daemon_check_stopped(d);
 }
 
 void tn_conn_close_after_flush(tn_conn *c, const char *why)
 {
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (why)
-        tn_debug("connection %llu closing: %s", (unsigned long long)c->session.id, why);
+        tn_debug("connection %llu closing: %s", (unsigned long long)c->base.session.id, why);
     c->closing = 1;
     if (!tn_conn_unsent(c) && !fe_busy(c))
         tn_conn_close(c, NULL);
 }
 
-tn_conn *tn_conn_find(tn_daemon *d, uint64_t id)
-{
-    for (tn_conn *c = d->conns; c; c = c->next)
-        if (c->session.id == id)
-            return c;
-    return NULL;
-}
-
 void tn_conn_remote_str(const tn_conn *c, char *buf, size_t len)
 {
-    tn_addr_format(&c->remote.sa, buf, len);
+    tn_addr_format(&c->base.remote.sa, buf, len);
 }
+
+/* ---- the stream connection as the daemon and the control socket see it ---- */
+
+static tn_conn *conn_of(const tn_conn_base *b)
+{
+    return (tn_conn *)b;
+}
+
+static const char *stream_protocol(const tn_conn_base *b)
+{
+    return conn_of(b)->fe->name;
+}
+
+static void stream_describe(const tn_conn_base *b, tn_conn_info *info)
+{
+    const tn_conn *c = conn_of(b);
+    tn_sockaddr la;
+    socklen_t ll = sizeof(la);
+    snprintf(info->local, sizeof(info->local), "?");
+    if (getsockname(c->fd, &la.sa, &ll) == 0)
+        tn_addr_format(&la.sa, info->local, sizeof(info->local));
+    info->tls = tn_conn_tls_info(c);
+}
+
+static bool stream_busy(const tn_conn_base *b)
+{
+    return fe_busy(conn_of(b));
+}
+
+static bool stream_closing(const tn_conn_base *b)
+{
+    return conn_of(b)->closing;
+}
+
+static int stream_send(tn_conn_base *b, const char *data, size_t len)
+{
+    tn_conn *c = conn_of(b);
+    if (c->closing)
+        return -2;
+    return c->fe->push(c, data, len) < 0 ? -1 : 0;
+}
+
+static void stream_close(tn_conn_base *b)
+{
+    tn_conn_close(conn_of(b), "closed by the control socket");
+}
+
+static void stream_shutdown(tn_conn_base *b)
+{
+    tn_conn_close_after_flush(conn_of(b), "shutdown");
+}
+
+static void stream_drain(tn_conn_base *b)
+{
+    tn_conn_close_after_flush(conn_of(b), "reload");
+}
+
+static void stream_abort(tn_conn_base *b, const char *why)
+{
+    tn_conn_close(conn_of(b), why);
+}
+
+static void stream_reconfigure(tn_conn_base *b)
+{
+    /* forget what is armed so the new values apply now */
+    tn_conn *c = conn_of(b);
+    c->timeout_ms = 0;
+    tn_conn_update_timeouts(c);
+}
+
+static void stream_destroy(tn_conn_base *b)
+{
+    free(conn_of(b));
+}
+
+static const tn_conn_kind stream_kind = {
+    .protocol = stream_protocol,
+    .describe = stream_describe,
+    .busy = stream_busy,
+    .closing = stream_closing,
+    .send = stream_send,
+    .close = stream_close,
+    .shutdown = stream_shutdown,
+    .drain = stream_drain,
+    .abort = stream_abort,
+    .reconfigure = stream_reconfigure,
+    .destroy = stream_destroy,
+};
+
+/* A relay is not in the population the daemon lists and counts (it is on
+ * d->relays): the daemon only ends it and frees it. */
+static const tn_conn_kind relay_kind = {
+    .protocol = stream_protocol,
+    .abort = stream_abort,
+    .destroy = stream_destroy,
+};
 
 /* ---- the connection as handlers see it ----------------------------------- */
 
 static tn_conn *session_conn(tn_session *s)
 {
-    return (tn_conn *)((char *)s - offsetof(tn_conn, session));
+    return (tn_conn *)((char *)s - offsetof(tn_conn, base.session));
 }
 
 static int session_push(tn_session *s, const char *data, size_t len)
 {
     tn_conn *c = session_conn(s);
-    if (c->dead || c->closing)
+    if (c->base.dead || c->closing)
         return 0;
     return c->fe->push(c, data, len);
 }

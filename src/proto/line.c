@@ -57,8 +57,8 @@ static bool queue_empty(const tn_conn *c)
 
 static void count_reply(tn_conn *c)
 {
-    c->msgs_out++;
-    c->listener->stats.messages_out++;
+    c->base.msgs_out++;
+    c->base.listener->stats.messages_out++;
     c->d->stats.messages_out++;
 }
 
@@ -101,7 +101,7 @@ static bool over_high(const tn_conn *c)
 static void flush_queue(tn_conn *c, bool defer)
 {
     line_state *st = c->fe_state;
-    int64_t cap = tn_listener_limits(c->listener)->max_output;
+    int64_t cap = tn_listener_limits(c->base.listener)->max_output;
     while (st && st->head && !st->head->job) {
         pending *p = st->head;
         st->head = p->next;
@@ -113,7 +113,7 @@ static void flush_queue(tn_conn *c, bool defer)
             if ((int64_t)(tn_conn_unsent(c) + p->len + 9) > cap) {
                 free(p->data);
                 free(p);
-                c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
+                c->base.listener->stats.rejected[TN_REJ_SLOW_READER]++;
                 c->d->stats.rejected[TN_REJ_SLOW_READER]++;
                 tn_conn_close(c, "slow reader: output over max_output");
                 return; /* release() freed the rest */
@@ -131,7 +131,7 @@ static void flush_queue(tn_conn *c, bool defer)
     tn_conn_flush(c); /* also closes a closing connection once it is done */
     /* the flush resumes paused input when it empties the output; when the
      * queue held input back with nothing left to write, resume it here */
-    if (!c->dead && c->read_paused && !tn_conn_unsent(c) && !over_high(c))
+    if (!c->base.dead && c->read_paused && !tn_conn_unsent(c) && !over_high(c))
         tn_conn_resume_input(c);
 }
 
@@ -221,8 +221,8 @@ static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *text)
 
 static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 {
-    tn_listener *l = c->listener;
-    c->msgs_in++;
+    tn_listener *l = c->base.listener;
+    c->base.msgs_in++;
     l->stats.messages_in++;
     c->d->stats.messages_in++;
     tn_call call = { .take_ref = true };
@@ -238,11 +238,11 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
     }
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
-        .conn_id = c->session.id,
+        .conn_id = c->base.session.id,
         .protocol = TN_PROTO_TCP,
-        .remote = &c->remote.sa,
-        .remote_len = c->remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
-        .session = &c->session,
+        .remote = &c->base.remote.sa,
+        .remote_len = c->base.remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+        .session = &c->base.session,
         .tls = tn_conn_tls_info(c),
     };
     call.out = c->d->scratch;
@@ -266,7 +266,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 
 static void too_long(tn_conn *c)
 {
-    c->listener->stats.rejected[TN_REJ_TOO_LARGE]++;
+    c->base.listener->stats.rejected[TN_REJ_TOO_LARGE]++;
     c->d->stats.rejected[TN_REJ_TOO_LARGE]++;
     answer_text(c, TN_FAIL, false, "line too long");
     tn_conn_close_after_flush(c, "line too long");
@@ -274,10 +274,10 @@ static void too_long(tn_conn *c)
 
 static size_t line_input(tn_conn *c, const char *data, size_t len)
 {
-    int64_t max_line = tn_listener_limits(c->listener)->max_line;
+    int64_t max_line = tn_listener_limits(c->base.listener)->max_line;
     size_t used = 0;
     while (used < len) {
-        if (c->dead || c->closing)
+        if (c->base.dead || c->closing)
             return len;
         if (over_high(c)) {
             /* the client reads slower than it sends: leave the rest until
@@ -296,7 +296,7 @@ static size_t line_input(tn_conn *c, const char *data, size_t len)
         }
         handle_line(c, data + used, n, crlf);
         used += n + crlf + 1;
-        if (c->dead)
+        if (c->base.dead)
             return len;
     }
     return used;
@@ -328,8 +328,8 @@ static bool line_busy(const tn_conn *c)
 
 static int line_push(tn_conn *c, const char *data, size_t len)
 {
-    if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->listener)->max_output) {
-        c->listener->stats.rejected[TN_REJ_SLOW_READER]++;
+    if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->base.listener)->max_output) {
+        c->base.listener->stats.rejected[TN_REJ_SLOW_READER]++;
         c->d->stats.rejected[TN_REJ_SLOW_READER]++;
         return -1;
     }
@@ -380,9 +380,9 @@ static tn_conn *line_accept(tn_listener *l, evutil_socket_t fd, const struct soc
     }
     /* a listener with one handler that keeps per-connection state (a stream
      * process, a broadcast room) joins it at connect, inetd style */
-    if (l->handler && l->handler->ops->attach && !tn_session_state(&c->session, l->handler)) {
+    if (l->handler && l->handler->ops->attach && !tn_session_state(&c->base.session, l->handler)) {
         tn_warn("listener %s: handler %s could not start for connection %llu", l->name, l->handler->name,
-                (unsigned long long)c->session.id);
+                (unsigned long long)c->base.session.id);
         tn_conn_close(c, "handler failed to start");
     }
     return c;

@@ -1,37 +1,23 @@
 /* SPDX-License-Identifier: MIT */
-/* ws.c - the WebSocket front end: libwebsockets driven from the libevent loop.
+/* ws.c - the WebSocket front end: what a WebSocket endpoint does with the
+ * upgraded connections libwebsockets serves (net/lwsdrv.c drives lws from
+ * the loop).
  *
- * Debian's libwebsockets 4.1.6 has neither libevent support nor external-poll
- * callbacks, so it is driven directly ("direct drive"):
+ *  - the upgrade: the endpoint's checks (key, version, Origin, what lws can
+ *    hold), the request head rewritten for lws (the subprotocol chosen here,
+ *    permessage-deflate left out where it is off), the socket adopted;
+ *  - messages: the frame check (wsframe.h) reads every byte lws gets and
+ *    holds clients to RFC 6455 where lws does not, answers pings and sees
+ *    closes; whole messages (UTF-8 checked) go through the dispatch step
+ *    (dispatch.h) to a handler;
+ *  - replies in request order, asynchronous ones too; written on a fast
+ *    path at the end of the loop pass when nothing stands in their way;
+ *    output caps (a slow reader is closed with 1008) and message caps;
+ *  - closing: what the peer's close or a violation calls for, after the
+ *    replies owed; one log line per WebSocket.
  *
- *  - lws runs on its default poll backend but never polls: its pollfd table
- *    (pt->fds, allocated once at context creation) is found by interposing
- *    poll() during lws_service() calls, which this file makes itself;
- *  - each adopted socket gets one persistent level-triggered EV_READ event
- *    that calls lws_service_fd() with POLLIN, and one one-shot EV_WRITE event;
- *  - lws asks protocols[0] for LWS_CALLBACK_GET_THREAD_ID every time a
- *    socket's wanted events change (lib/core-net/pollfd.c). We answer a
- *    constant (so lws never cancels a poll that does not exist) and use the
- *    call as the hook: the wanted events are read from the table. POLLOUT
- *    newly wanted: if lws holds nothing partially written the socket is
- *    surely writable, so the write side is made active with event_active()
- *    (no syscall); otherwise a real EV_WRITE is armed;
- *  - once per loop pass with lws activity a "tick" runs lws_service() with
- *    poll() faked: lws services its ripe timers (sul), tells us its next
- *    deadline through the poll timeout (one libevent timer is set to it), and
- *    when lws_service_adjust_timeout() says work is pending (rx buffered,
- *    extension draining) the fake poll reports activity so lws runs its
- *    forced service;
- *  - the events are freed on LWS_CALLBACK_WSI_DESTROY;
- *  - lws reads a WebSocket's bytes with recv(), interposed too: they pass
- *    the frame check (wsframe.h) first, which holds clients to RFC 6455
- *    where lws does not and hands pings and closes to this file.
- *
- * This leans on 4.1.x internals; tn_ws_init() refuses other versions and the
- * integration tests cover the behaviour. */
-#ifdef _FORTIFY_SOURCE
-#undef _FORTIFY_SOURCE
-#endif
+ * A WebSocket is a connection like the others (conn.h's base record): the
+ * control socket lists, closes and pushes to it through its kind. */
 #include "proto/ws.h"
 
 #include <ctype.h>
@@ -39,29 +25,24 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <libwebsockets.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "handlers/handler.h"
 #include "log.h"
 #include "net/addr.h"
+#include "net/conn.h"
 #include "net/linger.h"
 #include "net/listener.h"
+#include "net/lwsdrv.h"
 #include "proto/dispatch.h"
 #include "proto/http.h"
-#include "workers.h"
 #include "proto/wsframe.h"
-
-#define WS_TID 1 /* what GET_THREAD_ID answers */
-#define RX_CHUNK 1024 /* per-connection lws rx buffer: 10,000 idle WebSockets at ~3.4 KiB each */
-#define HEAD_MAX 8192 /* lws's header data per handshake (max_http_header_data) */
 
 /* ---- records ------------------------------------------------------------------ */
 
@@ -82,39 +63,20 @@ typedef struct wsmsg {
     unsigned char inline_buf[];
 } wsmsg;
 
-/* What on_post does for a connection at the end of a loop pass: write the
- * replies reply() queued on its fast path (flush_conn), or service POLLOUT
- * that lws wants while nothing is partly sent (write_ready). */
-enum { PASS_FLUSH, PASS_WRITABLE, PASS_LISTS };
-
 struct wsconn {
-    struct wsconn *prev, *next;
+    tn_conn_base base;  /* first: the record is freed through it */
+    tn_lws_sock sock;   /* lws's side: the wsi and the socket's events */
     tn_daemon *d;
-    tn_listener *l;
-    struct lws *wsi;
-    evutil_socket_t fd;
-    struct event *rev, *wev;
-    int fdpos;          /* cached index into lws's pollfd table */
-    bool want_in;       /* rev is added */
-    bool want_out;      /* POLLOUT wanted, as last seen */
     bool in_receive;    /* inside lws's RECEIVE callback: a reply may take the fast path */
-    bool on_pass[PASS_LISTS]; /* on g.pass[]: serviced at the end of the loop pass */
-    struct wsconn *pass_next[PASS_LISTS];
     bool established;
     bool finished;      /* sessions detached, jobs cancelled */
-    bool destroyed;     /* lws freed the wsi; memory freed from the post event */
-    bool foreign;       /* an lws-internal fd (event pipe), not a WebSocket */
-    tn_session session;
     tn_handler *handler; /* single-handler endpoint (referenced) */
     char **names;        /* multi-handler endpoint: the handler names */
     size_t nnames;
     char *path;
     char subprotocol[64];
     int64_t max_message, max_output;
-    struct sockaddr_storage remote;
-    socklen_t remote_len;
-    char remote_str[64];
-    char local_str[64];
+    char local[64];      /* "ip:port": over a TLS relay, the TLS connection's */
     tn_tls_info *tls;    /* over a TLS relay: the session's (owned copy) */
     struct evbuffer *rx; /* fragments of the message being received */
     size_t rx_len;
@@ -134,331 +96,80 @@ struct wsconn {
     bool close_now;
     bool close_sent;    /* our close frame went to lws */
     char close_reason[64];
-    int64_t established_ms, last_ms;
-    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
 };
 
-typedef struct wsvhost {
-    struct wsvhost *next;
-    int ping_s, hangup_s;
-    struct lws_vhost *vh;
-    struct lws_protocols *protocols;
-    lws_retry_bo_t retry;
-    char name[24]; /* lws keeps the pointer, not a copy */
-} wsvhost;
-
-/* The WebSocket layer's state. It is file-static rather than a member of the
- * daemon because the poll() interposer below, called by lws with no context
- * argument, must reach it; there is one lws context per process anyway. */
-static struct {
-    tn_daemon *d;
-    struct lws_context *ctx;
-    struct lws_pollfd *fds; /* lws's pollfd table */
-    tn_pass_job post;       /* on_post, before the loop sleeps */
-    struct event *timer_ev; /* lws's next deadline */
-    int spins;
-    uint64_t callbacks; /* lws callbacks so far: a forced tick made progress */
-    wsconn *conns;
-    size_t nconns;
-    wsconn *dead;
-    wsmsg *spare;     /* freed small messages, for the next replies */
+/* The front end's state: freed small messages, for the next replies. */
+struct tn_ws {
+    wsmsg *spare;
     size_t nspare;
-    wsconn *pass[PASS_LISTS]; /* connections on_post services once per pass */
-    wsconn *adopting;
-    wsvhost *vhosts;
-    bool initializing;
-    /* the poll() interposer */
-    volatile int capture;
-    int fake_n;
-    int cap_timeout;
-    struct lws_pollfd *cap_fds;
-    unsigned cap_nfds;
-    wsconn *foreign; /* lws's own fds */
-    wsconn **byfd;   /* WebSockets by fd, for the recv() interposer */
-    size_t nbyfd;
-} g;
+};
 
-/* ---- poll() interposer -------------------------------------------------------- */
+static const tn_conn_kind ws_kind;
 
-/* lws calls poll() only from lws_service(), which we call only to tick; any
- * other caller in the process gets the real thing (through ppoll, a different
- * symbol). */
-int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+static wsconn *conn_of_sock(tn_lws_sock *s)
 {
-    if (g.capture) {
-        g.cap_fds = fds;
-        g.cap_nfds = (unsigned)nfds;
-        g.cap_timeout = timeout;
-        return g.fake_n;
-    }
-    struct timespec ts, *tp = NULL;
-    if (timeout >= 0) {
-        ts.tv_sec = timeout / 1000;
-        ts.tv_nsec = (long)(timeout % 1000) * 1000000L;
-        tp = &ts;
-    }
-    return ppoll(fds, nfds, tp, NULL);
+    return (wsconn *)((char *)s - offsetof(wsconn, sock));
 }
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static int64_t wall_ms(void)
+static int64_t wall_ms(tn_daemon *d)
 {
     struct timeval tv;
-    if (g.d)
-        event_base_gettimeofday_cached(g.d->base, &tv);
-    else
-        gettimeofday(&tv, NULL);
+    event_base_gettimeofday_cached(d->base, &tv);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static socklen_t remote_len(const wsconn *c)
+{
+    return c->base.remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
 static void count_in(wsconn *c, size_t len)
 {
-    c->bytes_in += len;
-    c->msgs_in++;
-    c->l->stats.total_bytes_received += len;
-    c->l->stats.messages_in++;
+    c->base.bytes_in += len;
+    c->base.msgs_in++;
+    c->base.listener->stats.total_bytes_received += len;
+    c->base.listener->stats.messages_in++;
     c->d->stats.total_bytes_received += len;
     c->d->stats.messages_in++;
-    c->last_ms = wall_ms();
+    c->base.last_activity_ms = wall_ms(c->d);
 }
 
 static void count_out(wsconn *c, size_t len)
 {
-    c->bytes_out += len;
-    c->msgs_out++;
-    c->l->stats.total_bytes_sent += len;
-    c->l->stats.messages_out++;
+    c->base.bytes_out += len;
+    c->base.msgs_out++;
+    c->base.listener->stats.total_bytes_sent += len;
+    c->base.listener->stats.messages_out++;
     c->d->stats.total_bytes_sent += len;
     c->d->stats.messages_out++;
-    c->last_ms = wall_ms();
+    c->base.last_activity_ms = wall_ms(c->d);
 }
 
 static void reject(wsconn *c, int reason)
 {
-    c->l->stats.rejected[reason]++;
+    c->base.listener->stats.rejected[reason]++;
     c->d->stats.rejected[reason]++;
-}
-
-/* ---- driving lws -------------------------------------------------------------- */
-
-static void schedule_post(void)
-{
-    if (g.post.run)
-        tn_before_sleep_due(g.d, &g.post);
-}
-
-static void pass_add(wsconn *c, int list)
-{
-    if (c->on_pass[list])
-        return;
-    c->on_pass[list] = true;
-    c->pass_next[list] = g.pass[list];
-    g.pass[list] = c;
-    schedule_post();
-}
-
-static void pass_remove(wsconn *c, int list)
-{
-    if (!c->on_pass[list])
-        return;
-    for (wsconn **pp = &g.pass[list]; *pp; pp = &(*pp)->pass_next[list])
-        if (*pp == c) {
-            *pp = c->pass_next[list];
-            break;
-        }
-    c->on_pass[list] = false;
-}
-
-/* Runs FN for the connections on LIST; one listed again meanwhile waits
- * for the next pass. */
-static void pass_run(int list, void (*fn)(wsconn *c))
-{
-    wsconn *todo = g.pass[list];
-    g.pass[list] = NULL;
-    while (todo) {
-        wsconn *c = todo;
-        todo = c->pass_next[list];
-        c->on_pass[list] = false;
-        if (!c->destroyed)
-            fn(c);
-    }
-}
-
-/* The wanted events of C's fd in lws's table; -1 if it is not there. Live
- * entries are contiguous from 0 (lws moves the last one into a freed slot
- * and marks the old last slot fd -1; never-used slots are zero), so the
- * search stops at the first slot past the end. */
-static int wanted(wsconn *c)
-{
-    if (!g.fds)
-        return -1;
-    if (c->fdpos >= 0 && g.fds[c->fdpos].fd == c->fd)
-        return g.fds[c->fdpos].events;
-    for (int i = 0;; i++) {
-        int fd = g.fds[i].fd;
-        if (fd == c->fd) {
-            c->fdpos = i;
-            return g.fds[i].events;
-        }
-        if (fd == -1 || (fd == 0 && !g.fds[i].events))
-            return -1;
-    }
-}
-
-/* Makes the read and write events follow what lws wants for C. */
-static void sync_events(wsconn *c)
-{
-    if (c->destroyed || !c->rev)
-        return;
-    int ev = wanted(c);
-    if (ev < 0)
-        return;
-    bool in = ev & POLLIN, out = ev & POLLOUT;
-    if (in != c->want_in) {
-        if (in)
-            event_add(c->rev, NULL);
-        else
-            event_del(c->rev);
-        c->want_in = in;
-    }
-    if (out && !c->want_out) {
-        if (c->wsi && !c->foreign && !lws_partial_buffered(c->wsi)) {
-            /* writable unless proven otherwise: no syscall, no libevent
-             * activation; on_post writes for every such connection once the
-             * pass's reads are done */
-            pass_add(c, PASS_WRITABLE);
-        } else {
-            event_add(c->wev, NULL);
-        }
-    } else if (!out && c->want_out) {
-        if (!c->on_pass[PASS_WRITABLE])
-            event_del(c->wev);
-    }
-    c->want_out = out;
-}
-
-static void service(wsconn *c, short revents)
-{
-    g.d->io_events++;
-    struct lws_pollfd p = { .fd = c->fd, .events = (short)(POLLIN | POLLOUT), .revents = revents };
-    lws_service_fd(g.ctx, &p);
-    schedule_post();
-}
-
-static void on_read(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    service(arg, POLLIN);
-}
-
-static void write_ready(wsconn *c)
-{
-    int ev = wanted(c);
-    if (ev < 0 || !(ev & POLLOUT)) {
-        c->want_out = false;
-        return;
-    }
-    c->want_out = false; /* the trigger is used up */
-    service(c, POLLOUT);
-    if (!c->destroyed)
-        sync_events(c); /* still wanted (partial write): trigger again */
-}
-
-static void on_write(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    write_ready(arg);
-}
-
-static void flush_conn(wsconn *c);
-
-static void tick(bool force)
-{
-    g.capture = 1;
-    g.fake_n = force ? 1 : 0;
-    g.cap_timeout = -1;
-    lws_service(g.ctx, 0);
-    g.capture = 0;
-}
-
-static void free_dead(void)
-{
-    while (g.dead) {
-        wsconn *c = g.dead;
-        g.dead = c->next;
-        tn_listener *l = c->l;
-        free(c);
-        if (l->draining && l->stats.active_connections == 0)
-            tn_listener_free(l);
-    }
-}
-
-static void on_post(void *arg)
-{
-    (void)arg;
-    if (!g.ctx)
-        return;
-    /* after all of the pass's reads: fast-path replies, then POLLOUT */
-    pass_run(PASS_FLUSH, flush_conn);
-    pass_run(PASS_WRITABLE, write_ready);
-    bool force = lws_service_adjust_timeout(g.ctx, 1, 0) == 0;
-    uint64_t before = g.callbacks;
-    tick(force);
-    int ms = g.cap_timeout;
-    if (lws_service_adjust_timeout(g.ctx, 1, 0) == 0) {
-        /* still pending (e.g. an inflated message drained chunk by chunk):
-         * come back next pass, or after a breath if lws makes no progress */
-        if (g.callbacks != before)
-            g.spins = 0;
-        if (++g.spins < 16) {
-            schedule_post();
-            ms = -1;
-        } else {
-            ms = 1;
-        }
-    } else {
-        g.spins = 0;
-    }
-    if (ms >= 0) {
-        if (ms > 3600 * 1000)
-            ms = 3600 * 1000;
-        struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-        event_add(g.timer_ev, &tv);
-    }
-    bool had_dead = g.dead != NULL;
-    free_dead();
-    if (had_dead && g.d && g.d->stopping)
-        tn_daemon_check_stopped(g.d);
-}
-
-/* lws's next deadline: its timers are serviced at the end of the pass */
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    schedule_post();
 }
 
 /* ---- output --------------------------------------------------------------------- */
 
-/* Replies up to MSG_SMALL bytes are recycled through g.spare: a pass reads
+/* Replies up to MSG_SMALL bytes are recycled through the state's spare list: a pass reads
  * up to one message per connection before it writes any reply, and glibc's
  * per-thread cache (7 chunks a size) missed for most of them, which cost
  * more than the rest of our per-message work. */
 enum { MSG_SMALL = 240, MSG_SPARES = 256 };
 
-static wsmsg *msg_new(const void *data, size_t len, bool binary)
+static wsmsg *msg_new(wsconn *c, const void *data, size_t len, bool binary)
 {
+    tn_ws *w = c->d->ws;
     wsmsg *m;
     bool small = len <= MSG_SMALL;
-    if (small && g.spare) {
-        m = g.spare;
-        g.spare = m->next;
-        g.nspare--;
+    if (small && w->spare) {
+        m = w->spare;
+        w->spare = m->next;
+        w->nspare--;
     } else if (!(m = malloc(sizeof(*m) + LWS_PRE + (small ? MSG_SMALL : len) + 2))) {
         return NULL;
     }
@@ -473,14 +184,15 @@ static wsmsg *msg_new(const void *data, size_t len, bool binary)
     return m;
 }
 
-static void msg_free(wsmsg *m)
+static void msg_free(wsconn *c, wsmsg *m)
 {
+    tn_ws *w = c->d->ws;
     if (m->buf != m->inline_buf)
         free(m->buf);
-    if (m->small && m->buf == m->inline_buf && g.ctx && g.nspare < MSG_SPARES) {
-        m->next = g.spare;
-        g.spare = m;
-        g.nspare++;
+    if (m->small && m->buf == m->inline_buf && tn_lws_running() && w->nspare < MSG_SPARES) {
+        m->next = w->spare;
+        w->spare = m;
+        w->nspare++;
         return;
     }
     free(m);
@@ -488,13 +200,13 @@ static void msg_free(wsmsg *m)
 
 static void want_write(wsconn *c)
 {
-    if (c->wsi && !c->destroyed)
-        lws_callback_on_writable(c->wsi);
+    if (c->sock.wsi && !c->sock.destroyed)
+        lws_callback_on_writable(c->sock.wsi);
 }
 
 static void close_with(wsconn *c, int code, const char *reason, bool now)
 {
-    if (c->destroyed || !c->wsi)
+    if (c->sock.destroyed || !c->sock.wsi)
         return;
     if (!c->close_code || now) {
         c->close_code = code;
@@ -504,7 +216,7 @@ static void close_with(wsconn *c, int code, const char *reason, bool now)
     if (c->established)
         want_write(c);
     else
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        lws_set_timeout(c->sock.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
 static void msg_append(wsmsg **head, wsmsg **tail, wsmsg *m)
@@ -555,10 +267,10 @@ static void flush_conn(wsconn *c)
      * found (it handles the bytes that came with the upgrade request in a
      * later pass): then the pongs for later pings and the close wait */
     bool behind = !c->rx_dead && (int32_t)(c->msgs_done - c->wsf.msgs) < 0 &&
-                  lws_service_adjust_timeout(g.ctx, 1, 0) == 0;
+                  tn_lws_holding();
     pong_release(c, !behind);
-    while (c->out_head && !c->destroyed && !c->close_code && !c->deflate && (c->out_head->len || c->out_head->pong) &&
-           !lws_partial_buffered(c->wsi)) {
+    while (c->out_head && !c->sock.destroyed && !c->close_code && !c->deflate && (c->out_head->len || c->out_head->pong) &&
+           !lws_partial_buffered(c->sock.wsi)) {
         wsmsg *m = c->out_head;
         c->out_head = m->next;
         if (!c->out_head)
@@ -566,25 +278,25 @@ static void flush_conn(wsconn *c)
         c->out_bytes -= m->len;
         size_t len = m->len;
         bool pong = m->pong;
-        int n = lws_write(c->wsi, m->buf + LWS_PRE, len, write_type(m));
-        msg_free(m);
+        int n = lws_write(c->sock.wsi, m->buf + LWS_PRE, len, write_type(m));
+        msg_free(c, m);
         if (n < 0) {
-            c->l->stats.connection_errors++;
+            c->base.listener->stats.connection_errors++;
             c->d->stats.connection_errors++;
-            lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            lws_set_timeout(c->sock.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
             return;
         }
         if (!pong)
             count_out(c, len);
     }
     if (behind && (c->pong_head || c->wsf.code)) {
-        pass_add(c, PASS_FLUSH); /* the next pass, after lws's */
-    } else if (c->wsf.code && !c->destroyed) {
+        tn_lws_flush_later(&c->sock); /* the next pass, after lws's */
+    } else if (c->wsf.code && !c->sock.destroyed) {
         /* the peer's close is echoed after what is queued; a violation
          * closes at once */
         close_with(c, c->wsf.code, c->wsf.closed ? "" : c->wsf.why, !c->wsf.closed);
     }
-    if (!c->destroyed && (c->out_head || c->close_code))
+    if (!c->sock.destroyed && (c->out_head || c->close_code))
         want_write(c);
 }
 
@@ -599,15 +311,15 @@ static bool over_cap(wsconn *c, size_t len)
 static void output(wsconn *c, wsmsg *m, bool fast)
 {
     if (over_cap(c, m->len)) {
-        msg_free(m);
+        msg_free(c, m);
         reject(c, TN_REJ_SLOW_READER);
         close_with(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow reader", true);
         return;
     }
-    if (fast && (!c->out_head || c->on_pass[PASS_FLUSH]) && !c->deflate && !c->close_code && (m->len || m->pong) &&
-        !lws_partial_buffered(c->wsi)) {
+    if (fast && (!c->out_head || tn_lws_flush_listed(&c->sock)) && !c->deflate && !c->close_code && (m->len || m->pong) &&
+        !lws_partial_buffered(c->sock.wsi)) {
         queue_out(c, m);
-        pass_add(c, PASS_FLUSH);
+        tn_lws_flush_later(&c->sock);
         return;
     }
     out_append(c, m);
@@ -624,8 +336,8 @@ static void pong_release(wsconn *c, bool all)
         c->pong_head = m->next;
         if (!c->pong_head)
             c->pong_tail = NULL;
-        if (c->close_code || c->destroyed)
-            msg_free(m); /* our close frame is the last one */
+        if (c->close_code || c->sock.destroyed)
+            msg_free(c, m); /* our close frame is the last one */
         else
             output(c, m, true);
     }
@@ -636,7 +348,7 @@ static void pongs_drop(wsconn *c)
     while (c->pong_head) {
         wsmsg *m = c->pong_head;
         c->pong_head = m->next;
-        msg_free(m);
+        msg_free(c, m);
     }
     c->pong_tail = NULL;
 }
@@ -650,11 +362,11 @@ static void pend_flush(wsconn *c)
         if (!c->pend_head)
             c->pend_tail = NULL;
         if (!m->send) {
-            msg_free(m);
+            msg_free(c, m);
             continue;
         }
         if (over_cap(c, m->len)) {
-            msg_free(m);
+            msg_free(c, m);
             reject(c, TN_REJ_SLOW_READER);
             close_with(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow reader", true);
             continue;
@@ -681,14 +393,14 @@ static void reply(wsconn *c, tn_result res, const char *data, size_t len, bool r
     size_t plen = strlen(prefix);
     wsmsg *m;
     if (plen) {
-        m = msg_new(NULL, plen + len, false);
+        m = msg_new(c, NULL, plen + len, false);
         if (m) {
             memcpy(m->buf + LWS_PRE, prefix, plen);
             if (len)
                 memcpy(m->buf + LWS_PRE + plen, data, len);
         }
     } else {
-        m = msg_new(data, len, req_binary);
+        m = msg_new(c, data, len, req_binary);
     }
     if (!m) {
         close_with(c, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory", true);
@@ -737,21 +449,20 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
 
 /* ---- the frame check ---------------------------------------------------------------- */
 
-/* lws reads a WebSocket's bytes with recv() and nothing else, and only from
- * calls this file makes; the bytes pass through tn_wsf_run() (wsframe.h)
- * on their way in. Other callers and sockets get the real thing (through
- * recvfrom, a different symbol). */
+/* lws reads a WebSocket's bytes through the driver's recv() interposer,
+ * which hands them here (rx_read): they pass through tn_wsf_run()
+ * (wsframe.h) on their way in. */
 
 static void on_ping(void *arg, const uint8_t *payload, size_t len, uint32_t msgs)
 {
     wsconn *c = arg;
-    wsmsg *m = msg_new(payload, len, true);
+    wsmsg *m = msg_new(c, payload, len, true);
     if (!m)
         return; /* out of memory: the peer's keepalive will tell */
     m->pong = true;
     m->after = msgs;
     msg_append(&c->pong_head, &c->pong_tail, m);
-    pass_add(c, PASS_FLUSH);
+    tn_lws_flush_later(&c->sock);
 }
 
 /* Runs the frame check over LEN bytes at BUF; what lws may see is left. */
@@ -762,7 +473,7 @@ static size_t check_frames(wsconn *c, unsigned char *buf, size_t len)
     if (ok && c->wsf.code) {
         if (c->wsf.code == LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE && !c->wsf.closed)
             reject(c, TN_REJ_TOO_LARGE);
-        pass_add(c, PASS_FLUSH); /* flush_conn() closes */
+        tn_lws_flush_later(&c->sock); /* flush_conn() closes */
     }
     return n;
 }
@@ -772,7 +483,7 @@ static ssize_t rx_read(wsconn *c, unsigned char *buf, size_t len)
     ssize_t n;
     if (c->wsf.code) {
         /* after the peer's close or a violation: input is dropped */
-        n = recvfrom(c->fd, buf, len, 0, NULL, NULL);
+        n = recvfrom(c->sock.fd, buf, len, 0, NULL, NULL);
         if (n > 0) {
             errno = EAGAIN;
             return -1;
@@ -787,7 +498,7 @@ static ssize_t rx_read(wsconn *c, unsigned char *buf, size_t len)
     }
     if (held)
         memcpy(buf, c->wsf.hold, held);
-    n = recvfrom(c->fd, buf + held, len - held, 0, NULL, NULL);
+    n = recvfrom(c->sock.fd, buf + held, len - held, 0, NULL, NULL);
     if (n <= 0)
         return n;
     c->wsf.nhold = 0;
@@ -798,14 +509,6 @@ static ssize_t rx_read(wsconn *c, unsigned char *buf, size_t len)
         return -1;
     }
     return (ssize_t)left;
-}
-
-ssize_t recv(int fd, void *buf, size_t len, int flags)
-{
-    wsconn *c = fd >= 0 && (size_t)fd < g.nbyfd ? g.byfd[fd] : NULL;
-    if (!c || flags || c->destroyed)
-        return recvfrom(fd, buf, len, flags, NULL, NULL);
-    return rx_read(c, buf, len);
 }
 
 /* ---- messages -------------------------------------------------------------------- */
@@ -838,13 +541,12 @@ static void handle_message(wsconn *c, const char *msg, size_t len, bool binary)
         return;
     }
     call.ctx = (tn_msg_ctx){
-        .listener = c->l->name,
-        .conn_id = c->session.id,
+        .listener = c->base.listener->name,
+        .conn_id = c->base.session.id,
         .protocol = TN_PROTO_WS,
-        .remote = (const struct sockaddr *)&c->remote,
-        .remote_len = c->remote_len,
-        .remote_addr = c->remote_str,
-        .session = &c->session,
+        .remote = &c->base.remote.sa,
+        .remote_len = remote_len(c),
+        .session = &c->base.session,
         .tls = c->tls,
     };
     call.out = out;
@@ -899,13 +601,13 @@ static int fail_rx(wsconn *c, int code, const char *why)
     }
     c->rx_len = 0;
     c->rx_open = false;
-    pass_add(c, PASS_FLUSH);
+    tn_lws_flush_later(&c->sock);
     return 0;
 }
 
 static int on_receive(wsconn *c, const char *in, size_t len)
 {
-    struct lws *wsi = c->wsi;
+    struct lws *wsi = c->sock.wsi;
     /* a message starts after the previous one's final piece: with
      * permessage-deflate 4.1.6 reports every inflated chunk drained from the
      * extension as a first fragment, so lws_is_first_fragment() is not used */
@@ -961,17 +663,17 @@ static int on_writeable(wsconn *c)
     /* the extension has drained (lws calls back only after that): the last
      * message's buffer is no longer referenced */
     if (c->inflight) {
-        msg_free(c->inflight);
+        msg_free(c, c->inflight);
         c->inflight = NULL;
     }
     if (c->close_code && (c->close_now || !c->out_head)) {
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
+        lws_close_reason(c->sock.wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
                          strlen(c->close_reason));
         c->close_sent = true;
         /* lws now sends the close frame and closes the socket without
          * waiting for the peer's: a duplicate keeps it open and drained,
          * so a peer still sending gets our close frame, not a reset */
-        evutil_socket_t keep = dup(c->fd);
+        evutil_socket_t keep = dup(c->sock.fd);
         if (keep >= 0)
             tn_linger_start(c->d, keep);
         return -1;
@@ -985,7 +687,7 @@ static int on_writeable(wsconn *c)
     c->out_bytes -= m->len;
     int n;
     if (m->pong) {
-        n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_PONG) < 0 ? -1 : 0;
+        n = lws_write(c->sock.wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_PONG) < 0 ? -1 : 0;
     } else if (m->len == 0) {
         /* 4.1.6's permessage-deflate asserts on an empty message (the sync
          * flush yields under 4 bytes to trim): send the frame as is, raw and
@@ -993,9 +695,9 @@ static int on_writeable(wsconn *c)
         unsigned char *f = m->buf + LWS_PRE;
         f[0] = (unsigned char)(0x80 | (m->binary ? 0x2 : 0x1));
         f[1] = 0;
-        n = lws_write(c->wsi, f, 2, LWS_WRITE_HTTP) < 0 ? -1 : 0;
+        n = lws_write(c->sock.wsi, f, 2, LWS_WRITE_HTTP) < 0 ? -1 : 0;
     } else {
-        n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        n = lws_write(c->sock.wsi, m->buf + LWS_PRE, m->len, m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     }
     size_t len = m->len;
     bool pong = m->pong;
@@ -1004,19 +706,19 @@ static int on_writeable(wsconn *c)
          * buffer on later POLLOUTs when the output did not fit in one go */
         c->inflight = m;
         if (len > 512)
-            lws_callback_on_writable(c->wsi); /* to release it soon */
+            lws_callback_on_writable(c->sock.wsi); /* to release it soon */
     } else {
-        msg_free(m);
+        msg_free(c, m);
     }
     if (n < 0) {
-        c->l->stats.connection_errors++;
+        c->base.listener->stats.connection_errors++;
         c->d->stats.connection_errors++;
         return -1;
     }
     if (!pong)
         count_out(c, len);
     if (c->out_head || c->close_code)
-        lws_callback_on_writable(c->wsi);
+        lws_callback_on_writable(c->sock.wsi);
     return 0;
 }
 
@@ -1024,19 +726,19 @@ static int on_writeable(wsconn *c)
 
 static wsconn *session_conn(tn_session *s)
 {
-    return (wsconn *)((char *)s - offsetof(wsconn, session));
+    return (wsconn *)((char *)s - offsetof(wsconn, base.session));
 }
 
 static int session_push(tn_session *s, const char *data, size_t len)
 {
     wsconn *c = session_conn(s);
-    if (c->destroyed || c->finished || c->close_code)
+    if (c->sock.destroyed || c->finished || c->close_code)
         return 0;
     if (over_cap(c, len)) {
         reject(c, TN_REJ_SLOW_READER);
         return -1;
     }
-    wsmsg *m = msg_new(data, len, !tn_utf8_valid((const unsigned char *)data, len));
+    wsmsg *m = msg_new(c, data, len, !tn_utf8_valid((const unsigned char *)data, len));
     if (!m)
         return -1;
     out_append(c, m);
@@ -1068,18 +770,18 @@ static void finish(wsconn *c)
             m->job = NULL;
             tn_job_cancel(j);
         }
-        msg_free(m);
+        msg_free(c, m);
     }
     c->pend_tail = NULL;
     while (c->out_head) {
         wsmsg *m = c->out_head;
         c->out_head = m->next;
-        msg_free(m);
+        msg_free(c, m);
     }
     c->out_tail = NULL;
     c->out_bytes = 0;
     pongs_drop(c);
-    tn_session_detach_all(&c->session);
+    tn_session_detach_all(&c->base.session);
     if (c->rx) {
         evbuffer_free(c->rx);
         c->rx = NULL;
@@ -1094,34 +796,28 @@ static void log_close(const wsconn *c)
     bool peer = c->wsf.code && c->wsf.closed;
     int code = peer ? c->wsf.code : c->close_sent ? c->close_code : 1006;
     const char *by = peer ? "by the peer" : c->close_sent ? "by the server" : "without a close frame";
-    int64_t ms = wall_ms() - c->established_ms;
+    int64_t ms = wall_ms(c->d) - c->base.established_ms;
+    char remote[64];
+    tn_addr_format(&c->base.remote.sa, remote, sizeof(remote));
     tn_info("websocket %llu closed: %s %s from %s, code %d %s%s%s%s, %lld.%03lld s, %llu message(s) in, %llu out",
-            (unsigned long long)c->session.id, c->l->name, c->path ? c->path : "", c->remote_str, code, by,
+            (unsigned long long)c->base.session.id, c->base.listener->name, c->path ? c->path : "", remote, code, by,
             !peer && c->close_sent && *c->close_reason ? " (" : "", !peer && c->close_sent ? c->close_reason : "",
             !peer && c->close_sent && *c->close_reason ? ")" : "", (long long)(ms / 1000), (long long)(ms % 1000),
-            (unsigned long long)c->msgs_in, (unsigned long long)c->msgs_out);
+            (unsigned long long)c->base.msgs_in, (unsigned long long)c->base.msgs_out);
 }
 
 static void conn_destroy(wsconn *c)
 {
-    if (c->destroyed)
+    if (c->sock.destroyed)
         return;
-    if (c->established && !c->foreign)
+    if (c->established)
         log_close(c);
     finish(c);
-    c->destroyed = true;
-    c->wsi = NULL;
-    pass_remove(c, PASS_FLUSH);
-    pass_remove(c, PASS_WRITABLE);
+    tn_lws_sock_close(&c->sock);
     if (c->inflight) {
-        msg_free(c->inflight);
+        msg_free(c, c->inflight);
         c->inflight = NULL;
     }
-    if (c->rev)
-        event_free(c->rev);
-    if (c->wev)
-        event_free(c->wev);
-    c->rev = c->wev = NULL;
     if (c->handler)
         tn_handler_unref(c->handler);
     c->handler = NULL;
@@ -1137,68 +833,31 @@ static void conn_destroy(wsconn *c)
         free(c->tls);
         c->tls = NULL;
     }
-    if (!c->foreign) {
-        if (c->fd >= 0 && (size_t)c->fd < g.nbyfd && g.byfd[c->fd] == c)
-            g.byfd[c->fd] = NULL;
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            g.conns = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        g.nconns--;
-        tn_daemon *d = c->d;
-        d->active--;
-        tn_workers_publish(d);
-        d->stats.active_connections--;
-        c->l->stats.active_connections--;
-        tn_debug("websocket %llu closed", (unsigned long long)c->session.id);
-    }
-    c->next = g.dead;
-    g.dead = c;
-    schedule_post();
+    tn_debug("websocket %llu closed", (unsigned long long)c->base.session.id);
+    tn_conn_base_close(&c->base); /* freed by the reap job */
 }
 
-static wsconn *conn_of(struct lws *wsi)
+static int callback(tn_lws_sock *s, struct lws *wsi, enum lws_callback_reasons reason, void *in, size_t len)
 {
-    if (!wsi)
-        return NULL;
-    wsconn *c = lws_get_opaque_user_data(wsi);
-    if (!c && g.adopting && !g.adopting->wsi && lws_get_socket_fd(wsi) == g.adopting->fd) {
-        c = g.adopting;
-        c->wsi = wsi;
-        lws_set_opaque_user_data(wsi, c);
-    }
-    return c;
-}
-
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
-{
-    (void)user;
-    g.callbacks++;
-    if (reason == LWS_CALLBACK_GET_THREAD_ID) {
-        wsconn *c = lws_get_opaque_user_data(wsi);
-        if (!c)
-            c = conn_of(wsi);
-        if (c && !c->destroyed)
-            sync_events(c);
-        return WS_TID;
-    }
-    wsconn *c = conn_of(wsi);
+    wsconn *c = s ? conn_of_sock(s) : NULL;
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED:
         if (!c)
             return -1;
         c->established = true;
-        c->established_ms = c->last_ms = wall_ms();
-        tn_http_count_response(c->l, NULL, NULL, 101);
-        tn_info("websocket %llu opened: %s %s from %s%s%s", (unsigned long long)c->session.id, c->l->name, c->path,
-                c->remote_str, *c->subprotocol ? ", subprotocol " : "", c->subprotocol);
+        c->base.established_ms = c->base.last_activity_ms = wall_ms(c->d);
+        tn_http_count_response(c->base.listener, NULL, NULL, 101);
+        if (tn_log_get_level() >= TN_LOG_INFO) {
+            char remote[64];
+            tn_addr_format(&c->base.remote.sa, remote, sizeof(remote));
+            tn_info("websocket %llu opened: %s %s from %s%s%s", (unsigned long long)c->base.session.id,
+                    c->base.listener->name, c->path, remote, *c->subprotocol ? ", subprotocol " : "", c->subprotocol);
+        }
         /* a single handler that keeps per-connection state (stream process,
          * broadcast room) joins at connect */
-        if (c->handler && c->handler->ops->attach && !tn_session_state(&c->session, c->handler)) {
-            tn_warn("listener %s: handler %s could not start for websocket %llu", c->l->name, c->handler->name,
-                    (unsigned long long)c->session.id);
+        if (c->handler && c->handler->ops->attach && !tn_session_state(&c->base.session, c->handler)) {
+            tn_warn("listener %s: handler %s could not start for websocket %llu", c->base.listener->name, c->handler->name,
+                    (unsigned long long)c->base.session.id);
             static const char why[] = "handler failed to start";
             lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, (unsigned char *)why, sizeof(why) - 1);
             c->close_code = LWS_CLOSE_STATUS_UNEXPECTED_CONDITION;
@@ -1225,7 +884,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             if (c->pong_head)
                 pong_release(c, false);
             if (c->wsf.code)
-                pass_add(c, PASS_FLUSH); /* a close waiting for this message */
+                tn_lws_flush_later(&c->sock); /* a close waiting for this message */
             return r;
         }
     case LWS_CALLBACK_SERVER_WRITEABLE:
@@ -1237,10 +896,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             finish(c);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
-        if (c) {
-            lws_set_opaque_user_data(wsi, NULL);
+        if (c)
             conn_destroy(c);
-        }
         return 0;
     case LWS_CALLBACK_ADD_HEADERS:
         if (c && c->subprotocol[0]) {
@@ -1258,179 +915,124 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     default:
         break;
     }
-    return lws_callback_http_dummy(wsi, reason, user, in, len);
+    return lws_callback_http_dummy(wsi, reason, NULL, in, len);
 }
 
-/* ---- logging -------------------------------------------------------------------- */
+/* ---- the WebSocket as the daemon and the control socket see it ------------------- */
 
-static void log_emit(int level, const char *line)
+static wsconn *conn_of(const tn_conn_base *b)
 {
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        n--;
-    if (g.initializing && level == LLL_ERR)
-        tn_warn("libwebsockets: %.*s", (int)n, line);
-    else
-        tn_debug("libwebsockets: %.*s", (int)n, line);
+    return (wsconn *)b;
 }
 
-void tn_ws_set_log_level(int level)
+static const char *ws_protocol(const tn_conn_base *b)
 {
-    /* lws logs errors during normal adoption: they are debug lines here */
-    int lws = level >= TN_LOG_DEBUG ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : g.initializing ? LLL_ERR : 0;
-    lws_set_log_level(lws, log_emit);
+    (void)b;
+    return "ws";
 }
 
-/* ---- vhosts ------------------------------------------------------------------------- */
+static void ws_describe(const tn_conn_base *b, tn_conn_info *info)
+{
+    const wsconn *c = conn_of(b);
+    snprintf(info->local, sizeof(info->local), "%s", c->local);
+    info->path = c->path ? c->path : "";
+    info->subprotocol = c->subprotocol;
+    info->tls = c->tls;
+}
 
-static const struct lws_extension extensions[] = {
-    { "permessage-deflate", lws_extension_callback_pm_deflate,
-      "permessage-deflate; client_no_context_takeover; client_max_window_bits" },
-    { NULL, NULL, NULL },
+static bool ws_closing(const tn_conn_base *b)
+{
+    return conn_of(b)->close_code != 0;
+}
+
+static int ws_send(tn_conn_base *b, const char *data, size_t len)
+{
+    wsconn *c = conn_of(b);
+    if (c->close_code)
+        return -1;
+    int r = session_push(&c->base.session, data, len);
+    tn_lws_wake();
+    return r;
+}
+
+static void ws_close(tn_conn_base *b)
+{
+    close_with(conn_of(b), LWS_CLOSE_STATUS_NORMAL, "closed by the operator", false);
+    tn_lws_wake();
+}
+
+static void ws_shutdown(tn_conn_base *b)
+{
+    close_with(conn_of(b), LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", false);
+    tn_lws_wake();
+}
+
+static void ws_destroy(tn_conn_base *b)
+{
+    free(conn_of(b));
+}
+
+/* No abort: a WebSocket ends when lws lets go of it (tn_ws_free()). */
+static const tn_conn_kind ws_kind = {
+    .protocol = ws_protocol,
+    .describe = ws_describe,
+    .closing = ws_closing,
+    .send = ws_send,
+    .close = ws_close,
+    .shutdown = ws_shutdown,
+    .destroy = ws_destroy,
 };
 
-static const struct lws_protocols proto0 = {
-    .name = "tusknet",
-    .callback = callback,
-    .per_session_data_size = 0,
-    .rx_buffer_size = RX_CHUNK,
-};
+/* ---- init -------------------------------------------------------------------------- */
 
-static int secs_up(int64_t ms)
+static void sock_flush(tn_lws_sock *s)
 {
-    if (ms <= 0)
-        return 0;
-    int64_t s = (ms + 999) / 1000;
-    return s > 65535 ? 65535 : (int)s;
+    flush_conn(conn_of_sock(s));
 }
 
-/* The vhost for an endpoint: one per keepalive policy (lws 4.1.6 sets the
- * ping/hangup policy per vhost). */
-static struct lws_vhost *vhost_for(const tn_ws_conf *ep)
+static ssize_t sock_recv(tn_lws_sock *s, unsigned char *buf, size_t len)
 {
-    int ping = secs_up(ep->ping_interval);
-    int hangup = ping ? ping + (secs_up(ep->pong_timeout) ? secs_up(ep->pong_timeout) : 1) : 0;
-    for (wsvhost *v = g.vhosts; v; v = v->next)
-        if (v->ping_s == ping && v->hangup_s == hangup)
-            return v->vh;
-    wsvhost *v = calloc(1, sizeof(*v));
-    if (!v)
-        return NULL;
-    v->ping_s = ping;
-    v->hangup_s = hangup;
-    v->protocols = calloc(2, sizeof(*v->protocols));
-    if (!v->protocols) {
-        free(v);
-        return NULL;
-    }
-    v->protocols[0] = proto0;
-    v->retry.secs_since_valid_ping = (uint16_t)ping;
-    v->retry.secs_since_valid_hangup = (uint16_t)hangup;
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    snprintf(v->name, sizeof(v->name), "tn-ping%d-hangup%d", ping, hangup);
-    info.vhost_name = v->name;
-    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    info.protocols = v->protocols;
-    info.options = 0;
-    info.extensions = extensions; /* offered per endpoint: see rewrite_head() */
-    if (ping)
-        info.retry_and_idle_policy = &v->retry;
-    info.gid = (gid_t)-1;
-    info.uid = (uid_t)-1;
-    v->vh = lws_create_vhost(g.ctx, &info);
-    if (!v->vh) {
-        free(v->protocols);
-        free(v);
-        return NULL;
-    }
-    v->next = g.vhosts;
-    g.vhosts = v;
-    return v->vh;
+    return rx_read(conn_of_sock(s), buf, len);
 }
 
-/* ---- init ---------------------------------------------------------------------------- */
-
-static void watch_foreign(void)
-{
-    /* fds lws opened for itself (its event pipe) are serviced like ours */
-    for (unsigned i = 0; i < g.cap_nfds; i++) {
-        wsconn *c = calloc(1, sizeof(*c));
-        if (!c)
-            return;
-        c->foreign = true;
-        c->d = g.d;
-        c->fd = g.fds[i].fd;
-        c->fdpos = (int)i;
-        c->rev = event_new(g.d->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
-        c->wev = event_new(g.d->base, c->fd, EV_WRITE, on_write, c);
-        if (c->rev && event_add(c->rev, NULL) == 0)
-            c->want_in = true;
-        tn_debug("libwebsockets internal fd %d watched", c->fd);
-        c->next = g.foreign;
-        g.foreign = c;
-    }
-}
+static const tn_lws_hooks hooks = { callback, sock_flush, sock_recv };
 
 int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
 {
-    if (g.ctx)
+    if (d->ws)
         return 0;
-    const char *ver = lws_get_library_version();
-    if (strncmp(ver, "4.1.", 4) != 0) {
-        snprintf(err, errlen, "libwebsockets %s is not supported: the WebSocket front end needs 4.1.x", ver);
+    if (!(d->ws = calloc(1, sizeof(*d->ws)))) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    memset(&g, 0, sizeof(g));
-    g.d = d;
-    g.initializing = true;
-    tn_ws_set_log_level(tn_log_get_level());
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    info.gid = (gid_t)-1;
-    info.uid = (uid_t)-1;
-    info.count_threads = 1;
-    info.max_http_header_data = HEAD_MAX;
-    info.max_http_header_pool = 256;
-    info.timeout_secs = 20;
-    g.ctx = lws_create_context(&info);
-    if (!g.ctx) {
-        snprintf(err, errlen, "cannot create the libwebsockets context");
-        g.initializing = false;
-        return -1;
-    }
-    tn_ws_conf dflt;
-    memset(&dflt, 0, sizeof(dflt));
-    dflt.ping_interval = 30000;
-    dflt.pong_timeout = 10000;
-    if (!vhost_for(&dflt)) {
-        snprintf(err, errlen, "cannot create the libwebsockets vhost");
-        lws_context_destroy(g.ctx);
-        g.ctx = NULL;
-        g.initializing = false;
-        return -1;
-    }
-    g.post.run = on_post;
-    tn_before_sleep_add(d, &g.post);
-    g.timer_ev = evtimer_new(d->base, on_timer, NULL);
-    /* one service call with poll() interposed: sets lws's service thread id
-     * (our constant) and shows us the pollfd table */
-    tick(false);
-    g.fds = g.cap_fds;
-    g.initializing = false;
-    tn_ws_set_log_level(tn_log_get_level());
-    /* `log-level` and reloads change lws's level with ours */
-    tn_log_on_level_change(tn_ws_set_log_level);
-    if (!g.fds || !g.timer_ev) {
-        snprintf(err, errlen, "cannot drive libwebsockets %s from the event loop (poll table not found)", ver);
+    /* endpoints without keepalive settings of their own: ping after 30 s of
+     * silence, close 10 s later */
+    if (tn_lws_init(d, &hooks, 30000, 10000, err, errlen) < 0) {
         tn_ws_free(d);
         return -1;
     }
-    watch_foreign();
-    tn_debug("libwebsockets %s driven directly (%u internal fd(s))", ver, g.cap_nfds);
     return 0;
+}
+
+void tn_ws_free(tn_daemon *d)
+{
+    /* every wsi is destroyed: WSI_DESTROY closes our records */
+    tn_lws_free();
+    /* any lws did not report */
+    for (tn_conn_base *b = d->conns, *next; b; b = next) {
+        next = b->next;
+        if (b->kind == &ws_kind)
+            conn_destroy(conn_of(b));
+    }
+    if (!d->ws)
+        return;
+    while (d->ws->spare) {
+        wsmsg *m = d->ws->spare;
+        d->ws->spare = m->next;
+        free(m);
+    }
+    free(d->ws);
+    d->ws = NULL;
 }
 
 /* ---- upgrade ---------------------------------------------------------------------- */
@@ -1484,7 +1086,7 @@ static bool key_valid(const char *key)
     return true;
 }
 
-/* Whether lws can hold the head (HEAD_MAX of header data, which holds
+/* Whether lws can hold the head (TN_LWS_HEAD_MAX of header data, which holds
  * less than the head's own bytes): lws drops a handshake it cannot hold
  * without a word, so the HTTP layer answers 431 instead. */
 static bool head_fits(const struct tn_http_request *r)
@@ -1492,15 +1094,11 @@ static bool head_fits(const struct tn_http_request *r)
     size_t n = strlen(r->method) + strlen(r->target) + 12;
     for (size_t i = 0; i < r->nheaders; i++)
         n += strlen(r->headers[i].name) + strlen(r->headers[i].value) + 4;
-    return n < HEAD_MAX;
+    return n < TN_LWS_HEAD_MAX;
 }
 
 int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r)
 {
-    const char *up = tn_http_header_get(r, "Upgrade");
-    const char *conn = tn_http_header_get(r, "Connection");
-    if (strcmp(r->method, "GET") != 0 || !up || !tn_http_list_has(up, "websocket", false) || !conn || !tn_http_list_has(conn, "upgrade", false))
-        return 426;
     const char *key = tn_http_header_get(r, "Sec-WebSocket-Key");
     const char *ver = tn_http_header_get(r, "Sec-WebSocket-Version");
     if (!head_fits(r))
@@ -1572,63 +1170,36 @@ static size_t rewrite_head(const tn_ws_conf *ep, const char *head, size_t len, c
     return o;
 }
 
-/* Lists C in g.byfd, where the recv() interposer finds it. */
-static bool watch_fd(wsconn *c)
-{
-    size_t fd = (size_t)c->fd;
-    if (fd >= g.nbyfd) {
-        size_t n = g.nbyfd ? g.nbyfd : 64;
-        while (n <= fd)
-            n *= 2;
-        wsconn **v = realloc(g.byfd, n * sizeof(*v));
-        if (!v)
-            return false;
-        memset(v + g.nbyfd, 0, (n - g.nbyfd) * sizeof(*v));
-        g.byfd = v;
-        g.nbyfd = n;
-    }
-    g.byfd[fd] = c;
-    return true;
-}
-
 int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd, const tn_ws_origin *from,
                   const char *head, size_t len)
 {
-    const struct sockaddr *remote = from->remote;
-    socklen_t remote_len = from->remote_len;
-    if (!g.ctx) {
+    if (!tn_lws_running()) {
         evutil_closesocket(fd);
         return -1;
     }
-    struct lws_vhost *vh = vhost_for(ep);
+    struct lws_vhost *vh = tn_lws_vhost(ep->ping_interval, ep->pong_timeout);
     wsconn *c = calloc(1, sizeof(*c));
     size_t cap = len + 256;
     char *buf = malloc(cap);
     if (!vh || !c || !buf)
         goto fail;
     c->d = d;
-    c->l = l;
-    c->fd = fd;
-    c->fdpos = -1;
-    c->session.ops = &ws_session_ops;
-    c->session.id = ++d->next_conn_id;
-    c->session.listener = l->name;
-    c->session.protocol = TN_PROTO_WS;
+    tn_conn_base_init(&c->base, &ws_kind, l);
+    c->sock.fd = -1;
+    c->base.session.ops = &ws_session_ops;
+    c->base.session.protocol = TN_PROTO_WS;
     c->max_message = ep->limits.max_message;
     c->max_output = ep->limits.max_output;
     c->wsf.max_message = (uint64_t)c->max_message;
     c->path = strdup(ep->path);
-    if (remote && remote_len <= sizeof(c->remote)) {
-        memcpy(&c->remote, remote, remote_len);
-        c->remote_len = remote_len;
-        tn_addr_format(remote, c->remote_str, sizeof(c->remote_str));
-    }
+    if (from->remote && from->remote_len <= sizeof(c->base.remote))
+        memcpy(&c->base.remote, from->remote, from->remote_len);
     struct sockaddr_storage la;
     socklen_t ll = sizeof(la);
     if (from->local)
-        snprintf(c->local_str, sizeof(c->local_str), "%s", from->local);
+        snprintf(c->local, sizeof(c->local), "%s", from->local);
     else if (getsockname(fd, (struct sockaddr *)&la, &ll) == 0)
-        tn_addr_format((struct sockaddr *)&la, c->local_str, sizeof(c->local_str));
+        tn_addr_format((struct sockaddr *)&la, c->local, sizeof(c->local));
     if (from->tls) {
         if (!(c->tls = malloc(sizeof(*c->tls))))
             goto fail;
@@ -1650,57 +1221,34 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
             if ((c->names[c->nnames] = strdup(ep->handlers.v[i])))
                 c->nnames++;
     }
-    c->rev = event_new(d->base, fd, EV_READ | EV_PERSIST, on_read, c);
-    c->wev = event_new(d->base, fd, EV_WRITE, on_write, c);
-    if (!c->rev || !c->wev || !c->path)
+    if (!c->path)
         goto fail;
     size_t head_len = 0;
     size_t n = rewrite_head(ep, head, len, buf, cap, c->subprotocol, sizeof(c->subprotocol), &head_len);
     buf[n < cap ? n : cap - 1] = '\0';
     c->deflate = ep->deflate && strcasestr(buf, "permessage-deflate");
     c->wsf.deflate = c->deflate;
-    if (!watch_fd(c))
+    if (tn_lws_sock_open(&c->sock, fd) < 0)
         goto fail;
     /* frames sent with the upgrade request are checked like the rest */
     if (n > head_len)
         n = head_len + check_frames(c, (unsigned char *)buf + head_len, n - head_len);
-    /* counted from now; the HTTP connection that carried the upgrade stops
-     * counting when it lets the socket go */
-    c->next = g.conns;
-    if (g.conns)
-        g.conns->prev = c;
-    g.conns = c;
-    g.nconns++;
-    d->active++;
-    tn_workers_publish(d);
-    d->stats.active_connections++;
-    l->stats.active_connections++;
-    c->established_ms = c->last_ms = wall_ms();
-    c->want_in = event_add(c->rev, NULL) == 0;
-    g.adopting = c;
-    struct lws *wsi = lws_adopt_socket_vhost_readbuf(vh, fd, buf, n);
-    g.adopting = NULL;
+    /* listed and counted from now; the HTTP connection that carried the
+     * upgrade stops counting when it lets the socket go */
+    c->base.established_ms = c->base.last_activity_ms = wall_ms(d);
+    tn_conn_base_open(&c->base);
+    struct lws *wsi = tn_lws_adopt(&c->sock, vh, buf, n);
     free(buf);
     if (!wsi) {
         /* lws closed the socket */
-        if (!c->destroyed)
+        if (!c->sock.destroyed)
             conn_destroy(c);
         return -1;
     }
-    if (!c->wsi && !c->destroyed) {
-        c->wsi = wsi;
-        lws_set_opaque_user_data(wsi, c);
-    }
-    if (!c->destroyed)
-        sync_events(c);
-    schedule_post();
     return 0;
 fail:
     if (c) {
-        if (c->rev)
-            event_free(c->rev);
-        if (c->wev)
-            event_free(c->wev);
+        tn_lws_sock_close(&c->sock);
         if (c->handler)
             tn_handler_unref(c->handler);
         for (size_t i = 0; i < c->nnames; i++)
@@ -1715,145 +1263,4 @@ fail:
     free(buf);
     evutil_closesocket(fd);
     return -1;
-}
-
-/* ---- control ------------------------------------------------------------------------- */
-
-const char *tn_ws_library_version(void)
-{
-    return lws_get_library_version();
-}
-
-size_t tn_ws_count(const tn_daemon *d)
-{
-    (void)d;
-    return g.nconns;
-}
-
-void tn_ws_shutdown(tn_daemon *d)
-{
-    (void)d;
-    for (wsconn *c = g.conns; c; c = c->next)
-        close_with(c, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", false);
-    schedule_post();
-}
-
-void tn_ws_each(tn_daemon *d, void (*fn)(void *arg, const tn_ws_info *info), void *arg)
-{
-    (void)d;
-    for (wsconn *c = g.conns; c; c = c->next) {
-        tn_ws_info info = {
-            .id = c->session.id,
-            .listener = c->l->name,
-            .path = c->path ? c->path : "",
-            .remote = c->remote_str,
-            .local = c->local_str,
-            .subprotocol = c->subprotocol,
-            .established_ms = c->established_ms,
-            .last_activity_ms = c->last_ms,
-            .bytes_in = c->bytes_in,
-            .bytes_out = c->bytes_out,
-            .msgs_in = c->msgs_in,
-            .msgs_out = c->msgs_out,
-            .queued_bytes = c->out_bytes,
-            .tls = c->tls,
-        };
-        fn(arg, &info);
-    }
-}
-
-static wsconn *find(uint64_t id)
-{
-    for (wsconn *c = g.conns; c; c = c->next)
-        if (c->session.id == id)
-            return c;
-    return NULL;
-}
-
-int tn_ws_close(tn_daemon *d, uint64_t id, int code)
-{
-    (void)d;
-    wsconn *c = find(id);
-    if (!c)
-        return -1;
-    if (code < 1000 || code > 4999 || code == 1005 || code == 1006 || code == 1015)
-        code = LWS_CLOSE_STATUS_NORMAL;
-    close_with(c, code, "closed by the operator", false);
-    schedule_post();
-    return 0;
-}
-
-int tn_ws_send(tn_daemon *d, uint64_t id, const char *data, size_t len)
-{
-    (void)d;
-    wsconn *c = find(id);
-    if (!c)
-        return -2;
-    if (c->close_code)
-        return -1;
-    int r = session_push(&c->session, data, len);
-    schedule_post();
-    return r;
-}
-
-void tn_ws_broadcast(tn_daemon *d, tn_handler *h, const char *data, size_t len, uint64_t *sent, uint64_t *dropped)
-{
-    (void)d;
-    for (wsconn *c = g.conns; c; c = c->next) {
-        bool attached = false;
-        for (tn_attachment *a = c->session.attached; a && !attached; a = a->next)
-            attached = a->handler == h;
-        if (!attached || c->close_code)
-            continue;
-        if (session_push(&c->session, data, len) < 0)
-            (*dropped)++;
-        else
-            (*sent)++;
-    }
-    schedule_post();
-}
-
-void tn_ws_free(tn_daemon *d)
-{
-    (void)d;
-    tn_log_on_level_change(NULL);
-    while (g.foreign) {
-        wsconn *c = g.foreign;
-        g.foreign = c->next;
-        if (c->rev)
-            event_free(c->rev);
-        if (c->wev)
-            event_free(c->wev);
-        free(c);
-    }
-    if (g.ctx) {
-        /* every wsi is destroyed (WSI_DESTROY frees our records' events) */
-        lws_context_destroy(g.ctx);
-        g.ctx = NULL;
-    }
-    while (g.conns)
-        conn_destroy(g.conns); /* any lws did not report */
-    free_dead();
-    if (g.post.run)
-        tn_before_sleep_remove(g.d, &g.post);
-    g.post.run = NULL;
-    if (g.timer_ev)
-        event_free(g.timer_ev);
-    g.timer_ev = NULL;
-    while (g.spare) {
-        wsmsg *m = g.spare;
-        g.spare = m->next;
-        free(m);
-    }
-    g.nspare = 0;
-    while (g.vhosts) {
-        wsvhost *v = g.vhosts;
-        g.vhosts = v->next;
-        free(v->protocols);
-        free(v);
-    }
-    free(g.byfd);
-    g.byfd = NULL;
-    g.nbyfd = 0;
-    g.fds = NULL;
 }
