@@ -44,6 +44,7 @@
 
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
+static bool is_relay(const tn_conn *c);
 
 static int64_t cached_wall_ms(tn_daemon *d)
 {
@@ -193,7 +194,7 @@ void tn_conn_flush(tn_conn *c)
             n = evbuffer_write(src, c->fd);
         }
         if (n > 0) {
-            if (tn_conn_is_relay(c))
+            if (is_relay(c))
                 continue; /* lws counts what it sends */
             c->base.bytes_out += (uint64_t)n;
             c->base.listener->stats.total_bytes_sent += (uint64_t)n;
@@ -324,7 +325,7 @@ static void conn_read(tn_conn *c)
         }
         ssize_t n = c->tls ? tn_tls_read(c->tls, d->rbuf, TN_RBUF_SIZE) : recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
         if (n > 0) {
-            if (!tn_conn_is_relay(c)) {
+            if (!is_relay(c)) {
                 c->base.bytes_in += (uint64_t)n;
                 c->base.listener->stats.total_bytes_received += (uint64_t)n;
                 d->stats.total_bytes_received += (uint64_t)n;
@@ -593,7 +594,8 @@ static void leave_peer(tn_conn *c)
     c->peer = NULL;
 }
 
-bool tn_conn_is_relay(const tn_conn *c)
+/* Whether C carries a WebSocket's bytes (tn_conn_become_relay()). */
+static bool is_relay(const tn_conn *c)
 {
     return c->base.kind == &relay_kind;
 }
@@ -640,7 +642,7 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     tn_daemon *d = c->d;
     if (why)
         tn_debug("connection %llu closed: %s", (unsigned long long)c->base.session.id, why);
-    base_end(&c->base, tn_conn_is_relay(c) ? &d->relays : &d->conns);
+    base_end(&c->base, is_relay(c) ? &d->relays : &d->conns);
     leave_peer(c);
     if (d->wbuf_owner == c) {
         d->wbuf_owner = NULL;

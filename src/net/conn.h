@@ -170,8 +170,6 @@ evutil_socket_t tn_conn_take_fd(tn_conn *c);
  * now on it carries the bytes of a WebSocket that lws owns and accounts for
  * (it moves to d->relays). Its front end becomes FE. */
 void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state);
-/* Whether C carries a WebSocket's bytes (tn_conn_become_relay()). */
-bool tn_conn_is_relay(const tn_conn *c);
 /* The TLS session (version, cipher, client certificate), NULL when plain
  * or still handshaking. */
 const tn_tls_info *tn_conn_tls_info(const tn_conn *c);

@@ -5,10 +5,10 @@
  * callbacks, so the driver services lws itself (see lwsdrv.c): one read and
  * one write event per socket lws serves, following lws's pollfd table; lws's
  * timers, writes and pending work once per loop pass (a before-sleep job);
- * one vhost per keepalive policy. It knows no WebSocket semantics: the front
- * end (proto/ws.c) gets lws's callbacks, the end-of-pass flushes it asks
- * for, and every read lws makes from one of its sockets. One lws context per
- * process. */
+ * one vhost per keepalive policy. It knows no WebSocket semantics: its user
+ * (the WebSocket front end) gets lws's callbacks, the end-of-pass flushes it
+ * asks for, and every read lws makes from one of its sockets. One lws
+ * context per process. */
 #ifndef TN_NET_LWSDRV_H
 #define TN_NET_LWSDRV_H
 

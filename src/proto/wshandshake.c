@@ -11,7 +11,7 @@
 #include <strings.h>
 
 #include "net/lwsdrv.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 #include "proto/ws.h"
 
 /* "https://host:port" -> "host:port" */
