@@ -28,7 +28,7 @@ typedef struct tn_ws tn_ws;
 
 /* Work for the end of a loop pass, once every callback the pass had has
  * run and before the loop sleeps (Redis's beforeSleep): freeing closed
- * connections, libwebsockets' writes and timers. A job registers once and
+ * connections, libwebsockets' writes and timers, the cluster link's teardown. A job registers once and
  * is marked due when it has something to do; the due ones run in the order
  * they registered, from one event. A job marked due while the list runs
  * runs again in the same pass. */
