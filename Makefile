@@ -105,12 +105,12 @@ $(BUILD)/%.o: src/%.c
 	$(CC) $(TN_CFLAGS) -c $< -o $@
 
 # What `info` and tusknet_build_info report: the source revision and when the
-# build last compiled anything (metrics.o is rebuilt after any other object;
+# build last compiled anything (metrics_export.o is rebuilt after any other object;
 # SOURCE_DATE_EPOCH fixes the date for reproducible builds).
 BUILD_GIT  := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 BUILD_DATE := $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(date +%s)} +%Y-%m-%dT%H:%M:%SZ)
-$(BUILD)/metrics.o: private CFLAGS += -DTN_BUILD_GIT='"$(BUILD_GIT)"' -DTN_BUILD_DATE='"$(BUILD_DATE)"'
-$(BUILD)/metrics.o: $(filter-out $(BUILD)/metrics.o,$(CORE_OBJS) $(BUILD)/main.o)
+$(BUILD)/metrics_export.o: private CFLAGS += -DTN_BUILD_GIT='"$(BUILD_GIT)"' -DTN_BUILD_DATE='"$(BUILD_DATE)"'
+$(BUILD)/metrics_export.o: $(filter-out $(BUILD)/metrics_export.o,$(CORE_OBJS) $(BUILD)/main.o)
 
 $(BUILD)/tusknetd: $(BUILD)/main.o $(CORE_OBJS)
 	$(CC) $(LDFLAGS) $(LDSAN) $^ $(PKG_LIBS) -o $@

@@ -16,9 +16,12 @@
  * being reloaded, and before a restart by the one still running. */
 #include "check.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
-#include "control.h"
 #include "handlers/handler.h"
 #include "handlers/plugin.h"
 #include "net/listener.h"
@@ -96,7 +99,7 @@ int tn_check_startup(const tn_config *cfg, tn_diag *diag)
 {
     int before = tn_diag_errors(diag);
     char err[1024];
-    if (*cfg->daemon.control_socket && tn_control_check(cfg->daemon.control_socket, err, sizeof(err)) < 0)
+    if (*cfg->daemon.control_socket && tn_check_control_socket(cfg->daemon.control_socket, err, sizeof(err)) < 0)
         tn_diag_error(diag, cfg->daemon.control_socket_pos, "%s", err);
     for (size_t i = 0; i < cfg->nhandlers; i++)
         check_handler(&cfg->handlers[i], diag);
@@ -109,4 +112,62 @@ int tn_check_startup(const tn_config *cfg, tn_diag *diag)
         check_listener(cfg, &cfg->listeners[i], diag);
     tn_diag_sort(diag, 0);
     return tn_diag_errors(diag) > before ? -1 : 0;
+}
+
+/* ---- the control socket ------------------------------------------------------ */
+
+int tn_check_socket_dir(const char *path, char *dir, size_t len, char *err, size_t errlen)
+{
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        snprintf(err, errlen, "control socket path too long: %s", path);
+        return -1;
+    }
+    snprintf(dir, len, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir] = '\0'; /* "/x.sock" lives in "/" */
+    else
+        dir[0] = '\0';
+    return 0;
+}
+
+int tn_check_control_socket(const char *path, char *err, size_t errlen)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (tn_check_socket_dir(path, dir, sizeof(dir), err, errlen) < 0)
+        return -1;
+    const char *where = *dir ? dir : ".";
+    struct stat st;
+    if (stat(where, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            snprintf(err, errlen, "control socket %s: %s is not a directory", path, where);
+            return -1;
+        }
+        if (access(where, W_OK | X_OK) < 0) {
+            snprintf(err, errlen, "control socket %s: cannot create it in %s: %s", path, where, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    /* tn_control_open() makes the directory itself, one level deep */
+    int why = errno;
+    char parent[sizeof(dir)];
+    snprintf(parent, sizeof(parent), "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (why == ENOENT) {
+        if (slash)
+            slash[slash == parent] = '\0';
+        else
+            snprintf(parent, sizeof(parent), ".");
+        if (stat(parent, &st) < 0)
+            why = errno;
+        else if (!S_ISDIR(st.st_mode))
+            why = ENOTDIR;
+        else if (access(parent, W_OK | X_OK) < 0)
+            why = errno;
+        else
+            return 0;
+    }
+    snprintf(err, errlen, "control socket %s: cannot create %s: %s", path, dir, strerror(why));
+    return -1;
 }

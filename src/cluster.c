@@ -39,8 +39,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "clock.h"
 #include "log.h"
+#include "state.h"
 #include "workers.h"
 
 #define FRAME_VERSION 1

@@ -24,10 +24,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "cluster.h"
+#include "daemon.h"
 #include "json.h"
 #include "log.h"
 #include "master.h"
+#include "metrics_export.h"
 #include "workers.h"
 #include "upstream/proxy.h"
 #include "net/conn.h"
@@ -667,69 +670,11 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     bufferevent_enable(c->bev, EV_READ);
 }
 
-/* The directory of the socket PATH into DIR ("" for one in the working
- * directory); -1 when PATH does not fit a socket address. */
-static int socket_dir(const char *path, char *dir, size_t len, char *err, size_t errlen)
-{
-    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        snprintf(err, errlen, "control socket path too long: %s", path);
-        return -1;
-    }
-    snprintf(dir, len, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        slash[slash == dir] = '\0'; /* "/x.sock" lives in "/" */
-    else
-        dir[0] = '\0';
-    return 0;
-}
-
-int tn_control_check(const char *path, char *err, size_t errlen)
-{
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    if (socket_dir(path, dir, sizeof(dir), err, errlen) < 0)
-        return -1;
-    const char *where = *dir ? dir : ".";
-    struct stat st;
-    if (stat(where, &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) {
-            snprintf(err, errlen, "control socket %s: %s is not a directory", path, where);
-            return -1;
-        }
-        if (access(where, W_OK | X_OK) < 0) {
-            snprintf(err, errlen, "control socket %s: cannot create it in %s: %s", path, where, strerror(errno));
-            return -1;
-        }
-        return 0;
-    }
-    /* tn_control_open() makes the directory itself, one level deep */
-    int why = errno;
-    char parent[sizeof(dir)];
-    snprintf(parent, sizeof(parent), "%s", dir);
-    char *slash = strrchr(parent, '/');
-    if (why == ENOENT) {
-        if (slash)
-            slash[slash == parent] = '\0';
-        else
-            snprintf(parent, sizeof(parent), ".");
-        if (stat(parent, &st) < 0)
-            why = errno;
-        else if (!S_ISDIR(st.st_mode))
-            why = ENOTDIR;
-        else if (access(parent, W_OK | X_OK) < 0)
-            why = errno;
-        else
-            return 0;
-    }
-    snprintf(err, errlen, "control socket %s: cannot create %s: %s", path, dir, strerror(why));
-    return -1;
-}
-
 tn_control *tn_control_open(tn_daemon *d, const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     char dir[sizeof(sun.sun_path)];
-    if (socket_dir(path, dir, sizeof(dir), err, errlen) < 0)
+    if (tn_check_socket_dir(path, dir, sizeof(dir), err, errlen) < 0)
         return NULL;
     strcpy(sun.sun_path, path);
     /* the runtime directory may not exist outside systemd (RuntimeDirectory) */

@@ -11,8 +11,9 @@
  * are listeners matched up. A listener whose
  * protocol and address are unchanged keeps its socket and connections and
  * picks up the new limits and handlers; new ones open; removed ones stop
- * accepting and drain. Old configs stay alive while a draining listener
- * still points into them. */
+ * accepting and drain. A config lives as long as something made from it:
+ * listeners and HTTP routers (and through them requests in flight) hold a
+ * reference on theirs. */
 #include "daemon.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clock.h"
 #include "cluster.h"
 #include "control.h"
 #include "log.h"
@@ -38,13 +40,6 @@
 /* The one daemon state (signal events and libraries' callbacks reach it
  * through their arguments; nothing else is global). */
 static tn_daemon daemon_state;
-
-int64_t tn_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- before the loop sleeps ----------------------------------------------- */
 
@@ -85,9 +80,15 @@ static void on_before_sleep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Closed connections are freed, and while stopping the daemon looks
+ * whether anything is left, once a pass: whatever ended in it (a
+ * connection, a reply owed) marked this due (tn_state_idle_check). */
 static void reap(void *arg)
 {
-    tn_conn_reap(arg);
+    tn_daemon *d = arg;
+    tn_conn_reap(d);
+    if (d->stopping)
+        tn_daemon_check_stopped(d);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
@@ -208,17 +209,6 @@ static tn_listener *find_listener(tn_daemon *d, const tn_listener_conf *conf, tn
     return NULL;
 }
 
-/* Applies NEWCFG; on failure nothing changed and err says why. */
-static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen);
-
-static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
-{
-    d->applying = newcfg;
-    int rc = apply_config_now(d, newcfg, err, errlen);
-    d->applying = NULL;
-    return rc;
-}
-
 /* Listeners a failed reload had opened: they never served. */
 static void free_opened(tn_listener *opened)
 {
@@ -230,7 +220,8 @@ static void free_opened(tn_listener *opened)
     }
 }
 
-static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
+/* Applies NEWCFG; on failure nothing changed and err says why. */
+static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errlen)
 {
     tn_cluster_addr redis;
     if (tn_cluster_resolve(d, &newcfg->cluster, &redis, err, errlen) < 0)
@@ -248,7 +239,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
         keep[i] = find_listener(d, lc, keep, i);
         if (keep[i])
             continue;
-        tn_listener *l = tn_listener_open(d, lc, tn_proto_ops_for(lc->protocol), err, errlen);
+        tn_listener *l = tn_listener_open(d, newcfg, lc, tn_proto_ops_for(lc->protocol), err, errlen);
         if (!l) {
             free_opened(opened);
             free(keep);
@@ -278,7 +269,7 @@ static int apply_config_now(tn_daemon *d, tn_config *newcfg, char *err, size_t e
     tn_diag_free(&diag); /* its warnings came from tn_check_startup() already */
     /* From here on nothing fails that the old state needs. */
     for (size_t i = 0; i < newcfg->nlisteners; i++)
-        if (keep[i] && tn_listener_configure(keep[i], &newcfg->listeners[i], err, errlen) < 0)
+        if (keep[i] && tn_listener_configure(keep[i], newcfg, &newcfg->listeners[i], err, errlen) < 0)
             tn_warn("reload: %s", err);
     for (tn_conn_base *b = d->conns; b; b = b->next)
         if (b->kind->reconfigure)
@@ -331,7 +322,7 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     tn_config *cfg = tn_config_load(d->config_path, &diag);
     err[0] = '\0';
     if (cfg && tn_check_startup(cfg, &diag) < 0) {
-        tn_config_free(cfg);
+        tn_config_unref(cfg);
         cfg = NULL;
     }
     if (!cfg) {
@@ -345,7 +336,7 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     tn_diag_free(&diag);
     /* the master applies it by starting new workers (and takes it) */
     if (cfg && (d->master ? tn_master_apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
-        tn_config_free(cfg);
+        tn_config_unref(cfg);
         cfg = NULL;
     }
     d->reloads++;
@@ -371,36 +362,15 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
              cfg->nhandlers);
     if (d->master)
         return 0; /* complete when the new workers serve (master.c) */
-    tn_config **r = realloc(d->retired, (d->nretired + 1) * sizeof(*r));
-    if (r) {
-        d->retired = r;
-        d->retired[d->nretired++] = d->cfg;
-    } else {
-        tn_config_free(d->cfg); /* cannot happen in practice; never leak */
-    }
     bool poll_changed = cfg->daemon.busy_poll_us != d->cfg->daemon.busy_poll_us;
+    tn_config_unref(d->cfg); /* draining listeners and routers in use keep it */
     d->cfg = cfg;
-    tn_daemon_release_retired(d);
     if (poll_changed)
         event_base_loopbreak(d->base); /* run_loop() switches between its two ways */
     tn_info("reload complete: %s", d->last_reload_msg);
     tn_sd_notify("READY=1");
     notify_status(d, "Reloaded: ");
     return 0;
-}
-
-void tn_daemon_release_retired(tn_daemon *d)
-{
-    if (d->old_routers)
-        return;
-    for (tn_listener *l = d->listeners; l; l = l->next)
-        if (l->draining)
-            return;
-    for (size_t i = 0; i < d->nretired; i++)
-        tn_config_free(d->retired[i]);
-    free(d->retired);
-    d->retired = NULL;
-    d->nretired = 0;
 }
 
 /* ---- signals ----------------------------------------------------------------- */
@@ -476,8 +446,7 @@ static void free_state(tn_daemon *d)
     free(d->rbuf);
     if (d->base)
         event_base_free(d->base);
-    tn_config_free(d->cfg);
-    tn_daemon_release_retired(d);
+    tn_config_unref(d->cfg);
     tn_sd_free(&d->sd);
     free(d->config_path);
 }

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "control.h"
 #include "log.h"
 #include "net/listener.h"
@@ -781,7 +782,7 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
     free(m->socks);
     m->socks = set;
     m->nsocks = cfg->nlisteners;
-    tn_config_free(d->cfg); /* the old workers have their own copies */
+    tn_config_unref(d->cfg); /* the old workers have their own copies */
     d->cfg = cfg;
     /* workers still starting from an earlier reload are replaced too */
     for (mworker *w = m->workers; w; w = w->next)
@@ -900,7 +901,7 @@ static void master_free(tn_master *m)
     tn_sd_free(&d->sd);
     if (d->base)
         event_base_free(d->base);
-    tn_config_free(d->cfg);
+    tn_config_unref(d->cfg);
     free(d->config_path);
 }
 

@@ -92,23 +92,4 @@ typedef struct tn_handler_stats {
     int64_t last_sync_us; /* latest timed synchronous call (sampling) */
 } tn_handler_stats;
 
-/* A worker's raw histogram under "latency_buckets", for its master to add
- * up before computing percentiles (master_merge.c); nothing otherwise. */
-struct tn_daemon;
-struct tn_json;
-void tn_metrics_buckets_json(const struct tn_daemon *d, struct tn_json *j, const tn_hist *h);
-
-/* Exports of the whole daemon's numbers (control socket `stats`, `metrics`). */
-struct evbuffer;
-void tn_metrics_stats_json(struct tn_daemon *d, struct tn_json *j);
-/* The process and build (control socket `info`, also inside `stats`):
- * an object under KEY (NULL at the top level). */
-void tn_metrics_info_json(struct tn_daemon *d, struct tn_json *j, const char *key);
-void tn_metrics_prometheus(struct tn_daemon *d, struct evbuffer *out);
-/* Appends S escaped as a Prometheus label value. */
-void tn_prom_label(struct evbuffer *out, const char *s);
-/* The series NAME_bucket/_sum/_count of H with LABELS (`a="x",b="y"`,
- * escaped already). */
-void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h);
-
 #endif

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "handlers/handler.h" /* tn_now_us */
+#include "clock.h"
 #include "log.h"
 
 extern char **environ;

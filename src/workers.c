@@ -25,9 +25,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "control.h"
 #include "log.h"
-#include "net/addr.h"
 
 /* ---- messages ------------------------------------------------------------------ */
 

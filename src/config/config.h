@@ -282,6 +282,10 @@ typedef struct tn_config {
     size_t nlisteners;
     char **files; /* the file names positions point into */
     size_t nfiles;
+    /* The running daemon shares a config between whatever was made from it
+     * (listeners, HTTP routers, and through them requests in flight): each
+     * holds a reference, the last one frees it (tn_config_unref). */
+    int refs;
 } tn_config;
 
 /* Load and fully validate PATH (.conf/.tsk TuskLang-style, .yaml/.yml YAML).
@@ -290,13 +294,18 @@ typedef struct tn_config {
 tn_config *tn_config_load(const char *path, tn_diag *diag);
 /* Same for an already parsed document (consumed: its tree is freed). */
 tn_config *tn_config_from_doc(tn_doc *doc, const char *path, tn_diag *diag);
+/* Frees CFG now: for its only owner (a loader, a check, a test). */
 void tn_config_free(tn_config *cfg);
+/* A shared config: the loaded one starts with one reference. */
+tn_config *tn_config_ref(tn_config *cfg);
+void tn_config_unref(tn_config *cfg);
 
-/* The normalized config, every default filled in, as a value tree / YAML. */
+/* The normalized config, every default filled in, as a value tree / YAML
+ * (dump.c). */
 tn_value *tn_config_to_value(const tn_config *cfg);
 int tn_config_dump(const tn_config *cfg, FILE *out);
 
-/* Markdown reference of every key, generated from the schema table. */
+/* Markdown reference of every key, generated from the schema table (dump.c). */
 void tn_config_reference(FILE *out);
 
 /* Deep copy, free and compare of one handler's settings (the registry keeps
@@ -309,6 +318,7 @@ bool tn_cluster_conf_equal(const tn_cluster_conf *a, const tn_cluster_conf *b);
 
 const tn_handler_conf *tn_config_handler(const tn_config *cfg, const char *name);
 const char *tn_handler_type_name(int type);
+const char *tn_middleware_type_name(int type);
 const char *tn_protocol_name(int protocol);
 
 /* Parsers shared with the rest of the daemon (control commands, tests). */

@@ -350,6 +350,11 @@ bool tn_only_matches(const char *only, const char *type_name)
     return false;
 }
 
+bool tn_key_applies(const tn_key *k, const char *scope, const char *tname)
+{
+    return strcmp(k->scope, scope) == 0 && tn_only_matches(k->only, tname);
+}
+
 /* Index of NAME in "a|b|c", or -1. */
 int tn_enum_index(const char *enums, const char *name)
 {

@@ -63,6 +63,8 @@ void tn_suggest_add(tn_suggest *s, const char *candidate);
 const char *tn_suggest_text(const tn_suggest *s, char *buf, size_t len);
 
 bool tn_only_matches(const char *only, const char *type_name);
+/* Whether row K is a key of SCOPE for TNAME (a handler type, protocol or kind). */
+bool tn_key_applies(const tn_key *k, const char *scope, const char *tname);
 int tn_enum_index(const char *enums, const char *name);
 const char *tn_enum_name(const char *enums, int idx, char *buf, size_t len);
 

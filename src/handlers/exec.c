@@ -28,7 +28,7 @@
 #include "handlers/handler.h"
 #include "log.h"
 #include "proc.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 
 /* How much of the first stderr line an error detail carries. */
 #define ERRLINE_MAX 1024

@@ -41,7 +41,7 @@
 
 #include "handlers/handler.h"
 #include "proto/gzip.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 
 #define TEXT_PLAIN "text/plain; charset=utf-8"
 

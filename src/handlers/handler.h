@@ -244,7 +244,4 @@ extern const tn_handler_ops tn_proxy_ops; /* upstream/proxy.h */
  * the daemon may read. Returns -1 with a message in err. */
 int tn_file_check_root(const char *root, char *err, size_t errlen);
 
-/* Microseconds on a monotonic clock. */
-int64_t tn_now_us(void);
-
 #endif

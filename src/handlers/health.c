@@ -5,9 +5,9 @@
  * It is the route the benchmarks race against nginx, so the whole answer is
  * one evbuffer_add_printf: the content type is a literal and the version is
  * pasted in at compile time. */
-#include "daemon.h"
 #include "handlers/handler.h"
-#include "proto/http.h"
+#include "metrics_export.h"
+#include "proto/http_msg.h"
 #include "version.h"
 
 static tn_result health_handle(tn_handler *h, tn_call *call)
@@ -20,7 +20,7 @@ static tn_result health_handle(tn_handler *h, tn_call *call)
     }
     r->status = 200;
     r->content_type = "application/json";
-    double up = h->daemon ? (double)(tn_now_us() - h->daemon->started_us) / 1e6 : 0.0;
+    double up = h->daemon ? tn_metrics_uptime(h->daemon) : 0.0;
     evbuffer_add_printf(call->out, "{\"status\":\"healthy\",\"uptime_seconds\":%.3f,\"version\":\"" TN_VERSION "\"}",
                         up);
     return TN_REPLY;

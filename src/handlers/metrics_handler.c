@@ -5,7 +5,8 @@
  * control socket's `metrics` command. */
 #include "handlers/handler.h"
 #include "metrics.h"
-#include "proto/http.h"
+#include "metrics_export.h"
+#include "proto/http_msg.h"
 #include "workers.h"
 
 static tn_result metrics_handle(tn_handler *h, tn_call *call)

@@ -31,9 +31,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "json.h"
 #include "log.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 #include "tusknet/plugin.h"
 
 #define MAX_COUNTERS 32

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "handlers/handler.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 
 static tn_result redirect_handle(tn_handler *h, tn_call *call)
 {

@@ -7,6 +7,7 @@
  * is in the config, each listener or route naming it, each job in flight and
  * each session attached. A reload that drops or changes a handler only
  * removes it from the registry; the last user frees it. */
+#include "clock.h"
 #include "handlers/handler.h"
 
 #include <stdlib.h>
@@ -14,7 +15,7 @@
 #include <time.h>
 
 #include "log.h"
-#include "net/addr.h"
+#include "addr.h"
 
 struct tn_registry {
     struct event_base *base;
@@ -23,13 +24,6 @@ struct tn_registry {
     size_t n;
     tn_handler *alive; /* every handler not yet destroyed, removed ones too */
 };
-
-int64_t tn_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static const tn_handler_ops *ops_for(int type)
 {

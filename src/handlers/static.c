@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "handlers/handler.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 
 enum part_kind { PART_TEXT, PART_PAYLOAD, PART_REMOTE, PART_TIME, PART_CONN_ID };
 

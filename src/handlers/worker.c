@@ -40,6 +40,7 @@
 
 #include <event2/event_struct.h>
 
+#include "clock.h"
 #include "handlers/handler.h"
 #include "handlers/wproto.h"
 #include "log.h"

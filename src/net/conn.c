@@ -34,30 +34,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/listener.h"
 #include "net/tls.h"
 #include "workers.h"
 
 #define OUTPUT_HIGH (256 * 1024) /* unsent bytes that pause reading */
-#define TLS_CHUNK 16384          /* plaintext per SSL_write: one full record */
 
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
 static bool is_relay(const tn_conn *c);
 
-static int64_t cached_wall_ms(tn_daemon *d)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(d->base, &tv);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 /* Milliseconds since the connection was established, truncated: the
  * differences of two fit read_timeout's range. */
 static uint32_t conn_ms(tn_conn *c)
 {
-    return (uint32_t)(cached_wall_ms(c->d) - c->base.established_ms);
+    return (uint32_t)(tn_loop_ms(c->d->base) - c->base.established_ms);
 }
 
 static bool fe_busy(const tn_conn *c)
@@ -67,8 +60,7 @@ static bool fe_busy(const tn_conn *c)
 
 static void count_error(tn_conn *c)
 {
-    c->base.listener->stats.connection_errors++;
-    c->d->stats.connection_errors++;
+    TN_COUNT(c->base.listener, connection_errors, 1);
 }
 
 /* ---- timeouts ------------------------------------------------------------- */
@@ -80,11 +72,11 @@ void tn_conn_update_timeouts(tn_conn *c)
     const tn_limits *lim = tn_listener_limits(c->base.listener);
     int64_t ms, partial = -1;
     bool exact = false;
-    if (c->tls && tn_tls_handshaking(c->tls)) {
+    if (c->tp->handshaking(c->tp_state)) {
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
-            ms -= cached_wall_ms(c->d) - c->base.established_ms;
+            ms -= tn_loop_ms(c->d->base) - c->base.established_ms;
             if (ms < 1)
                 ms = 1;
             exact = true;
@@ -182,24 +174,13 @@ void tn_conn_flush(tn_conn *c)
         return;
     }
     while (evbuffer_get_length(src)) {
-        int n;
-        if (c->tls) {
-            /* replies appended one by one go out as one record */
-            size_t len = evbuffer_get_length(src);
-            size_t chunk = len < TLS_CHUNK ? len : TLS_CHUNK;
-            n = (int)tn_tls_write(c->tls, evbuffer_pullup(src, (ssize_t)chunk), chunk);
-            if (n > 0)
-                evbuffer_drain(src, (size_t)n);
-        } else {
-            n = evbuffer_write(src, c->fd);
-        }
+        int n = c->tp->write(c->tp_state, c->fd, src);
         if (n > 0) {
             if (is_relay(c))
                 continue; /* lws counts what it sends */
             c->base.bytes_out += (uint64_t)n;
-            c->base.listener->stats.total_bytes_sent += (uint64_t)n;
-            d->stats.total_bytes_sent += (uint64_t)n;
-            c->base.last_activity_ms = cached_wall_ms(d);
+            TN_COUNT(c->base.listener, total_bytes_sent, (uint64_t)n);
+            c->base.last_activity_ms = tn_loop_ms(d->base);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -323,14 +304,13 @@ static void conn_read(tn_conn *c)
             c->read_paused = 1;
             break;
         }
-        ssize_t n = c->tls ? tn_tls_read(c->tls, d->rbuf, TN_RBUF_SIZE) : recv(c->fd, d->rbuf, TN_RBUF_SIZE, 0);
+        ssize_t n = c->tp->read(c->tp_state, c->fd, d->rbuf, TN_RBUF_SIZE);
         if (n > 0) {
             if (!is_relay(c)) {
                 c->base.bytes_in += (uint64_t)n;
-                c->base.listener->stats.total_bytes_received += (uint64_t)n;
-                d->stats.total_bytes_received += (uint64_t)n;
+                TN_COUNT(c->base.listener, total_bytes_received, (uint64_t)n);
             }
-            c->base.last_activity_ms = cached_wall_ms(d);
+            c->base.last_activity_ms = tn_loop_ms(d->base);
             if (c->in) {
                 evbuffer_add(c->in, d->rbuf, (size_t)n);
                 process_buffered(c);
@@ -349,14 +329,14 @@ static void conn_read(tn_conn *c)
             tn_conn_flush(c);
             /* A short read drained the socket: new data raises a new edge,
              * but a FIN already reported raises none, so read on to it.
-             * SSL_read returns a record at a time, so TLS reads on until
-             * the socket says EAGAIN. */
-            if ((size_t)n < TN_RBUF_SIZE && !c->tls && !c->eof_pending && reports_fin(d))
+             * A transport that is not plain (TLS) returns a record at a
+             * time, so it reads on until the socket says EAGAIN. */
+            if ((size_t)n < TN_RBUF_SIZE && c->tp->plain && !c->eof_pending && reports_fin(d))
                 break;
             continue;
         }
         if (n == 0) {
-            if (c->tls && tn_tls_broken(c->tls)) {
+            if (c->tp->broken(c->tp_state)) {
                 /* an end without close_notify may be a truncation, and
                  * OpenSSL has already failed the session: nothing more
                  * can be answered */
@@ -379,8 +359,7 @@ static void conn_read(tn_conn *c)
 
 static void tls_failed(tn_conn *c, int reason, const char *detail)
 {
-    c->base.listener->stats.tls_failures[reason]++;
-    c->d->stats.tls_failures[reason]++;
+    TN_COUNT(c->base.listener, tls_failures[reason], 1);
     if (tn_log_get_level() >= TN_LOG_DEBUG) {
         char remote[80];
         tn_conn_remote_str(c, remote, sizeof(remote));
@@ -395,14 +374,13 @@ static bool tls_handshake(tn_conn *c)
 {
     int reason = TN_TLSF_OTHER;
     char detail[160];
-    switch (tn_tls_handshake(c->tls, &reason, detail, sizeof(detail))) {
-    case TN_TLS_DONE:
-        c->base.listener->stats.tls_handshakes++;
-        c->d->stats.tls_handshakes++;
-        c->base.last_activity_ms = cached_wall_ms(c->d);
+    switch (c->tp->handshake(c->tp_state, &reason, detail, sizeof(detail))) {
+    case TN_TP_DONE:
+        TN_COUNT(c->base.listener, tls_handshakes, 1);
+        c->base.last_activity_ms = tn_loop_ms(c->d->base);
         tn_conn_update_timeouts(c);
         return true;
-    case TN_TLS_AGAIN:
+    case TN_TP_AGAIN:
         tn_conn_update_timeouts(c); /* the event's persistence restarted the countdown */
         return false;
     default: tls_failed(c, reason, detail); return false;
@@ -417,10 +395,9 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
-        c->base.listener->stats.timeout_errors++;
-        c->d->stats.timeout_errors++;
+        TN_COUNT(c->base.listener, timeout_errors, 1);
         c->timeout_ms = -1; /* fired: nothing is armed any more */
-        if (c->tls && tn_tls_handshaking(c->tls)) {
+        if (c->tp->handshaking(c->tp_state)) {
             tls_failed(c, TN_TLSF_TIMEOUT, "handshake_timeout");
             return;
         }
@@ -429,10 +406,10 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         tn_conn_close(c, tn_conn_unsent(c) ? "write timeout" : "timeout");
         return;
     }
-    if (c->tls) {
+    if (!c->tp->plain) {
         /* TLS reads may need the socket writable and writes readable: any
          * edge continues both */
-        if (tn_tls_handshaking(c->tls) && !tls_handshake(c))
+        if (c->tp->handshaking(c->tp_state) && !tls_handshake(c))
             return;
         if (c->out)
             tn_conn_flush(c);
@@ -475,8 +452,7 @@ static void base_count(tn_conn_base *b, int delta)
     tn_daemon *d = b->listener->d;
     d->active += (uint64_t)(int64_t)delta;
     tn_workers_publish(d);
-    d->stats.active_connections += (uint64_t)(int64_t)delta;
-    b->listener->stats.active_connections += (uint64_t)(int64_t)delta;
+    TN_COUNT(b->listener, active_connections, (int64_t)delta);
 }
 
 void tn_conn_base_init(tn_conn_base *b, const tn_conn_kind *kind, tn_listener *l)
@@ -534,8 +510,6 @@ void tn_conn_reap(tn_daemon *d)
         if (l->draining && l->stats.active_connections == 0 && !tn_listener_in_flight(l))
             tn_listener_free(l);
     }
-    if (d->stopping)
-        tn_daemon_check_stopped(d);
 }
 
 /* ---- stream connections -------------------------------------------------------- */
@@ -557,7 +531,9 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
         free(c);
         return NULL;
     }
-    if (l->tls && !(c->tls = tn_tls_conn_new(l->tls, fd))) {
+    /* the listener's TLS contexts decide the transport, once */
+    c->tp = l->tls ? &tn_tls_transport : &tn_tcp_transport;
+    if (l->tls && !(c->tp_state = tn_tls_accept(l->tls, fd))) {
         event_free(c->ev);
         free(c);
         return NULL;
@@ -573,11 +549,10 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
         memcpy(&c->base.remote, sa, (size_t)salen);
     c->base.session.ops = &conn_session_ops;
     c->base.session.protocol = l->protocol;
-    c->base.established_ms = c->base.last_activity_ms = cached_wall_ms(d);
+    c->base.established_ms = c->base.last_activity_ms = tn_loop_ms(d->base);
     c->timeout_ms = -1;
     tn_conn_base_open(&c->base);
-    d->stats.total_connections++;
-    l->stats.total_connections++;
+    TN_COUNT(l, total_connections, 1);
     tn_conn_update_timeouts(c);
     return c;
 }
@@ -618,7 +593,7 @@ void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
 
 const tn_tls_info *tn_conn_tls_info(const tn_conn *c)
 {
-    return c->tls ? tn_tls_conn_info(c->tls) : NULL;
+    return c->tp->info(c->tp_state);
 }
 
 void tn_conn_close(tn_conn *c, const char *why)
@@ -653,11 +628,12 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     tn_session_detach_all(&c->base.session);
     event_free(c->ev);
     c->ev = NULL;
-    if (c->tls) {
-        /* close_notify only at an orderly end, never to a peer that failed */
-        tn_tls_conn_free(c->tls, close_fd && !why);
-        c->tls = NULL;
-    }
+    /* close_notify only at an orderly end, never to a peer that failed */
+    if (close_fd && !why)
+        c->tp->shutdown(c->tp_state);
+    c->tp->close(c->tp_state);
+    c->tp = &tn_tcp_transport; /* a closed connection has no session left */
+    c->tp_state = NULL;
     if (close_fd)
         evutil_closesocket(c->fd);
     c->fd = -1;

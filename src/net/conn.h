@@ -9,9 +9,10 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 
-#include "daemon.h"
 #include "handlers/handler.h"
 #include "net/limits.h"
+#include "net/transport.h"
+#include "state.h"
 
 typedef union tn_sockaddr {
     struct sockaddr sa;
@@ -131,7 +132,8 @@ struct tn_conn {
     struct evbuffer *in;   /* an incomplete message; NULL when there is none */
     struct evbuffer *out;  /* output the socket did not take yet; NULL when none */
     tn_peer *peer;
-    struct tn_tls_conn *tls; /* NULL: plain */
+    const tn_transport_ops *tp; /* how bytes cross the socket: TCP, TLS */
+    void *tp_state;        /* the transport's (a TLS session), NULL for TCP */
     evutil_socket_t fd;
     int32_t timeout_ms;    /* armed inactivity timeout; -1 none */
     /* when the incomplete message in `in` began, in ms after established_ms
@@ -171,7 +173,7 @@ evutil_socket_t tn_conn_take_fd(tn_conn *c);
  * (it moves to d->relays). Its front end becomes FE. */
 void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state);
 /* The TLS session (version, cipher, client certificate), NULL when plain
- * or still handshaking. */
+ * or still handshaking (the transport's info). */
 const tn_tls_info *tn_conn_tls_info(const tn_conn *c);
 /* Arm the inactivity timeout the connection's state calls for. */
 void tn_conn_update_timeouts(tn_conn *c);

@@ -20,8 +20,9 @@
 
 #include <event2/event.h>
 
-#include "daemon.h"
+#include "clock.h"
 #include "handlers/handler.h"
+#include "state.h"
 
 #define LINGER_MAX 1024          /* sockets at once; more are closed at once */
 #define LINGER_IDLE_MS 1000      /* without input */

@@ -70,7 +70,7 @@ void tn_listener_unprepare(tn_listener *l)
     l->next_tls = NULL;
 }
 
-int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, size_t errlen)
+int tn_listener_configure(tn_listener *l, tn_config *cfg, tn_listener_conf *conf, char *err, size_t errlen)
 {
     tn_registry *r = l->d->registry;
     tn_handler *single = NULL;
@@ -99,12 +99,17 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
         }
     }
     tn_listener_conf *old_conf = l->conf;
+    tn_config *old_cfg = l->cfg;
     l->conf = conf;
+    l->cfg = cfg;
     if (l->ops->configure && l->ops->configure(l, err, errlen) < 0) {
         l->conf = old_conf;
+        l->cfg = old_cfg;
         free(list);
         return -1;
     }
+    tn_config_ref(cfg);
+    tn_config_unref(old_cfg);
     tn_acl *acl = tn_acl_new(&conf->limits.allow, &conf->limits.deny);
     release_handlers(l);
     /* a listener configured before (a reload) gets the contexts prepared for
@@ -131,8 +136,7 @@ int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, siz
 static void refuse(tn_listener *l, evutil_socket_t fd, int reason)
 {
     tn_workers_publish(l->d); /* a place reserved by tn_workers_admit() goes back */
-    l->stats.rejected[reason]++;
-    l->d->stats.rejected[reason]++;
+    TN_COUNT(l, rejected[reason], 1);
     /* a TLS client could not read a plain answer: just close */
     if (!l->tls && l->ops->refuse)
         l->ops->refuse(l, fd, reason);
@@ -189,8 +193,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     if (!accepted) {
         if (peer)
             tn_workers_ip_release(d, l->name, sa);
-        l->stats.connection_errors++;
-        d->stats.connection_errors++;
+        TN_COUNT(l, connection_errors, 1);
         evutil_closesocket(fd);
     }
 }
@@ -208,8 +211,7 @@ static void on_accept_error(struct evconnlistener *evl, void *arg)
 {
     tn_listener *l = arg;
     int err = EVUTIL_SOCKET_ERROR();
-    l->stats.connection_errors++;
-    l->d->stats.connection_errors++;
+    TN_COUNT(l, connection_errors, 1);
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         /* Out of descriptors: stop accepting for a while instead of spinning. */
         l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : 10;
@@ -302,8 +304,8 @@ evutil_socket_t tn_listener_bind(const tn_listener_conf *conf, int type, struct 
     return fd;
 }
 
-tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_proto_ops *ops, char *err,
-                              size_t errlen)
+tn_listener *tn_listener_open(tn_daemon *d, tn_config *cfg, tn_listener_conf *conf, const tn_proto_ops *ops,
+                              char *err, size_t errlen)
 {
     if (!ops) {
         snprintf(err, errlen, "listener '%s': no front end for its protocol", conf->name);
@@ -331,7 +333,7 @@ tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_pro
         return NULL;
     }
     tn_diag_free(&diag); /* its warnings (expiry) came from tn_check_startup() already */
-    if (tn_listener_configure(l, conf, why, sizeof(why)) < 0) {
+    if (tn_listener_configure(l, cfg, conf, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "%s", why);
         tn_listener_free(l);
         return NULL;
@@ -423,10 +425,8 @@ void tn_listener_free(tn_listener *l)
     tn_tls_unref(l->next_tls);
     tn_peers_free(&l->peers);
     free(l->name);
-    bool was_draining = l->draining;
+    tn_config_unref(l->cfg);
     free(l);
-    if (was_draining)
-        tn_daemon_release_retired(d);
 }
 
 size_t tn_listener_in_flight(const tn_listener *l)

@@ -7,10 +7,10 @@
 #include <event2/listener.h>
 #include <sys/socket.h>
 
-#include "daemon.h"
-#include "net/addr.h"
+#include "addr.h"
 #include "net/limits.h"
 #include "net/proto_ops.h"
+#include "state.h"
 
 struct tn_listener {
     tn_listener *next;
@@ -18,7 +18,8 @@ struct tn_listener {
     char *name;
     int protocol;
     const tn_proto_ops *ops;  /* the front end serving it; fixed for its life */
-    tn_listener_conf *conf;   /* points into d->cfg; replaced on reload */
+    tn_config *cfg;           /* the config it was made from (a reference); replaced on reload */
+    tn_listener_conf *conf;   /* one of cfg's listeners */
     evutil_socket_t fd;
     struct evconnlistener *evl; /* stream listeners */
     void *fe_state;             /* the front end's own (UDP: batches, owed replies), freed by ops->free */
@@ -39,6 +40,17 @@ struct tn_listener {
     bool draining;              /* removed by a reload: no accepts, freed when empty */
 };
 
+/* Adds N (-1 takes one away) to counter FIELD of listener L and to the
+ * daemon's total of it: every tn_conn_stats counter is kept in that pair.
+ * FIELD may be indexed (rejected[reason]). */
+#define TN_COUNT(l, field, n)                                                                                        \
+    do {                                                                                                           \
+        tn_listener *tn_count_l_ = (l);                                                                            \
+        uint64_t tn_count_n_ = (uint64_t)(n);                                                                      \
+        tn_count_l_->stats.field += tn_count_n_;                                                                   \
+        tn_count_l_->d->stats.field += tn_count_n_;                                                                \
+    } while (0)
+
 /* The socket address of a listen value ("host:port", "[v6]:port",
  * "*:port"), host names resolved. Returns -1 with a message in err. */
 int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t *len, char *err, size_t errlen);
@@ -47,17 +59,18 @@ int tn_listen_resolve(const char *listen, struct sockaddr_storage *ss, socklen_t
  * Returns -1 with a message in err. */
 evutil_socket_t tn_listener_bind(const tn_listener_conf *conf, int type, struct sockaddr_storage *ss, socklen_t len,
                                  bool reuseport, char *err, size_t errlen);
-/* Bind and start accepting, served by OPS (the front end for conf's
- * protocol). Returns NULL with a message in err. */
-tn_listener *tn_listener_open(tn_daemon *d, tn_listener_conf *conf, const tn_proto_ops *ops, char *err,
-                              size_t errlen);
+/* Bind and start accepting CONF (one of CFG's listeners), served by OPS
+ * (the front end for conf's protocol). Returns NULL with a message in err. */
+tn_listener *tn_listener_open(tn_daemon *d, tn_config *cfg, tn_listener_conf *conf, const tn_proto_ops *ops,
+                              char *err, size_t errlen);
 /* Builds what CONF needs that can fail to load (TLS certificates) for a
  * running listener, before a reload commits; errors go to DIAG. */
 int tn_listener_prepare(tn_listener *l, tn_listener_conf *conf, tn_diag *diag);
 /* Drops what tn_listener_prepare built (the reload failed elsewhere). */
 void tn_listener_unprepare(tn_listener *l);
-/* (Re)resolve handler names and limits from conf (also after a reload). */
-int tn_listener_configure(tn_listener *l, tn_listener_conf *conf, char *err, size_t errlen);
+/* (Re)resolve handler names and limits from CONF, one of CFG's listeners
+ * (also after a reload: the listener then holds CFG instead of its old one). */
+int tn_listener_configure(tn_listener *l, tn_config *cfg, tn_listener_conf *conf, char *err, size_t errlen);
 /* The handler named by TOKEN among the listener's handlers, or NULL. */
 tn_handler *tn_listener_handler(const tn_listener *l, const char *token, size_t len);
 void tn_listener_stop(tn_listener *l);

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "daemon.h"
+#include "state.h"
 
 /* What lws's handshake may hold of a request head (max_http_header_data);
  * lws drops a handshake it cannot hold without a word. */

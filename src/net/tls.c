@@ -30,6 +30,8 @@
 
 #include "metrics.h"
 
+#define TLS_CHUNK 16384 /* plaintext per SSL_write: one full record */
+
 /* The default TLS 1.2 list: forward secret AEAD suites only, Mozilla's
  * "intermediate" profile. OpenSSL's own default still has static-RSA key
  * exchange and CBC suites. The DHE suites are what IE 11 on Windows 7 and
@@ -332,7 +334,7 @@ void tn_tls_unref(tn_tls *t)
 
 /* ---- connections -------------------------------------------------------------- */
 
-tn_tls_conn *tn_tls_conn_new(tn_tls *t, int fd)
+tn_tls_conn *tn_tls_accept(tn_tls *t, int fd)
 {
     tn_tls_conn *tc = calloc(1, sizeof(*tc));
     if (!tc)
@@ -351,33 +353,40 @@ tn_tls_conn *tn_tls_conn_new(tn_tls *t, int fd)
     return tc;
 }
 
-void tn_tls_conn_free(tn_tls_conn *tc, bool clean)
+static void tls_shutdown(void *st)
 {
-    if (!tc)
-        return;
-    if (clean && !tc->broken && !tc->handshaking) {
+    tn_tls_conn *tc = st;
+    if (!tc->broken && !tc->handshaking) {
         /* one close_notify, best effort: the socket is closed right after */
         if (SSL_shutdown(tc->ssl) < 0)
             ERR_clear_error();
     }
+}
+
+static void tls_close(void *st)
+{
+    tn_tls_conn *tc = st;
     SSL_free(tc->ssl);
     free(tc->info.subject);
     tn_tls_unref(tc->tls);
     free(tc);
 }
 
-bool tn_tls_handshaking(const tn_tls_conn *tc)
+static bool tls_handshaking(const void *st)
 {
+    const tn_tls_conn *tc = st;
     return tc->handshaking;
 }
 
-bool tn_tls_broken(const tn_tls_conn *tc)
+static bool tls_broken(const void *st)
 {
+    const tn_tls_conn *tc = st;
     return tc->broken;
 }
 
-const tn_tls_info *tn_tls_conn_info(const tn_tls_conn *tc)
+static const tn_tls_info *tls_info(const void *st)
 {
+    const tn_tls_conn *tc = st;
     return tc->handshaking ? NULL : &tc->info;
 }
 
@@ -424,18 +433,19 @@ static int classify(int reason)
     }
 }
 
-int tn_tls_handshake(tn_tls_conn *tc, int *reason, char *detail, size_t detaillen)
+static int tls_handshake(void *st, int *reason, char *detail, size_t detaillen)
 {
+    tn_tls_conn *tc = st;
     int r = SSL_do_handshake(tc->ssl);
     if (r == 1) {
         tc->handshaking = false;
         record_info(tc);
-        return TN_TLS_DONE;
+        return TN_TP_DONE;
     }
     int e = SSL_get_error(tc->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         ERR_clear_error();
-        return TN_TLS_AGAIN;
+        return TN_TP_AGAIN;
     }
     tc->broken = true;
     if (e == SSL_ERROR_SSL) {
@@ -451,7 +461,7 @@ int tn_tls_handshake(tn_tls_conn *tc, int *reason, char *detail, size_t detaille
         snprintf(detail, detaillen, "the client closed the connection");
         ERR_clear_error();
     }
-    return TN_TLS_FAILED;
+    return TN_TP_FAILED;
 }
 
 /* What an SSL_read or SSL_write that returned N <= 0 means, the way recv(2)
@@ -485,14 +495,38 @@ static ssize_t io_result(tn_tls_conn *tc, int n, int saved_errno, bool reading)
     }
 }
 
-ssize_t tn_tls_read(tn_tls_conn *tc, void *buf, size_t len)
+static ssize_t tls_read(void *st, evutil_socket_t fd, void *buf, size_t len)
 {
+    (void)fd; /* the session has it */
+    tn_tls_conn *tc = st;
     int n = SSL_read(tc->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
     return n > 0 ? n : io_result(tc, n, errno, true);
 }
 
-ssize_t tn_tls_write(tn_tls_conn *tc, const void *buf, size_t len)
+/* Replies appended one by one go out as one record of up to TLS_CHUNK
+ * bytes (file segments are read into memory by the pullup). */
+static int tls_write(void *st, evutil_socket_t fd, struct evbuffer *src)
 {
-    int n = SSL_write(tc->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-    return n > 0 ? n : io_result(tc, n, errno, false);
+    (void)fd;
+    tn_tls_conn *tc = st;
+    size_t len = evbuffer_get_length(src);
+    size_t chunk = len < TLS_CHUNK ? len : TLS_CHUNK;
+    int n = SSL_write(tc->ssl, evbuffer_pullup(src, (ssize_t)chunk), (int)chunk);
+    if (n <= 0)
+        return (int)io_result(tc, n, errno, false);
+    evbuffer_drain(src, (size_t)n);
+    return n;
 }
+
+const tn_transport_ops tn_tls_transport = {
+    .name = "tls",
+    .plain = false,
+    .read = tls_read,
+    .write = tls_write,
+    .handshake = tls_handshake,
+    .handshaking = tls_handshaking,
+    .broken = tls_broken,
+    .shutdown = tls_shutdown,
+    .close = tls_close,
+    .info = tls_info,
+};

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* tls.h - TLS for stream listeners: a listener's contexts built from its
  * tls block (certificates, SNI, client certificates, versions, ALPN), and
- * the TLS side of one connection (handshake, read, write, close). */
+ * the TLS side of one connection as a transport (handshake, read, write,
+ * close). */
 #ifndef TN_NET_TLS_H
 #define TN_NET_TLS_H
 
@@ -10,6 +11,7 @@
 
 #include "config/config.h"
 #include "handlers/handler.h"
+#include "net/transport.h"
 
 /* A listener's TLS contexts. Reference counted: connections keep the one
  * they were accepted with, so a reload that swaps certificates leaves them
@@ -24,29 +26,14 @@ tn_tls *tn_tls_new(const tn_listener_conf *lc, tn_diag *diag);
 void tn_tls_ref(tn_tls *t);
 void tn_tls_unref(tn_tls *t);
 
-/* The TLS state of one connection. */
+/* The TLS side of one connection: a transport (transport.h) whose state
+ * is a tn_tls_conn. */
 typedef struct tn_tls_conn tn_tls_conn;
+extern const tn_transport_ops tn_tls_transport;
 
-tn_tls_conn *tn_tls_conn_new(tn_tls *t, int fd);
-/* Sends close_notify when the session is still sound (CLEAN), then frees. */
-void tn_tls_conn_free(tn_tls_conn *tc, bool clean);
-
-enum { TN_TLS_DONE = 1, TN_TLS_AGAIN = 0, TN_TLS_FAILED = -1 };
-/* Advances the handshake. On TN_TLS_FAILED *reason is an enum
- * tn_tls_failure and detail (DETAILLEN) says what OpenSSL reported. */
-int tn_tls_handshake(tn_tls_conn *tc, int *reason, char *detail, size_t detaillen);
-bool tn_tls_handshaking(const tn_tls_conn *tc);
-/* A fatal error ended the session (also an end of stream without
- * close_notify): nothing more can be sent. */
-bool tn_tls_broken(const tn_tls_conn *tc);
-/* After the handshake: version, cipher, client certificate. */
-const tn_tls_info *tn_tls_conn_info(const tn_tls_conn *tc);
-
-/* recv(2)/send(2) semantics: bytes, 0 at the peer's end of stream (read),
- * -1 with errno (EAGAIN when the session waits for the socket, ECONNRESET
- * or EPROTO when it is broken). */
-ssize_t tn_tls_read(tn_tls_conn *tc, void *buf, size_t len);
-ssize_t tn_tls_write(tn_tls_conn *tc, const void *buf, size_t len);
+/* The server side of a session on FD with T's contexts (T referenced until
+ * the transport's close), handshake still to come; NULL when out of memory. */
+tn_tls_conn *tn_tls_accept(tn_tls *t, int fd);
 
 /* Whether OpenSSL can be used at all (called once at startup). */
 const char *tn_tls_library_version(void);

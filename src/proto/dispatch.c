@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "clock.h"
 #include "net/listener.h"
 
 static tn_handler *listener_lookup(const void *arg, const char *name, size_t len)

@@ -8,7 +8,7 @@
 #include <stdbool.h>
 
 #include "config/config.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
 
 typedef struct tn_gzip tn_gzip;
 

@@ -180,8 +180,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
 static void count_response(tn_conn *c)
 {
     c->base.msgs_out++;
-    c->base.listener->stats.messages_out++;
-    c->d->stats.messages_out++;
+    TN_COUNT(c->base.listener, messages_out, 1);
 }
 
 /* The route's middleware after the handler, in reverse order. Returns
@@ -361,7 +360,7 @@ static void handover(tn_conn *c, tn_http_request *r)
     }
     if (len)
         evbuffer_copyout(c->in, copy, len);
-    evutil_socket_t fd = c->tls ? tn_relay_start(c) : tn_conn_take_fd(c);
+    evutil_socket_t fd = c->tp->plain ? tn_conn_take_fd(c) : tn_relay_start(c);
     fn(arg, fd, copy, len);
     free(copy);
 }
@@ -509,11 +508,9 @@ static void count_refusal(tn_conn *c, int status)
     else if (status == 429)
         reason = TN_REJ_RATE_LIMIT;
     if (reason >= 0) {
-        l->stats.rejected[reason]++;
-        c->d->stats.rejected[reason]++;
+        TN_COUNT(l, rejected[reason], 1);
     } else if (status == 400) {
-        l->stats.connection_errors++;
-        c->d->stats.connection_errors++;
+        TN_COUNT(l, connection_errors, 1);
     }
 }
 
@@ -524,8 +521,7 @@ void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_h
     struct evbuffer *body = c->d->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
     c->base.msgs_in++;
-    l->stats.messages_in++;
-    c->d->stats.messages_in++;
+    TN_COUNT(l, messages_in, 1);
     if (not_found) {
         respond_simple(c, r, 404, "Not Found", close);
         return;
@@ -639,8 +635,7 @@ void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *
         r->http_minor = 1;
     r->head = false;
     c->base.msgs_in++;
-    c->base.listener->stats.messages_in++;
-    c->d->stats.messages_in++;
+    TN_COUNT(c->base.listener, messages_in, 1);
     count_refusal(c, status);
     respond_simple(c, r, status, text, true);
 }
@@ -673,7 +668,7 @@ static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
     tn_ws_origin from = { &remote.sa, rlen, NULL, NULL };
     char local[80] = "";
     evutil_socket_t fd;
-    if (c->tls) {
+    if (!c->tp->plain) {
         /* the TLS session stays here; lws gets the plain stream */
         tn_sockaddr la;
         socklen_t ll = sizeof(la);
@@ -754,8 +749,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
             }
             int64_t elapsed_ms = (tn_http_loop_us(c) - hc->head_start_us) / 1000;
             if (lim->header_timeout && elapsed_ms >= lim->header_timeout) {
-                c->base.listener->stats.timeout_errors++;
-                c->d->stats.timeout_errors++;
+                TN_COUNT(c->base.listener, timeout_errors, 1);
                 tn_http_fail_request(c, hc, 408, "Request Timeout");
                 return len;
             }
@@ -868,7 +862,7 @@ static void http_peer_done(tn_conn *c)
         tn_http_fail_request(c, hc, 400, "Bad Request");
 }
 
-static const tn_frontend http_frontend = {
+const tn_frontend tn_http_frontend = {
     .name = "http",
     .input = http_input,
     .busy = http_busy,
@@ -879,70 +873,3 @@ static const tn_frontend http_frontend = {
     .drained = http_drained,
     .peer_done = http_peer_done,
 };
-
-static tn_conn *http_accept(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen, tn_peer *peer)
-{
-    return tn_conn_new(l, fd, sa, salen, peer, &http_frontend);
-}
-
-/* (Re)build a listener's routes after a reload; the old router stays in use
- * by requests in flight. */
-static int http_configure(tn_listener *l, char *err, size_t errlen)
-{
-    tn_http_router *rt = tn_http_router_new(l->d, l->conf, err, errlen);
-    if (!rt)
-        return -1;
-    tn_http_router_inherit(rt, l->router);
-    if (l->router)
-        tn_http_router_retire(l->router);
-    l->router = rt;
-    return 0;
-}
-
-static void http_listener_free(tn_listener *l)
-{
-    tn_http_router_unref(l->router);
-    l->router = NULL;
-}
-
-/* A 503 the client can read before the close; a denied address learns
- * nothing. */
-static void http_refuse(tn_listener *l, evutil_socket_t fd, int reason)
-{
-    if (reason == TN_REJ_DENIED)
-        return;
-    char busy[256], date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    int n = snprintf(busy, sizeof(busy),
-                     "HTTP/1.1 503 Service Unavailable\r\nServer: tusknetd\r\nDate: %s\r\n"
-                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\n"
-                     "Connection: close\r\n\r\nService Unavailable\n",
-                     date);
-    ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w > 0)
-        tn_http_count_response(l, NULL, NULL, 503);
-}
-
-void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_route *route, int status)
-{
-    int k = tn_http_class(status);
-    l->stats.http_responses[k]++;
-    l->d->stats.http_responses[k]++;
-    if (!rt)
-        rt = l->router;
-    if (rt)
-        tn_http_router_count(rt, route, status);
-}
-
-const tn_proto_ops tn_http_proto = {
-    .name = "http",
-    .socktype = SOCK_STREAM,
-    .accept = http_accept,
-    .configure = http_configure,
-    .free = http_listener_free,
-    .refuse = http_refuse,
-};
-

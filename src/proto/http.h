@@ -25,12 +25,6 @@ typedef struct tn_http_router tn_http_router;
 
 /* ---- routes ---- */
 
-/* The part of PATH (r->path or a path derived from it) under R's route
- * prefix when the route's pattern ends in a slash and a star (route
- * "/static/" + "*" gives "/a.css" for /static/a.css); PATH itself
- * otherwise. File handlers serve it; proxies forward it. */
-const char *tn_http_route_rest_of(const tn_http_request *r, const char *path);
-
 struct tn_http_route {
     const tn_route_conf *conf;   /* spec, method, path, handler name, middleware, limits */
     tn_handler *handler;         /* referenced */
@@ -38,16 +32,16 @@ struct tn_http_route {
     size_t nmiddleware;
 };
 
-/* Built from a listener's config; NULL with err on failure (a handler that is
- * not running, an unknown middleware). */
-tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, char *err, size_t errlen);
+/* Built from CONF, one of CFG's listeners (its middleware names refer to
+ * CFG's, and the router holds a reference on CFG: route configs point into
+ * it); NULL with err on failure (a handler that is not running, an unknown
+ * middleware). */
+tn_http_router *tn_http_router_new(tn_daemon *d, tn_config *cfg, const tn_listener_conf *conf, char *err,
+                                   size_t errlen);
 void tn_http_router_free(tn_http_router *rt);
 /* Routers are shared by the listener and the requests in flight. */
 void tn_http_router_ref(tn_http_router *rt);
 void tn_http_router_unref(tn_http_router *rt);
-/* A reload replaced RT: drop the listener's reference; the configs it points
- * into stay alive until its last request is done. */
-void tn_http_router_retire(tn_http_router *rt);
 /* The listener's own middleware as a route without handler (for 404, 405
  * and 400 answers: logging, CORS, headers), or NULL when it has none. */
 const tn_http_route *tn_http_router_fallback(const tn_http_router *rt);
@@ -61,7 +55,7 @@ const tn_http_route *tn_http_route_match(const tn_http_router *rt, tn_http_reque
 /* Responses by status class, per route of a router and for responses no
  * route gave (no match, malformed or refused requests, WebSocket
  * handshakes). A reload's new router takes over the counts of the routes
- * whose spec it keeps (tn_http_router_inherit, before the old one retires). */
+ * whose spec it keeps (tn_http_router_inherit, before the old one is dropped). */
 void tn_http_router_inherit(tn_http_router *rt, const tn_http_router *old);
 /* ROUTE: a route of RT, its fallback or NULL (counted as no route). */
 void tn_http_router_count(tn_http_router *rt, const tn_http_route *route, int status);

@@ -10,9 +10,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "daemon.h"
+#include "clock.h"
 #include "net/conn.h"
-#include "proto/http.h"
+#include "proto/http_msg.h"
+#include "state.h"
 
 #define TN_HTTP_MAX_URI 8192
 #define TN_HTTP_MAX_HEADERS 100
@@ -64,15 +65,15 @@ typedef struct tn_http_conn {
  * read per request. */
 static inline int64_t tn_http_loop_us(const tn_conn *c)
 {
-    struct timeval tv;
-    event_base_gettimeofday_cached(c->d->base, &tv);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+    return tn_loop_us(c->d->base);
 }
 
 /* ---- the parser (http_parse.c) ---- */
 
 /* A request for C: its router referenced, its peer's address filled in. */
 tn_http_request *tn_http_request_new(tn_conn *c);
+/* Frees R: its arena, body, file, stream, and its reference on the router. */
+void tn_http_request_free(tn_http_request *r);
 /* Parses a complete head (DATA, LEN including the blank line): answers an
  * error, marks an upgrade, dispatches a request without body, or starts
  * receiving the body. */
@@ -84,6 +85,9 @@ size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t 
 void tn_http_sink_finish(tn_http_conn *hc, bool complete);
 
 /* ---- the connection layer (http.c) ---- */
+
+/* What the connection layer does with each HTTP connection (accept gives it). */
+extern const tn_frontend tn_http_frontend;
 
 /* Ends the connection with STATUS for the request being received. */
 void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *text);

@@ -11,10 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "log.h"
-#include "proto/http.h"
 
 /* ---- arena -------------------------------------------------------------- */
 
@@ -42,6 +40,17 @@ void *tn_http_alloc(tn_http_request *r, size_t n)
     void *p = c->data + c->used;
     c->used += n;
     return p;
+}
+
+void tn_http_arena_free(tn_http_request *r)
+{
+    chunk *c = r->arena;
+    while (c) {
+        chunk *n = c->next;
+        free(c);
+        c = n;
+    }
+    r->arena = NULL;
 }
 
 const char *tn_http_strdup(tn_http_request *r, const char *s, size_t len)
@@ -248,25 +257,4 @@ const char *tn_http_reason(int status)
     default: return status < 200 ? "Informational" : status < 300 ? "OK" : status < 400 ? "Redirect"
                     : status < 500 ? "Client Error" : "Server Error";
     }
-}
-
-void tn_http_request_free(tn_http_request *r)
-{
-    if (!r)
-        return;
-    if (r->router)
-        tn_http_router_unref(r->router);
-    if (r->body)
-        evbuffer_free(r->body);
-    if (r->file_fd >= 0)
-        close(r->file_fd);
-    if (r->stream)
-        r->stream->free(r->stream);
-    chunk *c = r->arena;
-    while (c) {
-        chunk *n = c->next;
-        free(c);
-        c = n;
-    }
-    free(r);
 }

@@ -146,12 +146,17 @@ void tn_http_vary_add(tn_http_request *r, const char *token);
  * or in a query (still encoded: only bytes no URI may hold are escaped). */
 enum tn_http_escape { TN_HTTP_ESC_PATH, TN_HTTP_ESC_QUERY };
 void tn_http_add_escaped(struct evbuffer *out, const char *s, enum tn_http_escape what);
+/* The part of PATH (r->path or a path derived from it) under R's route
+ * prefix when the route's pattern ends in a slash and a star (route
+ * "/static/" + "*" gives "/a.css" for /static/a.css); PATH itself
+ * otherwise. File handlers serve it; proxies forward it (router.c). */
+const char *tn_http_route_rest_of(const tn_http_request *r, const char *path);
 /* A route parameter (":id" -> "id"), NULL when absent. */
 const char *tn_http_param(const tn_http_request *r, const char *name);
 /* LEN bytes in the request's arena (lives as long as the request), NULL
  * when out of memory. */
 void *tn_http_alloc(tn_http_request *r, size_t len);
-/* Frees R: its arena, body, file, stream, and its reference on the router. */
-void tn_http_request_free(tn_http_request *r);
+/* Frees R's arena: everything tn_http_alloc and tn_http_strdup gave. */
+void tn_http_arena_free(tn_http_request *r);
 
 #endif

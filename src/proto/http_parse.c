@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "net/listener.h"
+#include "proto/http.h"
 #include "proto/http_conn.h"
 #include "proto/ws.h"
 
@@ -224,6 +226,22 @@ static const http_parser_settings parser_settings = {
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
+
+void tn_http_request_free(tn_http_request *r)
+{
+    if (!r)
+        return;
+    if (r->router)
+        tn_http_router_unref(r->router);
+    if (r->body)
+        evbuffer_free(r->body);
+    if (r->file_fd >= 0)
+        close(r->file_fd);
+    if (r->stream)
+        r->stream->free(r->stream);
+    tn_http_arena_free(r);
+    free(r);
+}
 
 tn_http_request *tn_http_request_new(tn_conn *c)
 {

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -58,8 +59,7 @@ static bool queue_empty(const tn_conn *c)
 static void count_reply(tn_conn *c)
 {
     c->base.msgs_out++;
-    c->base.listener->stats.messages_out++;
-    c->d->stats.messages_out++;
+    TN_COUNT(c->base.listener, messages_out, 1);
 }
 
 /* One reply line. A reply holding line breaks (a program printing several
@@ -113,8 +113,7 @@ static void flush_queue(tn_conn *c, bool defer)
             if ((int64_t)(tn_conn_unsent(c) + p->len + 9) > cap) {
                 free(p->data);
                 free(p);
-                c->base.listener->stats.rejected[TN_REJ_SLOW_READER]++;
-                c->d->stats.rejected[TN_REJ_SLOW_READER]++;
+                TN_COUNT(c->base.listener, rejected[TN_REJ_SLOW_READER], 1);
                 tn_conn_close(c, "slow reader: output over max_output");
                 return; /* release() freed the rest */
             }
@@ -223,15 +222,13 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 {
     tn_listener *l = c->base.listener;
     c->base.msgs_in++;
-    l->stats.messages_in++;
-    c->d->stats.messages_in++;
+    TN_COUNT(l, messages_in, 1);
     tn_call call = { .take_ref = true };
     tn_dispatch sel = tn_dispatch_listener(l);
     tn_verdict v = tn_dispatch_message(&sel, c->peer, tn_listener_limits(l), &call, line, len, c->d->scratch);
     if (v != TN_DISPATCH_CALL) {
         if (v == TN_DISPATCH_LIMITED) {
-            l->stats.rejected[TN_REJ_RATE_LIMIT]++;
-            c->d->stats.rejected[TN_REJ_RATE_LIMIT]++;
+            TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
         }
         answer(c, tn_dispatch_result(v), crlf, c->d->scratch);
         return;
@@ -266,8 +263,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 
 static void too_long(tn_conn *c)
 {
-    c->base.listener->stats.rejected[TN_REJ_TOO_LARGE]++;
-    c->d->stats.rejected[TN_REJ_TOO_LARGE]++;
+    TN_COUNT(c->base.listener, rejected[TN_REJ_TOO_LARGE], 1);
     answer_text(c, TN_FAIL, false, "line too long");
     tn_conn_close_after_flush(c, "line too long");
 }
@@ -329,8 +325,7 @@ static bool line_busy(const tn_conn *c)
 static int line_push(tn_conn *c, const char *data, size_t len)
 {
     if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->base.listener)->max_output) {
-        c->base.listener->stats.rejected[TN_REJ_SLOW_READER]++;
-        c->d->stats.rejected[TN_REJ_SLOW_READER]++;
+        TN_COUNT(c->base.listener, rejected[TN_REJ_SLOW_READER], 1);
         return -1;
     }
     add_line(tn_conn_output(c), false, data, len, false);

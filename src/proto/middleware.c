@@ -12,6 +12,7 @@
  * before() runs in list order and may answer (preflight, 401, 403, 429);
  * after() runs in reverse order on every response, the handler's or an
  * earlier middleware's answer; done() runs once the response is written. */
+#include "clock.h"
 #include "proto/http.h"
 
 #include <arpa/inet.h>

@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
 #include "log.h"
+#include "state.h"
 
 #define MAX_PARAMS (sizeof(((tn_http_request *)0)->param_values) / sizeof(const char *))
 #define MAX_ALLOW 32
@@ -86,10 +86,9 @@ struct tn_http_router {
     tn_http_route fallback; /* the listener's middleware, no handler */
     counts *unrouted;       /* responses no route gave */
     /* Requests in flight keep the router they started with; route configs
-     * point into the config that built it, which a reload may retire. */
+     * point into the config that built it, which the router holds. */
     int refs;
-    bool retired;
-    tn_daemon *d;
+    tn_config *cfg;
 };
 
 /* ---- building ---------------------------------------------------------------- */
@@ -123,28 +122,6 @@ static uint64_t hash_path(const char *s, size_t len)
         h *= 1099511628211ULL;
     }
     return h;
-}
-
-/* The config CONF belongs to, whose [middleware] its names refer to:
- * d->cfg, or a retired one. A config being applied must be reachable from
- * D (as d->cfg) when its listeners are configured, or the names would be
- * looked up in the running config instead. */
-static bool holds(const tn_config *c, const tn_listener_conf *conf)
-{
-    uintptr_t p = (uintptr_t)conf, lo = c ? (uintptr_t)c->listeners : 0;
-    return c && p >= lo && p < lo + c->nlisteners * sizeof(*conf);
-}
-
-static const tn_config *owner_cfg(const tn_daemon *d, const tn_listener_conf *conf)
-{
-    if (d->applying && holds(d->applying, conf))
-        return d->applying;
-    if (holds(d->cfg, conf))
-        return d->cfg;
-    for (size_t i = 0; i < d->nretired; i++)
-        if (holds(d->retired[i], conf))
-            return d->retired[i];
-    return d->cfg;
 }
 
 static const tn_middleware_conf *find_mw_conf(const tn_config *cfg, const char *name)
@@ -369,19 +346,10 @@ void tn_http_router_unref(tn_http_router *rt)
         tn_http_router_free(rt);
 }
 
-void tn_http_router_retire(tn_http_router *rt)
-{
-    rt->retired = true;
-    rt->d->old_routers++;
-    tn_http_router_unref(rt);
-}
-
 void tn_http_router_free(tn_http_router *rt)
 {
     if (!rt)
         return;
-    tn_daemon *d = rt->d;
-    bool retired = rt->retired;
     for (size_t i = 0; i < rt->nents; i++) {
         route_ent *e = &rt->ents[i];
         if (e->pub.handler)
@@ -406,14 +374,12 @@ void tn_http_router_free(tn_http_router *rt)
     free(rt->mws);
     free(rt->fallback.middleware);
     counts_unref(rt->unrouted);
+    tn_config_unref(rt->cfg);
     free(rt);
-    if (retired && d) {
-        d->old_routers--;
-        tn_daemon_release_retired(d);
-    }
 }
 
-tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, char *err, size_t errlen)
+tn_http_router *tn_http_router_new(tn_daemon *d, tn_config *cfg, const tn_listener_conf *conf, char *err,
+                                   size_t errlen)
 {
     tn_http_router *rt = calloc(1, sizeof(*rt));
     size_t n = conf->nroutes;
@@ -421,13 +387,12 @@ tn_http_router *tn_http_router_new(tn_daemon *d, const tn_listener_conf *conf, c
     if (!rt)
         goto oom;
     rt->refs = 1;
-    rt->d = d;
+    rt->cfg = tn_config_ref(cfg);
     rt->ents = calloc(n ? n : 1, sizeof(route_ent));
     rt->shapes = calloc(n ? n : 1, sizeof(shape));
     rt->unrouted = counts_new();
     if (!rt->ents || !rt->shapes || !rt->unrouted)
         goto oom;
-    const tn_config *cfg = owner_cfg(d, conf);
     bool fallback_cors;
     if (build_mw_list(rt, d, cfg, conf, NULL, &rt->fallback, &fallback_cors, err, errlen) < 0)
         goto fail;

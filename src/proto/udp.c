@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/listener.h"
 #include "proto/dispatch.h"
@@ -49,16 +50,13 @@ typedef struct udp_state {
 
 static void count_out(tn_listener *l, size_t n)
 {
-    l->stats.total_bytes_sent += n;
-    l->d->stats.total_bytes_sent += n;
-    l->stats.messages_out++;
-    l->d->stats.messages_out++;
+    TN_COUNT(l, total_bytes_sent, n);
+    TN_COUNT(l, messages_out, 1);
 }
 
 static void count_dropped(tn_listener *l, uint64_t n)
 {
-    l->stats.rejected[TN_REJ_REPLY_DROPPED] += n;
-    l->d->stats.rejected[TN_REJ_REPLY_DROPPED] += n;
+    TN_COUNT(l, rejected[TN_REJ_REPLY_DROPPED], n);
 }
 
 static void send_one(tn_listener *l, const struct sockaddr *to, socklen_t tolen, tn_result res, const char *data,
@@ -100,8 +98,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
         uj->next->prev = uj->prev;
     st->njobs--;
     free(uj);
-    if (l->d->stopping)
-        tn_daemon_check_stopped(l->d);
+    tn_state_idle_check(l->d);
 }
 
 /* Handles one datagram; a sync reply is written into REPLY (returns its
@@ -119,8 +116,7 @@ static ssize_t handle(tn_listener *l, char *data, size_t len, const struct socka
     tn_verdict v = tn_dispatch_message(&sel, peer, tn_listener_limits(l), &call, data, len, out);
     if (v != TN_DISPATCH_CALL) {
         if (v == TN_DISPATCH_LIMITED) {
-            l->stats.rejected[TN_REJ_RATE_LIMIT]++;
-            d->stats.rejected[TN_REJ_RATE_LIMIT]++;
+            TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
         }
         res = tn_dispatch_result(v);
         goto reply;
@@ -172,7 +168,6 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     tn_listener *l = arg;
     l->d->io_events++;
     udp_state *st = l->fe_state;
-    tn_daemon *d = l->d;
     const tn_limits *lim = tn_listener_limits(l);
     for (int b = 0; b < MAX_BATCHES; b++) {
         for (int i = 0; i < BATCH; i++) {
@@ -187,8 +182,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         int n = recvmmsg(fd, st->in, BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0) {
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                l->stats.connection_errors++;
-                d->stats.connection_errors++;
+                TN_COUNT(l, connection_errors, 1);
             }
             return;
         }
@@ -197,21 +191,17 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             size_t len = st->in[i].msg_len;
             struct sockaddr *from = (struct sockaddr *)&st->from[i];
             socklen_t fromlen = st->in[i].msg_hdr.msg_namelen;
-            l->stats.total_bytes_received += len;
-            d->stats.total_bytes_received += len;
-            l->stats.messages_in++;
-            d->stats.messages_in++;
+            TN_COUNT(l, total_bytes_received, len);
+            TN_COUNT(l, messages_in, 1);
             char *reply = st->replies + (size_t)nout * 65536;
             ssize_t rlen;
             if (!tn_acl_allows(l->acl, from)) {
-                l->stats.rejected[TN_REJ_DENIED]++;
-                d->stats.rejected[TN_REJ_DENIED]++;
+                TN_COUNT(l, rejected[TN_REJ_DENIED], 1);
                 continue;
             }
             tn_peer *peer = lim->rate_limit > 0 ? tn_peers_get(&l->peers, from) : NULL;
             if ((int64_t)len > lim->max_message || (st->in[i].msg_hdr.msg_flags & MSG_TRUNC)) {
-                l->stats.rejected[TN_REJ_TOO_LARGE]++;
-                d->stats.rejected[TN_REJ_TOO_LARGE]++;
+                TN_COUNT(l, rejected[TN_REJ_TOO_LARGE], 1);
                 rlen = snprintf(reply, 65536, TN_ERROR_PREFIX "message too large");
             } else {
                 rlen = handle(l, st->bufs + (size_t)i * st->bufsize, len, from, fromlen, peer, reply, 65536);

@@ -26,9 +26,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addr.h"
 #include "handlers/handler.h"
 #include "log.h"
-#include "net/addr.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/lwsdrv.h"
@@ -57,11 +57,9 @@ static void count_in(tn_wsconn *c, size_t len)
 {
     c->base.bytes_in += len;
     c->base.msgs_in++;
-    c->base.listener->stats.total_bytes_received += len;
-    c->base.listener->stats.messages_in++;
-    c->d->stats.total_bytes_received += len;
-    c->d->stats.messages_in++;
-    c->base.last_activity_ms = tn_wsconn_now_ms(c->d);
+    TN_COUNT(c->base.listener, total_bytes_received, len);
+    TN_COUNT(c->base.listener, messages_in, 1);
+    c->base.last_activity_ms = tn_loop_ms(c->d->base);
 }
 
 /* ---- the frame check ---------------------------------------------------------------- */
@@ -305,7 +303,7 @@ static void log_close(const tn_wsconn *c)
     bool peer = c->wsf.code && c->wsf.closed;
     int code = peer ? c->wsf.code : c->close_sent ? c->close_code : 1006;
     const char *by = peer ? "by the peer" : c->close_sent ? "by the server" : "without a close frame";
-    int64_t ms = tn_wsconn_now_ms(c->d) - c->base.established_ms;
+    int64_t ms = tn_loop_ms(c->d->base) - c->base.established_ms;
     char remote[64];
     tn_addr_format(&c->base.remote.sa, remote, sizeof(remote));
     tn_info("websocket %llu closed: %s %s from %s, code %d %s%s%s%s, %lld.%03lld s, %llu message(s) in, %llu out",
@@ -354,7 +352,7 @@ static int callback(tn_lws_sock *s, struct lws *wsi, enum lws_callback_reasons r
         if (!c)
             return -1;
         c->established = true;
-        c->base.established_ms = c->base.last_activity_ms = tn_wsconn_now_ms(c->d);
+        c->base.established_ms = c->base.last_activity_ms = tn_loop_ms(c->d->base);
         tn_http_count_response(c->base.listener, NULL, NULL, 101);
         if (tn_log_get_level() >= TN_LOG_INFO) {
             char remote[64];
@@ -609,7 +607,7 @@ int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_soc
         n = head_len + check_frames(c, (unsigned char *)buf + head_len, n - head_len);
     /* listed and counted from now; the HTTP connection that carried the
      * upgrade stops counting when it lets the socket go */
-    c->base.established_ms = c->base.last_activity_ms = tn_wsconn_now_ms(d);
+    c->base.established_ms = c->base.last_activity_ms = tn_loop_ms(d->base);
     tn_conn_base_open(&c->base);
     struct lws *wsi = tn_lws_adopt(&c->sock, vh, buf, n);
     free(buf);

@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 
 #include "config/config.h"
-#include "daemon.h"
+#include "state.h"
 
 struct tn_http_request;
 

@@ -17,11 +17,9 @@ static void count_out(tn_wsconn *c, size_t len)
 {
     c->base.bytes_out += len;
     c->base.msgs_out++;
-    c->base.listener->stats.total_bytes_sent += len;
-    c->base.listener->stats.messages_out++;
-    c->d->stats.total_bytes_sent += len;
-    c->d->stats.messages_out++;
-    c->base.last_activity_ms = tn_wsconn_now_ms(c->d);
+    TN_COUNT(c->base.listener, total_bytes_sent, len);
+    TN_COUNT(c->base.listener, messages_out, 1);
+    c->base.last_activity_ms = tn_loop_ms(c->d->base);
 }
 
 /* ---- output --------------------------------------------------------------------- */
@@ -151,8 +149,7 @@ void tn_wsconn_flush(tn_wsconn *c)
         int n = lws_write(c->sock.wsi, m->buf + LWS_PRE, len, write_type(m));
         tn_wsconn_msg_free(c, m);
         if (n < 0) {
-            c->base.listener->stats.connection_errors++;
-            c->d->stats.connection_errors++;
+            TN_COUNT(c->base.listener, connection_errors, 1);
             lws_set_timeout(c->sock.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
             return;
         }
@@ -382,8 +379,7 @@ int tn_wsconn_writeable(tn_wsconn *c)
         tn_wsconn_msg_free(c, m);
     }
     if (n < 0) {
-        c->base.listener->stats.connection_errors++;
-        c->d->stats.connection_errors++;
+        TN_COUNT(c->base.listener, connection_errors, 1);
         return -1;
     }
     if (!pong)

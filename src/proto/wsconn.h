@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "handlers/handler.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -76,17 +77,9 @@ struct tn_ws {
     size_t nspare;
 };
 
-static inline int64_t tn_wsconn_now_ms(tn_daemon *d)
-{
-    struct timeval tv;
-    event_base_gettimeofday_cached(d->base, &tv);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
 static inline void tn_wsconn_reject(tn_wsconn *c, int reason)
 {
-    c->base.listener->stats.rejected[reason]++;
-    c->d->stats.rejected[reason]++;
+    TN_COUNT(c->base.listener, rejected[reason], 1);
 }
 
 /* ---- wsconn.c ---- */

@@ -30,6 +30,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "clock.h"
 #include "log.h"
 #include "proto/http.h"
 #include "upstream/http_pool.h"

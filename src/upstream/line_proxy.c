@@ -58,6 +58,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "clock.h"
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -714,7 +715,7 @@ static void splice_shut_client(lp_splice *sp)
     if (sp->shut_client || tn_conn_unsent(c))
         return;
     sp->shut_client = true;
-    if (c->tls)
+    if (!c->tp->plain)
         tn_conn_close_after_flush(c, NULL); /* no half-close over TLS here */
     else if (!sp->client_done)
         shutdown(c->fd, SHUT_WR);

@@ -11,6 +11,7 @@
 
 #include <event2/buffer.h>
 
+#include "clock.h"
 #include "handlers/handler.h"
 
 #define RELAY_HIGH (256 * 1024)

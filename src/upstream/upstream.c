@@ -21,10 +21,12 @@
 #include <event2/buffer.h>
 #include <event2/dns.h>
 
+#include "addr.h"
+#include "clock.h"
 #include "handlers/handler.h"
 #include "json.h"
 #include "log.h"
-#include "net/addr.h"
+#include "metrics_export.h"
 
 #define RING_POINTS 160
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "clock.h"
 #include "config/tusk.h"
 #include "daemon.h"
 #include "log.h"
@@ -86,7 +87,7 @@ static const tn_listener_conf *listener(fx *f, const char *name)
 static tn_http_router *router(fx *f, const char *name)
 {
     char err[512] = "";
-    tn_http_router *rt = tn_http_router_new(f->d, listener(f, name), err, sizeof(err));
+    tn_http_router *rt = tn_http_router_new(f->d, f->cfg, listener(f, name), err, sizeof(err));
     if (!rt)
         fail_msg("router: %s", err);
     return rt;
@@ -413,7 +414,7 @@ static void test_router_errors(void **state)
                            "  \"GET /ok\": \"gone\"\n \"GET /y\": \"gone\" } }\n");
     char err[512] = "";
     f->d->cfg = cfg2;
-    assert_null(tn_http_router_new(f->d, &cfg2->listeners[0], err, sizeof(err)));
+    assert_null(tn_http_router_new(f->d, cfg2, &cfg2->listeners[0], err, sizeof(err)));
     assert_string_equal(err, "listener 'x': route 'GET /ok': handler 'gone' is not running");
     f->d->cfg = f->cfg;
     tn_config_free(cfg2);
@@ -424,7 +425,7 @@ static void test_router_errors(void **state)
                            "[listeners]\nx { protocol: \"http\" listen: \"127.0.0.1:0\" middleware: [\"log\"]\n"
                            " routes { \"GET /y\": \"other\" } }\n");
     f->d->cfg = cfg3;
-    assert_null(tn_http_router_new(f->d, &cfg3->listeners[0], err, sizeof(err)));
+    assert_null(tn_http_router_new(f->d, cfg3, &cfg3->listeners[0], err, sizeof(err)));
     assert_non_null(
         strstr(err, "listener 'x': middleware 'log': cannot open access log '/nonexistent/dir/access.log'"));
     f->d->cfg = f->cfg;
@@ -435,7 +436,7 @@ static void test_router_errors(void **state)
                            "[listeners]\nx { protocol: \"http\" listen: \"127.0.0.1:0\" routes {\n"
                            " \"GET /:a/:b/:c/:d/:e/:f/:g/:h/:i\": \"other\" } }\n");
     f->d->cfg = cfg4;
-    assert_null(tn_http_router_new(f->d, &cfg4->listeners[0], err, sizeof(err)));
+    assert_null(tn_http_router_new(f->d, cfg4, &cfg4->listeners[0], err, sizeof(err)));
     assert_non_null(strstr(err, "more than 8 parameters"));
     f->d->cfg = f->cfg;
     tn_config_free(cfg4);

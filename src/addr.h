@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* addr.h - socket addresses as text. */
-#ifndef TN_NET_ADDR_H
-#define TN_NET_ADDR_H
+#ifndef TN_ADDR_H
+#define TN_ADDR_H
 
 #include <stddef.h>
 #include <sys/socket.h>

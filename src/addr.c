@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* addr.c - socket addresses as text, shared by the front ends, the control
  * socket and handlers (which must not depend on listeners). */
-#include "net/addr.h"
+#include "addr.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
