@@ -29,6 +29,7 @@ typedef struct tn_cluster tn_cluster;
 typedef struct tn_master tn_master;
 typedef struct tn_worker_link tn_worker_link;
 typedef struct tn_ws tn_ws;
+typedef struct tn_upgrade_ops tn_upgrade_ops;
 
 /* Work for the end of a loop pass, once every callback the pass had has
  * run and before the loop sleeps (Redis's beforeSleep): freeing closed
@@ -92,6 +93,7 @@ typedef struct tn_daemon {
     tn_control *control;
     tn_cluster *cluster;     /* the Redis link of [cluster], NULL without (cluster.h) */
     tn_ws *ws;                /* the WebSocket front end's state (proto/ws.c) */
+    const tn_upgrade_ops *upgrade; /* its hand-off from HTTP, NULL while it is not running (proto/upgrade.h) */
     tn_sd sd;
     tn_master *master;      /* daemon.workers > 1, in the master: it serves no traffic (master.h) */
     tn_worker_link *worker; /* daemon.workers > 1, in a worker: its link to the master (workers.h) */

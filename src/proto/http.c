@@ -30,7 +30,7 @@
 #include "net/listener.h"
 #include "net/relay.h"
 #include "proto/http_conn.h"
-#include "proto/ws.h"
+#include "proto/upgrade.h"
 
 #define OUTPUT_HIGH (256 * 1024)
 /* Responses queued on one connection (computing or waiting to be sent)
@@ -641,7 +641,8 @@ void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *
 }
 
 /* Hands the socket to the WebSocket layer with every byte read from the
- * upgrade request's head on. */
+ * upgrade request's head on (d->upgrade is set: the request was checked
+ * through it). */
 static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
 {
     const tn_ws_conf *ep = hc->upgrade;
@@ -681,7 +682,7 @@ static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
         fd = tn_conn_take_fd(c);
     }
     if (fd >= 0)
-        tn_ws_upgrade(d, l, ep, fd, &from, copy, len);
+        d->upgrade->take(d, l, ep, fd, &from, copy, len);
     free(copy);
 }
 

@@ -20,7 +20,7 @@
 #include "net/listener.h"
 #include "proto/http.h"
 #include "proto/http_conn.h"
-#include "proto/ws.h"
+#include "proto/upgrade.h"
 
 static const http_parser_settings parser_settings;
 
@@ -403,7 +403,8 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
             if (strcmp(ep->path, r->path) != 0)
                 continue;
             /* anything else at an endpoint's path is told to upgrade */
-            int st = tn_http_is_ws_upgrade(r) ? tn_ws_check(ep, r) : 426;
+            const tn_upgrade_ops *up = c->d->upgrade;
+            int st = !tn_http_is_ws_upgrade(r) ? 426 : up ? up->check(ep, r) : 503;
             if (st == 0 && (hc->head || !hc->message_complete))
                 st = 400; /* pipelined behind unanswered requests, or with a body */
             if (st) {

@@ -33,7 +33,6 @@
 #include "net/listener.h"
 #include "net/lwsdrv.h"
 #include "proto/dispatch.h"
-#include "proto/http.h"
 #include "proto/wsconn.h"
 #include "proto/wshandshake.h"
 
@@ -353,7 +352,8 @@ static int callback(tn_lws_sock *s, struct lws *wsi, enum lws_callback_reasons r
             return -1;
         c->established = true;
         c->base.established_ms = c->base.last_activity_ms = tn_loop_ms(c->d->base);
-        tn_http_count_response(c->base.listener, NULL, NULL, 101);
+        if (c->base.listener->ops->count_response)
+            c->base.listener->ops->count_response(c->base.listener, 101);
         if (tn_log_get_level() >= TN_LOG_INFO) {
             char remote[64];
             tn_addr_format(&c->base.remote.sa, remote, sizeof(remote));
@@ -504,6 +504,11 @@ static ssize_t sock_recv(tn_lws_sock *s, unsigned char *buf, size_t len)
 
 static const tn_lws_hooks hooks = { callback, sock_flush, sock_recv };
 
+static const tn_upgrade_ops upgrade_ops = {
+    .check = tn_ws_check,
+    .take = tn_ws_upgrade,
+};
+
 int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
 {
     if (d->ws)
@@ -518,6 +523,7 @@ int tn_ws_init(tn_daemon *d, char *err, size_t errlen)
         tn_ws_free(d);
         return -1;
     }
+    d->upgrade = &upgrade_ops;
     return 0;
 }
 
@@ -540,6 +546,7 @@ void tn_ws_free(tn_daemon *d)
     }
     free(d->ws);
     d->ws = NULL;
+    d->upgrade = NULL;
 }
 
 int tn_ws_upgrade(tn_daemon *d, tn_listener *l, const tn_ws_conf *ep, evutil_socket_t fd, const tn_ws_origin *from,

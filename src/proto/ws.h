@@ -2,8 +2,9 @@
 /* ws.h - the WebSocket front end.
  *
  * The HTTP layer accepts, sees a WebSocket upgrade (tn_http_is_ws_upgrade())
- * on an endpoint path, checks it with tn_ws_check() and hands the socket
- * plus the bytes already read to tn_ws_upgrade(); libwebsockets does the
+ * on an endpoint path, checks it (tn_ws_check()) and hands the socket plus
+ * the bytes already read over (tn_ws_upgrade()), both through the table of
+ * proto/upgrade.h that tn_ws_init() puts in d->upgrade; libwebsockets does the
  * handshake and framing, driven from the daemon's libevent loop by
  * net/lwsdrv.c. A WebSocket's record starts with the base record every
  * connection has (conn.h): the daemon lists, counts, closes and reaps it
@@ -17,28 +18,13 @@
 #include <sys/socket.h>
 
 #include "config/config.h"
+#include "proto/upgrade.h"
 #include "state.h"
-
-struct tn_http_request;
 
 /* Starts libwebsockets' driver (tn_lws_init()). Called once after the event
  * base exists; -1 with a message in err. */
 int tn_ws_init(tn_daemon *d, char *err, size_t errlen);
 
-/* Whether WebSocket upgrade request R may be upgraded at endpoint EP: 0
- * when it may, or the HTTP status to answer instead: 431 (a head too big
- * for libwebsockets), 400 (bad key/version: the key must be 16 bytes in
- * base64), 403 (Origin refused). */
-int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r);
-
-/* Where an upgraded connection comes from: its peer and local address, and
- * its TLS session when FD is the plain end of a TLS relay. */
-typedef struct tn_ws_origin {
-    const struct sockaddr *remote;
-    socklen_t remote_len;
-    const char *local;      /* "ip:port"; NULL: read from FD */
-    const tn_tls_info *tls; /* copied */
-} tn_ws_origin;
 
 /* Hands FD (already accepted, nonblocking) to lws at endpoint EP of listener
  * L. HEAD/LEN: every byte read from the socket so far, starting with the

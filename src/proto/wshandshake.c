@@ -12,7 +12,6 @@
 
 #include "net/lwsdrv.h"
 #include "proto/http_msg.h"
-#include "proto/ws.h"
 
 /* "https://host:port" -> "host:port" */
 static const char *origin_host(const char *origin)

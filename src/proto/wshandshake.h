@@ -8,6 +8,14 @@
 
 #include "config/config.h"
 
+struct tn_http_request;
+
+/* Whether WebSocket upgrade request R may be upgraded at endpoint EP: 0
+ * when it may, or the HTTP status to answer instead: 431 (a head too big
+ * for libwebsockets), 400 (bad key/version: the key must be 16 bytes in
+ * base64), 403 (Origin refused). */
+int tn_ws_check(const tn_ws_conf *ep, const struct tn_http_request *r);
+
 /* Copies the request head HEAD/LEN into OUT (CAP bytes), leaving out
  * permessage-deflate when endpoint EP has it off, and the subprotocol offer:
  * the first offered name EP speaks is put in CHOSEN, to be answered from
