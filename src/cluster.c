@@ -25,7 +25,7 @@
  *
  * hiredis frees a context after its connect-failure and disconnect
  * callbacks, and freeing one runs its pending callbacks: teardown therefore
- * happens in an event of its own (reset_ev), never inside a callback, and
+ * happens in a before-sleep job of its own (reset_job), never inside a callback, and
  * forgets a context (pointer set to NULL) before freeing it, which is how
  * the callbacks that freeing runs know to ignore it. */
 #include "cluster.h"
@@ -75,8 +75,8 @@ struct tn_cluster {
     int64_t since_ms;
     int64_t backoff_ms;
     struct event *timer_ev; /* connect timeout, or the wait before the next attempt */
-    struct event *reset_ev;
-    bool resetting; /* reset_ev is pending: the first failure was reported */
+    tn_pass_job reset_job;
+    bool resetting; /* reset_job is due: the first failure was reported */
     cmsg *head, *tail; /* head..unsent in flight, unsent..tail queued */
     cmsg *unsent;
     size_t queued_msgs, queued_bytes;
@@ -200,7 +200,7 @@ static void link_failed(tn_cluster *c, const char *why)
     if (strcmp(why, c->last_error) != 0 || c->state == LINK_CONNECTED)
         tn_warn("cluster: Redis %s:%d: %s", c->addr.ip, c->addr.port, why);
     snprintf(c->last_error, sizeof(c->last_error), "%s", why);
-    event_active(c->reset_ev, EV_TIMEOUT, 0);
+    tn_before_sleep_due(c->d, &c->reset_job);
 }
 
 static void drop_contexts(tn_cluster *c)
@@ -216,10 +216,8 @@ static void drop_contexts(tn_cluster *c)
     c->unsent = c->head;
 }
 
-static void on_reset(evutil_socket_t fd, short what, void *arg)
+static void on_reset(void *arg)
 {
-    (void)fd;
-    (void)what;
     tn_cluster *c = arg;
     c->resetting = false;
     drop_contexts(c);
@@ -482,13 +480,15 @@ void tn_cluster_apply(tn_daemon *d, const tn_cluster_conf *conf, const tn_cluste
         if (c) {
             c->d = d;
             c->timer_ev = evtimer_new(d->base, on_timer, c);
-            c->reset_ev = event_new(d->base, -1, 0, on_reset, c);
         }
-        if (c && (!c->timer_ev || !c->reset_ev)) {
-            if (c->timer_ev)
-                event_free(c->timer_ev);
+        if (c && !c->timer_ev) {
             free(c);
             c = NULL;
+        }
+        if (c) {
+            c->reset_job.run = on_reset;
+            c->reset_job.arg = c;
+            tn_before_sleep_add(d, &c->reset_job);
         }
     }
     if (!c || !pattern) {
@@ -500,7 +500,7 @@ void tn_cluster_apply(tn_daemon *d, const tn_cluster_conf *conf, const tn_cluste
         tn_info("cluster: [cluster] changed, reconnecting");
     /* a changed section starts over; queued messages go to the new link */
     drop_contexts(c);
-    event_del(c->reset_ev);
+    c->reset_job.due = false; /* a teardown the old link asked for is moot */
     c->resetting = false;
     evtimer_del(c->timer_ev);
     free(c->pattern);
@@ -527,7 +527,7 @@ void tn_cluster_free(tn_daemon *d)
         free(m);
     }
     event_free(c->timer_ev);
-    event_free(c->reset_ev);
+    tn_before_sleep_remove(d, &c->reset_job);
     free(c->pattern);
     free(c);
     d->cluster = NULL;

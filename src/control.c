@@ -32,7 +32,6 @@
 #include "master.h"
 #include "metrics_export.h"
 #include "workers.h"
-#include "proto/ws.h"
 #include "upstream/proxy.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -122,11 +121,6 @@ static void cmd_metrics(ctl_client *c, tn_json *j, char *arg)
     tn_metrics_prometheus(c->ctl->d, j->out);
 }
 
-typedef struct ws_rows {
-    tn_json *j;
-    const char *listener;
-} ws_rows;
-
 /* TLS connections say how they are protected; plain ones have no such keys. */
 static void tls_fields(tn_json *j, const tn_tls_info *tls)
 {
@@ -136,31 +130,6 @@ static void tls_fields(tn_json *j, const tn_tls_info *tls)
     tn_json_str(j, "tls_cipher", tls->cipher);
     if (tls->subject)
         tn_json_str(j, "tls_client_subject", tls->subject);
-}
-
-static void ws_row(void *arg, const tn_ws_info *w)
-{
-    ws_rows *a = arg;
-    if (a->listener && *a->listener && strcmp(w->listener, a->listener) != 0)
-        return;
-    tn_json *j = a->j;
-    tn_json_open(j, NULL, '{');
-    tn_json_u64(j, "id", w->id);
-    tn_json_str(j, "listener", w->listener);
-    tn_json_str(j, "protocol", "ws");
-    tn_json_str(j, "remote", w->remote);
-    tn_json_str(j, "local", w->local);
-    tn_json_str(j, "path", w->path);
-    if (*w->subprotocol)
-        tn_json_str(j, "subprotocol", w->subprotocol);
-    tn_json_time(j, "established", w->established_ms);
-    tn_json_time(j, "last_activity", w->last_activity_ms);
-    tn_json_u64(j, "bytes_sent", w->bytes_out);
-    tn_json_u64(j, "bytes_received", w->bytes_in);
-    tn_json_u64(j, "messages_in", w->msgs_in);
-    tn_json_u64(j, "messages_out", w->msgs_out);
-    tls_fields(j, w->tls);
-    tn_json_close(j, '}');
 }
 
 static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
@@ -177,32 +146,32 @@ static void cmd_connections(ctl_client *c, tn_json *j, char *arg)
     }
     tn_json_open(j, NULL, '{');
     tn_json_open(j, "connections", '[');
-    for (tn_conn *k = d->conns; k; k = k->next) {
+    for (tn_conn_base *k = d->conns; k; k = k->next) {
         if (arg && *arg && strcmp(k->listener->name, arg) != 0)
             continue;
-        char remote[80], local[80] = "?";
-        tn_conn_remote_str(k, remote, sizeof(remote));
-        tn_sockaddr la;
-        socklen_t ll = sizeof(la);
-        if (getsockname(k->fd, &la.sa, &ll) == 0)
-            tn_addr_format(&la.sa, local, sizeof(local));
+        char remote[80];
+        tn_addr_format(&k->remote.sa, remote, sizeof(remote));
+        tn_conn_info info = { .local = "" };
+        k->kind->describe(k, &info);
         tn_json_open(j, NULL, '{');
         tn_json_u64(j, "id", k->session.id);
         tn_json_str(j, "listener", k->listener->name);
-        tn_json_str(j, "protocol", k->fe->name);
+        tn_json_str(j, "protocol", k->kind->protocol(k));
         tn_json_str(j, "remote", remote);
-        tn_json_str(j, "local", local);
+        tn_json_str(j, "local", info.local);
+        if (info.path)
+            tn_json_str(j, "path", info.path);
+        if (info.subprotocol && *info.subprotocol)
+            tn_json_str(j, "subprotocol", info.subprotocol);
         tn_json_time(j, "established", k->established_ms);
         tn_json_time(j, "last_activity", k->last_activity_ms);
         tn_json_u64(j, "bytes_sent", k->bytes_out);
         tn_json_u64(j, "bytes_received", k->bytes_in);
         tn_json_u64(j, "messages_in", k->msgs_in);
         tn_json_u64(j, "messages_out", k->msgs_out);
-        tls_fields(j, tn_conn_tls_info(k));
+        tls_fields(j, info.tls);
         tn_json_close(j, '}');
     }
-    ws_rows rows = { j, arg };
-    tn_ws_each(d, ws_row, &rows);
     tn_json_close(j, ']');
     tn_json_close(j, '}');
 }
@@ -344,16 +313,12 @@ static void cmd_close(ctl_client *c, tn_json *j, char *arg)
         error_answer(j, "usage: close ID", NULL);
         return;
     }
-    tn_conn *k = tn_conn_find(c->ctl->d, id);
-    if (!k && tn_ws_close(c->ctl->d, id, 1000) == 0) {
-        ok_answer(j);
-        return;
-    }
+    tn_conn_base *k = tn_conn_find(c->ctl->d, id);
     if (!k) {
         error_answer(j, "no connection %s", arg);
         return;
     }
-    tn_conn_close(k, "closed by the control socket");
+    k->kind->close(k);
     ok_answer(j);
 }
 
@@ -366,23 +331,13 @@ static void cmd_send(ctl_client *c, tn_json *j, char *arg)
         return;
     }
     msg++;
-    tn_conn *k = tn_conn_find(c->ctl->d, id);
-    if (!k) {
-        int r = tn_ws_send(c->ctl->d, id, msg, strlen(msg));
-        if (r == 0) {
-            ok_answer(j);
-            return;
-        }
-        if (r == -1) {
-            error_answer(j, "connection is not reading (output over max_output)", NULL);
-            return;
-        }
-    }
-    if (!k || k->closing) {
+    tn_conn_base *k = tn_conn_find(c->ctl->d, id);
+    int r = k ? k->kind->send(k, msg, strlen(msg)) : -2;
+    if (r == -2) {
         error_answer(j, "no connection %s", arg);
         return;
     }
-    if (k->fe->push(k, msg, strlen(msg)) < 0) {
+    if (r < 0) {
         error_answer(j, "connection is not reading (output over max_output)", NULL);
         return;
     }
@@ -403,18 +358,17 @@ static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)
         return;
     }
     uint64_t sent = 0, dropped = 0;
-    for (tn_conn *k = c->ctl->d->conns; k; k = k->next) {
+    for (tn_conn_base *k = c->ctl->d->conns; k; k = k->next) {
         bool attached = false;
         for (tn_attachment *a = k->session.attached; a && !attached; a = a->next)
             attached = a->handler == h;
-        if (!attached || k->closing)
+        if (!attached || k->kind->closing(k))
             continue;
-        if (k->fe->push(k, msg, strlen(msg)) < 0)
+        if (k->kind->send(k, msg, strlen(msg)) < 0)
             dropped++;
         else
             sent++;
     }
-    tn_ws_broadcast(c->ctl->d, h, msg, strlen(msg), &sent, &dropped);
     /* a room's members elsewhere (the counts are this process's); of a
      * daemon's workers, one publishes */
     if (h->ops == &tn_broadcast_ops && !tn_workers_local_only(c->ctl->d))

@@ -41,13 +41,50 @@
  * through their arguments; nothing else is global). */
 static tn_daemon daemon_state;
 
-/* Closed connections are freed, and while stopping the daemon looks
- * whether anything is left, once a pass: whatever ended in it (a
- * connection, a reply owed) activated this (tn_state_idle_check). */
-static void on_reap(evutil_socket_t fd, short what, void *arg)
+/* ---- before the loop sleeps ----------------------------------------------- */
+
+void tn_before_sleep_add(tn_daemon *d, tn_pass_job *job)
+{
+    tn_pass_job **pp = &d->before_sleep;
+    while (*pp)
+        pp = &(*pp)->next;
+    job->next = NULL;
+    job->due = false;
+    *pp = job;
+}
+
+void tn_before_sleep_remove(tn_daemon *d, tn_pass_job *job)
+{
+    for (tn_pass_job **pp = &d->before_sleep; *pp; pp = &(*pp)->next)
+        if (*pp == job) {
+            *pp = job->next;
+            break;
+        }
+    job->next = NULL;
+    job->due = false;
+}
+
+/* Runs after the pass's other callbacks: libevent runs an event activated
+ * from a callback after the ones already active. */
+static void on_before_sleep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    tn_daemon *d = arg;
+    for (tn_pass_job *j = d->before_sleep, *next; j; j = next) {
+        next = j->next;
+        if (j->due) {
+            j->due = false;
+            j->run(j->arg);
+        }
+    }
+}
+
+/* Closed connections are freed, and while stopping the daemon looks
+ * whether anything is left, once a pass: whatever ended in it (a
+ * connection, a reply owed) marked this due (tn_state_idle_check). */
+static void reap(void *arg)
+{
     tn_daemon *d = arg;
     tn_conn_reap(d);
     if (d->stopping)
@@ -67,8 +104,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 
 static bool in_flight(tn_daemon *d)
 {
-    for (tn_conn *c = d->conns; c; c = c->next)
-        if (c->fe->busy && c->fe->busy(c))
+    for (tn_conn_base *b = d->conns; b; b = b->next)
+        if (b->kind->busy && b->kind->busy(b))
             return true;
     for (tn_listener *l = d->listeners; l; l = l->next)
         if (tn_listener_in_flight(l))
@@ -78,8 +115,19 @@ static bool in_flight(tn_daemon *d)
 
 void tn_daemon_check_stopped(tn_daemon *d)
 {
-    if (d->stopping && !d->conns && !d->relays && !tn_ws_count(d) && !in_flight(d))
+    if (d->stopping && !d->conns && !d->relays && !in_flight(d))
         event_base_loopexit(d->base, NULL);
+}
+
+/* Every connection ends now: WebSockets with the libwebsockets context,
+ * the others one by one. */
+static void close_all(tn_daemon *d, const char *why)
+{
+    tn_ws_free(d);
+    while (d->conns && d->conns->kind->abort)
+        d->conns->kind->abort(d->conns, why);
+    while (d->relays)
+        d->relays->kind->abort(d->relays, why);
 }
 
 static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
@@ -88,11 +136,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tn_daemon *d = arg;
     tn_warn("shutdown: timeout reached, closing %llu connection(s)", (unsigned long long)d->active);
-    while (d->conns)
-        tn_conn_close(d->conns, "shutdown");
-    while (d->relays)
-        tn_conn_close(d->relays, "shutdown");
-    tn_ws_free(d);
+    close_all(d, "shutdown");
     event_base_loopexit(d->base, NULL);
 }
 
@@ -110,12 +154,12 @@ void tn_daemon_shutdown(tn_daemon *d, const char *why)
     tn_info("shutting down (%s): %llu connection(s) open", why, (unsigned long long)d->active);
     for (tn_listener *l = d->listeners; l; l = l->next)
         tn_listener_stop(l);
-    /* idle connections go now; busy ones when their replies are out */
-    for (tn_conn *c = d->conns, *next; c; c = next) {
-        next = c->next;
-        tn_conn_close_after_flush(c, "shutdown");
+    /* idle connections go now; busy ones when their replies are out;
+     * WebSockets get a 1001 close after what is queued */
+    for (tn_conn_base *b = d->conns, *next; b; b = next) {
+        next = b->next;
+        b->kind->shutdown(b);
     }
-    tn_ws_shutdown(d);
     struct timeval tv = { d->cfg->daemon.shutdown_timeout / 1000, (d->cfg->daemon.shutdown_timeout % 1000) * 1000 };
     evtimer_add(d->shutdown_ev, &tv);
     tn_daemon_check_stopped(d);
@@ -132,10 +176,10 @@ void tn_daemon_drain(tn_daemon *d)
     /* A connection that has not sent its first message yet may have sent
      * it already on its way: it is answered (then closed, as the daemon is
      * stopping), so that a reload fails no request. */
-    for (tn_conn *c = d->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->msgs_in)
-            tn_conn_close_after_flush(c, "reload");
+    for (tn_conn_base *b = d->conns, *next; b; b = next) {
+        next = b->next;
+        if (b->msgs_in && b->kind->drain)
+            b->kind->drain(b);
     }
     tn_daemon_check_stopped(d);
 }
@@ -227,11 +271,9 @@ static int apply_config(tn_daemon *d, tn_config *newcfg, char *err, size_t errle
     for (size_t i = 0; i < newcfg->nlisteners; i++)
         if (keep[i] && tn_listener_configure(keep[i], newcfg, &newcfg->listeners[i], err, errlen) < 0)
             tn_warn("reload: %s", err);
-    for (tn_conn *c = d->conns; c; c = c->next) {
-        /* new limits: forget what is armed so the new values apply now */
-        c->timeout_ms = 0;
-        tn_conn_update_timeouts(c);
-    }
+    for (tn_conn_base *b = d->conns; b; b = b->next)
+        if (b->kind->reconfigure)
+            b->kind->reconfigure(b); /* new limits */
     for (tn_listener *l = d->listeners; l; l = l->next) {
         bool kept = false;
         for (size_t i = 0; i < newcfg->nlisteners && !kept; i++)
@@ -380,12 +422,8 @@ static void free_state(tn_daemon *d)
     d->worker = NULL;
     tn_control_close(d->control);
     d->control = NULL;
-    while (d->conns)
-        tn_conn_close(d->conns, NULL);
-    while (d->relays)
-        tn_conn_close(d->relays, NULL);
+    close_all(d, NULL);
     tn_conn_reap(d);
-    tn_ws_free(d);
     tn_linger_free_all(d);
     while (d->listeners)
         tn_listener_free(d->listeners);
@@ -399,8 +437,8 @@ static void free_state(tn_daemon *d)
         event_free(d->shutdown_ev);
     if (d->sweep_ev)
         event_free(d->sweep_ev);
-    if (d->reap_ev)
-        event_free(d->reap_ev);
+    if (d->before_sleep_ev)
+        event_free(d->before_sleep_ev);
     if (d->scratch)
         evbuffer_free(d->scratch);
     if (d->wbuf)
@@ -500,12 +538,15 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
     d->wbuf = evbuffer_new();
     d->rbuf = malloc(TN_RBUF_SIZE);
     d->registry = d->base ? tn_registry_new(d->base, d) : NULL;
-    if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry) {
+    d->before_sleep_ev = d->base ? event_new(d->base, -1, 0, on_before_sleep, d) : NULL;
+    if (!d->base || !d->scratch || !d->wbuf || !d->rbuf || !d->registry || !d->before_sleep_ev) {
         tn_error("cannot initialize the event loop");
         free_state(d);
         return NULL;
     }
-    d->reap_ev = event_new(d->base, -1, 0, on_reap, d);
+    d->reap_job.run = reap;
+    d->reap_job.arg = d;
+    tn_before_sleep_add(d, &d->reap_job);
     d->shutdown_ev = evtimer_new(d->base, on_shutdown_timeout, d);
     d->sweep_ev = event_new(d->base, -1, EV_PERSIST, on_sweep, d);
     struct timeval sweep = { 5, 0 };

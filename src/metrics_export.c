@@ -22,8 +22,8 @@
 #include "metrics.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "net/lwsdrv.h"
 #include "proto/http.h"
-#include "proto/ws.h"
 #include "state.h"
 #include "upstream/proxy.h"
 #include "version.h"
@@ -121,7 +121,7 @@ void tn_metrics_info_json(tn_daemon *d, tn_json *j, const char *key)
     tn_json_str(j, "compiler", TN_COMPILER);
     tn_json_str(j, "libevent", event_get_version());
     tn_json_str(j, "openssl", OpenSSL_version(OPENSSL_VERSION_STRING));
-    tn_json_str(j, "libwebsockets", tn_ws_library_version());
+    tn_json_str(j, "libwebsockets", tn_lws_version());
     tn_json_close(j, '}');
     char *path = realpath(d->config_path, NULL); /* as given on the command line: maybe relative */
     tn_json_str(j, "config", path ? path : d->config_path);
@@ -145,15 +145,17 @@ void tn_metrics_info_json(tn_daemon *d, tn_json *j, const char *key)
     tn_json_u64(j, "max_fds", p.max_fds);
     tn_json_num(j, "cpu_seconds", p.cpu_seconds);
     /* by the name `connections` shows; UDP has no connections */
-    uint64_t tcp = 0, http = 0;
-    for (tn_conn *c = d->conns; c; c = c->next) {
-        tcp += strcmp(c->fe->name, "tcp") == 0;
-        http += strcmp(c->fe->name, "http") == 0;
+    uint64_t tcp = 0, http = 0, ws = 0;
+    for (tn_conn_base *b = d->conns; b; b = b->next) {
+        const char *proto = b->kind->protocol(b);
+        tcp += strcmp(proto, "tcp") == 0;
+        http += strcmp(proto, "http") == 0;
+        ws += strcmp(proto, "ws") == 0;
     }
     tn_json_open(j, "connections", '{');
     tn_json_u64(j, "tcp", tcp);
     tn_json_u64(j, "http", http);
-    tn_json_u64(j, "ws", tn_ws_count(d));
+    tn_json_u64(j, "ws", ws);
     tn_json_close(j, '}');
     tn_json_close(j, '}');
 }
@@ -368,7 +370,7 @@ static void process_prom(tn_daemon *d, struct evbuffer *out)
     evbuffer_add_printf(out, "\",openssl=\"");
     tn_prom_label(out, OpenSSL_version(OPENSSL_VERSION_STRING));
     evbuffer_add_printf(out, "\",libwebsockets=\"");
-    tn_prom_label(out, tn_ws_library_version());
+    tn_prom_label(out, tn_lws_version());
     evbuffer_add_printf(out, "\"} 1\n");
     evbuffer_add_printf(out,
                         "# HELP tusknet_uptime_seconds Seconds since the daemon started.\n"

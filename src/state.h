@@ -21,12 +21,28 @@
 
 typedef struct tn_listener tn_listener;
 typedef struct tn_conn tn_conn;
+typedef struct tn_conn_base tn_conn_base;
 typedef struct tn_control tn_control;
 typedef struct tn_linger tn_linger;
 typedef struct tn_logfile tn_logfile;
 typedef struct tn_cluster tn_cluster;
 typedef struct tn_master tn_master;
 typedef struct tn_worker_link tn_worker_link;
+typedef struct tn_ws tn_ws;
+typedef struct tn_upgrade_ops tn_upgrade_ops;
+
+/* Work for the end of a loop pass, once every callback the pass had has
+ * run and before the loop sleeps (Redis's beforeSleep): freeing closed
+ * connections, libwebsockets' writes and timers, the cluster link's teardown. A job registers once and
+ * is marked due when it has something to do; the due ones run in the order
+ * they registered, from one event. A job marked due while the list runs
+ * runs again in the same pass. */
+typedef struct tn_pass_job {
+    struct tn_pass_job *next;
+    void (*run)(void *arg);
+    void *arg;
+    bool due;
+} tn_pass_job;
 
 /* Signals handled in the loop: TERM INT QUIT HUP USR1 USR2 WINCH ALRM. */
 #define TN_NSIGNALS 8
@@ -38,12 +54,14 @@ typedef struct tn_daemon {
     int cli_log_level; /* -1: follow the config */
     tn_registry *registry;
     tn_listener *listeners;  /* active and draining */
-    tn_conn *conns;          /* every open connection */
-    tn_conn *dead;           /* closed, freed from the reap event */
-    tn_conn *relays;         /* TLS connections carrying a WebSocket (conn.h) */
+    tn_conn_base *conns;     /* every open connection, WebSockets included (conn.h) */
+    tn_conn_base *dead;      /* closed, freed by reap_job */
+    tn_conn_base *relays;    /* TLS connections carrying a WebSocket (conn.h) */
     tn_linger *lingering;    /* sockets closed by us, drained until the peer closes (linger.h) */
     size_t nlingering;
-    struct event *reap_ev;
+    tn_pass_job *before_sleep;   /* registered end-of-pass jobs */
+    struct event *before_sleep_ev;
+    tn_pass_job reap_job;        /* frees `dead`; while stopping, looks whether anything is left */
     uint64_t next_conn_id;
     uint64_t active;
     tn_conn_stats stats;
@@ -74,18 +92,32 @@ typedef struct tn_daemon {
     struct event *sweep_ev;
     tn_control *control;
     tn_cluster *cluster;     /* the Redis link of [cluster], NULL without (cluster.h) */
+    tn_ws *ws;                /* the WebSocket front end's state (proto/ws.c) */
+    const tn_upgrade_ops *upgrade; /* its hand-off from HTTP, NULL while it is not running (proto/upgrade.h) */
     tn_sd sd;
     tn_master *master;      /* daemon.workers > 1, in the master: it serves no traffic (master.h) */
     tn_worker_link *worker; /* daemon.workers > 1, in a worker: its link to the master (workers.h) */
     bool draining;          /* a worker replaced by a reload: no accepts, ends when its connections do */
 } tn_daemon;
 
+/* Registers JOB (RUN and ARG set) at the end of the list; removes it. */
+void tn_before_sleep_add(tn_daemon *d, tn_pass_job *job);
+void tn_before_sleep_remove(tn_daemon *d, tn_pass_job *job);
+/* JOB runs at the end of this loop pass (once, however often it is marked). */
+static inline void tn_before_sleep_due(tn_daemon *d, tn_pass_job *job)
+{
+    if (!job->due) {
+        job->due = true;
+        event_active(d->before_sleep_ev, EV_TIMEOUT, 0);
+    }
+}
+
 /* Something in flight ended (a connection, a reply owed): while stopping,
  * the daemon looks at the end of this pass whether anything is left. */
 static inline void tn_state_idle_check(tn_daemon *d)
 {
     if (d->stopping)
-        event_active(d->reap_ev, EV_TIMEOUT, 0);
+        tn_before_sleep_due(d, &d->reap_job);
 }
 
 #endif

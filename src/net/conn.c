@@ -25,7 +25,7 @@
  * connection is over, often from deep inside its own callbacks: it releases
  * the socket, the front end state and the handlers' attachments at once, but
  * the record itself is freed from the daemon's reap event, so callers up the
- * stack may still look at c->dead. */
+ * stack may still look at c->base.dead. */
 #include "net/conn.h"
 
 #include <errno.h>
@@ -44,12 +44,13 @@
 
 static const tn_session_ops conn_session_ops;
 static void conn_read(tn_conn *c);
+static bool is_relay(const tn_conn *c);
 
 /* Milliseconds since the connection was established, truncated: the
  * differences of two fit read_timeout's range. */
 static uint32_t conn_ms(tn_conn *c)
 {
-    return (uint32_t)(tn_loop_ms(c->d->base) - c->established_ms);
+    return (uint32_t)(tn_loop_ms(c->d->base) - c->base.established_ms);
 }
 
 static bool fe_busy(const tn_conn *c)
@@ -59,23 +60,23 @@ static bool fe_busy(const tn_conn *c)
 
 static void count_error(tn_conn *c)
 {
-    TN_COUNT(c->listener, connection_errors, 1);
+    TN_COUNT(c->base.listener, connection_errors, 1);
 }
 
 /* ---- timeouts ------------------------------------------------------------- */
 
 void tn_conn_update_timeouts(tn_conn *c)
 {
-    if (c->dead)
+    if (c->base.dead)
         return;
-    const tn_limits *lim = tn_listener_limits(c->listener);
+    const tn_limits *lim = tn_listener_limits(c->base.listener);
     int64_t ms, partial = -1;
     bool exact = false;
     if (c->tp->handshaking(c->tp_state)) {
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
-            ms -= tn_loop_ms(c->d->base) - c->established_ms;
+            ms -= tn_loop_ms(c->d->base) - c->base.established_ms;
             if (ms < 1)
                 ms = 1;
             exact = true;
@@ -149,7 +150,7 @@ static void output_drained(tn_conn *c)
     }
     if (c->fe->drained) {
         c->fe->drained(c);
-        if (c->dead)
+        if (c->base.dead)
             return;
     }
     if (c->read_paused) {
@@ -168,18 +169,18 @@ void tn_conn_flush(tn_conn *c)
     }
     if (!src)
         return;
-    if (c->dead) {
+    if (c->base.dead) {
         evbuffer_drain(src, evbuffer_get_length(src));
         return;
     }
     while (evbuffer_get_length(src)) {
         int n = c->tp->write(c->tp_state, c->fd, src);
         if (n > 0) {
-            if (c->relay)
+            if (is_relay(c))
                 continue; /* lws counts what it sends */
-            c->bytes_out += (uint64_t)n;
-            TN_COUNT(c->listener, total_bytes_sent, (uint64_t)n);
-            c->last_activity_ms = tn_loop_ms(d->base);
+            c->base.bytes_out += (uint64_t)n;
+            TN_COUNT(c->base.listener, total_bytes_sent, (uint64_t)n);
+            c->base.last_activity_ms = tn_loop_ms(d->base);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -206,7 +207,7 @@ void tn_conn_flush(tn_conn *c)
     }
     if (!c->out)
         output_drained(c);
-    if (!c->dead)
+    if (!c->base.dead)
         tn_conn_update_timeouts(c);
 }
 
@@ -217,7 +218,7 @@ void tn_conn_pause_input(tn_conn *c)
 
 void tn_conn_resume_input(tn_conn *c)
 {
-    if (!c->read_paused || c->dead)
+    if (!c->read_paused || c->base.dead)
         return;
     c->read_paused = 0;
     conn_read(c);
@@ -231,7 +232,7 @@ static void process_buffered(tn_conn *c)
     size_t len = evbuffer_get_length(c->in);
     const char *data = (const char *)evbuffer_pullup(c->in, -1);
     size_t used = c->fe->input(c, data, len);
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (used)
         c->in_since_ms = conn_ms(c); /* the rest began after what was used: now, or a pause ago */
@@ -251,7 +252,7 @@ static void peer_finished(tn_conn *c)
     if (c->in && c->fe->input_end) {
         size_t len = evbuffer_get_length(c->in);
         c->fe->input_end(c, (const char *)evbuffer_pullup(c->in, -1), len);
-        if (c->dead)
+        if (c->base.dead)
             return;
     }
     if (c->in) {
@@ -260,18 +261,18 @@ static void peer_finished(tn_conn *c)
     }
     if (c->fe->peer_done) {
         c->fe->peer_done(c);
-        if (c->dead)
+        if (c->base.dead)
             return;
     }
     c->input_ended = 1;
     if (c->fe->finished && c->fe->finished(c)) {
-        if (!c->dead)
+        if (!c->base.dead)
             tn_conn_update_timeouts(c);
         return;
     }
-    if (tn_session_input_end(&c->session)) {
+    if (tn_session_input_end(&c->base.session)) {
         tn_conn_flush(c); /* the last line's reply, if any */
-        if (!c->dead)
+        if (!c->base.dead)
             tn_conn_update_timeouts(c);
         return;
     }
@@ -290,12 +291,12 @@ static bool reports_fin(tn_daemon *d)
 static void conn_read(tn_conn *c)
 {
     tn_daemon *d = c->d;
-    if (c->in && !c->dead && !c->closing) {
+    if (c->in && !c->base.dead && !c->closing) {
         process_buffered(c); /* left over from before a pause */
         tn_conn_flush(c);
     }
     for (;;) {
-        if (c->dead || c->closing || c->input_ended)
+        if (c->base.dead || c->closing || c->input_ended)
             return;
         if (c->read_paused || (c->out && evbuffer_get_length(c->out) > OUTPUT_HIGH)) {
             /* the client sends faster than it reads: leave its input in
@@ -305,17 +306,17 @@ static void conn_read(tn_conn *c)
         }
         ssize_t n = c->tp->read(c->tp_state, c->fd, d->rbuf, TN_RBUF_SIZE);
         if (n > 0) {
-            if (!c->relay) {
-                c->bytes_in += (uint64_t)n;
-                TN_COUNT(c->listener, total_bytes_received, (uint64_t)n);
+            if (!is_relay(c)) {
+                c->base.bytes_in += (uint64_t)n;
+                TN_COUNT(c->base.listener, total_bytes_received, (uint64_t)n);
             }
-            c->last_activity_ms = tn_loop_ms(d->base);
+            c->base.last_activity_ms = tn_loop_ms(d->base);
             if (c->in) {
                 evbuffer_add(c->in, d->rbuf, (size_t)n);
                 process_buffered(c);
             } else {
                 size_t used = c->fe->input(c, d->rbuf, (size_t)n);
-                if (!c->dead && used < (size_t)n && !c->closing) {
+                if (!c->base.dead && used < (size_t)n && !c->closing) {
                     c->in = evbuffer_new();
                     if (!c->in) {
                         tn_conn_close(c, "out of memory");
@@ -358,11 +359,11 @@ static void conn_read(tn_conn *c)
 
 static void tls_failed(tn_conn *c, int reason, const char *detail)
 {
-    TN_COUNT(c->listener, tls_failures[reason], 1);
+    TN_COUNT(c->base.listener, tls_failures[reason], 1);
     if (tn_log_get_level() >= TN_LOG_DEBUG) {
         char remote[80];
         tn_conn_remote_str(c, remote, sizeof(remote));
-        tn_debug("listener %s: TLS handshake with %s failed: %s (%s)", c->listener->name, remote,
+        tn_debug("listener %s: TLS handshake with %s failed: %s (%s)", c->base.listener->name, remote,
                  tn_tls_failure_name(reason), detail);
     }
     tn_conn_close(c, NULL);
@@ -375,8 +376,8 @@ static bool tls_handshake(tn_conn *c)
     char detail[160];
     switch (c->tp->handshake(c->tp_state, &reason, detail, sizeof(detail))) {
     case TN_TP_DONE:
-        TN_COUNT(c->listener, tls_handshakes, 1);
-        c->last_activity_ms = tn_loop_ms(c->d->base);
+        TN_COUNT(c->base.listener, tls_handshakes, 1);
+        c->base.last_activity_ms = tn_loop_ms(c->d->base);
         tn_conn_update_timeouts(c);
         return true;
     case TN_TP_AGAIN:
@@ -394,7 +395,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
-        TN_COUNT(c->listener, timeout_errors, 1);
+        TN_COUNT(c->base.listener, timeout_errors, 1);
         c->timeout_ms = -1; /* fired: nothing is armed any more */
         if (c->tp->handshaking(c->tp_state)) {
             tls_failed(c, TN_TLSF_TIMEOUT, "handshake_timeout");
@@ -412,17 +413,108 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
             return;
         if (c->out)
             tn_conn_flush(c);
-        if (!c->dead)
+        if (!c->base.dead)
             conn_read(c);
         return;
     }
     if ((what & EV_WRITE) && c->out)
         tn_conn_flush(c);
-    if ((what & (EV_READ | EV_CLOSED)) && !c->dead)
+    if ((what & (EV_READ | EV_CLOSED)) && !c->base.dead)
         conn_read(c);
 }
 
 /* ---- lifetime ---------------------------------------------------------------- */
+
+/* ---- the record every connection starts with --------------------------------- */
+
+static void list_add(tn_conn_base **head, tn_conn_base *b)
+{
+    b->prev = NULL;
+    b->next = *head;
+    if (*head)
+        (*head)->prev = b;
+    *head = b;
+}
+
+static void list_remove(tn_conn_base **head, tn_conn_base *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        *head = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->prev = b->next = NULL;
+}
+
+static void base_count(tn_conn_base *b, int delta)
+{
+    tn_daemon *d = b->listener->d;
+    d->active += (uint64_t)(int64_t)delta;
+    tn_workers_publish(d);
+    TN_COUNT(b->listener, active_connections, (int64_t)delta);
+}
+
+void tn_conn_base_init(tn_conn_base *b, const tn_conn_kind *kind, tn_listener *l)
+{
+    b->kind = kind;
+    b->listener = l;
+    b->session.id = ++l->d->next_conn_id;
+    b->session.listener = l->name;
+}
+
+void tn_conn_base_open(tn_conn_base *b)
+{
+    list_add(&b->listener->d->conns, b);
+    base_count(b, 1);
+}
+
+/* B leaves LIST (uncounted when it is the open population) for the reap. */
+static void base_end(tn_conn_base *b, tn_conn_base **list)
+{
+    tn_daemon *d = b->listener->d;
+    b->dead = true;
+    list_remove(list, b);
+    if (list == &d->conns)
+        base_count(b, -1);
+    b->next = d->dead;
+    d->dead = b;
+    tn_before_sleep_due(d, &d->reap_job);
+}
+
+void tn_conn_base_close(tn_conn_base *b)
+{
+    if (!b->dead)
+        base_end(b, &b->listener->d->conns);
+}
+
+tn_conn_base *tn_conn_find(tn_daemon *d, uint64_t id)
+{
+    for (tn_conn_base *b = d->conns; b; b = b->next)
+        if (b->session.id == id)
+            return b;
+    return NULL;
+}
+
+void tn_conn_reap(tn_daemon *d)
+{
+    while (d->dead) {
+        tn_conn_base *b = d->dead;
+        d->dead = b->next;
+        b->kind->destroy(b);
+    }
+    /* a removed listener goes with its last connection; looked up here
+     * rather than through the records freed above, which may share one */
+    for (tn_listener *l = d->listeners, *next; l; l = next) {
+        next = l->next;
+        if (l->draining && l->stats.active_connections == 0 && !tn_listener_in_flight(l))
+            tn_listener_free(l);
+    }
+}
+
+/* ---- stream connections -------------------------------------------------------- */
+
+static const tn_conn_kind stream_kind, relay_kind;
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,
                      tn_peer *peer, const tn_frontend *fe)
@@ -448,26 +540,18 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
     }
     c->d = d;
     c->fd = fd;
-    c->listener = l;
+    tn_conn_base_init(&c->base, &stream_kind, l);
     c->fe = fe;
     c->peer = peer;
     if (peer)
         peer->conns++;
-    if ((size_t)salen <= sizeof(c->remote))
-        memcpy(&c->remote, sa, (size_t)salen);
-    c->session.ops = &conn_session_ops;
-    c->session.id = ++d->next_conn_id;
-    c->session.listener = l->name;
-    c->session.protocol = l->protocol;
-    c->established_ms = c->last_activity_ms = tn_loop_ms(d->base);
+    if ((size_t)salen <= sizeof(c->base.remote))
+        memcpy(&c->base.remote, sa, (size_t)salen);
+    c->base.session.ops = &conn_session_ops;
+    c->base.session.protocol = l->protocol;
+    c->base.established_ms = c->base.last_activity_ms = tn_loop_ms(d->base);
     c->timeout_ms = -1;
-    c->next = d->conns;
-    if (d->conns)
-        d->conns->prev = c;
-    d->conns = c;
-    d->active++;
-    tn_workers_publish(d);
-    TN_COUNT(l, active_connections, 1);
+    tn_conn_base_open(&c->base);
     TN_COUNT(l, total_connections, 1);
     tn_conn_update_timeouts(c);
     return c;
@@ -475,18 +559,20 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
 
 static void conn_end(tn_conn *c, const char *why, bool close_fd);
 
-/* The connection stops counting as open. */
-static void uncount(tn_conn *c)
+/* The peer's address no longer counts this connection. */
+static void leave_peer(tn_conn *c)
 {
-    tn_daemon *d = c->d;
-    d->active--;
-    tn_workers_publish(d);
-    TN_COUNT(c->listener, active_connections, -1);
     if (c->peer) {
         c->peer->conns--;
-        tn_workers_ip_release(d, c->listener->name, &c->remote.sa);
+        tn_workers_ip_release(c->d, c->base.listener->name, &c->base.remote.sa);
     }
     c->peer = NULL;
+}
+
+/* Whether C carries a WebSocket's bytes (tn_conn_become_relay()). */
+static bool is_relay(const tn_conn *c)
+{
+    return c->base.kind == &relay_kind;
 }
 
 void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
@@ -494,22 +580,14 @@ void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
     tn_daemon *d = c->d;
     if (c->fe->release)
         c->fe->release(c);
-    tn_session_detach_all(&c->session);
+    tn_session_detach_all(&c->base.session);
     c->fe = fe;
     c->fe_state = fe_state;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        d->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = NULL;
-    c->next = d->relays;
-    if (d->relays)
-        d->relays->prev = c;
-    d->relays = c;
-    c->relay = 1;
-    uncount(c);
+    list_remove(&d->conns, &c->base);
+    base_count(&c->base, -1);
+    list_add(&d->relays, &c->base);
+    c->base.kind = &relay_kind;
+    leave_peer(c);
     tn_conn_update_timeouts(c);
 }
 
@@ -526,7 +604,7 @@ void tn_conn_close(tn_conn *c, const char *why)
 evutil_socket_t tn_conn_take_fd(tn_conn *c)
 {
     evutil_socket_t fd = c->fd;
-    if (c->dead)
+    if (c->base.dead)
         return -1;
     conn_end(c, "handed over", false);
     return fd;
@@ -534,29 +612,20 @@ evutil_socket_t tn_conn_take_fd(tn_conn *c)
 
 static void conn_end(tn_conn *c, const char *why, bool close_fd)
 {
-    if (c->dead)
+    if (c->base.dead)
         return;
-    c->dead = 1;
     tn_daemon *d = c->d;
     if (why)
-        tn_debug("connection %llu closed: %s", (unsigned long long)c->session.id, why);
-    if (c->prev)
-        c->prev->next = c->next;
-    else if (c->relay)
-        d->relays = c->next;
-    else
-        d->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    if (!c->relay)
-        uncount(c);
+        tn_debug("connection %llu closed: %s", (unsigned long long)c->base.session.id, why);
+    base_end(&c->base, is_relay(c) ? &d->relays : &d->conns);
+    leave_peer(c);
     if (d->wbuf_owner == c) {
         d->wbuf_owner = NULL;
         evbuffer_drain(d->wbuf, evbuffer_get_length(d->wbuf));
     }
     if (c->fe->release)
         c->fe->release(c);
-    tn_session_detach_all(&c->session);
+    tn_session_detach_all(&c->base.session);
     event_free(c->ev);
     c->ev = NULL;
     /* close_notify only at an orderly end, never to a peer that failed */
@@ -573,58 +642,131 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
     if (c->out)
         evbuffer_free(c->out);
     c->in = c->out = NULL;
-    c->next = d->dead;
-    d->dead = c;
-    event_active(d->reap_ev, EV_TIMEOUT, 0);
-}
-
-void tn_conn_reap(tn_daemon *d)
-{
-    while (d->dead) {
-        tn_conn *c = d->dead;
-        d->dead = c->next;
-        tn_listener *l = c->listener;
-        free(c);
-        if (l->draining && l->stats.active_connections == 0)
-            tn_listener_free(l);
-    }
 }
 
 void tn_conn_close_after_flush(tn_conn *c, const char *why)
 {
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (why)
-        tn_debug("connection %llu closing: %s", (unsigned long long)c->session.id, why);
+        tn_debug("connection %llu closing: %s", (unsigned long long)c->base.session.id, why);
     c->closing = 1;
     if (!tn_conn_unsent(c) && !fe_busy(c))
         tn_conn_close(c, NULL);
 }
 
-tn_conn *tn_conn_find(tn_daemon *d, uint64_t id)
-{
-    for (tn_conn *c = d->conns; c; c = c->next)
-        if (c->session.id == id)
-            return c;
-    return NULL;
-}
-
 void tn_conn_remote_str(const tn_conn *c, char *buf, size_t len)
 {
-    tn_addr_format(&c->remote.sa, buf, len);
+    tn_addr_format(&c->base.remote.sa, buf, len);
 }
+
+/* ---- the stream connection as the daemon and the control socket see it ---- */
+
+static tn_conn *conn_of(const tn_conn_base *b)
+{
+    return (tn_conn *)b;
+}
+
+static const char *stream_protocol(const tn_conn_base *b)
+{
+    return conn_of(b)->fe->name;
+}
+
+static void stream_describe(const tn_conn_base *b, tn_conn_info *info)
+{
+    const tn_conn *c = conn_of(b);
+    tn_sockaddr la;
+    socklen_t ll = sizeof(la);
+    snprintf(info->local, sizeof(info->local), "?");
+    if (getsockname(c->fd, &la.sa, &ll) == 0)
+        tn_addr_format(&la.sa, info->local, sizeof(info->local));
+    info->tls = tn_conn_tls_info(c);
+}
+
+static bool stream_busy(const tn_conn_base *b)
+{
+    return fe_busy(conn_of(b));
+}
+
+static bool stream_closing(const tn_conn_base *b)
+{
+    return conn_of(b)->closing;
+}
+
+static int stream_send(tn_conn_base *b, const char *data, size_t len)
+{
+    tn_conn *c = conn_of(b);
+    if (c->closing)
+        return -2;
+    return c->fe->push(c, data, len) < 0 ? -1 : 0;
+}
+
+static void stream_close(tn_conn_base *b)
+{
+    tn_conn_close(conn_of(b), "closed by the control socket");
+}
+
+static void stream_shutdown(tn_conn_base *b)
+{
+    tn_conn_close_after_flush(conn_of(b), "shutdown");
+}
+
+static void stream_drain(tn_conn_base *b)
+{
+    tn_conn_close_after_flush(conn_of(b), "reload");
+}
+
+static void stream_abort(tn_conn_base *b, const char *why)
+{
+    tn_conn_close(conn_of(b), why);
+}
+
+static void stream_reconfigure(tn_conn_base *b)
+{
+    /* forget what is armed so the new values apply now */
+    tn_conn *c = conn_of(b);
+    c->timeout_ms = 0;
+    tn_conn_update_timeouts(c);
+}
+
+static void stream_destroy(tn_conn_base *b)
+{
+    free(conn_of(b));
+}
+
+static const tn_conn_kind stream_kind = {
+    .protocol = stream_protocol,
+    .describe = stream_describe,
+    .busy = stream_busy,
+    .closing = stream_closing,
+    .send = stream_send,
+    .close = stream_close,
+    .shutdown = stream_shutdown,
+    .drain = stream_drain,
+    .abort = stream_abort,
+    .reconfigure = stream_reconfigure,
+    .destroy = stream_destroy,
+};
+
+/* A relay is not in the population the daemon lists and counts (it is on
+ * d->relays): the daemon only ends it and frees it. */
+static const tn_conn_kind relay_kind = {
+    .protocol = stream_protocol,
+    .abort = stream_abort,
+    .destroy = stream_destroy,
+};
 
 /* ---- the connection as handlers see it ----------------------------------- */
 
 static tn_conn *session_conn(tn_session *s)
 {
-    return (tn_conn *)((char *)s - offsetof(tn_conn, session));
+    return (tn_conn *)((char *)s - offsetof(tn_conn, base.session));
 }
 
 static int session_push(tn_session *s, const char *data, size_t len)
 {
     tn_conn *c = session_conn(s);
-    if (c->dead || c->closing)
+    if (c->base.dead || c->closing)
         return 0;
     return c->fe->push(c, data, len);
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* conn.h - connections of the stream front ends: the record every
- * connection keeps, reading, writing, timeouts, output caps
- * and closing. */
+/* conn.h - connections: the record every connection starts with (stream
+ * connections and WebSockets alike), and the stream connections' reading,
+ * writing, timeouts, output caps and closing. */
 #ifndef TN_NET_CONN_H
 #define TN_NET_CONN_H
 
@@ -19,6 +19,73 @@ typedef union tn_sockaddr {
     struct sockaddr_in in;
     struct sockaddr_in6 in6;
 } tn_sockaddr;
+
+typedef struct tn_conn_base tn_conn_base;
+
+/* A connection's `connections` row beyond the common fields. */
+typedef struct tn_conn_info {
+    char local[80];          /* "ip:port" */
+    const char *path;        /* a WebSocket's endpoint; NULL otherwise */
+    const char *subprotocol; /* a WebSocket's, "" when none */
+    const tn_tls_info *tls;  /* NULL when not over TLS */
+} tn_conn_info;
+
+/* What the daemon and the control socket ask of a connection, whoever
+ * carries its bytes (a stream connection here, libwebsockets for a
+ * WebSocket). */
+typedef struct tn_conn_kind {
+    const char *(*protocol)(const tn_conn_base *b); /* "tcp", "http", "ws" */
+    void (*describe)(const tn_conn_base *b, tn_conn_info *info);
+    /* Optional. Replies owed (a graceful shutdown waits for them). */
+    bool (*busy)(const tn_conn_base *b);
+    /* Closing already: pushes (broadcast) skip it. */
+    bool (*closing)(const tn_conn_base *b);
+    /* Control `send`: 0; -1 when the peer is not reading (output over
+     * max_output); -2 when the connection takes nothing more. */
+    int (*send)(tn_conn_base *b, const char *data, size_t len);
+    /* Control `close`. */
+    void (*close)(tn_conn_base *b);
+    /* Graceful shutdown: close once what is owed is out. */
+    void (*shutdown)(tn_conn_base *b);
+    /* Optional. A reload replaced this worker process and the connection
+     * has had a message: close once what it is owed is out. Without it
+     * (WebSockets) the connection ends on its own. */
+    void (*drain)(tn_conn_base *b);
+    /* Optional. Close now (shutdown timeout, exit); without it the layer
+     * that carries it closes it when it goes (libwebsockets' context). */
+    void (*abort)(tn_conn_base *b, const char *why);
+    /* Optional. After a reload: the listener's limits may be new. */
+    void (*reconfigure)(tn_conn_base *b);
+    /* Frees the record, from the reap job. */
+    void (*destroy)(tn_conn_base *b);
+} tn_conn_kind;
+
+/* The record every connection starts with: one population (d->conns), one
+ * reap list (d->dead). */
+struct tn_conn_base {
+    tn_conn_base *prev, *next;
+    const tn_conn_kind *kind;
+    tn_listener *listener;
+    tn_session session;    /* session.id is the connection id */
+    tn_sockaddr remote;
+    bool dead;             /* closed; memory freed by the reap job (next to remote: no padding) */
+    int64_t established_ms;
+    int64_t last_activity_ms;
+    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
+};
+
+/* A new record of KIND on listener L: gets its connection id. */
+void tn_conn_base_init(tn_conn_base *b, const tn_conn_kind *kind, tn_listener *l);
+/* B (initialized, session.ops and remote set) is open: listed and counted
+ * as active (daemon and listener). */
+void tn_conn_base_open(tn_conn_base *b);
+/* B is over: unlisted, uncounted and freed by the reap job at the end of
+ * the pass. */
+void tn_conn_base_close(tn_conn_base *b);
+/* The open connection with id ID, NULL when none. */
+tn_conn_base *tn_conn_find(tn_daemon *d, uint64_t id);
+/* Frees the connections closed since the last pass. */
+void tn_conn_reap(tn_daemon *d);
 
 /* What a protocol front end does with its connections. */
 typedef struct tn_frontend {
@@ -57,33 +124,25 @@ typedef struct tn_frontend {
 } tn_frontend;
 
 struct tn_conn {
-    tn_conn *prev, *next;
+    tn_conn_base base;     /* first: the record is freed through it */
     tn_daemon *d;
-    tn_listener *listener;
     const tn_frontend *fe;
     void *fe_state;
     struct event *ev;      /* read and write, edge-triggered, one registration */
     struct evbuffer *in;   /* an incomplete message; NULL when there is none */
     struct evbuffer *out;  /* output the socket did not take yet; NULL when none */
-    tn_session session;    /* session.id is the connection id */
-    tn_sockaddr remote;
-    evutil_socket_t fd;    /* here: it fills what would be padding after remote */
-    int64_t established_ms;
-    int64_t last_activity_ms;
-    uint64_t bytes_in, bytes_out, msgs_in, msgs_out;
     tn_peer *peer;
     const tn_transport_ops *tp; /* how bytes cross the socket: TCP, TLS */
     void *tp_state;        /* the transport's (a TLS session), NULL for TCP */
+    evutil_socket_t fd;
     int32_t timeout_ms;    /* armed inactivity timeout; -1 none */
     /* when the incomplete message in `in` began, in ms after established_ms
      * (wraps after 49 days; only differences are used) */
     uint32_t in_since_ms;
     uint8_t closing;       /* no more input; closes once output is flushed */
-    uint8_t dead;          /* closed; memory freed from the reap event */
     uint8_t read_paused;   /* too much unread output: input waits */
     uint8_t eof_pending;   /* the peer's FIN waits in the socket behind data */
     uint8_t input_ended;   /* the peer finished sending (a stream process may still talk) */
-    uint8_t relay;         /* carries a WebSocket for lws: counted and listed there */
 };
 
 tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *sa, int salen,
@@ -110,17 +169,14 @@ void tn_conn_close(tn_conn *c, const char *why);
  * output is dropped. */
 evutil_socket_t tn_conn_take_fd(tn_conn *c);
 /* Keep the connection (and its TLS) but stop counting and listing it: from
- * now on it carries the bytes of a WebSocket that lws owns and accounts for.
- * Its front end becomes FE. */
+ * now on it carries the bytes of a WebSocket that lws owns and accounts for
+ * (it moves to d->relays). Its front end becomes FE. */
 void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state);
 /* The TLS session (version, cipher, client certificate), NULL when plain
  * or still handshaking (the transport's info). */
 const tn_tls_info *tn_conn_tls_info(const tn_conn *c);
 /* Arm the inactivity timeout the connection's state calls for. */
 void tn_conn_update_timeouts(tn_conn *c);
-tn_conn *tn_conn_find(tn_daemon *d, uint64_t id);
 void tn_conn_remote_str(const tn_conn *c, char *buf, size_t len);
-/* Frees connections closed since the last pass. */
-void tn_conn_reap(tn_daemon *d);
 
 #endif

@@ -39,6 +39,9 @@ typedef struct tn_proto_ops {
     void (*refuse)(tn_listener *l, evutil_socket_t fd, int reason);
     /* Optional: replies still owed to peers (shutdown and draining wait). */
     size_t (*in_flight)(const tn_listener *l);
+    /* Optional: a response another front end gave on this listener's behalf
+     * (the WebSocket upgrade's 101 on an HTTP listener) counts as its own. */
+    void (*count_response)(tn_listener *l, int status);
 } tn_proto_ops;
 
 #endif

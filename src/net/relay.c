@@ -92,12 +92,12 @@ static void on_pair_readable(evutil_socket_t fd, short what, void *arg)
             break;
         /* lws closed the WebSocket: what it wrote last goes out first */
         tn_conn_flush(c);
-        if (!c->dead)
+        if (!c->base.dead)
             tn_conn_close_after_flush(c, n == 0 ? NULL : "websocket gone");
         return;
     }
     tn_conn_flush(c);
-    if (!c->dead && tn_conn_unsent(c) > RELAY_HIGH) {
+    if (!c->base.dead && tn_conn_unsent(c) > RELAY_HIGH) {
         event_del(r->rev);
         r->reading_paused = true;
     }

@@ -30,7 +30,7 @@
 #include "net/listener.h"
 #include "net/relay.h"
 #include "proto/http_conn.h"
-#include "proto/ws.h"
+#include "proto/upgrade.h"
 
 #define OUTPUT_HIGH (256 * 1024)
 /* Responses queued on one connection (computing or waiting to be sent)
@@ -88,7 +88,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
                                                            : evbuffer_get_length(body);
     /* "" as content type: the body's type is unknown (proxied), none is sent */
     bool no_ctype = r->content_type && !*r->content_type;
-    tn_http_count_response(c->listener, r->router, r->route, status);
+    tn_http_count_response(c->base.listener, r->router, r->route, status);
     /* built with memcpy rather than printf: this runs for every response */
     char head[512];
     size_t n = 0;
@@ -179,8 +179,8 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
 
 static void count_response(tn_conn *c)
 {
-    c->msgs_out++;
-    TN_COUNT(c->listener, messages_out, 1);
+    c->base.msgs_out++;
+    TN_COUNT(c->base.listener, messages_out, 1);
 }
 
 /* The route's middleware after the handler, in reverse order. Returns
@@ -238,13 +238,13 @@ static void stream_end(tn_conn *c, tn_http_conn *hc, bool failed)
     run_done(r, hc->sbytes);
     tn_http_request_free(r);
     if (failed) {
-        tn_warn("connection %llu: response body failed (file read error)", (unsigned long long)c->session.id);
+        tn_warn("connection %llu: response body failed (file read error)", (unsigned long long)c->base.session.id);
         tn_conn_close(c, "response body failed");
     } else if (hc->sclose) {
         tn_conn_close_after_flush(c, NULL);
     } else {
         queue_flush(c);
-        if (!c->dead)
+        if (!c->base.dead)
             tn_conn_resume_input(c);
     }
 }
@@ -257,7 +257,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tn_conn *c = arg;
     tn_http_conn *hc = c->fe_state;
-    if (c->dead || !hc || !hc->sreq)
+    if (c->base.dead || !hc || !hc->sreq)
         return;
     tn_http_stream *st = hc->sreq->stream;
     int rc = 1;
@@ -287,7 +287,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             break; /* tn_http_stream_wake() brings us back */
         hc->sbytes += len;
         tn_conn_flush(c);
-        if (c->dead)
+        if (c->base.dead)
             return; /* hc went with it */
     }
     hc->pumping = false;
@@ -298,7 +298,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
 void tn_http_stream_wake(tn_http_stream *s)
 {
     tn_conn *c = s->fe;
-    tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
+    tn_http_conn *hc = c && !c->base.dead ? c->fe_state : NULL;
     if (!hc || !hc->sreq)
         return; /* S, or the stream wrapping it (gzip), is sreq's */
     hc->swaiting = false;
@@ -345,8 +345,8 @@ static void handover(tn_conn *c, tn_http_request *r)
     run_done(r, 0);
     tn_http_request_free(r);
     tn_conn_flush(c);
-    if (c->dead || tn_conn_unsent(c)) {
-        if (!c->dead)
+    if (c->base.dead || tn_conn_unsent(c)) {
+        if (!c->base.dead)
             tn_conn_close(c, "upgrade behind unsent output");
         fn(arg, -1, NULL, 0);
         return;
@@ -407,7 +407,7 @@ static void queue_flush(tn_conn *c)
     tn_conn_flush(c);
     /* the flush resumes input paused for output once that is written; input
      * paused for a full pipeline with nothing to write resumes here */
-    if (!c->dead && c->read_paused && hc && hc->queued < PIPELINE_MAX && !hc->sreq && !tn_conn_unsent(c))
+    if (!c->base.dead && c->read_paused && hc && hc->queued < PIPELINE_MAX && !hc->sreq && !tn_conn_unsent(c))
         tn_conn_resume_input(c);
 }
 
@@ -501,7 +501,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
 
 static void count_refusal(tn_conn *c, int status)
 {
-    tn_listener *l = c->listener;
+    tn_listener *l = c->base.listener;
     int reason = -1;
     if (status == 413 || status == 414 || status == 431)
         reason = TN_REJ_TOO_LARGE;
@@ -516,11 +516,11 @@ static void count_refusal(tn_conn *c, int status)
 
 void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_http_route *route, const char *allow)
 {
-    tn_listener *l = c->listener;
+    tn_listener *l = c->base.listener;
     bool close = !r->keep_alive || c->d->stopping || l->draining;
     struct evbuffer *body = c->d->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
-    c->msgs_in++;
+    c->base.msgs_in++;
     TN_COUNT(l, messages_in, 1);
     if (not_found) {
         respond_simple(c, r, 404, "Not Found", close);
@@ -559,12 +559,12 @@ void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_h
     call.len = blen;
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
-        .conn_id = c->session.id,
+        .conn_id = c->base.session.id,
         .protocol = TN_PROTO_HTTP,
-        .remote = &c->remote.sa,
-        .remote_len = c->remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+        .remote = &c->base.remote.sa,
+        .remote_len = c->base.remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
         .remote_addr = r->remote_addr,
-        .session = &c->session,
+        .session = &c->base.session,
         .http = r,
         .tls = tn_conn_tls_info(c),
     };
@@ -620,7 +620,7 @@ void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *
         tn_http_sink_finish(hc, false);
         hc->state = TN_HTTP_DONE;
         count_refusal(c, status);
-        tn_debug("connection %llu: request body failed (%d %s)", (unsigned long long)c->session.id, status, text);
+        tn_debug("connection %llu: request body failed (%d %s)", (unsigned long long)c->base.session.id, status, text);
         tn_conn_close(c, NULL);
         return;
     }
@@ -634,28 +634,29 @@ void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *
     if (!r->http_minor && !r->http_major)
         r->http_minor = 1;
     r->head = false;
-    c->msgs_in++;
-    TN_COUNT(c->listener, messages_in, 1);
+    c->base.msgs_in++;
+    TN_COUNT(c->base.listener, messages_in, 1);
     count_refusal(c, status);
     respond_simple(c, r, status, text, true);
 }
 
 /* Hands the socket to the WebSocket layer with every byte read from the
- * upgrade request's head on. */
+ * upgrade request's head on (d->upgrade is set: the request was checked
+ * through it). */
 static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
 {
     const tn_ws_conf *ep = hc->upgrade;
     hc->upgrade = NULL;
     tn_conn_flush(c); /* earlier answers in the same read go first */
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (tn_conn_unsent(c)) {
         tn_conn_close(c, "WebSocket upgrade behind unsent output");
         return;
     }
-    tn_listener *l = c->listener;
+    tn_listener *l = c->base.listener;
     tn_daemon *d = c->d;
-    tn_sockaddr remote = c->remote;
+    tn_sockaddr remote = c->base.remote;
     socklen_t rlen = remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     /* DATA may point into the connection's input buffer, which ending the
      * record frees */
@@ -681,7 +682,7 @@ static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
         fd = tn_conn_take_fd(c);
     }
     if (fd >= 0)
-        tn_ws_upgrade(d, l, ep, fd, &from, copy, len);
+        d->upgrade->take(d, l, ep, fd, &from, copy, len);
     free(copy);
 }
 
@@ -692,10 +693,10 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
         tn_conn_close(c, "out of memory");
         return len;
     }
-    const tn_limits *lim = tn_listener_limits(c->listener);
+    const tn_limits *lim = tn_listener_limits(c->base.listener);
     size_t used = 0;
     while (used < len) {
-        if (c->dead || c->closing || hc->state == TN_HTTP_DONE)
+        if (c->base.dead || c->closing || hc->state == TN_HTTP_DONE)
             return len;
         if (hc->sreq && !(hc->early && hc->state == TN_HTTP_BODY)) {
             /* one streamed body at a time: the next request waits (a
@@ -749,7 +750,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
             }
             int64_t elapsed_ms = (tn_http_loop_us(c) - hc->head_start_us) / 1000;
             if (lim->header_timeout && elapsed_ms >= lim->header_timeout) {
-                TN_COUNT(c->listener, timeout_errors, 1);
+                TN_COUNT(c->base.listener, timeout_errors, 1);
                 tn_http_fail_request(c, hc, 408, "Request Timeout");
                 return len;
             }
@@ -762,12 +763,12 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
         }
         hc->head_start_us = 0;
         tn_http_begin_request(c, hc, d, hlen);
-        if (hc->upgrade && !c->dead) {
+        if (hc->upgrade && !c->base.dead) {
             upgrade(c, hc, d, left);
             return len;
         }
         used += hlen;
-        if (c->dead)
+        if (c->base.dead)
             return len;
         if (tn_conn_unsent(c) > OUTPUT_HIGH) {
             tn_conn_pause_input(c);
@@ -784,7 +785,7 @@ static size_t http_input(tn_conn *c, const char *data, size_t len)
 static int64_t http_partial_timeout(const tn_conn *c)
 {
     const tn_http_conn *hc = c->fe_state;
-    const tn_limits *lim = tn_listener_limits(c->listener);
+    const tn_limits *lim = tn_listener_limits(c->base.listener);
     if (!hc) /* nothing received yet: the first request is held to header_timeout */
         return lim->header_timeout ? lim->header_timeout : -1;
     if (hc->state == TN_HTTP_BODY) {

@@ -66,6 +66,11 @@ void tn_http_count_response(tn_listener *l, tn_http_router *rt, const tn_http_ro
         tn_http_router_count(rt, route, status);
 }
 
+static void count_response(tn_listener *l, int status)
+{
+    tn_http_count_response(l, NULL, NULL, status);
+}
+
 const tn_proto_ops tn_http_proto = {
     .name = "http",
     .socktype = SOCK_STREAM,
@@ -73,5 +78,6 @@ const tn_proto_ops tn_http_proto = {
     .configure = http_configure,
     .free = http_listener_free,
     .refuse = http_refuse,
+    .count_response = count_response,
 };
 

@@ -191,6 +191,14 @@ bool tn_http_list_has(const char *list, const char *token, bool star)
     return false;
 }
 
+bool tn_http_is_ws_upgrade(const tn_http_request *r)
+{
+    const char *up = tn_http_header_get(r, "Upgrade");
+    const char *conn = tn_http_header_get(r, "Connection");
+    return strcmp(r->method, "GET") == 0 && up && tn_http_list_has(up, "websocket", false) && conn &&
+           tn_http_list_has(conn, "upgrade", false);
+}
+
 void tn_http_vary_add(tn_http_request *r, const char *token)
 {
     const char *cur = tn_http_resp_header_get(r, "Vary");

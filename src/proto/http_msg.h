@@ -135,6 +135,9 @@ const char *tn_http_reason(int status);
 /* Whether a comma-separated header value (Connection, Upgrade, Vary) names
  * TOKEN, case-insensitively; with STAR, a "*" element names every token. */
 bool tn_http_list_has(const char *list, const char *token, bool star);
+/* Whether R asks for a WebSocket: GET with `Upgrade: websocket` and
+ * `Connection: upgrade` (RFC 6455 4.1). */
+bool tn_http_is_ws_upgrade(const tn_http_request *r);
 /* Adds TOKEN to the response's Vary unless it is listed already: several
  * middleware may each contribute one. */
 void tn_http_vary_add(tn_http_request *r, const char *token);

@@ -20,7 +20,7 @@
 #include "net/listener.h"
 #include "proto/http.h"
 #include "proto/http_conn.h"
-#include "proto/ws.h"
+#include "proto/upgrade.h"
 
 static const http_parser_settings parser_settings;
 
@@ -249,11 +249,11 @@ tn_http_request *tn_http_request_new(tn_conn *c)
     if (!r)
         return NULL;
     r->file_fd = -1;
-    r->router = c->listener->router;
+    r->router = c->base.listener->router;
     if (r->router)
         tn_http_router_ref(r->router);
-    r->conn_id = c->session.id;
-    r->listener = c->listener->name;
+    r->conn_id = c->base.session.id;
+    r->listener = c->base.listener->name;
     r->started_us = tn_now_us();
     char addr[80];
     tn_conn_remote_str(c, addr, sizeof(addr));
@@ -306,7 +306,7 @@ bool tn_http_head_strict(const char *h, size_t len)
 
 void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
 {
-    const tn_limits *lim = tn_listener_limits(c->listener);
+    const tn_limits *lim = tn_listener_limits(c->base.listener);
     const char *eol = memchr(data, '\n', len);
     size_t line_len = eol ? (size_t)(eol - data) : len;
     tn_http_request *r = tn_http_request_new(c);
@@ -349,7 +349,7 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
     }
     if (err != HPE_OK || n != len || hc->error || !r->target) {
         int status = hc->error ? hc->error : 400;
-        tn_debug("connection %llu: bad request: %s", (unsigned long long)c->session.id,
+        tn_debug("connection %llu: bad request: %s", (unsigned long long)c->base.session.id,
                  err != HPE_OK ? http_errno_description(err) : "malformed");
         tn_http_fail_request(c, hc, status, tn_http_reason(status));
         return;
@@ -397,12 +397,14 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
         }
     }
     if (!hc->path_above_root) {
-        const tn_listener_conf *lc = c->listener->conf;
+        const tn_listener_conf *lc = c->base.listener->conf;
         for (size_t i = 0; i < lc->nwebsocket; i++) {
             const tn_ws_conf *ep = &lc->websocket[i];
             if (strcmp(ep->path, r->path) != 0)
                 continue;
-            int st = tn_ws_check(ep, r);
+            /* anything else at an endpoint's path is told to upgrade */
+            const tn_upgrade_ops *up = c->d->upgrade;
+            int st = !tn_http_is_ws_upgrade(r) ? 426 : up ? up->check(ep, r) : 503;
             if (st == 0 && (hc->head || !hc->message_complete))
                 st = 400; /* pipelined behind unanswered requests, or with a body */
             if (st) {
@@ -466,7 +468,7 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
         hc->state = complete ? TN_HTTP_HEAD : TN_HTTP_BODY;
         hc->body_start_us = 0;
         tn_http_dispatch(c, r, false, hc->route, NULL);
-        if (!c->dead && complete)
+        if (!c->base.dead && complete)
             tn_http_sink_finish(hc, true);
         return;
     }
@@ -514,7 +516,7 @@ size_t tn_http_feed_body(tn_conn *c, tn_http_conn *hc, const char *data, size_t 
 void tn_http_body_resume(tn_http_body_sink *s)
 {
     tn_conn *c = s->fe;
-    tn_http_conn *hc = c && !c->dead ? c->fe_state : NULL;
+    tn_http_conn *hc = c && !c->base.dead ? c->fe_state : NULL;
     if (!hc || hc->sink != s || !hc->sink_full)
         return;
     hc->sink_full = false;

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "proto/dispatch.h"
 #include "upstream/line_proxy.h"
 
 #define OUTPUT_HIGH (256 * 1024)
@@ -57,8 +58,8 @@ static bool queue_empty(const tn_conn *c)
 
 static void count_reply(tn_conn *c)
 {
-    c->msgs_out++;
-    TN_COUNT(c->listener, messages_out, 1);
+    c->base.msgs_out++;
+    TN_COUNT(c->base.listener, messages_out, 1);
 }
 
 /* One reply line. A reply holding line breaks (a program printing several
@@ -70,7 +71,7 @@ static void count_reply(tn_conn *c)
 static void add_line(struct evbuffer *out, bool fail, const char *data, size_t len, bool crlf)
 {
     if (fail)
-        evbuffer_add(out, "Error: ", 7);
+        evbuffer_add(out, TN_ERROR_PREFIX, TN_ERROR_PREFIX_LEN);
     const char *nl;
     while (len && (nl = memchr(data, '\n', len))) {
         size_t n = (size_t)(nl - data);
@@ -100,7 +101,7 @@ static bool over_high(const tn_conn *c)
 static void flush_queue(tn_conn *c, bool defer)
 {
     line_state *st = c->fe_state;
-    int64_t cap = tn_listener_limits(c->listener)->max_output;
+    int64_t cap = tn_listener_limits(c->base.listener)->max_output;
     while (st && st->head && !st->head->job) {
         pending *p = st->head;
         st->head = p->next;
@@ -112,7 +113,7 @@ static void flush_queue(tn_conn *c, bool defer)
             if ((int64_t)(tn_conn_unsent(c) + p->len + 9) > cap) {
                 free(p->data);
                 free(p);
-                TN_COUNT(c->listener, rejected[TN_REJ_SLOW_READER], 1);
+                TN_COUNT(c->base.listener, rejected[TN_REJ_SLOW_READER], 1);
                 tn_conn_close(c, "slow reader: output over max_output");
                 return; /* release() freed the rest */
             }
@@ -129,7 +130,7 @@ static void flush_queue(tn_conn *c, bool defer)
     tn_conn_flush(c); /* also closes a closing connection once it is done */
     /* the flush resumes paused input when it empties the output; when the
      * queue held input back with nothing left to write, resume it here */
-    if (!c->dead && c->read_paused && !tn_conn_unsent(c) && !over_high(c))
+    if (!c->base.dead && c->read_paused && !tn_conn_unsent(c) && !over_high(c))
         tn_conn_resume_input(c);
 }
 
@@ -210,47 +211,35 @@ static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
     answer_ref(c, res, crlf, NULL, 0, body);
 }
 
-static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *fmt, const char *arg, size_t arglen)
+static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *text)
 {
     struct evbuffer *b = c->d->scratch;
-    if (arg)
-        evbuffer_add_printf(b, fmt, (int)arglen, arg);
-    else
-        evbuffer_add(b, fmt, strlen(fmt));
+    evbuffer_add(b, text, strlen(text));
     answer(c, res, crlf, b);
 }
 
 static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 {
-    tn_listener *l = c->listener;
-    const tn_limits *lim = tn_listener_limits(l);
-    c->msgs_in++;
+    tn_listener *l = c->base.listener;
+    c->base.msgs_in++;
     TN_COUNT(l, messages_in, 1);
-    if (lim->rate_limit > 0 && c->peer && !tn_peer_take_token(c->peer, lim->rate_limit, lim->rate_burst, tn_now_us())) {
-        TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
-        answer_text(c, TN_FAIL, crlf, "rate limit exceeded", NULL, 0);
+    tn_call call = { .take_ref = true };
+    tn_dispatch sel = tn_dispatch_listener(l);
+    tn_verdict v = tn_dispatch_message(&sel, c->peer, tn_listener_limits(l), &call, line, len, c->d->scratch);
+    if (v != TN_DISPATCH_CALL) {
+        if (v == TN_DISPATCH_LIMITED) {
+            TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
+        }
+        answer(c, tn_dispatch_result(v), crlf, c->d->scratch);
         return;
-    }
-    tn_call call = { .handler = l->handler, .payload = line, .len = len, .take_ref = true };
-    if (!call.handler) {
-        size_t tok = tn_split_token(line, len, &call.payload, &call.len);
-        if (tok == 0) {
-            answer_text(c, TN_REPLY, crlf, "Invalid message format", NULL, 0);
-            return;
-        }
-        call.handler = tn_listener_handler(l, line, tok);
-        if (!call.handler) {
-            answer_text(c, TN_REPLY, crlf, "Unknown handler: %.*s", line, tok);
-            return;
-        }
     }
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
-        .conn_id = c->session.id,
+        .conn_id = c->base.session.id,
         .protocol = TN_PROTO_TCP,
-        .remote = &c->remote.sa,
-        .remote_len = c->remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
-        .session = &c->session,
+        .remote = &c->base.remote.sa,
+        .remote_len = c->base.remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+        .session = &c->base.session,
         .tls = tn_conn_tls_info(c),
     };
     call.out = c->d->scratch;
@@ -264,7 +253,7 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
         if (call.job)
             tn_job_cancel(call.job);
         evbuffer_drain(c->d->scratch, evbuffer_get_length(c->d->scratch));
-        answer_text(c, TN_FAIL, crlf, "out of memory", NULL, 0);
+        answer_text(c, TN_FAIL, crlf, "out of memory");
         return;
     }
     p->job = call.job;
@@ -274,17 +263,17 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
 
 static void too_long(tn_conn *c)
 {
-    TN_COUNT(c->listener, rejected[TN_REJ_TOO_LARGE], 1);
-    answer_text(c, TN_FAIL, false, "line too long", NULL, 0);
+    TN_COUNT(c->base.listener, rejected[TN_REJ_TOO_LARGE], 1);
+    answer_text(c, TN_FAIL, false, "line too long");
     tn_conn_close_after_flush(c, "line too long");
 }
 
 static size_t line_input(tn_conn *c, const char *data, size_t len)
 {
-    int64_t max_line = tn_listener_limits(c->listener)->max_line;
+    int64_t max_line = tn_listener_limits(c->base.listener)->max_line;
     size_t used = 0;
     while (used < len) {
-        if (c->dead || c->closing)
+        if (c->base.dead || c->closing)
             return len;
         if (over_high(c)) {
             /* the client reads slower than it sends: leave the rest until
@@ -292,24 +281,18 @@ static size_t line_input(tn_conn *c, const char *data, size_t len)
             tn_conn_pause_input(c);
             break;
         }
-        const char *start = data + used;
-        const char *nl = memchr(start, '\n', len - used);
-        if (!nl) {
-            if ((int64_t)(len - used) > max_line) {
-                too_long(c);
-                return len;
-            }
+        size_t n = 0;
+        bool crlf = false;
+        tn_line_status st = tn_line_frame(data + used, len - used, max_line, &n, &crlf);
+        if (st == TN_LINE_PARTIAL)
             break;
-        }
-        size_t n = (size_t)(nl - start);
-        if ((int64_t)n > max_line) {
+        if (st == TN_LINE_TOO_LONG) {
             too_long(c);
             return len;
         }
-        bool crlf = n && start[n - 1] == '\r';
-        handle_line(c, start, n - crlf, crlf);
-        used += n + 1;
-        if (c->dead)
+        handle_line(c, data + used, n, crlf);
+        used += n + crlf + 1;
+        if (c->base.dead)
             return len;
     }
     return used;
@@ -328,7 +311,7 @@ static bool line_timed_out(tn_conn *c)
 {
     if (!c->in)
         return false;
-    answer_text(c, TN_FAIL, false, "read timeout", NULL, 0);
+    answer_text(c, TN_FAIL, false, "read timeout");
     tn_conn_close_after_flush(c, "read timeout");
     tn_conn_flush(c);
     return true;
@@ -341,8 +324,8 @@ static bool line_busy(const tn_conn *c)
 
 static int line_push(tn_conn *c, const char *data, size_t len)
 {
-    if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->listener)->max_output) {
-        TN_COUNT(c->listener, rejected[TN_REJ_SLOW_READER], 1);
+    if ((int64_t)(tn_conn_unsent(c) + len + 1) > tn_listener_limits(c->base.listener)->max_output) {
+        TN_COUNT(c->base.listener, rejected[TN_REJ_SLOW_READER], 1);
         return -1;
     }
     add_line(tn_conn_output(c), false, data, len, false);
@@ -392,9 +375,9 @@ static tn_conn *line_accept(tn_listener *l, evutil_socket_t fd, const struct soc
     }
     /* a listener with one handler that keeps per-connection state (a stream
      * process, a broadcast room) joins it at connect, inetd style */
-    if (l->handler && l->handler->ops->attach && !tn_session_state(&c->session, l->handler)) {
+    if (l->handler && l->handler->ops->attach && !tn_session_state(&c->base.session, l->handler)) {
         tn_warn("listener %s: handler %s could not start for connection %llu", l->name, l->handler->name,
-                (unsigned long long)c->session.id);
+                (unsigned long long)c->base.session.id);
         tn_conn_close(c, "handler failed to start");
     }
     return c;
@@ -409,13 +392,13 @@ static void line_refuse(tn_listener *l, evutil_socket_t fd, int reason)
     switch (reason) {
     case TN_REJ_MAX_CONNECTIONS:
     case TN_REJ_LISTENER_FULL:
-        text = "Error: too many connections\n";
+        text = TN_ERROR_PREFIX "too many connections\n";
         break;
     case TN_REJ_PER_IP:
-        text = "Error: too many connections from your address\n";
+        text = TN_ERROR_PREFIX "too many connections from your address\n";
         break;
     case TN_REJ_PER_SECOND:
-        text = "Error: too many connections per second\n";
+        text = TN_ERROR_PREFIX "too many connections per second\n";
         break;
     }
     if (text) {

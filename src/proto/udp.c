@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "log.h"
 #include "net/listener.h"
+#include "proto/dispatch.h"
 
 #define BATCH 32
 #define MAX_BATCHES 8 /* per wakeup */
@@ -64,8 +65,8 @@ static void send_one(tn_listener *l, const struct sockaddr *to, socklen_t tolen,
     char buf[65536];
     size_t n = 0;
     if (res == TN_FAIL) {
-        memcpy(buf, "Error: ", 7);
-        n = 7;
+        memcpy(buf, TN_ERROR_PREFIX, TN_ERROR_PREFIX_LEN);
+        n = TN_ERROR_PREFIX_LEN;
     }
     if (len > sizeof(buf) - n)
         len = sizeof(buf) - n;
@@ -103,30 +104,22 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
 /* Handles one datagram; a sync reply is written into REPLY (returns its
  * length), -1 when nothing is to be sent now. */
 static ssize_t handle(tn_listener *l, char *data, size_t len, const struct sockaddr *from, socklen_t fromlen,
-                      char *reply, size_t cap)
+                      tn_peer *peer, char *reply, size_t cap)
 {
     tn_daemon *d = l->d;
     struct evbuffer *out = d->scratch;
     tn_result res;
     tn_call call = {0};
-    call.handler = l->handler;
-    call.payload = data;
-    call.len = len;
     if (len && data[len - 1] == '\n')
-        call.len = --len;
-    if (!call.handler) {
-        size_t tok = tn_split_token(data, len, &call.payload, &call.len);
-        if (tok == 0) {
-            evbuffer_add_printf(out, "Invalid message format");
-            res = TN_REPLY;
-            goto reply;
+        len--;
+    tn_dispatch sel = tn_dispatch_listener(l);
+    tn_verdict v = tn_dispatch_message(&sel, peer, tn_listener_limits(l), &call, data, len, out);
+    if (v != TN_DISPATCH_CALL) {
+        if (v == TN_DISPATCH_LIMITED) {
+            TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
         }
-        call.handler = tn_listener_handler(l, data, tok);
-        if (!call.handler) {
-            evbuffer_add_printf(out, "Unknown handler: %.*s", (int)tok, data);
-            res = TN_REPLY;
-            goto reply;
-        }
+        res = tn_dispatch_result(v);
+        goto reply;
     }
     call.ctx = (tn_msg_ctx){
         .listener = l->name,
@@ -161,8 +154,8 @@ reply:
     }
     size_t n = 0;
     if (res == TN_FAIL) {
-        memcpy(reply, "Error: ", 7);
-        n = 7;
+        memcpy(reply, TN_ERROR_PREFIX, TN_ERROR_PREFIX_LEN);
+        n = TN_ERROR_PREFIX_LEN;
     }
     n += (size_t)evbuffer_remove(out, reply + n, cap - n);
     evbuffer_drain(out, evbuffer_get_length(out));
@@ -209,12 +202,9 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             tn_peer *peer = lim->rate_limit > 0 ? tn_peers_get(&l->peers, from) : NULL;
             if ((int64_t)len > lim->max_message || (st->in[i].msg_hdr.msg_flags & MSG_TRUNC)) {
                 TN_COUNT(l, rejected[TN_REJ_TOO_LARGE], 1);
-                rlen = snprintf(reply, 65536, "Error: message too large");
-            } else if (peer && !tn_peer_take_token(peer, lim->rate_limit, lim->rate_burst, tn_now_us())) {
-                TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
-                rlen = snprintf(reply, 65536, "Error: rate limit exceeded");
+                rlen = snprintf(reply, 65536, TN_ERROR_PREFIX "message too large");
             } else {
-                rlen = handle(l, st->bufs + (size_t)i * st->bufsize, len, from, fromlen, reply, 65536);
+                rlen = handle(l, st->bufs + (size_t)i * st->bufsize, len, from, fromlen, peer, reply, 65536);
             }
             if (rlen < 0)
                 continue;

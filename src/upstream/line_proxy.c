@@ -719,7 +719,7 @@ static void splice_shut_client(lp_splice *sp)
         tn_conn_close_after_flush(c, NULL); /* no half-close over TLS here */
     else if (!sp->client_done)
         shutdown(c->fd, SHUT_WR);
-    if (!c->dead)
+    if (!c->base.dead)
         splice_end_check(sp);
 }
 
@@ -733,7 +733,7 @@ static void splice_up_read(struct bufferevent *bev, void *arg)
     sp->last_ms = splice_now_ms(sp);
     evbuffer_add_buffer(tn_conn_output(c), in);
     tn_conn_flush(c);
-    if (c->dead)
+    if (c->base.dead)
         return;
     if (tn_conn_unsent(c) > SPLICE_HIGH) {
         bufferevent_disable(bev, EV_READ);
@@ -790,7 +790,7 @@ static void splice_up_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     tn_conn_flush(c);
-    if (!c->dead)
+    if (!c->base.dead)
         tn_conn_close_after_flush(c, "upstream connection lost");
 }
 
@@ -800,7 +800,7 @@ static void splice_connect(lp_splice *sp)
     int retry_after = 0;
     char kbuf[16];
     size_t klen = 0;
-    const char *key = req_key(sp->lp->g, "", 0, &c->remote.sa, kbuf, sizeof(kbuf), &klen);
+    const char *key = req_key(sp->lp->g, "", 0, &c->base.remote.sa, kbuf, sizeof(kbuf), &klen);
     tn_upstream_server *s = tn_upstream_pick(sp->lp->g, key, klen, sp->tried, sp->ntried, &retry_after);
     struct bufferevent *old = sp->up;
     sp->up = NULL;
@@ -922,10 +922,10 @@ static void splice_idle(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     lp_splice *sp = arg;
-    int64_t limit = tn_listener_limits(sp->c->listener)->idle_timeout;
+    int64_t limit = tn_listener_limits(sp->c->base.listener)->idle_timeout;
     int64_t left = sp->last_ms + limit - splice_now_ms(sp);
     if (left <= 0) {
-        sp->c->listener->stats.timeout_errors++;
+        sp->c->base.listener->stats.timeout_errors++;
         tn_conn_close(sp->c, "idle timeout");
         return;
     }
@@ -950,7 +950,7 @@ void tn_line_proxy_splice(tn_conn *c, tn_handler *h)
     c->fe = &splice_frontend;
     c->fe_state = sp;
     sp->last_ms = splice_now_ms(sp);
-    int64_t limit = tn_listener_limits(c->listener)->idle_timeout;
+    int64_t limit = tn_listener_limits(c->base.listener)->idle_timeout;
     if (limit > 0) {
         struct timeval tv;
         tv_ms(&tv, limit);
@@ -959,6 +959,6 @@ void tn_line_proxy_splice(tn_conn *c, tn_handler *h)
             evtimer_add(sp->idle, &tv);
     }
     splice_connect(sp);
-    if (!c->dead)
+    if (!c->base.dead)
         tn_conn_update_timeouts(c);
 }
