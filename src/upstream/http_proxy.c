@@ -21,6 +21,7 @@
  * the pool only after a complete, well-framed response with nothing extra. */
 #include "upstream/http_proxy.h"
 
+#include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -226,6 +227,29 @@ static void build_head(exchange *x, tn_http_request *r)
 
 /* ---- the request body -------------------------------------------------------------- */
 
+/* What waits for a plain upstream goes to its socket at once: a request
+ * costs one write and no registration for writability. Only what the
+ * socket refuses (or an error, which the write event reports) is left to
+ * the bufferevent, whose write event is enabled just for it (up_write). */
+static void up_send(exchange *x)
+{
+    tn_up_conn *uc = x->uc;
+    if (!uc || !uc->bev || uc->tls)
+        return;
+    struct evbuffer *out = bufferevent_get_output(uc->bev);
+    evutil_socket_t fd = bufferevent_getfd(uc->bev);
+    /* a socket bufferevent keeps its output's front frozen but for its own writes */
+    evbuffer_unfreeze(out, 1);
+    while (evbuffer_get_length(out)) {
+        int n = evbuffer_write(out, fd);
+        if (n <= 0 && !(n < 0 && errno == EINTR))
+            break;
+    }
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out))
+        bufferevent_enable(uc->bev, EV_WRITE);
+}
+
 static void body_to_upstream(exchange *x)
 {
     if (!x->sending || !x->uc || !x->uc->bev)
@@ -245,6 +269,7 @@ static void body_to_upstream(exchange *x)
         evbuffer_add(out, "0\r\n\r\n", 5);
         x->chunked_up = false; /* the terminator is out */
     }
+    up_send(x);
 }
 
 static bool sink_data(tn_http_body_sink *s, const char *at, size_t len)
@@ -679,8 +704,9 @@ static void up_read(struct bufferevent *bev, void *arg)
 
 static void up_write(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
     exchange *x = arg;
+    if (!x->uc->tls && !evbuffer_get_length(bufferevent_get_output(bev)))
+        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly (up_send) */
     if (x->sink_set && !x->sink_ended && x->r && x->r->body_sink)
         tn_http_body_resume(&x->sink);
     check_sent(x);
@@ -728,7 +754,12 @@ static void start_sending(exchange *x)
     tn_up_conn *uc = x->uc;
     bufferevent_setcb(uc->bev, up_read, up_write, up_event, x);
     bufferevent_setwatermark(uc->bev, EV_WRITE, BODY_HIGH / 2, 0);
-    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    if (uc->tls) {
+        bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    } else {
+        bufferevent_enable(uc->bev, EV_READ);
+        bufferevent_disable(uc->bev, EV_WRITE); /* up_send enables it when the socket is full */
+    }
     if (uc->tls && !x->reused) {
         /* the handshake first (BEV_EVENT_CONNECTED), within connect_timeout */
         const tn_handler_conf *c = &x->p->h->conf;
@@ -741,6 +772,11 @@ static void start_sending(exchange *x)
     body_to_upstream(x);
     arm_read_timeout(x);
     check_sent(x);
+    /* a body held back while connecting may have gone out whole, with no
+     * write event to resume the client */
+    if (x->uc && !evbuffer_get_length(bufferevent_get_output(uc->bev)) && x->sink_set && !x->sink_ended && x->r &&
+        x->r->body_sink)
+        tn_http_body_resume(&x->sink);
 }
 
 static void on_connect(tn_up_conn *uc, int reason, const char *detail)
