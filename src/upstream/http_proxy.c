@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -41,6 +42,7 @@
 #define PIECE (64 * 1024)      /* most handed to the front end per piece */
 #define MAX_RESP_HEADERS 100
 #define MAX_TRIES 101          /* retries is at most 100 */
+#define UP_READ (64 * 1024)    /* most read from a plain upstream per call (up_fill) */
 
 typedef struct exchange exchange;
 
@@ -617,6 +619,8 @@ static bool parse_input(exchange *x)
         int nv = evbuffer_peek(in, -1, NULL, v, 8);
         size_t used = 0;
         for (int i = 0; i < nv && i < 8 && !x->resp_done; i++) {
+            if (!v[i].iov_len)
+                continue; /* space reserved for a read (up_fill): to the parser, no bytes mean the end */
             const char *at = v[i].iov_base;
             x->feed_end = at + v[i].iov_len;
             if (!tn_http_crlf_ok(&x->crlf_need, at, x->feed_end)) {
@@ -694,11 +698,55 @@ static void stream_free(tn_http_stream *s)
 
 /* ---- upstream events ---------------------------------------------------------------- */
 
+/* libevent 2.1's evbuffer_read takes at most 4 KB per call, and the
+ * bufferevent reads once per event: a 64 KB body took sixteen wakeups,
+ * parses and client writes. What else the plain socket holds is read here
+ * in UP_READ pieces, up to RESP_HIGH waiting; the end of stream and errors
+ * are left to the bufferevent's next read, which sees them again. */
+static void up_fill(exchange *x, struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    /* a socket bufferevent keeps its input's back frozen but for its own reads */
+    evbuffer_unfreeze(in, 0);
+    while (evbuffer_get_length(in) + evbuffer_get_length(x->rbody) < RESP_HIGH) {
+        struct evbuffer_iovec v[2];
+        struct iovec iov[2];
+        int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
+        if (nv <= 0)
+            break;
+        size_t want = 0;
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+            want += v[i].iov_len;
+        }
+        ssize_t n;
+        do
+            n = readv(fd, iov, nv);
+        while (n < 0 && errno == EINTR);
+        if (n <= 0)
+            break;
+        size_t left = (size_t)n;
+        int used = 0;
+        for (; used < nv && left; used++) {
+            if (v[used].iov_len > left)
+                v[used].iov_len = left;
+            left -= v[used].iov_len;
+        }
+        evbuffer_commit_space(in, v, used);
+        if ((size_t)n < want)
+            break; /* the socket is empty */
+    }
+    evbuffer_freeze(in, 0);
+}
+
 static void up_read(struct bufferevent *bev, void *arg)
 {
-    (void)bev;
     exchange *x = arg;
     x->got_byte = true;
+    if (!x->uc->tls)
+        up_fill(x, bev);
     parse_input(x);
 }
 
