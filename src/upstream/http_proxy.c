@@ -43,6 +43,7 @@
 #define MAX_RESP_HEADERS 100
 #define MAX_TRIES 101          /* retries is at most 100 */
 #define UP_READ (64 * 1024)    /* most read from a plain upstream per call (up_fill) */
+#define EV_MAX_READ 4096       /* most libevent 2.1's evbuffer_read takes per call */
 
 typedef struct exchange exchange;
 
@@ -706,6 +707,8 @@ static void stream_free(tn_http_stream *s)
 static void up_fill(exchange *x, struct bufferevent *bev)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (evbuffer_get_length(in) < EV_MAX_READ)
+        return; /* the bufferevent's read was not cut short: the socket is empty */
     evutil_socket_t fd = bufferevent_getfd(bev);
     /* a socket bufferevent keeps its input's back frozen but for its own reads */
     evbuffer_unfreeze(in, 0);
