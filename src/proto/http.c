@@ -249,6 +249,20 @@ static void stream_end(tn_conn *c, tn_http_conn *hc, bool failed)
     }
 }
 
+/* The piece made (LEN bytes in hc->piece) to the output, framed; LAST: the
+ * stream ended with it. */
+static void put_piece(tn_conn *c, tn_http_conn *hc, size_t len, bool last)
+{
+    struct evbuffer *out = tn_conn_output(c);
+    if (len && hc->schunked)
+        evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add_buffer(out, hc->piece);
+    if (len && hc->schunked)
+        evbuffer_add(out, "\r\n", 2);
+    if (last && hc->schunked)
+        evbuffer_add(out, "0\r\n\r\n", 5);
+}
+
 /* Makes and writes pieces while the socket takes all of them; the next
  * drain of the output comes back here (http_drained). */
 static void stream_pump(evutil_socket_t fd, short what, void *arg)
@@ -279,14 +293,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             hc->swaiting = true;
             break;
         }
-        struct evbuffer *out = tn_conn_output(c);
-        if (len && hc->schunked)
-            evbuffer_add_printf(out, "%zx\r\n", len);
-        evbuffer_add_buffer(out, hc->piece);
-        if (len && hc->schunked)
-            evbuffer_add(out, "\r\n", 2);
-        if (rc == 0 && hc->schunked)
-            evbuffer_add(out, "0\r\n\r\n", 5);
+        put_piece(c, hc, len, rc == 0);
         if (rc == TN_HTTP_STREAM_WAIT)
             break; /* tn_http_stream_wake() brings us back */
         hc->sbytes += len;
@@ -327,14 +334,7 @@ static void stream_first(tn_conn *c, tn_http_conn *hc)
         hc->swaiting = true;
         return; /* tn_http_stream_wake() starts the pump */
     } else {
-        struct evbuffer *out = tn_conn_output(c);
-        if (len && hc->schunked)
-            evbuffer_add_printf(out, "%zx\r\n", len);
-        evbuffer_add_buffer(out, hc->piece);
-        if (len && hc->schunked)
-            evbuffer_add(out, "\r\n", 2);
-        if (rc == 0 && hc->schunked)
-            evbuffer_add(out, "0\r\n\r\n", 5);
+        put_piece(c, hc, len, rc == 0);
         if (rc != TN_HTTP_STREAM_WAIT)
             hc->sbytes += len;
         if (rc == 0)
