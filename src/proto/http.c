@@ -249,6 +249,20 @@ static void stream_end(tn_conn *c, tn_http_conn *hc, bool failed)
     }
 }
 
+/* The piece made (LEN bytes in hc->piece) to the output, framed; LAST: the
+ * stream ended with it. */
+static void put_piece(tn_conn *c, tn_http_conn *hc, size_t len, bool last)
+{
+    struct evbuffer *out = tn_conn_output(c);
+    if (len && hc->schunked)
+        evbuffer_add_printf(out, "%zx\r\n", len);
+    evbuffer_add_buffer(out, hc->piece);
+    if (len && hc->schunked)
+        evbuffer_add(out, "\r\n", 2);
+    if (last && hc->schunked)
+        evbuffer_add(out, "0\r\n\r\n", 5);
+}
+
 /* Makes and writes pieces while the socket takes all of them; the next
  * drain of the output comes back here (http_drained). */
 static void stream_pump(evutil_socket_t fd, short what, void *arg)
@@ -260,6 +274,10 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
     if (c->base.dead || !hc || !hc->sreq)
         return;
     tn_http_stream *st = hc->sreq->stream;
+    if (hc->send) {
+        stream_end(c, hc, hc->send < 0);
+        return;
+    }
     int rc = 1;
     hc->pumping = true;
     while (rc > 0 && rc != TN_HTTP_STREAM_WAIT && !tn_conn_unsent(c)) {
@@ -275,14 +293,7 @@ static void stream_pump(evutil_socket_t fd, short what, void *arg)
             hc->swaiting = true;
             break;
         }
-        struct evbuffer *out = tn_conn_output(c);
-        if (len && hc->schunked)
-            evbuffer_add_printf(out, "%zx\r\n", len);
-        evbuffer_add_buffer(out, hc->piece);
-        if (len && hc->schunked)
-            evbuffer_add(out, "\r\n", 2);
-        if (rc == 0 && hc->schunked)
-            evbuffer_add(out, "0\r\n\r\n", 5);
+        put_piece(c, hc, len, rc == 0);
         if (rc == TN_HTTP_STREAM_WAIT)
             break; /* tn_http_stream_wake() brings us back */
         hc->sbytes += len;
@@ -306,6 +317,32 @@ void tn_http_stream_wake(tn_http_stream *s)
         event_active(hc->pump_ev, EV_TIMEOUT, 0);
 }
 
+/* The piece the stream has ready joins the head in the output, so that a
+ * short body leaves with its head in one write (the caller flushes); the
+ * rest, and the end, come from the pump, outside this call chain. */
+static void stream_first(tn_conn *c, tn_http_conn *hc)
+{
+    tn_http_stream *st = hc->sreq->stream;
+    hc->pumping = true;
+    int rc = st->next(st, hc->piece);
+    hc->pumping = false;
+    size_t len = evbuffer_get_length(hc->piece);
+    if (rc < 0) {
+        evbuffer_drain(hc->piece, len);
+        hc->send = -1;
+    } else if (rc == TN_HTTP_STREAM_WAIT && !len) {
+        hc->swaiting = true;
+        return; /* tn_http_stream_wake() starts the pump */
+    } else {
+        put_piece(c, hc, len, rc == 0);
+        if (rc != TN_HTTP_STREAM_WAIT)
+            hc->sbytes += len;
+        if (rc == 0)
+            hc->send = 1;
+    }
+    event_active(hc->pump_ev, EV_TIMEOUT, 0);
+}
+
 /* R's head is in the output; its body (r->stream) follows. R stays alive
  * until the body is sent (its route's middleware log it then). */
 static void stream_start(tn_conn *c, tn_http_conn *hc, tn_http_request *r, bool close)
@@ -324,8 +361,9 @@ static void stream_start(tn_conn *c, tn_http_conn *hc, tn_http_request *r, bool 
     hc->sclose = close;
     hc->schunked = r->http_minor >= 1 && !r->stream->has_length;
     hc->swaiting = false;
+    hc->send = 0;
     r->stream->fe = c;
-    event_active(hc->pump_ev, EV_TIMEOUT, 0);
+    stream_first(c, hc);
 }
 
 static void http_drained(tn_conn *c)

@@ -50,6 +50,7 @@ typedef struct tn_http_conn {
     uint64_t sbytes;        /* body bytes of sreq sent so far, without chunk framing (access log) */
     bool sclose, schunked, pumping;
     bool swaiting;          /* the stream has nothing yet: only tn_http_stream_wake() resumes it */
+    int send;               /* 0 while sreq's body goes on; 1 made whole, -1 failed: the pump ends it */
     size_t queued;          /* entries in head..tail */
     int64_t body_start_us;  /* first byte of the current body (its read_timeout deadline) */
     /* a proxied request (its handler's http_stream): dispatched at its head,
