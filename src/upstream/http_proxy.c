@@ -119,115 +119,6 @@ static void answer_error(exchange *x, int status, const char *text, int retry_af
 
 /* ---- the request head ------------------------------------------------------------ */
 
-static bool hop_by_hop(const char *name, const char *connection)
-{
-    static const char *const names[] = { "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
-                                         "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
-                                         "Proxy-Authorization" };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcasecmp(name, names[i]) == 0)
-            return true;
-    if (strncasecmp(name, "Proxy-", 6) == 0)
-        return true;
-    return connection && tn_http_list_has(connection, name, false);
-}
-
-static bool is_idempotent(const char *m)
-{
-    static const char *const ok[] = { "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE" };
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-        if (strcmp(m, ok[i]) == 0)
-            return true;
-    return false;
-}
-
-/* The client's address for Forwarded: IPv6 quoted in brackets (RFC 7239). */
-static void forwarded_for(struct evbuffer *out, const char *ip)
-{
-    if (strchr(ip, ':'))
-        evbuffer_add_printf(out, "for=\"[%s]\"", ip);
-    else
-        evbuffer_add_printf(out, "for=%s", ip);
-}
-
-static void build_head(exchange *x, tn_http_request *r)
-{
-    const tn_handler_conf *c = &x->p->h->conf;
-    struct evbuffer *out = x->head;
-    const char *connection = tn_http_header_get(r, "Connection");
-    const char *cl = tn_http_header_get(r, "Content-Length");
-    const char *host = tn_http_header_get(r, "Host");
-    const char *upgrade = tn_http_header_get(r, "Upgrade");
-    bool https = x->https;
-    x->upgrade = upgrade && connection && tn_http_list_has(connection, "upgrade", false);
-    /* the front end refuses any coding but chunked last; other codings
-     * (gzip, chunked) were undone only as far as chunked */
-    x->chunked_up = tn_http_header_get(r, "Transfer-Encoding") != NULL;
-    evbuffer_add_printf(out, "%s ", r->method);
-    const char *rest = tn_http_route_rest_of(r, r->path);
-    if (rest != r->path) {
-        /* the route's prefix is not the upstream's: what follows it goes */
-        if (!*rest)
-            evbuffer_add(out, "/", 1);
-        else
-            tn_http_add_escaped(out, rest, TN_HTTP_ESC_PATH);
-        if (*r->query) {
-            evbuffer_add(out, "?", 1);
-            evbuffer_add(out, r->query, strlen(r->query));
-        }
-    } else {
-        evbuffer_add(out, r->target, strlen(r->target));
-    }
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
-    if (c->preserve_host && host)
-        evbuffer_add_printf(out, "Host: %s\r\n", host);
-    else
-        evbuffer_add_printf(out, "Host: %s\r\n", x->server ? x->server->name : "");
-    const char *xff = NULL, *fwd = NULL, *via = NULL;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const char *n = r->headers[i].name, *v = r->headers[i].value;
-        if (hop_by_hop(n, connection) || !strcasecmp(n, "Host") || !strcasecmp(n, "Content-Length") ||
-            !strcasecmp(n, "Expect") || !strcasecmp(n, "X-Forwarded-Proto") || !strcasecmp(n, "X-Forwarded-Host"))
-            continue;
-        if (!strcasecmp(n, "X-Forwarded-For")) {
-            xff = v;
-            continue;
-        }
-        if (!strcasecmp(n, "Forwarded")) {
-            fwd = v;
-            continue;
-        }
-        if (!strcasecmp(n, "Via")) {
-            via = v;
-            continue;
-        }
-        evbuffer_add_printf(out, "%s: %s\r\n", n, v);
-    }
-    evbuffer_add_printf(out, "X-Forwarded-For: %s%s%s\r\n", xff ? xff : "", xff ? ", " : "", r->remote_ip);
-    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", https ? "https" : "http");
-    if (host)
-        evbuffer_add_printf(out, "X-Forwarded-Host: %s\r\n", host);
-    evbuffer_add_printf(out, "Forwarded: %s%s", fwd ? fwd : "", fwd ? ", " : "");
-    forwarded_for(out, r->remote_ip);
-    evbuffer_add_printf(out, ";proto=%s", https ? "https" : "http");
-    if (host && !strpbrk(host, "\"\\"))
-        evbuffer_add_printf(out, ";host=\"%s\"", host);
-    evbuffer_add(out, "\r\n", 2);
-    evbuffer_add_printf(out, "Via: %s%s%d.%d tusknetd\r\n", via ? via : "", via ? ", " : "", r->http_major,
-                        r->http_minor);
-    if (x->chunked_up) {
-        /* de-chunked by the front end, chunked again as it goes up */
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    } else if (cl) {
-        evbuffer_add_printf(out, "Content-Length: %s\r\n", cl);
-    }
-    if (x->upgrade)
-        evbuffer_add_printf(out, "Connection: upgrade\r\nUpgrade: %s\r\n", upgrade);
-    else if (c->keepalive == 0)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    evbuffer_add(out, "\r\n", 2);
-}
-
 /* ---- the request body -------------------------------------------------------------- */
 
 /* What waits for a plain upstream goes to its socket at once: a request
@@ -432,39 +323,9 @@ static void deliver_head(exchange *x)
     x->job = NULL;
     int status = x->parser.status_code;
     r->status = status;
-    const char *connection = NULL;
-    for (size_t i = 0; i < x->nh; i++)
-        if (!strcasecmp(x->hname[i], "Connection"))
-            connection = x->hvalue[i];
     bool switching = status == 101 && x->upgrade;
-    const char *via = NULL;
-    bool has_ctype = false;
-    for (size_t i = 0; i < x->nh; i++) {
-        const char *n = x->hname[i], *v = x->hvalue[i];
-        if (!strcasecmp(n, "Content-Type")) {
-            r->content_type = tn_http_strdup(r, v, strlen(v));
-            has_ctype = true;
-            continue;
-        }
-        if (switching && (!strcasecmp(n, "Upgrade") || !strcasecmp(n, "Connection"))) {
-            tn_http_add_header(r, n, v);
-            continue;
-        }
-        if (hop_by_hop(n, connection) || !strcasecmp(n, "Content-Length") || !strcasecmp(n, "Date") ||
-            !strcasecmp(n, "Server"))
-            continue;
-        if (!strcasecmp(n, "Via")) {
-            via = v;
-            continue;
-        }
-        tn_http_add_header(r, n, v);
-    }
-    if (!has_ctype)
-        r->content_type = ""; /* none: none sent on */
-    char vbuf[512];
-    snprintf(vbuf, sizeof(vbuf), "%s%s%d.%d tusknetd", via ? via : "", via ? ", " : "", x->parser.http_major,
-             x->parser.http_minor);
-    tn_http_add_header(r, "Via", vbuf);
+    tn_http_proxy_response_headers(r, x->hname, x->hvalue, x->nh, switching, x->parser.http_major,
+                                   x->parser.http_minor);
     if (switching) {
         r->on_upgrade = ws_take;
         r->upgrade_arg = x;
@@ -965,7 +826,7 @@ static void try_start(exchange *x, tn_upstream_server *s)
         x->tried[x->ntried++] = s;
     /* the head names the server (Host) unless preserve_host */
     evbuffer_drain(x->head, evbuffer_get_length(x->head));
-    build_head(x, x->r);
+    tn_http_proxy_request_head(x->head, x->r, &x->p->h->conf, s->name, x->https, &x->upgrade, &x->chunked_up);
     x->got_byte = false;
     x->head_done = false;
     x->resp_done = false;
@@ -1110,7 +971,7 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     x->h = p->h;
     tn_handler_ref(x->h);
     x->t0 = tn_now_us();
-    x->idempotent = is_idempotent(r->method);
+    x->idempotent = tn_http_proxy_idempotent(r->method);
     x->https = call->ctx.tls != NULL;
     x->job->hstate = x;
     x->job->cancel = job_cancel;
