@@ -574,7 +574,8 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
     tn_sd_close_unused(&d->sd);
     if (worker) {
         /* the master owns the control socket, the pid file and systemd */
-        if (tn_workers_started(d, err, sizeof(err)) < 0) {
+        static const tn_worker_hooks hooks = { tn_control_exec, tn_daemon_drain, tn_daemon_shutdown };
+        if (tn_workers_started(d, &hooks, err, sizeof(err)) < 0) {
             tn_error("%s", err);
             free_state(d);
             return NULL;
