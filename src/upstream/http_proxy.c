@@ -999,3 +999,4 @@ const tn_proxy_side tn_proxy_http = {
     .init = http_side_init,
     .handle = http_handle,
 };
+const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;

@@ -646,3 +646,4 @@ const tn_proxy_side tn_line_proxy_side = {
     .handle = line_handle,
     .destroy = line_destroy,
 };
+const tn_proxy_side *const tn_proxy_line_side = &tn_line_proxy_side;

@@ -13,11 +13,6 @@
 
 #include "json.h"
 #include "log.h"
-#include "upstream/http_proxy.h"
-#include "upstream/line_proxy.h"
-
-const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;
-const tn_proxy_side *const tn_proxy_line_side = &tn_line_proxy_side;
 
 /* ---- settings ------------------------------------------------------------ */
 

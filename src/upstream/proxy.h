@@ -23,7 +23,8 @@ typedef struct tn_proxy_side {
     void (*destroy)(tn_proxy *p);
 } tn_proxy_side;
 
-/* The sides this build has (proxy.c points these at each side's table);
+/* The sides this build has (each side points its entry at its table, so
+ * that proxy.c includes no side);
  * NULL: the front end refuses proxy handlers (startup check).
  * HTTP: HTTP and HTTPS routes, WebSocket upgrades on them. LINE: TCP line
  * listeners. */
