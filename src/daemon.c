@@ -29,7 +29,6 @@
 #include "cluster.h"
 #include "control.h"
 #include "log.h"
-#include "master.h"
 #include "net/conn.h"
 #include "net/linger.h"
 #include "net/listener.h"
@@ -143,7 +142,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 void tn_daemon_shutdown(tn_daemon *d, const char *why)
 {
     if (d->master) {
-        tn_master_shutdown(d->master, why);
+        d->master_ops->shutdown(d->master, why);
         return;
     }
     if (d->stopping && !d->draining)
@@ -335,7 +334,7 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     }
     tn_diag_free(&diag);
     /* the master applies it by starting new workers (and takes it) */
-    if (cfg && (d->master ? tn_master_apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
+    if (cfg && (d->master ? d->master_ops->apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
         tn_config_unref(cfg);
         cfg = NULL;
     }

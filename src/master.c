@@ -787,7 +787,9 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
     memset(d, 0, sizeof(*d));
     m->d = d;
     m->sigfd = -1;
+    static const tn_master_ops ops = { tn_master_forward, tn_master_forget, tn_master_apply, tn_master_shutdown };
     d->master = m;
+    d->master_ops = &ops;
     d->cfg = cfg;
     d->config_path = strdup(path);
     d->cli_log_level = cli_log_level;
