@@ -714,39 +714,6 @@ static void backoff_done(evutil_socket_t fd, short what, void *arg)
     try_next(arg);
 }
 
-static const char *hash_key(exchange *x, size_t *len, char *buf, size_t buflen)
-{
-    tn_upstream_group *g = x->p->group;
-    tn_http_request *r = x->r;
-    const char *k = NULL;
-    if (g->key_kind == TN_UPK_REMOTE_ADDR) {
-        k = r->remote_ip;
-    } else if (g->key_kind == TN_UPK_HEADER) {
-        k = tn_http_header_get(r, g->key_name);
-    } else if (g->key_kind == TN_UPK_COOKIE) {
-        const char *ck = tn_http_header_get(r, "Cookie");
-        size_t nl = strlen(g->key_name);
-        for (const char *p = ck; p && *p;) {
-            while (*p == ' ' || *p == ';')
-                p++;
-            const char *e = strchr(p, ';');
-            size_t seg = e ? (size_t)(e - p) : strlen(p);
-            if (seg > nl && strncmp(p, g->key_name, nl) == 0 && p[nl] == '=') {
-                size_t vl = seg - nl - 1;
-                if (vl >= buflen)
-                    vl = buflen - 1;
-                memcpy(buf, p + nl + 1, vl);
-                buf[vl] = '\0';
-                k = buf;
-                break;
-            }
-            p = e ? e + 1 : p + seg;
-        }
-    }
-    *len = k ? strlen(k) : 0;
-    return k;
-}
-
 static void fail_try(exchange *x, int reason, const char *detail)
 {
     tn_upstream_server *s = x->server;
@@ -856,7 +823,7 @@ static tn_upstream_server *pick(exchange *x, int *retry_after)
 {
     char kbuf[256];
     size_t klen = 0;
-    const char *key = hash_key(x, &klen, kbuf, sizeof(kbuf));
+    const char *key = tn_http_proxy_hash_key(x->p->group, x->r, &klen, kbuf, sizeof(kbuf));
     return tn_upstream_pick(x->p->group, key, klen, x->tried, x->ntried, retry_after);
 }
 

@@ -2,7 +2,8 @@
 /* http_proxy_head.c - the heads the HTTP proxy rewrites: the request head it
  * sends up (hop-by-hop headers dropped, X-Forwarded-*, Forwarded and Via
  * added, the route's prefix cut) and the response headers it hands to the
- * front end. No state: the exchange (http_proxy.c) owns the buffers. */
+ * front end, and the hash balance's key read from a request. No state: the
+ * exchange (http_proxy.c) owns the buffers. */
 #include "upstream/http_proxy.h"
 
 #include <stdio.h>
@@ -156,4 +157,36 @@ void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names
     char vbuf[512];
     snprintf(vbuf, sizeof(vbuf), "%s%s%d.%d tusknetd", via ? via : "", via ? ", " : "", major, minor);
     tn_http_add_header(r, "Via", vbuf);
+}
+
+const char *tn_http_proxy_hash_key(const tn_upstream_group *g, const tn_http_request *r, size_t *len, char *buf,
+                                   size_t buflen)
+{
+    const char *k = NULL;
+    if (g->key_kind == TN_UPK_REMOTE_ADDR) {
+        k = r->remote_ip;
+    } else if (g->key_kind == TN_UPK_HEADER) {
+        k = tn_http_header_get(r, g->key_name);
+    } else if (g->key_kind == TN_UPK_COOKIE) {
+        const char *ck = tn_http_header_get(r, "Cookie");
+        size_t nl = strlen(g->key_name);
+        for (const char *p = ck; p && *p;) {
+            while (*p == ' ' || *p == ';')
+                p++;
+            const char *e = strchr(p, ';');
+            size_t seg = e ? (size_t)(e - p) : strlen(p);
+            if (seg > nl && strncmp(p, g->key_name, nl) == 0 && p[nl] == '=') {
+                size_t vl = seg - nl - 1;
+                if (vl >= buflen)
+                    vl = buflen - 1;
+                memcpy(buf, p + nl + 1, vl);
+                buf[vl] = '\0';
+                k = buf;
+                break;
+            }
+            p = e ? e + 1 : p + seg;
+        }
+    }
+    *len = k ? strlen(k) : 0;
+    return k;
 }
