@@ -645,5 +645,6 @@ const tn_proxy_side tn_line_proxy_side = {
     .init = line_init,
     .handle = line_handle,
     .destroy = line_destroy,
+    .takeover = tn_line_proxy_takeover,
 };
 const tn_proxy_side *const tn_proxy_line_side = &tn_line_proxy_side;

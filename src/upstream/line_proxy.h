@@ -22,12 +22,9 @@ struct tn_conn;
  * handler's side_state[TN_UPSIDE_LINE]. */
 extern const tn_proxy_side tn_line_proxy_side;
 
-/* mode connection: true when H is a proxy whose connections are spliced
- * whole (as a tcp listener's only handler). */
-bool tn_line_proxy_splices(const tn_handler *h);
-/* Splices the accepted connection C to a server of proxy H; C is closed
- * when no server can be reached. */
-void tn_line_proxy_splice(struct tn_conn *c, tn_handler *h);
+/* mode connection: the side's takeover (line_splice.c): splices the
+ * accepted connection C to a server of proxy P; false in mode message. */
+bool tn_line_proxy_takeover(tn_proxy *p, struct tn_conn *c);
 
 /* ---- shared by the two modes (line_proxy.c, line_splice.c) ---------------------- */
 

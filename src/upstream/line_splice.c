@@ -39,11 +39,6 @@ typedef struct lp_splice {
     bool shut_client; /* our writing to the client is shut down */
 } lp_splice;
 
-bool tn_line_proxy_splices(const tn_handler *h)
-{
-    return h->conf.type == TN_H_PROXY && h->conf.mode == TN_PROXY_CONNECTION;
-}
-
 static int64_t splice_now_ms(lp_splice *sp)
 {
     struct timeval tv;
@@ -285,13 +280,15 @@ static void splice_idle(evutil_socket_t fd, short what, void *arg)
     evtimer_add(sp->idle, &tv);
 }
 
-void tn_line_proxy_splice(tn_conn *c, tn_handler *h)
+bool tn_line_proxy_takeover(tn_proxy *p, tn_conn *c)
 {
-    tn_line_proxy *lp = ((tn_proxy *)h->state)->side_state[TN_UPSIDE_LINE];
+    if (p->h->conf.mode != TN_PROXY_CONNECTION)
+        return false;
+    tn_line_proxy *lp = p->side_state[TN_UPSIDE_LINE];
     lp_splice *sp = calloc(1, sizeof(*sp));
     if (!sp) {
         tn_conn_close(c, "out of memory");
-        return;
+        return true;
     }
     sp->lp = lp;
     sp->c = c;
@@ -312,4 +309,5 @@ void tn_line_proxy_splice(tn_conn *c, tn_handler *h)
     splice_connect(sp);
     if (!c->base.dead)
         tn_conn_update_timeouts(c);
+    return true;
 }
