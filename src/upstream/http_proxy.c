@@ -21,13 +21,11 @@
  * the pool only after a complete, well-framed response with nothing extra. */
 #include "upstream/http_proxy.h"
 
-#include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -42,8 +40,6 @@
 #define PIECE (64 * 1024)      /* most handed to the front end per piece */
 #define MAX_RESP_HEADERS 100
 #define MAX_TRIES 101          /* retries is at most 100 */
-#define UP_READ (64 * 1024)    /* most read from a plain upstream per call (up_fill) */
-#define EV_MAX_READ 4096       /* most libevent 2.1's evbuffer_read takes per call */
 
 typedef struct exchange exchange;
 
@@ -117,32 +113,7 @@ static void answer_error(exchange *x, int status, const char *text, int retry_af
     tn_job_done(job, TN_FAIL, text, strlen(text));
 }
 
-/* ---- the request head ------------------------------------------------------------ */
-
 /* ---- the request body -------------------------------------------------------------- */
-
-/* What waits for a plain upstream goes to its socket at once: a request
- * costs one write and no registration for writability. Only what the
- * socket refuses (or an error, which the write event reports) is left to
- * the bufferevent, whose write event is enabled just for it (up_write). */
-static void up_send(exchange *x)
-{
-    tn_up_conn *uc = x->uc;
-    if (!uc || !uc->bev || uc->tls)
-        return;
-    struct evbuffer *out = bufferevent_get_output(uc->bev);
-    evutil_socket_t fd = bufferevent_getfd(uc->bev);
-    /* a socket bufferevent keeps its output's front frozen but for its own writes */
-    evbuffer_unfreeze(out, 1);
-    while (evbuffer_get_length(out)) {
-        int n = evbuffer_write(out, fd);
-        if (n <= 0 && !(n < 0 && errno == EINTR))
-            break;
-    }
-    evbuffer_freeze(out, 1);
-    if (evbuffer_get_length(out))
-        bufferevent_enable(uc->bev, EV_WRITE);
-}
 
 static void body_to_upstream(exchange *x)
 {
@@ -163,7 +134,7 @@ static void body_to_upstream(exchange *x)
         evbuffer_add(out, "0\r\n\r\n", 5);
         x->chunked_up = false; /* the terminator is out */
     }
-    up_send(x);
+    tn_http_pool_send(x->uc);
 }
 
 static bool sink_data(tn_http_body_sink *s, const char *at, size_t len)
@@ -482,7 +453,7 @@ static bool parse_input(exchange *x)
         size_t used = 0;
         for (int i = 0; i < nv && i < 8 && !x->resp_done; i++) {
             if (!v[i].iov_len)
-                continue; /* space reserved for a read (up_fill): to the parser, no bytes mean the end */
+                continue; /* space reserved for a read (tn_http_pool_fill): to the parser, no bytes mean the end */
             const char *at = v[i].iov_base;
             x->feed_end = at + v[i].iov_len;
             if (!tn_http_crlf_ok(&x->crlf_need, at, x->feed_end)) {
@@ -560,57 +531,12 @@ static void stream_free(tn_http_stream *s)
 
 /* ---- upstream events ---------------------------------------------------------------- */
 
-/* libevent 2.1's evbuffer_read takes at most 4 KB per call, and the
- * bufferevent reads once per event: a 64 KB body took sixteen wakeups,
- * parses and client writes. What else the plain socket holds is read here
- * in UP_READ pieces, up to RESP_HIGH waiting; the end of stream and errors
- * are left to the bufferevent's next read, which sees them again. */
-static void up_fill(exchange *x, struct bufferevent *bev)
-{
-    struct evbuffer *in = bufferevent_get_input(bev);
-    if (evbuffer_get_length(in) < EV_MAX_READ)
-        return; /* the bufferevent's read was not cut short: the socket is empty */
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    /* a socket bufferevent keeps its input's back frozen but for its own reads */
-    evbuffer_unfreeze(in, 0);
-    while (evbuffer_get_length(in) + evbuffer_get_length(x->rbody) < RESP_HIGH) {
-        struct evbuffer_iovec v[2];
-        struct iovec iov[2];
-        int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
-        if (nv <= 0)
-            break;
-        size_t want = 0;
-        for (int i = 0; i < nv; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
-            want += v[i].iov_len;
-        }
-        ssize_t n;
-        do
-            n = readv(fd, iov, nv);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0)
-            break;
-        size_t left = (size_t)n;
-        int used = 0;
-        for (; used < nv && left; used++) {
-            if (v[used].iov_len > left)
-                v[used].iov_len = left;
-            left -= v[used].iov_len;
-        }
-        evbuffer_commit_space(in, v, used);
-        if ((size_t)n < want)
-            break; /* the socket is empty */
-    }
-    evbuffer_freeze(in, 0);
-}
-
 static void up_read(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
     x->got_byte = true;
     if (!x->uc->tls)
-        up_fill(x, bev);
+        tn_http_pool_fill(bev, evbuffer_get_length(x->rbody), RESP_HIGH);
     parse_input(x);
 }
 
@@ -618,7 +544,7 @@ static void up_write(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
     if (!x->uc->tls && !evbuffer_get_length(bufferevent_get_output(bev)))
-        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly (up_send) */
+        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly (tn_http_pool_send) */
     if (x->sink_set && !x->sink_ended && x->r && x->r->body_sink)
         tn_http_body_resume(&x->sink);
     check_sent(x);
