@@ -29,7 +29,6 @@
 #include "daemon.h"
 #include "json.h"
 #include "log.h"
-#include "master.h"
 #include "metrics_export.h"
 #include "workers.h"
 #include "upstream/proxy.h"
@@ -67,7 +66,7 @@ typedef struct command {
 static void client_free(ctl_client *c)
 {
     if (c->waiting)
-        tn_master_forget(c->ctl->d->master, c);
+        c->ctl->d->master_ops->forget(c->ctl->d->master, c);
     /* answers already made (e.g. to `shutdown`) should reach the client */
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out)) {
@@ -500,7 +499,7 @@ static void run_command(ctl_client *c, struct evbuffer *out, char *line, size_t 
         error_answer(&j, "unknown command '%s' (try help)", line);
     } else if (cmd->level > c->level) {
         error_answer(&j, "permission denied: '%s' needs admin", line);
-    } else if (c->bev && c->ctl->d->master && tn_master_forward(c->ctl->d->master, c, cmd->name, arg)) {
+    } else if (c->bev && c->ctl->d->master && c->ctl->d->master_ops->forward(c->ctl->d->master, c, cmd->name, arg)) {
         /* answered by tn_control_answer() once the workers have */
         c->waiting = true;
         return;

@@ -29,7 +29,6 @@
 #include "cluster.h"
 #include "control.h"
 #include "log.h"
-#include "master.h"
 #include "net/conn.h"
 #include "net/linger.h"
 #include "net/listener.h"
@@ -143,7 +142,7 @@ static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 void tn_daemon_shutdown(tn_daemon *d, const char *why)
 {
     if (d->master) {
-        tn_master_shutdown(d->master, why);
+        d->master_ops->shutdown(d->master, why);
         return;
     }
     if (d->stopping && !d->draining)
@@ -335,7 +334,7 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     }
     tn_diag_free(&diag);
     /* the master applies it by starting new workers (and takes it) */
-    if (cfg && (d->master ? tn_master_apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
+    if (cfg && (d->master ? d->master_ops->apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
         tn_config_unref(cfg);
         cfg = NULL;
     }
@@ -574,7 +573,8 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
     tn_sd_close_unused(&d->sd);
     if (worker) {
         /* the master owns the control socket, the pid file and systemd */
-        if (tn_workers_started(d, err, sizeof(err)) < 0) {
+        static const tn_worker_hooks hooks = { tn_control_exec, tn_daemon_drain, tn_daemon_shutdown };
+        if (tn_workers_started(d, &hooks, err, sizeof(err)) < 0) {
             tn_error("%s", err);
             free_state(d);
             return NULL;

@@ -43,8 +43,6 @@
 #include "clock.h"
 #include "control.h"
 #include "log.h"
-#include "net/listener.h"
-#include "proto/protocols.h"
 #include "workers.h"
 
 #define REQUEST_TIMEOUT_S 10
@@ -65,13 +63,6 @@ typedef struct mworker {
     bool ready, draining;
     uint64_t relay_dropped; /* room messages it was too slow for */
 } mworker;
-
-/* A listener's sockets: one per slot, or one systemd socket for all. */
-typedef struct lsock {
-    const tn_listener_conf *conf; /* in the master's current config */
-    int *fds;
-    bool shared;
-} lsock;
 
 typedef struct slot_state {
     tn_master *m;
@@ -98,7 +89,7 @@ typedef struct request {
 struct tn_master {
     tn_daemon *d;
     int nslots;
-    lsock *socks;
+    tn_master_lsock *socks;
     size_t nsocks;
     slot_state *slots;
     mworker *workers;
@@ -132,123 +123,6 @@ int tn_master_workers_wanted(const tn_config *cfg)
         return CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
-}
-
-/* ---- sockets -------------------------------------------------------------------- */
-
-static void close_lsock(tn_master *m, lsock *s)
-{
-    if (!s->fds)
-        return;
-    for (int i = 0; i < (s->shared ? 1 : m->nslots); i++)
-        if (s->fds[i] >= 0)
-            close(s->fds[i]);
-    free(s->fds);
-    s->fds = NULL;
-}
-
-/* The sockets of a listener in OLD that CONF continues (same protocol and
- * address, the same name first), as the single process matches listeners. */
-static lsock *find_old(lsock *old, size_t nold, const tn_listener_conf *conf)
-{
-    char host[256];
-    int port = 0;
-    tn_parse_listen(conf->listen, host, sizeof(host), &port);
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < nold; i++) {
-            lsock *s = &old[i];
-            if (!s->fds || s->conf->protocol != conf->protocol || strcmp(s->conf->listen, conf->listen) != 0)
-                continue;
-            if (pass == 0 ? strcmp(s->conf->name, conf->name) == 0 : port != 0)
-                return s;
-        }
-    return NULL;
-}
-
-static int bind_slots(tn_master *m, const tn_listener_conf *conf, lsock *s, char *err, size_t errlen)
-{
-    const tn_proto_ops *ops = tn_proto_ops_for(conf->protocol);
-    struct sockaddr_storage ss;
-    socklen_t len = 0;
-    char why[256];
-    s->fds = malloc((size_t)m->nslots * sizeof(int));
-    if (!s->fds || !ops) {
-        snprintf(err, errlen, "listener '%s': out of memory", conf->name);
-        return -1;
-    }
-    for (int i = 0; i < m->nslots; i++)
-        s->fds[i] = -1;
-    if (tn_listen_resolve(conf->listen, &ss, &len, why, sizeof(why)) == 0) {
-        int fd = tn_sd_take(&m->d->sd, conf->fd_name, ops->socktype, (struct sockaddr *)&ss, len);
-        if (fd >= 0) {
-            tn_info("listener %s: using the socket passed by systemd, shared by the workers", conf->name);
-            s->fds[0] = fd;
-            s->shared = true;
-            return 0;
-        }
-        for (int i = 0; i < m->nslots; i++) {
-            s->fds[i] = tn_listener_bind(conf, ops->socktype, &ss, len, true, why, sizeof(why));
-            if (s->fds[i] < 0)
-                break;
-            if (i == 0) {
-                /* port 0: every slot on the port the first one got */
-                struct sockaddr_storage got;
-                socklen_t gl = sizeof(got);
-                if (getsockname(s->fds[0], (struct sockaddr *)&got, &gl) == 0 && got.ss_family == ss.ss_family) {
-                    ss = got;
-                    len = gl;
-                }
-            }
-        }
-        if (s->fds[m->nslots - 1] >= 0)
-            return 0;
-    }
-    snprintf(err, errlen, "%s:%d:%d: listener '%s': %s", conf->listen_pos.file, conf->listen_pos.line,
-             conf->listen_pos.col, conf->name, why);
-    close_lsock(m, s);
-    return -1;
-}
-
-/* Sockets for every listener of CFG, kept from the running set where the
- * listener continues. On failure nothing changed. */
-static int open_sockets(tn_master *m, const tn_config *cfg, lsock **out, char *err, size_t errlen)
-{
-    lsock *set = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*set));
-    lsock **from = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*from));
-    if (!set || !from) {
-        free(set);
-        free(from);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    int rc = 0;
-    for (size_t i = 0; i < cfg->nlisteners && rc == 0; i++) {
-        const tn_listener_conf *conf = &cfg->listeners[i];
-        set[i].conf = conf;
-        lsock *old = find_old(m->socks, m->nsocks, conf);
-        if (old) {
-            set[i].fds = old->fds;
-            set[i].shared = old->shared;
-            old->fds = NULL; /* taken; given back below if this fails */
-            from[i] = old;
-        } else {
-            rc = bind_slots(m, conf, &set[i], err, errlen);
-        }
-    }
-    if (rc < 0) {
-        for (size_t i = 0; i < cfg->nlisteners; i++) {
-            if (from[i])
-                from[i]->fds = set[i].fds;
-            else
-                close_lsock(m, &set[i]);
-        }
-        free(set);
-        free(from);
-        return -1;
-    }
-    free(from);
-    *out = set;
-    return 0;
 }
 
 /* ---- workers ------------------------------------------------------------------- */
@@ -772,13 +646,13 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "workers of earlier reloads are still draining; try again when they are done");
         return -1;
     }
-    lsock *set = NULL;
-    if (open_sockets(m, cfg, &set, err, errlen) < 0)
+    tn_master_lsock *set = NULL;
+    if (tn_master_open_sockets(&m->d->sd, m->nslots, m->socks, m->nsocks, cfg, &set, err, errlen) < 0)
         return -1;
     if (tn_master_workers_wanted(cfg) != m->nslots)
         tn_warn("reload: daemon.workers changes take effect at the next start");
     for (size_t i = 0; i < m->nsocks; i++)
-        close_lsock(m, &m->socks[i]); /* the ones no listener continues */
+        tn_master_close_lsock(&m->socks[i], m->nslots); /* the ones no listener continues */
     free(m->socks);
     m->socks = set;
     m->nsocks = cfg->nlisteners;
@@ -882,7 +756,7 @@ static void master_free(tn_master *m)
         free_worker(w);
     }
     for (size_t i = 0; i < m->nsocks; i++)
-        close_lsock(m, &m->socks[i]);
+        tn_master_close_lsock(&m->socks[i], m->nslots);
     free(m->socks);
     for (int i = 0; m->slots && i < m->nslots; i++)
         if (m->slots[i].restart_ev)
@@ -913,7 +787,9 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
     memset(d, 0, sizeof(*d));
     m->d = d;
     m->sigfd = -1;
+    static const tn_master_ops ops = { tn_master_forward, tn_master_forget, tn_master_apply, tn_master_shutdown };
     d->master = m;
+    d->master_ops = &ops;
     d->cfg = cfg;
     d->config_path = strdup(path);
     d->cli_log_level = cli_log_level;
@@ -952,7 +828,7 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
     }
     tn_sd_init(&d->sd, d->base);
     char err[2048];
-    if (open_sockets(m, cfg, &m->socks, err, sizeof(err)) < 0) {
+    if (tn_master_open_sockets(&m->d->sd, m->nslots, m->socks, m->nsocks, cfg, &m->socks, err, sizeof(err)) < 0) {
         tn_log_lines(TN_LOG_ERROR, NULL, err);
         tn_sd_notify("STATUS=Failed to start: %s", err);
         master_free(m);

@@ -30,6 +30,22 @@ void tn_master_forget(tn_master *m, void *client);
 int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen);
 void tn_master_shutdown(tn_master *m, const char *why);
 
+/* ---- the listening sockets (master_sockets.c) -------------------------------- */
+
+/* A listener's sockets: one per slot, or one systemd socket for all. */
+typedef struct tn_master_lsock {
+    const tn_listener_conf *conf; /* in the master's current config */
+    int *fds;
+    bool shared;
+} tn_master_lsock;
+
+void tn_master_close_lsock(tn_master_lsock *s, int nslots);
+/* Sockets for every listener of CFG into *OUT, taken from OLD_SET where the
+ * listener continues (same protocol and address, the same name first). On
+ * failure nothing changed. */
+int tn_master_open_sockets(tn_sd *sd, int nslots, tn_master_lsock *old_set, size_t nold, const tn_config *cfg,
+                           tn_master_lsock **out, char *err, size_t errlen);
+
 /* ---- merging the workers' answers (master_merge.c) ---------------------------- */
 
 typedef struct tn_master_answer {

@@ -2,9 +2,12 @@
 /* metrics.c - latency histograms and the names of rejection reasons.
  *
  * Counters are plain fields in the structs of metrics.h, bumped where the
- * event happens; this file holds what is more than an increment. The
- * exports of them all are metrics_export.c. */
+ * event happens; this file holds what is more than an increment, and the
+ * Prometheus pieces every exporter shares (upstream.c has its own series).
+ * The exports of them all are metrics_export.c. */
 #include "metrics.h"
+
+#include <event2/buffer.h>
 
 const char *tn_reject_name(int reason)
 {
@@ -68,4 +71,35 @@ double tn_hist_percentile(const tn_hist *h, double p)
         seen += h->buckets[i];
     }
     return (double)((uint64_t)1 << (TN_HIST_BUCKETS - 1));
+}
+
+/* ---- Prometheus text format pieces -------------------------------------------- */
+
+void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h)
+{
+    uint64_t cum = 0;
+    /* Prometheus buckets are cumulative with "le" bounds; ours are
+     * power-of-two microsecond buckets, reported from 1us to ~1min */
+    for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
+        cum += h->buckets[b];
+        if (b < 26 && (b % 2 == 0 || b < 4))
+            evbuffer_add_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels,
+                                (double)tn_hist_bound_us(b) / 1e6, (unsigned long long)cum);
+    }
+    evbuffer_add_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)h->count);
+    evbuffer_add_printf(out, "%s_sum{%s} %.6f\n", name, labels, (double)h->sum_us / 1e6);
+    evbuffer_add_printf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
+}
+
+/* Label values are names from the config: escape what the text format needs. */
+void tn_prom_label(struct evbuffer *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            evbuffer_add_printf(out, "\\%c", *s);
+        else if (*s == '\n')
+            evbuffer_add(out, "\\n", 2);
+        else
+            evbuffer_add(out, s, 1);
+    }
 }

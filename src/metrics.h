@@ -79,6 +79,13 @@ typedef struct tn_hist {
 void tn_hist_add(tn_hist *h, int64_t us);
 /* Estimated percentile (0 < p < 1) in microseconds, 0 when empty. */
 double tn_hist_percentile(const tn_hist *h, double p);
+
+struct evbuffer;
+/* Appends S escaped as a Prometheus label value. */
+void tn_prom_label(struct evbuffer *out, const char *s);
+/* The series NAME_bucket/_sum/_count of H with LABELS (`a="x",b="y"`,
+ * escaped already). */
+void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h);
 /* Upper bound of bucket i in microseconds. */
 uint64_t tn_hist_bound_us(int i);
 

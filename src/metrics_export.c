@@ -279,35 +279,6 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
     tn_json_close(j, '}');
 }
 
-/* Label values are names from the config: escape what the text format needs. */
-void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h)
-{
-    uint64_t cum = 0;
-    /* Prometheus buckets are cumulative with "le" bounds; ours are
-     * power-of-two microsecond buckets, reported from 1us to ~1min */
-    for (int b = 0; b < TN_HIST_BUCKETS - 1; b++) {
-        cum += h->buckets[b];
-        if (b < 26 && (b % 2 == 0 || b < 4))
-            evbuffer_add_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels,
-                                (double)tn_hist_bound_us(b) / 1e6, (unsigned long long)cum);
-    }
-    evbuffer_add_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)h->count);
-    evbuffer_add_printf(out, "%s_sum{%s} %.6f\n", name, labels, (double)h->sum_us / 1e6);
-    evbuffer_add_printf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
-}
-
-void tn_prom_label(struct evbuffer *out, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            evbuffer_add_printf(out, "\\%c", *s);
-        else if (*s == '\n')
-            evbuffer_add(out, "\\n", 2);
-        else
-            evbuffer_add(out, s, 1);
-    }
-}
-
 typedef struct listener_metric {
     const char *name, *type, *help;
     size_t off;

@@ -17,11 +17,6 @@ void tn_metrics_stats_json(struct tn_daemon *d, struct tn_json *j);
  * an object under KEY (NULL at the top level). */
 void tn_metrics_info_json(struct tn_daemon *d, struct tn_json *j, const char *key);
 void tn_metrics_prometheus(struct tn_daemon *d, struct evbuffer *out);
-/* Appends S escaped as a Prometheus label value. */
-void tn_prom_label(struct evbuffer *out, const char *s);
-/* The series NAME_bucket/_sum/_count of H with LABELS (`a="x",b="y"`,
- * escaped already). */
-void tn_prom_histogram(struct evbuffer *out, const char *name, const char *labels, const tn_hist *h);
 /* Seconds since the daemon started (health, stats). */
 double tn_metrics_uptime(const struct tn_daemon *d);
 

@@ -44,6 +44,17 @@ typedef struct tn_pass_job {
     bool due;
 } tn_pass_job;
 
+/* What the daemon and the control socket ask of the master process: set by
+ * master.c with d->master, so that neither includes master.h (the master
+ * runs above them, with a daemon record of its own). */
+typedef struct tn_master_ops {
+    /* a control command answered from the workers: true when sent to them */
+    bool (*forward)(tn_master *m, void *client, const char *name, const char *arg);
+    void (*forget)(tn_master *m, void *client); /* the client went away first */
+    int (*apply)(tn_master *m, tn_config *cfg, char *err, size_t errlen); /* a reload's config */
+    void (*shutdown)(tn_master *m, const char *why);
+} tn_master_ops;
+
 /* Signals handled in the loop: TERM INT QUIT HUP USR1 USR2 WINCH ALRM. */
 #define TN_NSIGNALS 8
 
@@ -96,6 +107,7 @@ typedef struct tn_daemon {
     const tn_upgrade_ops *upgrade; /* its hand-off from HTTP, NULL while it is not running (proto/upgrade.h) */
     tn_sd sd;
     tn_master *master;      /* daemon.workers > 1, in the master: it serves no traffic (master.h) */
+    const tn_master_ops *master_ops; /* with master */
     tn_worker_link *worker; /* daemon.workers > 1, in a worker: its link to the master (workers.h) */
     bool draining;          /* a worker replaced by a reload: no accepts, ends when its connections do */
 } tn_daemon;

@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #include "addr.h"
-#include "control.h"
 #include "log.h"
 
 /* ---- messages ------------------------------------------------------------------ */
@@ -196,6 +195,7 @@ struct tn_worker_link {
     size_t nsockets;
     bool unlisted_warned;
     bool local_only; /* running a TN_WMSG_CMD_LOCAL */
+    tn_worker_hooks hooks;
     uint64_t relay_dropped;
     long master_pid;
 };
@@ -328,7 +328,7 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
         struct evbuffer *out = evbuffer_new();
         if (out) {
             w->local_only = h->type == TN_WMSG_CMD_LOCAL;
-            tn_control_exec(d, data, len, out);
+            w->hooks.exec(d, data, len, out);
             w->local_only = false;
             size_t n = evbuffer_get_length(out);
             tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, evbuffer_pullup(out, -1), n);
@@ -336,7 +336,7 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
         }
         break;
     }
-    case TN_WMSG_DRAIN: tn_daemon_drain(d); break;
+    case TN_WMSG_DRAIN: w->hooks.drain(d); break;
     case TN_WMSG_ANSWER:
         for (query *q = w->queries; q; q = q->next) {
             if (q->seq == h->seq) {
@@ -384,14 +384,15 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         /* the master is gone: nobody supervises, restarts or relays */
         bufferevent_disable(bev, EV_READ);
         queries_fail(d->worker, false);
-        tn_daemon_shutdown(d, "master exited");
+        d->worker->hooks.shutdown(d, "master exited");
     }
 }
 
-int tn_workers_started(tn_daemon *d, char *err, size_t errlen)
+int tn_workers_started(tn_daemon *d, const tn_worker_hooks *hooks, char *err, size_t errlen)
 {
     tn_worker_link *w = d->worker;
     w->d = d;
+    w->hooks = *hooks;
     w->bev = bufferevent_socket_new(d->base, w->fd, BEV_OPT_CLOSE_ON_FREE);
     if (!w->bev) {
         snprintf(err, errlen, "worker: cannot watch the channel to the master");

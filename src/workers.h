@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "daemon.h"
+#include "state.h"
 
 /* Connection ids carry the worker's serial number (unique for the master's
  * life, restarts included) above this bit, so that ids stay unique across
@@ -74,8 +74,16 @@ void tn_workers_free(tn_worker_link *w);
 uint64_t tn_workers_first_id(const tn_worker_link *w);
 /* The listening socket the master made for CONF in this worker's slot, -1 if none. */
 int tn_workers_take_socket(tn_worker_link *w, const tn_listener_conf *conf);
+/* What the master's messages ask of the layers above: the daemon gives
+ * these at start, so that this module (reached from net/ for the shared
+ * counters) includes neither the daemon nor the control socket. */
+typedef struct tn_worker_hooks {
+    void (*exec)(tn_daemon *d, char *line, size_t len, struct evbuffer *out); /* a control command */
+    void (*drain)(tn_daemon *d);
+    void (*shutdown)(tn_daemon *d, const char *why);
+} tn_worker_hooks;
 /* The daemon is serving: watch the channel and tell the master. */
-int tn_workers_started(tn_daemon *d, char *err, size_t errlen);
+int tn_workers_started(tn_daemon *d, const tn_worker_hooks *hooks, char *err, size_t errlen);
 
 /* May one more connection open under daemon.max_connections (MAX), for the
  * whole daemon? In a worker the place is reserved until the connection

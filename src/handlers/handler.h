@@ -148,6 +148,8 @@ void tn_session_detach_all(tn_session *s);
  * still talks to it and closes the session itself when done. */
 bool tn_session_input_end(tn_session *s);
 
+struct tn_conn; /* a front end's connection, opaque here (takeover) */
+
 typedef struct tn_handler_ops {
     const char *type;
     /* Build per-handler state from the config; return -1 with a message in
@@ -169,6 +171,10 @@ typedef struct tn_handler_ops {
     /* Optional. A reload found the handler's settings unchanged: false when
      * it must be rebuilt all the same (a plugin's file was replaced). */
     bool (*unchanged)(tn_handler *h);
+    /* Optional. TCP line listeners: true when the handler took the accepted
+     * connection C whole (the proxy's mode connection splices it to a
+     * server); false leaves it to the line front end. C may be closed. */
+    bool (*takeover)(tn_handler *h, struct tn_conn *c);
     /* HTTP routes: dispatch when the request head is complete and stream
      * the body to the handler (proto/http.h, tn_http_body_sink). */
     bool http_stream;

@@ -29,7 +29,6 @@
 #include "net/conn.h"
 #include "net/listener.h"
 #include "proto/dispatch.h"
-#include "upstream/line_proxy.h"
 
 #define OUTPUT_HIGH (256 * 1024)
 #define QUEUE_MAX 1024 /* queued replies (and jobs) that pause input */
@@ -369,8 +368,8 @@ static tn_conn *line_accept(tn_listener *l, evutil_socket_t fd, const struct soc
     /* a proxy keeps nothing per connection, unless it takes the whole
      * connection (mode connection) */
     if (l->handler && l->handler->conf.type == TN_H_PROXY) {
-        if (tn_line_proxy_splices(l->handler))
-            tn_line_proxy_splice(c, l->handler);
+        if (l->handler->ops->takeover)
+            l->handler->ops->takeover(l->handler, c);
         return c;
     }
     /* a listener with one handler that keeps per-connection state (a stream

@@ -37,6 +37,13 @@ tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
  * server is not enabled, or bytes are left over either way. */
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
 size_t tn_http_pool_idle(tn_upstream_server *s);
+/* Writes UC's pending output to its plain socket now; what the socket
+ * refuses waits for the write event (enabled here). TLS: left to the
+ * bufferevent. */
+void tn_http_pool_send(tn_up_conn *uc);
+/* After a read of BEV that filled EV_MAX_READ: reads on from the plain
+ * socket while the input plus WAITING stays under HIGH. */
+void tn_http_pool_fill(struct bufferevent *bev, size_t waiting, size_t high);
 
 /* Starts a TCP connect to S (counted in its stats unless a health
  * probe); ON_CONNECT follows from the loop. NULL when no socket could be

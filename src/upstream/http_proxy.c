@@ -21,13 +21,11 @@
  * the pool only after a complete, well-framed response with nothing extra. */
 #include "upstream/http_proxy.h"
 
-#include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -42,8 +40,6 @@
 #define PIECE (64 * 1024)      /* most handed to the front end per piece */
 #define MAX_RESP_HEADERS 100
 #define MAX_TRIES 101          /* retries is at most 100 */
-#define UP_READ (64 * 1024)    /* most read from a plain upstream per call (up_fill) */
-#define EV_MAX_READ 4096       /* most libevent 2.1's evbuffer_read takes per call */
 
 typedef struct exchange exchange;
 
@@ -117,141 +113,7 @@ static void answer_error(exchange *x, int status, const char *text, int retry_af
     tn_job_done(job, TN_FAIL, text, strlen(text));
 }
 
-/* ---- the request head ------------------------------------------------------------ */
-
-static bool hop_by_hop(const char *name, const char *connection)
-{
-    static const char *const names[] = { "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
-                                         "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
-                                         "Proxy-Authorization" };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcasecmp(name, names[i]) == 0)
-            return true;
-    if (strncasecmp(name, "Proxy-", 6) == 0)
-        return true;
-    return connection && tn_http_list_has(connection, name, false);
-}
-
-static bool is_idempotent(const char *m)
-{
-    static const char *const ok[] = { "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE" };
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-        if (strcmp(m, ok[i]) == 0)
-            return true;
-    return false;
-}
-
-/* The client's address for Forwarded: IPv6 quoted in brackets (RFC 7239). */
-static void forwarded_for(struct evbuffer *out, const char *ip)
-{
-    if (strchr(ip, ':'))
-        evbuffer_add_printf(out, "for=\"[%s]\"", ip);
-    else
-        evbuffer_add_printf(out, "for=%s", ip);
-}
-
-static void build_head(exchange *x, tn_http_request *r)
-{
-    const tn_handler_conf *c = &x->p->h->conf;
-    struct evbuffer *out = x->head;
-    const char *connection = tn_http_header_get(r, "Connection");
-    const char *cl = tn_http_header_get(r, "Content-Length");
-    const char *host = tn_http_header_get(r, "Host");
-    const char *upgrade = tn_http_header_get(r, "Upgrade");
-    bool https = x->https;
-    x->upgrade = upgrade && connection && tn_http_list_has(connection, "upgrade", false);
-    /* the front end refuses any coding but chunked last; other codings
-     * (gzip, chunked) were undone only as far as chunked */
-    x->chunked_up = tn_http_header_get(r, "Transfer-Encoding") != NULL;
-    evbuffer_add_printf(out, "%s ", r->method);
-    const char *rest = tn_http_route_rest_of(r, r->path);
-    if (rest != r->path) {
-        /* the route's prefix is not the upstream's: what follows it goes */
-        if (!*rest)
-            evbuffer_add(out, "/", 1);
-        else
-            tn_http_add_escaped(out, rest, TN_HTTP_ESC_PATH);
-        if (*r->query) {
-            evbuffer_add(out, "?", 1);
-            evbuffer_add(out, r->query, strlen(r->query));
-        }
-    } else {
-        evbuffer_add(out, r->target, strlen(r->target));
-    }
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
-    if (c->preserve_host && host)
-        evbuffer_add_printf(out, "Host: %s\r\n", host);
-    else
-        evbuffer_add_printf(out, "Host: %s\r\n", x->server ? x->server->name : "");
-    const char *xff = NULL, *fwd = NULL, *via = NULL;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const char *n = r->headers[i].name, *v = r->headers[i].value;
-        if (hop_by_hop(n, connection) || !strcasecmp(n, "Host") || !strcasecmp(n, "Content-Length") ||
-            !strcasecmp(n, "Expect") || !strcasecmp(n, "X-Forwarded-Proto") || !strcasecmp(n, "X-Forwarded-Host"))
-            continue;
-        if (!strcasecmp(n, "X-Forwarded-For")) {
-            xff = v;
-            continue;
-        }
-        if (!strcasecmp(n, "Forwarded")) {
-            fwd = v;
-            continue;
-        }
-        if (!strcasecmp(n, "Via")) {
-            via = v;
-            continue;
-        }
-        evbuffer_add_printf(out, "%s: %s\r\n", n, v);
-    }
-    evbuffer_add_printf(out, "X-Forwarded-For: %s%s%s\r\n", xff ? xff : "", xff ? ", " : "", r->remote_ip);
-    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", https ? "https" : "http");
-    if (host)
-        evbuffer_add_printf(out, "X-Forwarded-Host: %s\r\n", host);
-    evbuffer_add_printf(out, "Forwarded: %s%s", fwd ? fwd : "", fwd ? ", " : "");
-    forwarded_for(out, r->remote_ip);
-    evbuffer_add_printf(out, ";proto=%s", https ? "https" : "http");
-    if (host && !strpbrk(host, "\"\\"))
-        evbuffer_add_printf(out, ";host=\"%s\"", host);
-    evbuffer_add(out, "\r\n", 2);
-    evbuffer_add_printf(out, "Via: %s%s%d.%d tusknetd\r\n", via ? via : "", via ? ", " : "", r->http_major,
-                        r->http_minor);
-    if (x->chunked_up) {
-        /* de-chunked by the front end, chunked again as it goes up */
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
-    } else if (cl) {
-        evbuffer_add_printf(out, "Content-Length: %s\r\n", cl);
-    }
-    if (x->upgrade)
-        evbuffer_add_printf(out, "Connection: upgrade\r\nUpgrade: %s\r\n", upgrade);
-    else if (c->keepalive == 0)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    evbuffer_add(out, "\r\n", 2);
-}
-
 /* ---- the request body -------------------------------------------------------------- */
-
-/* What waits for a plain upstream goes to its socket at once: a request
- * costs one write and no registration for writability. Only what the
- * socket refuses (or an error, which the write event reports) is left to
- * the bufferevent, whose write event is enabled just for it (up_write). */
-static void up_send(exchange *x)
-{
-    tn_up_conn *uc = x->uc;
-    if (!uc || !uc->bev || uc->tls)
-        return;
-    struct evbuffer *out = bufferevent_get_output(uc->bev);
-    evutil_socket_t fd = bufferevent_getfd(uc->bev);
-    /* a socket bufferevent keeps its output's front frozen but for its own writes */
-    evbuffer_unfreeze(out, 1);
-    while (evbuffer_get_length(out)) {
-        int n = evbuffer_write(out, fd);
-        if (n <= 0 && !(n < 0 && errno == EINTR))
-            break;
-    }
-    evbuffer_freeze(out, 1);
-    if (evbuffer_get_length(out))
-        bufferevent_enable(uc->bev, EV_WRITE);
-}
 
 static void body_to_upstream(exchange *x)
 {
@@ -272,7 +134,7 @@ static void body_to_upstream(exchange *x)
         evbuffer_add(out, "0\r\n\r\n", 5);
         x->chunked_up = false; /* the terminator is out */
     }
-    up_send(x);
+    tn_http_pool_send(x->uc);
 }
 
 static bool sink_data(tn_http_body_sink *s, const char *at, size_t len)
@@ -432,39 +294,9 @@ static void deliver_head(exchange *x)
     x->job = NULL;
     int status = x->parser.status_code;
     r->status = status;
-    const char *connection = NULL;
-    for (size_t i = 0; i < x->nh; i++)
-        if (!strcasecmp(x->hname[i], "Connection"))
-            connection = x->hvalue[i];
     bool switching = status == 101 && x->upgrade;
-    const char *via = NULL;
-    bool has_ctype = false;
-    for (size_t i = 0; i < x->nh; i++) {
-        const char *n = x->hname[i], *v = x->hvalue[i];
-        if (!strcasecmp(n, "Content-Type")) {
-            r->content_type = tn_http_strdup(r, v, strlen(v));
-            has_ctype = true;
-            continue;
-        }
-        if (switching && (!strcasecmp(n, "Upgrade") || !strcasecmp(n, "Connection"))) {
-            tn_http_add_header(r, n, v);
-            continue;
-        }
-        if (hop_by_hop(n, connection) || !strcasecmp(n, "Content-Length") || !strcasecmp(n, "Date") ||
-            !strcasecmp(n, "Server"))
-            continue;
-        if (!strcasecmp(n, "Via")) {
-            via = v;
-            continue;
-        }
-        tn_http_add_header(r, n, v);
-    }
-    if (!has_ctype)
-        r->content_type = ""; /* none: none sent on */
-    char vbuf[512];
-    snprintf(vbuf, sizeof(vbuf), "%s%s%d.%d tusknetd", via ? via : "", via ? ", " : "", x->parser.http_major,
-             x->parser.http_minor);
-    tn_http_add_header(r, "Via", vbuf);
+    tn_http_proxy_response_headers(r, x->hname, x->hvalue, x->nh, switching, x->parser.http_major,
+                                   x->parser.http_minor);
     if (switching) {
         r->on_upgrade = ws_take;
         r->upgrade_arg = x;
@@ -621,7 +453,7 @@ static bool parse_input(exchange *x)
         size_t used = 0;
         for (int i = 0; i < nv && i < 8 && !x->resp_done; i++) {
             if (!v[i].iov_len)
-                continue; /* space reserved for a read (up_fill): to the parser, no bytes mean the end */
+                continue; /* space reserved for a read (tn_http_pool_fill): to the parser, no bytes mean the end */
             const char *at = v[i].iov_base;
             x->feed_end = at + v[i].iov_len;
             if (!tn_http_crlf_ok(&x->crlf_need, at, x->feed_end)) {
@@ -699,57 +531,12 @@ static void stream_free(tn_http_stream *s)
 
 /* ---- upstream events ---------------------------------------------------------------- */
 
-/* libevent 2.1's evbuffer_read takes at most 4 KB per call, and the
- * bufferevent reads once per event: a 64 KB body took sixteen wakeups,
- * parses and client writes. What else the plain socket holds is read here
- * in UP_READ pieces, up to RESP_HIGH waiting; the end of stream and errors
- * are left to the bufferevent's next read, which sees them again. */
-static void up_fill(exchange *x, struct bufferevent *bev)
-{
-    struct evbuffer *in = bufferevent_get_input(bev);
-    if (evbuffer_get_length(in) < EV_MAX_READ)
-        return; /* the bufferevent's read was not cut short: the socket is empty */
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    /* a socket bufferevent keeps its input's back frozen but for its own reads */
-    evbuffer_unfreeze(in, 0);
-    while (evbuffer_get_length(in) + evbuffer_get_length(x->rbody) < RESP_HIGH) {
-        struct evbuffer_iovec v[2];
-        struct iovec iov[2];
-        int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
-        if (nv <= 0)
-            break;
-        size_t want = 0;
-        for (int i = 0; i < nv; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
-            want += v[i].iov_len;
-        }
-        ssize_t n;
-        do
-            n = readv(fd, iov, nv);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0)
-            break;
-        size_t left = (size_t)n;
-        int used = 0;
-        for (; used < nv && left; used++) {
-            if (v[used].iov_len > left)
-                v[used].iov_len = left;
-            left -= v[used].iov_len;
-        }
-        evbuffer_commit_space(in, v, used);
-        if ((size_t)n < want)
-            break; /* the socket is empty */
-    }
-    evbuffer_freeze(in, 0);
-}
-
 static void up_read(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
     x->got_byte = true;
     if (!x->uc->tls)
-        up_fill(x, bev);
+        tn_http_pool_fill(bev, evbuffer_get_length(x->rbody), RESP_HIGH);
     parse_input(x);
 }
 
@@ -757,7 +544,7 @@ static void up_write(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
     if (!x->uc->tls && !evbuffer_get_length(bufferevent_get_output(bev)))
-        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly (up_send) */
+        bufferevent_disable(bev, EV_WRITE); /* the next request is written directly (tn_http_pool_send) */
     if (x->sink_set && !x->sink_ended && x->r && x->r->body_sink)
         tn_http_body_resume(&x->sink);
     check_sent(x);
@@ -853,39 +640,6 @@ static void backoff_done(evutil_socket_t fd, short what, void *arg)
     try_next(arg);
 }
 
-static const char *hash_key(exchange *x, size_t *len, char *buf, size_t buflen)
-{
-    tn_upstream_group *g = x->p->group;
-    tn_http_request *r = x->r;
-    const char *k = NULL;
-    if (g->key_kind == TN_UPK_REMOTE_ADDR) {
-        k = r->remote_ip;
-    } else if (g->key_kind == TN_UPK_HEADER) {
-        k = tn_http_header_get(r, g->key_name);
-    } else if (g->key_kind == TN_UPK_COOKIE) {
-        const char *ck = tn_http_header_get(r, "Cookie");
-        size_t nl = strlen(g->key_name);
-        for (const char *p = ck; p && *p;) {
-            while (*p == ' ' || *p == ';')
-                p++;
-            const char *e = strchr(p, ';');
-            size_t seg = e ? (size_t)(e - p) : strlen(p);
-            if (seg > nl && strncmp(p, g->key_name, nl) == 0 && p[nl] == '=') {
-                size_t vl = seg - nl - 1;
-                if (vl >= buflen)
-                    vl = buflen - 1;
-                memcpy(buf, p + nl + 1, vl);
-                buf[vl] = '\0';
-                k = buf;
-                break;
-            }
-            p = e ? e + 1 : p + seg;
-        }
-    }
-    *len = k ? strlen(k) : 0;
-    return k;
-}
-
 static void fail_try(exchange *x, int reason, const char *detail)
 {
     tn_upstream_server *s = x->server;
@@ -965,7 +719,7 @@ static void try_start(exchange *x, tn_upstream_server *s)
         x->tried[x->ntried++] = s;
     /* the head names the server (Host) unless preserve_host */
     evbuffer_drain(x->head, evbuffer_get_length(x->head));
-    build_head(x, x->r);
+    tn_http_proxy_request_head(x->head, x->r, &x->p->h->conf, s->name, x->https, &x->upgrade, &x->chunked_up);
     x->got_byte = false;
     x->head_done = false;
     x->resp_done = false;
@@ -995,7 +749,7 @@ static tn_upstream_server *pick(exchange *x, int *retry_after)
 {
     char kbuf[256];
     size_t klen = 0;
-    const char *key = hash_key(x, &klen, kbuf, sizeof(kbuf));
+    const char *key = tn_http_proxy_hash_key(x->p->group, x->r, &klen, kbuf, sizeof(kbuf));
     return tn_upstream_pick(x->p->group, key, klen, x->tried, x->ntried, retry_after);
 }
 
@@ -1110,7 +864,7 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     x->h = p->h;
     tn_handler_ref(x->h);
     x->t0 = tn_now_us();
-    x->idempotent = is_idempotent(r->method);
+    x->idempotent = tn_http_proxy_idempotent(r->method);
     x->https = call->ctx.tls != NULL;
     x->job->hstate = x;
     x->job->cancel = job_cancel;
@@ -1138,3 +892,4 @@ const tn_proxy_side tn_proxy_http = {
     .init = http_side_init,
     .handle = http_handle,
 };
+const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;

@@ -20,4 +20,22 @@ extern const tn_proxy_side tn_proxy_http;
 int tn_proxy_ws_relay(struct event_base *base, evutil_socket_t fd, const char *data, size_t len,
                       struct bufferevent *up, tn_upstream_server *s, int64_t idle_ms);
 
+/* ---- the heads (http_proxy_head.c) ---------------------------------------------- */
+
+bool tn_http_proxy_idempotent(const char *method);
+/* Appends to OUT the head R goes up with to SERVER_NAME under handler
+ * config C; *UPGRADE_OUT: the client asked to switch protocols,
+ * *CHUNKED_OUT: the body goes up chunked. */
+void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const tn_handler_conf *c,
+                                const char *server_name, bool https, bool *upgrade_out, bool *chunked_out);
+/* Sets on R the COUNT response headers NAMES/VALUES the upstream sent, as
+ * they go to the client (hop-by-hop ones dropped, Via added; with SWITCHING
+ * the Upgrade/Connection pair stays). */
+void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names, const char *const *values,
+                                    size_t count, bool switching, int major, int minor);
+/* The key G's hash balance reads from request R (its address, a header or
+ * a cookie; a cookie's value is copied to BUF); NULL without one. */
+const char *tn_http_proxy_hash_key(const tn_upstream_group *g, const tn_http_request *r, size_t *len, char *buf,
+                                   size_t buflen);
+
 #endif

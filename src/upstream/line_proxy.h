@@ -11,6 +11,9 @@
 #ifndef TN_UPSTREAM_LINE_PROXY_H
 #define TN_UPSTREAM_LINE_PROXY_H
 
+#include <event2/bufferevent.h>
+#include <sys/socket.h>
+
 #include "upstream/proxy.h"
 
 struct tn_conn;
@@ -19,11 +22,32 @@ struct tn_conn;
  * handler's side_state[TN_UPSIDE_LINE]. */
 extern const tn_proxy_side tn_line_proxy_side;
 
-/* mode connection: true when H is a proxy whose connections are spliced
- * whole (as a tcp listener's only handler). */
-bool tn_line_proxy_splices(const tn_handler *h);
-/* Splices the accepted connection C to a server of proxy H; C is closed
- * when no server can be reached. */
-void tn_line_proxy_splice(struct tn_conn *c, tn_handler *h);
+/* mode connection: the side's takeover (line_splice.c): splices the
+ * accepted connection C to a server of proxy P; false in mode message. */
+bool tn_line_proxy_takeover(tn_proxy *p, struct tn_conn *c);
+
+/* ---- shared by the two modes (line_proxy.c, line_splice.c) ---------------------- */
+
+#define TN_LINE_PROXY_TRIED_MAX 8 /* servers a request remembers having failed on */
+
+typedef struct tn_line_proxy_settings {
+    int64_t connect_timeout, timeout, send_timeout; /* ms, 0 = none (connect: never 0) */
+    int64_t max_reply;
+    size_t pool_size;
+} tn_line_proxy_settings;
+
+/* The side's state in its proxy handler. */
+typedef struct tn_line_proxy {
+    tn_handler *h;
+    tn_upstream_group *g;
+    tn_line_proxy_settings set;
+} tn_line_proxy;
+
+void tn_line_proxy_tv_ms(struct timeval *tv, int64_t ms);
+void tn_line_proxy_nodelay(struct bufferevent *bev);
+/* The hash key of a request LINE from REMOTE under G's balance (NULL: no
+ * key); *KEYLEN its length, BUF room for an address. */
+const char *tn_line_proxy_key(const tn_upstream_group *g, const char *line, size_t len, const struct sockaddr *remote,
+                              char *buf, size_t buflen, size_t *keylen);
 
 #endif

@@ -13,11 +13,6 @@
 
 #include "json.h"
 #include "log.h"
-#include "upstream/http_proxy.h"
-#include "upstream/line_proxy.h"
-
-const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;
-const tn_proxy_side *const tn_proxy_line_side = &tn_line_proxy_side;
 
 /* ---- settings ------------------------------------------------------------ */
 
@@ -354,6 +349,12 @@ static bool proxy_input_end(tn_handler *h, tn_session *s, void *state)
     return side && side->input_end ? side->input_end(h->state, s, state) : false;
 }
 
+static bool proxy_takeover(tn_handler *h, struct tn_conn *c)
+{
+    const tn_proxy_side *side = side_of(TN_PROTO_TCP);
+    return side && side->takeover ? side->takeover(h->state, c) : false;
+}
+
 static void proxy_destroy(tn_handler *h)
 {
     if (h->state)
@@ -368,6 +369,7 @@ const tn_handler_ops tn_proxy_ops = {
     .attach = proxy_attach,
     .detach = proxy_detach,
     .input_end = proxy_input_end,
+    .takeover = proxy_takeover,
     .destroy = proxy_destroy,
     .http_stream = true,
 };

@@ -21,9 +21,12 @@ typedef struct tn_proxy_side {
     void (*detach)(tn_proxy *p, tn_session *s, void *state);
     bool (*input_end)(tn_proxy *p, tn_session *s, void *state);
     void (*destroy)(tn_proxy *p);
+    /* the handler's takeover (handler.h) */
+    bool (*takeover)(tn_proxy *p, struct tn_conn *c);
 } tn_proxy_side;
 
-/* The sides this build has (proxy.c points these at each side's table);
+/* The sides this build has (each side points its entry at its table, so
+ * that proxy.c includes no side);
  * NULL: the front end refuses proxy handlers (startup check).
  * HTTP: HTTP and HTTPS routes, WebSocket upgrades on them. LINE: TCP line
  * listeners. */

@@ -26,7 +26,6 @@
 #include "handlers/handler.h"
 #include "json.h"
 #include "log.h"
-#include "metrics_export.h"
 
 #define RING_POINTS 160
 

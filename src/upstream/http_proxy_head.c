@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/* http_proxy_head.c - the heads the HTTP proxy rewrites: the request head it
+ * sends up (hop-by-hop headers dropped, X-Forwarded-*, Forwarded and Via
+ * added, the route's prefix cut) and the response headers it hands to the
+ * front end, and the hash balance's key read from a request. No state: the
+ * exchange (http_proxy.c) owns the buffers. */
+#include "upstream/http_proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "proto/http_msg.h"
+
+static bool hop_by_hop(const char *name, const char *connection)
+{
+    static const char *const names[] = { "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
+                                         "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
+                                         "Proxy-Authorization" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return true;
+    if (strncasecmp(name, "Proxy-", 6) == 0)
+        return true;
+    return connection && tn_http_list_has(connection, name, false);
+}
+
+bool tn_http_proxy_idempotent(const char *m)
+{
+    static const char *const ok[] = { "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE" };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        if (strcmp(m, ok[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The client's address for Forwarded: IPv6 quoted in brackets (RFC 7239). */
+static void forwarded_for(struct evbuffer *out, const char *ip)
+{
+    if (strchr(ip, ':'))
+        evbuffer_add_printf(out, "for=\"[%s]\"", ip);
+    else
+        evbuffer_add_printf(out, "for=%s", ip);
+}
+
+void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const tn_handler_conf *c,
+                                const char *server_name, bool https, bool *upgrade_out, bool *chunked_out)
+{
+    const char *connection = tn_http_header_get(r, "Connection");
+    const char *cl = tn_http_header_get(r, "Content-Length");
+    const char *host = tn_http_header_get(r, "Host");
+    const char *upgrade = tn_http_header_get(r, "Upgrade");
+    bool upgrade_asked = upgrade && connection && tn_http_list_has(connection, "upgrade", false);
+    /* the front end refuses any coding but chunked last; other codings
+     * (gzip, chunked) were undone only as far as chunked */
+    bool chunked_up = tn_http_header_get(r, "Transfer-Encoding") != NULL;
+    evbuffer_add_printf(out, "%s ", r->method);
+    const char *rest = tn_http_route_rest_of(r, r->path);
+    if (rest != r->path) {
+        /* the route's prefix is not the upstream's: what follows it goes */
+        if (!*rest)
+            evbuffer_add(out, "/", 1);
+        else
+            tn_http_add_escaped(out, rest, TN_HTTP_ESC_PATH);
+        if (*r->query) {
+            evbuffer_add(out, "?", 1);
+            evbuffer_add(out, r->query, strlen(r->query));
+        }
+    } else {
+        evbuffer_add(out, r->target, strlen(r->target));
+    }
+    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    if (c->preserve_host && host)
+        evbuffer_add_printf(out, "Host: %s\r\n", host);
+    else
+        evbuffer_add_printf(out, "Host: %s\r\n", server_name ? server_name : "");
+    const char *xff = NULL, *fwd = NULL, *via = NULL;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const char *n = r->headers[i].name, *v = r->headers[i].value;
+        if (hop_by_hop(n, connection) || !strcasecmp(n, "Host") || !strcasecmp(n, "Content-Length") ||
+            !strcasecmp(n, "Expect") || !strcasecmp(n, "X-Forwarded-Proto") || !strcasecmp(n, "X-Forwarded-Host"))
+            continue;
+        if (!strcasecmp(n, "X-Forwarded-For")) {
+            xff = v;
+            continue;
+        }
+        if (!strcasecmp(n, "Forwarded")) {
+            fwd = v;
+            continue;
+        }
+        if (!strcasecmp(n, "Via")) {
+            via = v;
+            continue;
+        }
+        evbuffer_add_printf(out, "%s: %s\r\n", n, v);
+    }
+    evbuffer_add_printf(out, "X-Forwarded-For: %s%s%s\r\n", xff ? xff : "", xff ? ", " : "", r->remote_ip);
+    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", https ? "https" : "http");
+    if (host)
+        evbuffer_add_printf(out, "X-Forwarded-Host: %s\r\n", host);
+    evbuffer_add_printf(out, "Forwarded: %s%s", fwd ? fwd : "", fwd ? ", " : "");
+    forwarded_for(out, r->remote_ip);
+    evbuffer_add_printf(out, ";proto=%s", https ? "https" : "http");
+    if (host && !strpbrk(host, "\"\\"))
+        evbuffer_add_printf(out, ";host=\"%s\"", host);
+    evbuffer_add(out, "\r\n", 2);
+    evbuffer_add_printf(out, "Via: %s%s%d.%d tusknetd\r\n", via ? via : "", via ? ", " : "", r->http_major,
+                        r->http_minor);
+    if (chunked_up) {
+        /* de-chunked by the front end, chunked again as it goes up */
+        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+    } else if (cl) {
+        evbuffer_add_printf(out, "Content-Length: %s\r\n", cl);
+    }
+    if (upgrade_asked)
+        evbuffer_add_printf(out, "Connection: upgrade\r\nUpgrade: %s\r\n", upgrade);
+    else if (c->keepalive == 0)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+    *upgrade_out = upgrade_asked;
+    *chunked_out = chunked_up;
+}
+
+void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names, const char *const *values, size_t count,
+                                    bool switching, int major, int minor)
+{
+    const char *connection = NULL;
+    for (size_t i = 0; i < count; i++)
+        if (!strcasecmp(names[i], "Connection"))
+            connection = values[i];
+    const char *via = NULL;
+    bool has_ctype = false;
+    for (size_t i = 0; i < count; i++) {
+        const char *n = names[i], *v = values[i];
+        if (!strcasecmp(n, "Content-Type")) {
+            r->content_type = tn_http_strdup(r, v, strlen(v));
+            has_ctype = true;
+            continue;
+        }
+        if (switching && (!strcasecmp(n, "Upgrade") || !strcasecmp(n, "Connection"))) {
+            tn_http_add_header(r, n, v);
+            continue;
+        }
+        if (hop_by_hop(n, connection) || !strcasecmp(n, "Content-Length") || !strcasecmp(n, "Date") ||
+            !strcasecmp(n, "Server"))
+            continue;
+        if (!strcasecmp(n, "Via")) {
+            via = v;
+            continue;
+        }
+        tn_http_add_header(r, n, v);
+    }
+    if (!has_ctype)
+        r->content_type = ""; /* none: none sent on */
+    char vbuf[512];
+    snprintf(vbuf, sizeof(vbuf), "%s%s%d.%d tusknetd", via ? via : "", via ? ", " : "", major, minor);
+    tn_http_add_header(r, "Via", vbuf);
+}
+
+const char *tn_http_proxy_hash_key(const tn_upstream_group *g, const tn_http_request *r, size_t *len, char *buf,
+                                   size_t buflen)
+{
+    const char *k = NULL;
+    if (g->key_kind == TN_UPK_REMOTE_ADDR) {
+        k = r->remote_ip;
+    } else if (g->key_kind == TN_UPK_HEADER) {
+        k = tn_http_header_get(r, g->key_name);
+    } else if (g->key_kind == TN_UPK_COOKIE) {
+        const char *ck = tn_http_header_get(r, "Cookie");
+        size_t nl = strlen(g->key_name);
+        for (const char *p = ck; p && *p;) {
+            while (*p == ' ' || *p == ';')
+                p++;
+            const char *e = strchr(p, ';');
+            size_t seg = e ? (size_t)(e - p) : strlen(p);
+            if (seg > nl && strncmp(p, g->key_name, nl) == 0 && p[nl] == '=') {
+                size_t vl = seg - nl - 1;
+                if (vl >= buflen)
+                    vl = buflen - 1;
+                memcpy(buf, p + nl + 1, vl);
+                buf[vl] = '\0';
+                k = buf;
+                break;
+            }
+            p = e ? e + 1 : p + seg;
+        }
+    }
+    *len = k ? strlen(k) : 0;
+    return k;
+}
