@@ -258,3 +258,76 @@ const char *tn_http_reason(int status)
                     : status < 500 ? "Client Error" : "Server Error";
     }
 }
+
+/* The response head as it goes on the wire: status line, Server, Date,
+ * Content-Type and Content-Length (or chunked), the response headers, and
+ * the connection's fate. Built with memcpy rather than printf: this runs
+ * for every response. */
+void tn_http_write_head(struct evbuffer *out, const tn_http_request *r, int status, const char *date,
+                        size_t body_len, unsigned flags)
+{
+    bool streamed = flags & TN_HEAD_STREAMED, no_body = flags & TN_HEAD_NO_BODY;
+    bool no_ctype = flags & TN_HEAD_NO_CTYPE, closing = flags & TN_HEAD_CLOSE;
+    char head[512];
+    size_t n = 0;
+    const char *reason = tn_http_reason(status);
+    const char *ctype = r->content_type ? r->content_type : "text/plain; charset=utf-8";
+    size_t rl = strlen(reason), dl = strlen(date), cl = strlen(ctype);
+    if (rl + dl + cl < sizeof(head) - 128) {
+        memcpy(head, r->http_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+        n = 9; /* both literals are 9 bytes */
+        head[n++] = (char)('0' + status / 100);
+        head[n++] = (char)('0' + status / 10 % 10);
+        head[n++] = (char)('0' + status % 10);
+        head[n++] = ' ';
+        memcpy(head + n, reason, rl);
+        n += rl;
+#define ADD_LIT(lit) (memcpy(head + n, lit, sizeof(lit) - 1), n += sizeof(lit) - 1)
+        ADD_LIT("\r\nServer: tusknetd\r\nDate: ");
+        memcpy(head + n, date, dl);
+        n += dl;
+        ADD_LIT("\r\n");
+        if (!no_body) {
+            if (!no_ctype) {
+                ADD_LIT("Content-Type: ");
+                memcpy(head + n, ctype, cl);
+                n += cl;
+                ADD_LIT("\r\n");
+            }
+            if (streamed) {
+                if (r->http_minor)
+                    ADD_LIT("Transfer-Encoding: chunked\r\n");
+            } else {
+                ADD_LIT("Content-Length: ");
+                char digits[24];
+                size_t nd = 0, v = body_len;
+                do {
+                    digits[nd++] = (char)('0' + v % 10);
+                    v /= 10;
+                } while (v);
+                while (nd)
+                    head[n++] = digits[--nd];
+                ADD_LIT("\r\n");
+            }
+        }
+#undef ADD_LIT
+        evbuffer_add(out, head, n);
+    } else {
+        evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nServer: tusknetd\r\nDate: %s\r\n", r->http_minor ? 1 : 0,
+                            status, reason, date);
+        if (!no_body && !no_ctype)
+            evbuffer_add_printf(out, "Content-Type: %s\r\n", ctype);
+        if (streamed)
+            evbuffer_add_printf(out, "%s", r->http_minor ? "Transfer-Encoding: chunked\r\n" : "");
+        else if (!no_body)
+            evbuffer_add_printf(out, "Content-Length: %zu\r\n", body_len);
+    }
+    for (size_t i = 0; i < r->nresp; i++)
+        evbuffer_add_printf(out, "%s: %s\r\n", r->resp_headers[i].name, r->resp_headers[i].value);
+    if (closing)
+        evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    else if (r->http_minor == 0)
+        evbuffer_add(out, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        evbuffer_add(out, "\r\n", 2);
+}

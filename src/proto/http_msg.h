@@ -132,6 +132,10 @@ const char *tn_http_resp_header_get(const tn_http_request *r, const char *name);
 void tn_http_remove_header(tn_http_request *r, const char *name);
 /* Status code to reason phrase ("Not Found"). */
 const char *tn_http_reason(int status);
+/* The response head for R with STATUS into OUT (see http_msg.c). */
+enum { TN_HEAD_STREAMED = 1, TN_HEAD_NO_BODY = 2, TN_HEAD_NO_CTYPE = 4, TN_HEAD_CLOSE = 8 };
+void tn_http_write_head(struct evbuffer *out, const tn_http_request *r, int status, const char *date,
+                        size_t body_len, unsigned flags);
 /* Whether a comma-separated header value (Connection, Upgrade, Vary) names
  * TOKEN, case-insensitively; with STAR, a "*" element names every token. */
 bool tn_http_list_has(const char *list, const char *token, bool star);
