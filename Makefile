@@ -168,7 +168,7 @@ FUZZ_OBJS := $(CORE_SRCS:src/%.c=build/fuzz/obj/%.o)
 .SECONDARY: $(FUZZ_OBJS)
 build/fuzz/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	clang $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS) -c $< -o $@
+	clang $(filter-out -fsanitize=fuzzer%,$(FUZZ_CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP $(PKG_CFLAGS) -c $< -o $@
 build/fuzz/fuzz_net_%: tests/fuzz/fuzz_net.c $(FUZZ_OBJS)
 	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -DFUZZ_TARGET=$(call fuzz_net_id,$*) $^ $(PKG_LIBS) -o $@
 fuzz_net_id = $(if $(filter http,$(1)),1,$(if $(filter line,$(1)),2,$(if $(filter ws,$(1)),3,4)))

@@ -347,7 +347,9 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
         http_parser_pause(&hc->parser, 0);
         err = HPE_OK;
     }
-    if (err != HPE_OK || n != len || hc->error || !r->target) {
+    /* no method: the parser never reached the end of the head (a
+     * version it could not read), so the head is not a request */
+    if (err != HPE_OK || n != len || hc->error || !r->target || !r->method) {
         int status = hc->error ? hc->error : 400;
         tn_debug("connection %llu: bad request: %s", (unsigned long long)c->base.session.id,
                  err != HPE_OK ? http_errno_description(err) : "malformed");
