@@ -178,13 +178,14 @@ fuzz: deps-test
 	clang $(FUZZ_CFLAGS) src/config/value.c src/config/tusk.c tests/fuzz/fuzz_tusk.c -o build/fuzz/fuzz_tusk
 	clang $(FUZZ_CFLAGS) src/config/value.c src/config/yaml.c tests/fuzz/fuzz_yaml.c -lyaml -o build/fuzz/fuzz_yaml
 	@$(MAKE) --no-print-directory -j2 $(FUZZ_NET_TARGETS:%=build/fuzz/fuzz_net_%)
+	@# what libFuzzer wrote in an earlier run is not this run's finding
+	@rm -f build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-*
 	@for f in tusk yaml $(FUZZ_NET_TARGETS:%=net_%); do \
 	  rm -rf build/fuzz/corpus-$$f && mkdir -p build/fuzz/corpus-$$f && cp tests/fuzz/corpus/$$f/* build/fuzz/corpus-$$f/; \
 	  echo "== fuzz_$$f for $(FUZZ_SECONDS)s"; \
 	  (cd build/fuzz && ./fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	     -print_final_stats=1 corpus-$$f 2>&1 | grep -E "^(stat::number_of_executed_units|SUMMARY|==[0-9]+==ERROR|Done|fuzz_net:)" ) ; \
-	  code=$${PIPESTATUS[0]}; \
-	  ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* >/dev/null 2>&1 && { echo "fuzz_$$f found a failure"; exit 1; }; \
+	  ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* 2>/dev/null | grep -q . && { echo "fuzz_$$f found a failure"; exit 1; }; \
 	done; echo "fuzz: no crash, leak or timeout"
 
 bench: deps-bench
