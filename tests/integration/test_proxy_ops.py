@@ -257,6 +257,29 @@ def test_server_removed_by_two_reloads_in_a_row_stays_listed(daemon, tmp_path, u
     assert (a.accepted, b.accepted) == (0, 1)
 
 
+def test_server_added_back_while_its_old_self_drains_is_a_new_server(daemon, tmp_path, ups):
+    a, b = ups("a"), ups("b")
+    ctl_path, conf = config(tmp_path, [b.addr])
+    d = daemon(conf)
+    port = d.ports["WEB"]
+    held = Client(port, "/hold")
+    wait_for(lambda: b.held == 1, 10, what="the request held by b")
+    reload_with(d, ctl_path, config(tmp_path, [a.addr])[1])
+    reload_with(d, ctl_path, config(tmp_path, [a.addr, b.addr])[1])
+    # the configured b starts afresh; the old one drains beside it
+    assert [(s["server"], s["state"], s["removed"], s["active"], s["requests"]) for s in servers(ctl_path)] == [
+        (a.addr, "up", False, 0, 0), (b.addr, "up", False, 0, 0), (b.addr, "draining", True, 1, 1)]
+    assert ctl(ctl_path, f"upstream px {b.addr} weight 2") == {"ok": True}
+    assert bodies(port, 3) == {"b": 2, "a": 1}
+    assert b.accepted == 2  # the new b opened its own connection
+    b.released.set()
+    assert held.join() == (200, "b")
+    wait_for(lambda: len(servers(ctl_path)) == 2, 10, what="the old b to leave upstreams")
+    assert [(s["server"], s["weight"], s["removed"]) for s in servers(ctl_path)] == [
+        (a.addr, 1, False), (b.addr, 2, False)]
+    wait_for(lambda: b.open() == 1, 10, what="the old b's connection to close")
+
+
 # ---- drain and up --------------------------------------------------------------------
 
 
