@@ -184,6 +184,24 @@ def bodies(port, n, path="/x"):
     return out
 
 
+def hold_on(ctl_path, a, b, start):
+    """START()s an exchange b holds (a is set aside meanwhile); its result."""
+    assert ctl(ctl_path, f"upstream px {a.addr} down") == {"ok": True}
+    started = start()
+    wait_for(lambda: b.held == 1, 10, what="the exchange held by b")
+    assert ctl(ctl_path, f"upstream px {a.addr} up") == {"ok": True}
+    return started
+
+
+def release_and_see_it_go(ctl_path, b, held, configured):
+    """b answers HELD; then only the CONFIGURED servers are listed and b's
+    last connection is closed."""
+    b.released.set()
+    assert held.join() == (200, "b")
+    wait_for(lambda: [s["server"] for s in servers(ctl_path)] == configured, 10, what="b to leave upstreams")
+    wait_for(lambda: b.open() == 0, 10, what="b's last connection to close")
+
+
 def table(ctl_path):
     out = subprocess.run([TUSKNETCTL, "-s", ctl_path, "upstreams"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
@@ -225,45 +243,41 @@ def test_server_removed_by_reload_is_listed_while_its_request_drains(daemon, tmp
         "ok": False, "error": f"upstream '{b.addr}' of 'px' was removed by a reload and drains until its requests end"}
     assert bodies(port, 5) == {"a": 5}
 
-    b.released.set()
-    assert held.join() == (200, "b")
-    wait_for(lambda: [s["server"] for s in servers(ctl_path)] == [a.addr], 10, what="b to leave upstreams")
-    # its last connection was closed, not pooled
-    wait_for(lambda: b.open() == 0, 10, what="b's last connection to close")
-    assert (b.accepted, b.closed) == (2, 2)
+    release_and_see_it_go(ctl_path, b, held, [a.addr])
+    assert (b.accepted, b.closed) == (2, 2)  # its last connection was closed, not pooled
     assert ctl(ctl_path, f"upstream px {b.addr} drain") == {
         "ok": False, "error": f"handler 'px' has no upstream '{b.addr}'"}
     assert bodies(port, 5) == {"a": 5}
     assert b.accepted == 2
 
 
-def test_server_removed_by_two_reloads_in_a_row_stays_listed(daemon, tmp_path, ups):
-    a, b, c = ups("a"), ups("b"), ups("c")
+def b_alone_holding(daemon, tmp_path, b):
+    """A proxy to b alone, with a request b holds."""
     ctl_path, conf = config(tmp_path, [b.addr])
     d = daemon(conf)
-    port = d.ports["WEB"]
-    held = Client(port, "/hold")
+    held = Client(d.ports["WEB"], "/hold")
     wait_for(lambda: b.held == 1, 10, what="the request held by b")
+    return d, ctl_path, held
+
+
+def test_server_removed_by_two_reloads_in_a_row_stays_listed(daemon, tmp_path, ups):
+    a, b, c = ups("a"), ups("b"), ups("c")
+    d, ctl_path, held = b_alone_holding(daemon, tmp_path, b)
+    port = d.ports["WEB"]
     reload_with(d, ctl_path, config(tmp_path, [a.addr])[1])
     reload_with(d, ctl_path, config(tmp_path, [c.addr])[1])
     # a went idle (never used): it is not listed; b still drains under the newest config
     assert [(s["server"], s["state"], s["removed"], s["active"]) for s in servers(ctl_path)] == [
         (c.addr, "up", False, 0), (b.addr, "draining", True, 1)]
     assert bodies(port, 3) == {"c": 3}
-    b.released.set()
-    assert held.join() == (200, "b")
-    wait_for(lambda: [s["server"] for s in servers(ctl_path)] == [c.addr], 10, what="b to leave upstreams")
-    wait_for(lambda: b.open() == 0, 10, what="b's connection to close")
+    release_and_see_it_go(ctl_path, b, held, [c.addr])
     assert (a.accepted, b.accepted) == (0, 1)
 
 
 def test_server_added_back_while_its_old_self_drains_is_a_new_server(daemon, tmp_path, ups):
     a, b = ups("a"), ups("b")
-    ctl_path, conf = config(tmp_path, [b.addr])
-    d = daemon(conf)
+    d, ctl_path, held = b_alone_holding(daemon, tmp_path, b)
     port = d.ports["WEB"]
-    held = Client(port, "/hold")
-    wait_for(lambda: b.held == 1, 10, what="the request held by b")
     reload_with(d, ctl_path, config(tmp_path, [a.addr])[1])
     reload_with(d, ctl_path, config(tmp_path, [a.addr, b.addr])[1])
     # the configured b starts afresh; the old one drains beside it
@@ -299,10 +313,7 @@ def test_drain_closes_idle_pooled_connections_at_once_and_busy_ones_after(daemon
 
     # one request busy on b (a set aside for it), then drain b
     b.released.clear()
-    assert ctl(ctl_path, f"upstream px {a.addr} down") == {"ok": True}
-    held = Client(port, "/hold")
-    wait_for(lambda: b.held == 1, 10, what="the request held by b")
-    assert ctl(ctl_path, f"upstream px {a.addr} up") == {"ok": True}
+    held = hold_on(ctl_path, a, b, lambda: Client(port, "/hold"))
     assert row(ctl_path, b.addr) == ("up", False, 1, 1)
     assert ctl(ctl_path, f"upstream px {b.addr} drain") == {"ok": True}
     assert row(ctl_path, b.addr) == ("draining", False, 1, 0)
@@ -465,11 +476,8 @@ def test_line_proxy_drain_closes_idle_pool_connections_and_busy_ones_after_their
 
         # back up: the pool opens again; one line held on b, then drain
         assert ctl(ctl_path, f"upstream px {b.addr} up") == {"ok": True}
-        assert ctl(ctl_path, f"upstream px {a.addr} down") == {"ok": True}
-        cl.send("hold")
-        wait_for(lambda: b.held == 1, 10, what="the line held by b")
+        hold_on(ctl_path, a, b, lambda: cl.send("hold"))
         wait_for(lambda: b.accepted == 4, 10, what="b's pool to open again")
-        assert ctl(ctl_path, f"upstream px {a.addr} up") == {"ok": True}
         assert row(ctl_path, b.addr) == ("up", False, 1, 1)
         assert ctl(ctl_path, f"upstream px {b.addr} drain") == {"ok": True}
         wait_for(lambda: b.closed == 3, 10, what="b's idle pool connection to close")
@@ -491,10 +499,7 @@ def test_line_proxy_server_removed_by_reload_is_listed_until_its_reply(daemon, t
     cl = LineClient(d.ports["LINES"])
     other = LineClient(d.ports["LINES"])
     try:
-        assert ctl(ctl_path, f"upstream px {a.addr} down") == {"ok": True}
-        cl.send("hold")
-        wait_for(lambda: b.held == 1, 10, what="the line held by b")
-        assert ctl(ctl_path, f"upstream px {a.addr} up") == {"ok": True}
+        hold_on(ctl_path, a, b, lambda: cl.send("hold"))
         reload_with(d, ctl_path, line_config(tmp_path, [a.addr])[1])
         assert [s["server"] for s in servers(ctl_path)] == [a.addr, b.addr]
         assert row(ctl_path, b.addr) == ("draining", True, 1, 0)
