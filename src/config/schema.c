@@ -148,7 +148,8 @@ const tn_key tn_schema[] = {
     { "handler", "balance", TN_T_ENUM, "round_robin", 0, 0, "round_robin|least_conn|hash", "proxy", H(balance),
       0, "How a server is picked: smooth weighted round robin, fewest active, or consistent hash of hash_key." },
     { "handler", "hash_key", TN_T_STRING, "remote_addr", 0, 0, NULL, "proxy", H(hash_key), 0,
-      "balance hash: \"remote_addr\", \"header:NAME\", \"cookie:NAME\" or \"token\" (first token of a line)." },
+      "balance hash: \"remote_addr\", \"header:NAME\", \"cookie:NAME\" or \"token\" (a line's first token; "
+      "on HTTP the request path without its query)." },
     { "handler", "retries", TN_T_INT, "2", 0, 100, NULL, "proxy", H(retries), 0,
       "Further servers tried after a connect failure or a reset before any answer byte." },
     { "handler", "retry_non_idempotent", TN_T_BOOL, "false", 0, 0, NULL, "proxy", H(retry_non_idempotent), 0,

@@ -571,8 +571,9 @@ static int show_upstreams(const tn_ctl_jv *a, FILE *f)
                 tn_ctl_buf_adds(&fails, one);
             }
             tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(g, "handler", "?"));
-            tn_ctl_table_cell(&t, "%s%s", tn_ctl_jstr(s, "server", "?"),
-                              tn_ctl_jbool(s, "backup") ? " (backup)" : "");
+            tn_ctl_table_cell(&t, "%s%s%s", tn_ctl_jstr(s, "server", "?"),
+                              tn_ctl_jbool(s, "backup") ? " (backup)" : "",
+                              tn_ctl_jbool(s, "removed") ? " (removed)" : "");
             tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(s, "state", "?"));
             tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "weight"));
             tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(s, "active"));

@@ -164,7 +164,8 @@ typedef struct tn_handler_ops {
     bool (*input_end)(tn_handler *h, tn_session *s, void *state);
     /* Optional. The registry dropped the handler (a reload changed or
      * removed it, or the daemon exits); it lives on while referenced, and
-     * a handler that keeps programs running lets them finish and go. */
+     * a handler that keeps programs running lets them finish and go. The
+     * registry holds the new set already: a successor is found by name. */
     void (*retire)(tn_handler *h);
     /* Called once no session, job or listener refers to the handler. */
     void (*destroy)(tn_handler *h);

@@ -181,11 +181,15 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
         r->v[i]->removed = true;
     for (size_t i = 0; i < n; i++)
         next[i]->removed = false;
-    for (size_t i = 0; i < r->n; i++)
-        retire(r->v[i]);
-    free(r->v);
+    /* the new set is in place before the old one retires, so that a
+     * retired handler finds its successor by name */
+    tn_handler **prev = r->v;
+    size_t nprev = r->n;
     r->v = next;
     r->n = n;
+    for (size_t i = 0; i < nprev; i++)
+        retire(prev[i]);
+    free(prev);
     return 0;
 }
 
@@ -193,13 +197,17 @@ void tn_registry_free(tn_registry *r, int wait_ms)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n; i++) {
-        r->v[i]->removed = true;
-        retire(r->v[i]);
-    }
-    free(r->v);
+    /* emptied first: a retiring handler looking up a successor finds none
+     * (and no handler the loop destroyed already) */
+    tn_handler **prev = r->v;
+    size_t nprev = r->n;
     r->v = NULL;
     r->n = 0;
+    for (size_t i = 0; i < nprev; i++) {
+        prev[i]->removed = true;
+        retire(prev[i]);
+    }
+    free(prev);
     int64_t deadline = tn_now_us() + (int64_t)wait_ms * 1000;
     while (r->alive && tn_now_us() < deadline) {
         struct timeval slice = { 0, 50000 };

@@ -59,21 +59,26 @@ void tn_up_conn_free(tn_up_conn *uc)
     free(uc);
 }
 
-static void pool_release(tn_upstream_server *s, void *data)
+static void pool_close_idle(tn_upstream_server *s, void *data)
 {
     (void)s;
     http_pool *pool = data;
     while (pool->idle)
         tn_up_conn_free(pool->idle);
-    free(pool);
+}
+
+static void pool_release(tn_upstream_server *s, void *data)
+{
+    pool_close_idle(s, data);
+    free(data);
 }
 
 static http_pool *pool_of(tn_upstream_server *s)
 {
     tn_upstream_pool *slot = &s->pool[TN_UPSIDE_HTTP];
-    if (!slot->data) {
-        slot->data = calloc(1, sizeof(http_pool));
+    if (!slot->data && (slot->data = calloc(1, sizeof(http_pool)))) {
         slot->release = pool_release;
+        slot->close_idle = pool_close_idle;
     }
     return slot->data;
 }
@@ -114,7 +119,7 @@ void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeo
 {
     tn_upstream_server *s = uc->server;
     http_pool *pool = pool_of(s);
-    if (!pool || keepalive <= 0 || (int64_t)pool->n >= keepalive || s->admin != TN_UPA_ENABLED ||
+    if (!pool || keepalive <= 0 || (int64_t)pool->n >= keepalive || s->admin != TN_UPA_ENABLED || s->removed ||
         evbuffer_get_length(bufferevent_get_input(uc->bev)) ||
         evbuffer_get_length(bufferevent_get_output(uc->bev))) {
         tn_up_conn_free(uc);

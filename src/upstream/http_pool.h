@@ -34,7 +34,8 @@ struct tn_up_conn {
 /* An idle connection to S, or NULL. Its callbacks and timeouts are clear. */
 tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
 /* Back to S's pool, or closed when the pool is full, KEEPALIVE is 0, the
- * server is not enabled, or bytes are left over either way. */
+ * server is not enabled (drain, down, removed by a reload), or bytes are
+ * left over either way. */
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
 size_t tn_http_pool_idle(tn_upstream_server *s);
 /* Writes UC's pending output to its plain socket now; what the socket

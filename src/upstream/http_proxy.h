@@ -33,8 +33,9 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
  * the Upgrade/Connection pair stays). */
 void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names, const char *const *values,
                                     size_t count, bool switching, int major, int minor);
-/* The key G's hash balance reads from request R (its address, a header or
- * a cookie; a cookie's value is copied to BUF); NULL without one. */
+/* The key G's hash balance reads from request R (its address, a header,
+ * a cookie, or for "token" its path; a cookie's value is copied to BUF);
+ * NULL without one. */
 const char *tn_http_proxy_hash_key(const tn_upstream_group *g, const tn_http_request *r, size_t *len, char *buf,
                                    size_t buflen);
 

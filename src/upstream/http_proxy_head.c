@@ -165,6 +165,10 @@ const char *tn_http_proxy_hash_key(const tn_upstream_group *g, const tn_http_req
     const char *k = NULL;
     if (g->key_kind == TN_UPK_REMOTE_ADDR) {
         k = r->remote_ip;
+    } else if (g->key_kind == TN_UPK_TOKEN) {
+        /* what a request names first after its method: the path, query
+         * left out so that ?v=2 reaches the server of the page */
+        k = r->path;
     } else if (g->key_kind == TN_UPK_HEADER) {
         k = tn_http_header_get(r, g->key_name);
     } else if (g->key_kind == TN_UPK_COOKIE) {

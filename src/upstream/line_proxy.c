@@ -233,6 +233,7 @@ static lp_conn *conn_open(lp_pool *p)
 }
 
 static void pool_release(tn_upstream_server *s, void *data);
+static void pool_close_idle(tn_upstream_server *s, void *data);
 
 /* The server's pool, created on first use; settings follow the handler
  * that uses it (a reload may change them). */
@@ -247,6 +248,7 @@ static lp_pool *pool_of(tn_line_proxy *lp, tn_upstream_server *s)
         p->d = lp->h->daemon;
         s->pool[TN_UPSIDE_LINE].data = p;
         s->pool[TN_UPSIDE_LINE].release = pool_release;
+        s->pool[TN_UPSIDE_LINE].close_idle = pool_close_idle;
     }
     p->set = lp->set;
     if (p->n < lp->set.pool_size) {
@@ -516,7 +518,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         conn_fail(c, TN_UPF_BAD_RESPONSE, why);
     } else {
         slot_refill(&p->slots[c->slot], c);
-        conn_timers(c, false);
+        if (!c->inflight && (s->admin != TN_UPA_ENABLED || s->removed))
+            conn_close(c); /* drained, down or removed: its last reply is in */
+        else
+            conn_timers(c, false);
     }
     tn_upstream_server_unref(s);
 }
@@ -552,6 +557,19 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_fail(c, reason, why);
     }
     tn_upstream_server_unref(s);
+}
+
+/* Drain, down or a reload's removal: connections nothing is on or waits
+ * for close now; busy ones close after their last reply (conn_read_cb). */
+static void pool_close_idle(tn_upstream_server *s, void *data)
+{
+    (void)s;
+    lp_pool *p = data;
+    for (size_t i = 0; i < p->n; i++) {
+        lp_conn *c = p->slots[i].conn;
+        if (c && !c->inflight && !p->slots[i].wait_head)
+            conn_close(c);
+    }
 }
 
 /* The server is being freed: no job is left on it (jobs hold their

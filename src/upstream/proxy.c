@@ -242,7 +242,11 @@ int tn_proxy_upstream_cmd(tn_registry *r, char *arg, char *err, size_t errlen)
     }
     tn_upstream_server *s = tn_upstream_find(g, sname);
     if (!s) {
-        snprintf(err, errlen, "handler '%s' has no upstream '%s'", hname, sname);
+        if (tn_upstream_find_gone(g, sname))
+            snprintf(err, errlen, "upstream '%s' of '%s' was removed by a reload and drains until its requests end",
+                     sname, hname);
+        else
+            snprintf(err, errlen, "handler '%s' has no upstream '%s'", hname, sname);
         return -1;
     }
     int weight = 0;
@@ -355,6 +359,17 @@ static bool proxy_takeover(tn_handler *h, struct tn_conn *c)
     return side && side->takeover ? side->takeover(h->state, c) : false;
 }
 
+/* The registry dropped H: the handler of the same name now in it (if any)
+ * takes over the listing of the servers H had and it has not. */
+static void proxy_retire(tn_handler *h)
+{
+    tn_upstream_group *old = tn_proxy_group(h);
+    if (!old)
+        return;
+    tn_handler *next = h->registry ? tn_registry_find(h->registry, h->name) : NULL;
+    tn_upstream_group_succeed(old, next ? tn_proxy_group(next) : NULL);
+}
+
 static void proxy_destroy(tn_handler *h)
 {
     if (h->state)
@@ -370,6 +385,7 @@ const tn_handler_ops tn_proxy_ops = {
     .detach = proxy_detach,
     .input_end = proxy_input_end,
     .takeover = proxy_takeover,
+    .retire = proxy_retire,
     .destroy = proxy_destroy,
     .http_stream = true,
 };

@@ -24,7 +24,6 @@
 #include "addr.h"
 #include "clock.h"
 #include "handlers/handler.h"
-#include "json.h"
 #include "log.h"
 
 #define RING_POINTS 160
@@ -186,10 +185,49 @@ void tn_upstream_server_ref(tn_upstream_server *s)
     s->refs++;
 }
 
+/* Off the list of the group showing it as removed. */
+static void gone_unlink(tn_upstream_server *s)
+{
+    tn_upstream_group *g = s->gone_in;
+    if (!g)
+        return;
+    for (size_t i = 0; i < g->ngone; i++) {
+        if (g->gone[i] == s) {
+            memmove(&g->gone[i], &g->gone[i + 1], (g->ngone - i - 1) * sizeof(*g->gone));
+            g->ngone--;
+            break;
+        }
+    }
+    s->gone_in = NULL;
+}
+
+static void gone_add(tn_upstream_group *g, tn_upstream_server *s)
+{
+    gone_unlink(s);
+    if (g->ngone == g->gone_cap) {
+        size_t cap = g->gone_cap ? g->gone_cap * 2 : 4;
+        tn_upstream_server **v = realloc(g->gone, cap * sizeof(*v));
+        if (!v)
+            return; /* it drains all the same, unlisted */
+        g->gone = v;
+        g->gone_cap = cap;
+    }
+    g->gone[g->ngone++] = s;
+    s->gone_in = g;
+}
+
+void tn_upstream_close_idle(tn_upstream_server *s)
+{
+    for (int i = 0; i < TN_UPSIDE_COUNT; i++)
+        if (s->pool[i].close_idle && s->pool[i].data)
+            s->pool[i].close_idle(s, s->pool[i].data);
+}
+
 void tn_upstream_server_unref(tn_upstream_server *s)
 {
     if (--s->refs > 0)
         return;
+    gone_unlink(s);
     for (int i = 0; i < TN_UPSIDE_COUNT; i++)
         if (s->pool[i].release)
             s->pool[i].release(s, s->pool[i].data);
@@ -373,6 +411,9 @@ void tn_upstream_group_free(tn_upstream_group *g)
         event_free(g->resolve_ev);
     if (g->dns)
         evdns_base_free(g->dns, 1); /* lookups in flight end, cancelled */
+    for (size_t i = 0; i < g->ngone; i++)
+        g->gone[i]->gone_in = NULL;
+    free(g->gone);
     for (size_t i = 0; i < g->n; i++) {
         tn_upstream_server *s = g->servers[i];
         if (s->check_group == g) {
@@ -388,6 +429,39 @@ void tn_upstream_group_free(tn_upstream_group *g)
     free(g->check_path);
     free(g->handler);
     free(g);
+}
+
+void tn_upstream_group_succeed(tn_upstream_group *old, tn_upstream_group *next)
+{
+    while (old->ngone) {
+        if (next)
+            gone_add(next, old->gone[0]);
+        else
+            gone_unlink(old->gone[0]);
+    }
+    for (size_t i = 0; i < old->n; i++) {
+        tn_upstream_server *s = old->servers[i];
+        bool kept = false;
+        for (size_t j = 0; next && j < next->n && !kept; j++)
+            kept = next->servers[j] == s;
+        if (kept || s->removed)
+            continue;
+        s->removed = true;
+        tn_upstream_close_idle(s);
+        if (!next)
+            continue; /* the whole handler went (or the daemon exits) */
+        tn_info("upstream %s of %s: removed by the reload, draining (%llu active)", s->name, old->handler,
+                (unsigned long long)s->stats.active);
+        gone_add(next, s);
+    }
+}
+
+tn_upstream_server *tn_upstream_find_gone(tn_upstream_group *g, const char *name)
+{
+    for (size_t i = 0; i < g->ngone; i++)
+        if (strcmp(g->gone[i]->name, name) == 0)
+            return g->gone[i];
+    return NULL;
 }
 
 tn_upstream_server *tn_upstream_find(tn_upstream_group *g, const char *name)
@@ -499,7 +573,7 @@ static int64_t fail_timeout_of(const tn_upstream_group *g, const tn_upstream_ser
 
 static bool usable_at(tn_upstream_group *g, tn_upstream_server *s, int64_t now)
 {
-    if (s->admin != TN_UPA_ENABLED || s->check_down)
+    if (s->admin != TN_UPA_ENABLED || s->check_down || s->removed)
         return false;
     if (s->ejected_until_us) {
         if (now < s->ejected_until_us)
@@ -518,7 +592,7 @@ bool tn_upstream_usable(tn_upstream_group *g, tn_upstream_server *s)
 
 int tn_upstream_state(const tn_upstream_server *s)
 {
-    if (s->admin == TN_UPA_DRAIN)
+    if (s->admin == TN_UPA_DRAIN || s->removed)
         return TN_UPS_DRAINING;
     if (s->admin == TN_UPA_DOWN || s->check_down)
         return TN_UPS_DOWN;
@@ -640,7 +714,7 @@ tn_upstream_server *tn_upstream_pick(tn_upstream_group *g, const char *key, size
         int64_t soonest = 0;
         for (size_t i = 0; i < g->n && !any_usable; i++) {
             const tn_upstream_server *s = g->servers[i];
-            if (s->admin == TN_UPA_ENABLED && !s->check_down && s->ejected_until_us > now &&
+            if (s->admin == TN_UPA_ENABLED && !s->check_down && !s->removed && s->ejected_until_us > now &&
                 (!soonest || s->ejected_until_us < soonest))
                 soonest = s->ejected_until_us;
         }
@@ -677,9 +751,12 @@ int tn_upstream_admin_cmd(tn_upstream_group *g, tn_upstream_server *s, const cha
                           size_t errlen)
 {
     if (strcmp(cmd, "drain") == 0) {
+        /* requests in flight finish; their connections close after them */
         s->admin = TN_UPA_DRAIN;
+        tn_upstream_close_idle(s);
     } else if (strcmp(cmd, "down") == 0) {
         s->admin = TN_UPA_DOWN;
+        tn_upstream_close_idle(s);
     } else if (strcmp(cmd, "up") == 0) {
         /* the operator vouches for it: passive ejection ends too */
         s->admin = TN_UPA_ENABLED;
@@ -705,117 +782,4 @@ int tn_upstream_admin_cmd(tn_upstream_group *g, tn_upstream_server *s, const cha
     else
         tn_info("upstream %s of %s: %s by the operator", s->name, g->handler, cmd);
     return 0;
-}
-
-/* ---- exports ------------------------------------------------------------- */
-
-void tn_upstream_group_json(tn_upstream_group *g, tn_json *j, const char *key)
-{
-    tn_json_open(j, key, '[');
-    for (size_t i = 0; i < g->n; i++) {
-        tn_upstream_server *s = g->servers[i];
-        char addr[80];
-        tn_addr_format((const struct sockaddr *)&s->addr, addr, sizeof(addr));
-        tn_json_open(j, NULL, '{');
-        tn_json_str(j, "server", s->name);
-        tn_json_str(j, "address", addr);
-        tn_json_str(j, "state", tn_upstream_state_name(tn_upstream_state(s)));
-        tn_json_u64(j, "weight", (uint64_t)s->weight);
-        tn_json_bool(j, "backup", s->spec.backup);
-        tn_json_u64(j, "active", s->stats.active);
-        tn_json_u64(j, "idle", s->stats.idle);
-        tn_json_u64(j, "requests", s->stats.requests);
-        tn_json_u64(j, "responses", s->stats.responses);
-        tn_json_u64(j, "connects", s->stats.connects);
-        tn_json_u64(j, "reused", s->stats.reused);
-        tn_json_u64(j, "ejections", s->stats.ejections);
-        tn_json_u64(j, "fails_in_row", (uint64_t)s->fails);
-        tn_json_open(j, "failures", '{');
-        for (int r = 0; r < TN_UPF_COUNT; r++)
-            tn_json_u64(j, tn_upstream_failure_name(r), s->stats.failures[r]);
-        tn_json_close(j, '}');
-        tn_json_u64(j, "bytes_sent", s->stats.bytes_sent);
-        tn_json_u64(j, "bytes_received", s->stats.bytes_received);
-        tn_json_u64(j, "resolutions", s->stats.resolutions);
-        tn_json_open(j, "latency_ms", '{');
-        tn_json_num(j, "p50", tn_hist_percentile(&s->stats.latency, 0.50) / 1000);
-        tn_json_num(j, "p99", tn_hist_percentile(&s->stats.latency, 0.99) / 1000);
-        tn_json_close(j, '}');
-        tn_json_close(j, '}');
-    }
-    tn_json_close(j, ']');
-}
-
-static void series(struct evbuffer *out, const char *name, const tn_upstream_group *g, const tn_upstream_server *s,
-                   const char *extra, uint64_t v)
-{
-    evbuffer_add_printf(out, "%s{handler=\"", name);
-    tn_prom_label(out, g->handler);
-    evbuffer_add(out, "\",server=\"", 10);
-    tn_prom_label(out, s->name);
-    evbuffer_add_printf(out, "\"%s} %llu\n", extra ? extra : "", (unsigned long long)v);
-}
-
-void tn_upstream_prometheus(tn_upstream_group *const *groups, size_t n, struct evbuffer *out)
-{
-    static const struct {
-        const char *name, *type, *help;
-        size_t off;
-    } m[] = {
-        { "tusknet_upstream_requests_total", "counter", "Tries sent to the server (retries count).",
-          offsetof(tn_upstream_stats, requests) },
-        { "tusknet_upstream_responses_total", "counter", "Tries answered completely.",
-          offsetof(tn_upstream_stats, responses) },
-        { "tusknet_upstream_connects_total", "counter", "Connections opened to the server.",
-          offsetof(tn_upstream_stats, connects) },
-        { "tusknet_upstream_reused_total", "counter", "Tries sent over a pooled connection.",
-          offsetof(tn_upstream_stats, reused) },
-        { "tusknet_upstream_ejections_total", "counter", "Times max_fails ejected the server.",
-          offsetof(tn_upstream_stats, ejections) },
-        { "tusknet_upstream_active_connections", "gauge", "Connections in use.",
-          offsetof(tn_upstream_stats, active) },
-        { "tusknet_upstream_idle_connections", "gauge", "Connections kept idle in the pool.",
-          offsetof(tn_upstream_stats, idle) },
-    };
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
-        for (size_t gi = 0; gi < n; gi++)
-            for (size_t i = 0; i < groups[gi]->n; i++) {
-                const tn_upstream_server *s = groups[gi]->servers[i];
-                series(out, m[k].name, groups[gi], s, NULL, *(const uint64_t *)((const char *)&s->stats + m[k].off));
-            }
-    }
-    evbuffer_add_printf(out, "# HELP tusknet_upstream_up 1 when the server takes new requests.\n"
-                             "# TYPE tusknet_upstream_up gauge\n");
-    for (size_t gi = 0; gi < n; gi++)
-        for (size_t i = 0; i < groups[gi]->n; i++)
-            series(out, "tusknet_upstream_up", groups[gi], groups[gi]->servers[i], NULL,
-                   tn_upstream_state(groups[gi]->servers[i]) == TN_UPS_UP);
-    evbuffer_add_printf(out, "# HELP tusknet_upstream_failures_total Failed tries, by reason.\n"
-                             "# TYPE tusknet_upstream_failures_total counter\n");
-    for (size_t gi = 0; gi < n; gi++)
-        for (size_t i = 0; i < groups[gi]->n; i++)
-            for (int r = 0; r < TN_UPF_COUNT; r++) {
-                char extra[48];
-                snprintf(extra, sizeof(extra), ",reason=\"%s\"", tn_upstream_failure_name(r));
-                series(out, "tusknet_upstream_failures_total", groups[gi], groups[gi]->servers[i], extra,
-                       groups[gi]->servers[i]->stats.failures[r]);
-            }
-    evbuffer_add_printf(out, "# HELP tusknet_upstream_latency_seconds Time from a try's start to its answer.\n"
-                             "# TYPE tusknet_upstream_latency_seconds histogram\n");
-    for (size_t gi = 0; gi < n; gi++)
-        for (size_t i = 0; i < groups[gi]->n; i++) {
-            const tn_upstream_server *s = groups[gi]->servers[i];
-            struct evbuffer *labels = evbuffer_new();
-            if (!labels)
-                continue;
-            evbuffer_add(labels, "handler=\"", 9);
-            tn_prom_label(labels, groups[gi]->handler);
-            evbuffer_add(labels, "\",server=\"", 10);
-            tn_prom_label(labels, s->name);
-            evbuffer_add(labels, "\"", 2); /* with the NUL */
-            tn_prom_histogram(out, "tusknet_upstream_latency_seconds", (const char *)evbuffer_pullup(labels, -1),
-                              &s->stats.latency);
-            evbuffer_free(labels);
-        }
 }

@@ -13,7 +13,10 @@
  * Servers are reference counted: a reload builds a new group that adopts
  * (shares) the servers whose address text stays, with their counters,
  * pools and ejection state; a server the new config drops stays with the
- * old group, draining, until the last request using it ends.
+ * old group, draining, until the last request using it ends. Once the
+ * reload is committed, the new group lists such servers (weakly: the list
+ * holds no reference) so that `upstreams` still shows them while they
+ * have work.
  *
  * Health is the product of three things: the operator's word (control
  * `upstream H S drain|up|down`), passive checks (max_fails failures in a
@@ -72,10 +75,12 @@ typedef struct tn_upstream_server tn_upstream_server;
 typedef struct tn_upstream_group tn_upstream_group;
 
 /* A side's per-server pool: created lazily by the side, released (its
- * connections closed) when the server itself is freed. */
+ * connections closed) when the server itself is freed. close_idle, when
+ * set, closes the connections no request uses (drain, down, removal). */
 typedef struct tn_upstream_pool {
     void *data;
     void (*release)(tn_upstream_server *s, void *data);
+    void (*close_idle)(tn_upstream_server *s, void *data);
 } tn_upstream_pool;
 
 typedef struct tn_upstream_stats {
@@ -123,6 +128,8 @@ struct tn_upstream_server {
     int64_t ejected_until_us; /* 0: not ejected */
     bool check_down;  /* the active check has taken it down */
     int check_streak; /* active check: consecutive results in the other direction */
+    bool removed;     /* a reload dropped it: draining for good */
+    tn_upstream_group *gone_in; /* the group listing it as removed, or NULL */
     tn_upstream_stats stats;
     tn_upstream_pool pool[TN_UPSIDE_COUNT];
     /* active health check of this server (health_check) */
@@ -136,7 +143,7 @@ enum tn_upstream_hash_key {
     TN_UPK_REMOTE_ADDR, /* the client's address, port excluded */
     TN_UPK_HEADER,      /* "header:NAME" */
     TN_UPK_COOKIE,      /* "cookie:NAME" */
-    TN_UPK_TOKEN,       /* "token": the message's first token (line protocols) */
+    TN_UPK_TOKEN,       /* "token": a line's first token; an HTTP request's path */
 };
 
 typedef struct tn_upstream_ring_point {
@@ -165,6 +172,10 @@ struct tn_upstream_group {
     char *check_path; /* NULL: a TCP connect is the check */
     const struct tn_proxy_tls *check_tls; /* the handler's upstream TLS, for HTTP checks */
     bool removed;     /* its handler left the config: its servers drain */
+    /* servers earlier configs had and this one dropped, still alive;
+     * not referenced: a server leaves this list when it is freed */
+    tn_upstream_server **gone;
+    size_t ngone, gone_cap;
     /* resolve: periodic re-resolution of host names (0 = none) */
     int64_t resolve_ms;
     struct evdns_base *dns;
@@ -181,6 +192,13 @@ tn_upstream_group *tn_upstream_group_new(const tn_handler_conf *c, struct event_
 /* Drops the group's references; servers no other group shares are freed
  * when their last request ends (their pools are released then). */
 void tn_upstream_group_free(tn_upstream_group *g);
+
+/* A reload replaced OLD (whose handler the registry just dropped) by NEXT
+ * (NULL: the handler is gone or no longer a proxy). OLD's servers that NEXT
+ * lacks are removed: they take no new request, their idle connections
+ * close now and the others when their request ends; NEXT lists them (and
+ * those OLD listed) while they live. */
+void tn_upstream_group_succeed(tn_upstream_group *old, tn_upstream_group *next);
 
 /* Starts re-resolving G's host names every G->resolve_ms, in the loop
  * (evdns, /etc/hosts first); a changed address is used by new
@@ -216,13 +234,18 @@ void tn_upstream_try_fail(tn_upstream_group *g, tn_upstream_server *s, int reaso
 
 /* The server, found by name ("host:port" as written) or 1-based index. */
 tn_upstream_server *tn_upstream_find(tn_upstream_group *g, const char *name);
+/* A server a reload removed that G still lists, by name; NULL if none. */
+tn_upstream_server *tn_upstream_find_gone(tn_upstream_group *g, const char *name);
+/* Closes S's idle pooled connections, on every side. */
+void tn_upstream_close_idle(tn_upstream_server *s);
 /* Operator commands: "drain", "up", "down", or "weight" with N (1..1000).
  * Returns -1 with a message in err. */
 int tn_upstream_admin_cmd(tn_upstream_group *g, tn_upstream_server *s, const char *cmd, int weight, char *err,
                           size_t errlen);
 
 /* Exports: the group's servers as a JSON array under KEY (control
- * `upstreams`); Prometheus series of every server of the N groups (labels
+ * `upstreams`), then the removed servers still serving a request, marked
+ * "removed": true; Prometheus series of every server of the N groups (labels
  * handler, server). */
 void tn_upstream_group_json(tn_upstream_group *g, struct tn_json *j, const char *key);
 void tn_upstream_prometheus(tn_upstream_group *const *groups, size_t n, struct evbuffer *out);
