@@ -11,9 +11,8 @@
  * them.
  *
  * Reload: the config is parsed and checked once, here; a refused one changes
- * no worker. New workers start with the new config on the same sockets
- * (a new listener gets new ones); when all serve, the old ones are told to
- * drain: they stop accepting, finish what they are doing and exit.
+ * no worker, an accepted one is applied in place by every worker, which
+ * keeps its connections (master_reload.c).
  *
  * The master supervises (pidfd per worker; a crashed worker is restarted
  * with a backoff that doubles while it keeps crashing soon after a start),

@@ -276,3 +276,31 @@ def test_a_second_reload_runs_after_the_first_and_counts(two):
         assert http_get(two.ports["WEB"], "/new").status == (200 if i % 2 == 0 else 404)
     stats = command(two, "stats")
     assert (stats["reloads"], stats["reloads_ok"], stats["reloads_refused"]) == (3, 3, 0)
+
+
+def test_unchanged_handlers_keep_their_state(daemon):  # noqa: F811
+    """A room whose settings did not change keeps its members in every worker:
+    the snapshot a worker loads compares equal to what it runs."""
+    d = daemon(config().replace('old  { type: "static" reply: "OLD" }',
+                                'old  { type: "static" reply: "OLD" }\nchat { type: "broadcast" }')
+               .replace('handlers: ["echo", "old"', 'handlers: ["echo", "old", "chat"'))
+    members = [LineClient(d.ports["LINES"]) for _ in range(N)]
+    for i, c in enumerate(members):
+        assert c.request(f"echo m{i}") == f"m{i}"
+        c.sendline("chat join")
+    wait_for(lambda: command(d, "broadcast chat ping")["sent"] == N, timeout=10, what="every member joined")
+    # the members' own messages and the pings all came before this mark
+    assert command(d, "broadcast chat mark")["sent"] == N
+    for c in members:
+        while c.readline() != "mark":
+            pass
+    assert len({row["id"] >> ID_SHIFT for row in command(d, "connections lines")["connections"]}) == 2
+    text = d.config_path.read_text().replace('reply: "OLD"', 'reply: "OLD2"')
+    d.config_path.write_text(text)
+    answer = command(d, "reload")
+    assert answer["ok"] is True and answer["failed"] == 0, answer
+    assert command(d, "broadcast chat after")["sent"] == N
+    for c in members:
+        assert c.readline() == "after"
+        assert c.request("old") == "OLD2"
+    close_all(members)
