@@ -600,7 +600,7 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
     tn_sd_close_unused(&d->sd);
     if (worker) {
         /* the master owns the control socket, the pid file and systemd */
-        static const tn_worker_hooks hooks = { tn_control_exec, tn_daemon_drain, tn_daemon_shutdown,
+        static const tn_worker_hooks hooks = { tn_control_exec_later, tn_daemon_drain, tn_daemon_shutdown,
                                                 worker_reload };
         if (tn_workers_started(d, &hooks, err, sizeof(err)) < 0) {
             tn_error("%s", err);

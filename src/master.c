@@ -527,7 +527,13 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
     if (!to_all && !to_one)
         return false;
     uint64_t target = 0;
-    if (to_one) {
+    const char *sp = arg ? strchr(arg, ' ') : NULL;
+    if (to_one && sp && memchr(arg, ':', (size_t)(sp - arg)) && strcmp(name, "send") == 0) {
+        /* send NODE:ID goes through Redis: one serving worker publishes it */
+        for (tn_mworker *w = m->workers; w && !target; w = w->next)
+            if (w->bev && w->ready && !w->draining)
+                target = w->serial;
+    } else if (to_one) {
         char *end;
         unsigned long long id = arg ? strtoull(arg, &end, 10) : 0;
         if (!arg || end == arg)

@@ -294,6 +294,11 @@ long tn_workers_daemon_pid(const tn_daemon *d)
     return d && d->worker ? d->worker->master_pid : (long)getpid();
 }
 
+bool tn_workers_owns_id(const tn_daemon *d, uint64_t id)
+{
+    return !d->worker || id >> TN_WORKER_ID_SHIFT == d->worker->serial;
+}
+
 bool tn_workers_local_only(const tn_daemon *d)
 {
     return d->worker && d->worker->local_only;
@@ -447,6 +452,21 @@ static void reload_in_place(tn_daemon *d, const char *data, size_t len, char *er
     drop_fds(w);
 }
 
+/* A command whose answer came later (send NODE:ID waited for Redis). */
+typedef struct later_answer {
+    tn_daemon *d;
+    uint64_t seq;
+} later_answer;
+
+static void answer_later(void *arg, struct evbuffer *answer)
+{
+    later_answer *la = arg;
+    tn_worker_link *w = la->d->worker; /* NULL once the worker is stopping */
+    if (w && w->bev)
+        tn_wmsg_send(w->bev, TN_WMSG_ANSWER, la->seq, evbuffer_pullup(answer, -1), evbuffer_get_length(answer));
+    free(la);
+}
+
 static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body)
 {
     tn_worker_link *w = d->worker;
@@ -460,14 +480,23 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
     case TN_WMSG_CMD:
     case TN_WMSG_CMD_LOCAL: {
         struct evbuffer *out = evbuffer_new();
-        if (out) {
+        later_answer *la = malloc(sizeof(*la));
+        if (out && la) {
+            la->d = d;
+            la->seq = h->seq;
             w->local_only = h->type == TN_WMSG_CMD_LOCAL;
-            w->hooks.exec(d, data, len, out);
+            bool later = w->hooks.exec(d, data, len, out, answer_later, la);
             w->local_only = false;
-            size_t n = evbuffer_get_length(out);
-            tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, evbuffer_pullup(out, -1), n);
-            evbuffer_free(out);
+            if (!later) {
+                size_t n = evbuffer_get_length(out);
+                tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, evbuffer_pullup(out, -1), n);
+                free(la);
+            }
+        } else {
+            free(la);
         }
+        if (out)
+            evbuffer_free(out);
         break;
     }
     case TN_WMSG_DRAIN: w->hooks.drain(d); break;

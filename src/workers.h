@@ -97,7 +97,9 @@ int tn_workers_take_socket(tn_worker_link *w, const tn_listener_conf *conf);
  * these at start, so that this module (reached from net/ for the shared
  * counters) includes neither the daemon nor the control socket. */
 typedef struct tn_worker_hooks {
-    void (*exec)(tn_daemon *d, char *line, size_t len, struct evbuffer *out); /* a control command */
+    /* a control command; true when its answer goes to LATER(ARG, ANSWER) instead of OUT */
+    bool (*exec)(tn_daemon *d, char *line, size_t len, struct evbuffer *out,
+                 void (*later)(void *arg, struct evbuffer *answer), void *arg);
     void (*drain)(tn_daemon *d);
     void (*shutdown)(tn_daemon *d, const char *why);
     /* applies CFG (taken) in place, all or nothing; -1 with err: nothing changed */
@@ -121,6 +123,9 @@ void tn_workers_ip_release(tn_daemon *d, const char *listener, const struct sock
  * completes CALL's job with its answer. False: not a worker, answer locally. */
 bool tn_workers_metrics(tn_daemon *d, tn_call *call);
 
+/* Is connection ID this process's (a worker's own serial; always in the
+ * single process)? */
+bool tn_workers_owns_id(const tn_daemon *d, uint64_t id);
 /* The daemon's process id for others to see: the master's in a worker. */
 long tn_workers_daemon_pid(const tn_daemon *d);
 /* True while a worker runs a command another worker publishes ([cluster]). */

@@ -672,6 +672,9 @@ int tn_ctl_show_ok(const char *cmd, const char *const args[3], const tn_ctl_jv *
         }
     } else if (strcmp(cmd, "close") == 0)
         fprintf(f, "ok: connection %s closed\n", args[0]);
+    else if (strcmp(cmd, "send") == 0 && tn_ctl_jget(a, "published"))
+        fprintf(f, "ok: published for connection %" PRIu64 " of node %s (whether it reached it is known there)\n",
+                tn_ctl_ju64(a, "id"), tn_ctl_jstr(a, "node", "?"));
     else if (strcmp(cmd, "send") == 0)
         fprintf(f, "ok: sent to connection %s\n", args[0]);
     else if (strcmp(cmd, "broadcast") == 0) {
