@@ -158,7 +158,7 @@ static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
     tn_wshm_clear_seat(m->shm, w->seat);
     m->seat_used[w->seat] = false;
     forget_answers(m, w->serial);
-    bool current = w->generation == m->generation && !w->draining;
+    bool current = w->generation == m->generation && !w->draining && !w->superseded;
     if (m->stopping || !current) {
         tn_info("worker %d (pid %ld) %s", w->slot, (long)w->pid, how);
     } else if (!m->started && !w->ready) {
@@ -190,6 +190,7 @@ static void on_worker_message(tn_mworker *w, const tn_wmsg_hdr *h, struct evbuff
     case TN_WMSG_READY:
         w->ready = true;
         tn_debug("worker %d (pid %ld) serving", w->slot, (long)w->pid);
+        tn_master_reload_replaced(m, w);
         check_ready(m);
         break;
     case TN_WMSG_ANSWER:

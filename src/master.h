@@ -90,6 +90,7 @@ typedef struct tn_mworker {
     uint64_t serial;
     unsigned generation;
     bool ready, draining;
+    bool superseded; /* failed to apply a reload: drains once its slot's replacement serves */
     uint64_t relay_dropped; /* room messages it was too slow for */
 } tn_mworker;
 
@@ -154,5 +155,7 @@ void tn_master_request_done(tn_mrequest *r);
 void tn_master_reload_command(tn_master *m, void *client);
 /* A reload request's answers in: the failed workers replaced, the reply in OUT. */
 void tn_master_reload_done(tn_mrequest *r, struct evbuffer *out);
+/* W serves: a worker it replaces drains now. */
+void tn_master_reload_replaced(tn_master *m, const tn_mworker *w);
 
 #endif

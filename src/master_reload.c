@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "json.h"
 #include "log.h"
 #include "master.h"
@@ -120,6 +121,10 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "daemon.workers: at most %d without a restart", m->seats);
         return -1;
     }
+    /* what a worker's apply would refuse, the master refuses first */
+    tn_cluster_addr redis;
+    if (tn_cluster_resolve(d, &cfg->cluster, &redis, err, errlen) < 0)
+        return -1;
     char *text = NULL;
     size_t len = 0;
     size_t n = 0;
@@ -185,20 +190,36 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-/* W could not apply the config: a new worker with it takes the slot. */
+/* W could not apply the config: a new worker with it takes the slot. One
+ * that answered keeps serving (the old config) until the new one does, so
+ * that a new worker that cannot start either leaves the slot served; one
+ * that did not answer may not read at all, and is stopped now. */
 static void replace(tn_master *m, uint64_t serial, bool answered)
 {
     for (tn_mworker *w = m->workers; w; w = w->next) {
         if (w->serial != serial || w->draining)
             continue;
-        w->draining = true;
-        if (answered && w->bev)
-            tn_wmsg_send(w->bev, TN_WMSG_DRAIN, 0, NULL, 0);
-        else
-            kill(w->pid, SIGTERM); /* it does not answer: it may not read either */
+        if (answered) {
+            w->superseded = true;
+        } else {
+            w->draining = true;
+            kill(w->pid, SIGTERM);
+        }
         if (!m->stopping && w->slot < m->nslots)
             tn_master_spawn(m, w->slot);
         return;
+    }
+}
+
+void tn_master_reload_replaced(tn_master *m, const tn_mworker *w)
+{
+    for (tn_mworker *o = m->workers; o; o = o->next) {
+        if (o != w && o->slot == w->slot && o->superseded && !o->draining) {
+            tn_info("worker %d (pid %ld) replaced by pid %ld: draining", o->slot, (long)o->pid, (long)w->pid);
+            o->draining = true;
+            if (o->bev)
+                tn_wmsg_send(o->bev, TN_WMSG_DRAIN, 0, NULL, 0);
+        }
     }
 }
 
@@ -239,7 +260,8 @@ void tn_master_reload_done(tn_mrequest *r, struct evbuffer *out)
             tn_json_strn(&j, "error", why, a->body ? blen : strlen(why));
             tn_error("reload: worker %d (pid %ld) could not apply the configuration: %.*s; %s", a->slot, a->pid,
                      (int)(a->body ? blen : strlen(why)), why,
-                     r->serials[i] ? "a new worker with it replaces it" : "it restarts with it");
+                     r->serials[i] ? "a new worker with it replaces it (the old one serves until then)"
+                                   : "it restarts with it");
             if (r->serials[i])
                 replace(m, r->serials[i], a->body != NULL);
         }

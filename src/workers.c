@@ -362,6 +362,7 @@ static int take_fds(tn_worker_link *w, const tn_config *cfg, uint32_t nfds, char
     tn_worker_socket *socks = calloc(nfds ? nfds : 1, sizeof(*socks));
     size_t got = 0, seen = 0;
     int rc = socks ? 0 : -1;
+    const char *why = "out of memory";
     while (rc == 0 && seen < nfds) {
         tn_wfd_msg msg;
         union {
@@ -379,8 +380,12 @@ static int take_fds(tn_worker_link *w, const tn_config *cfg, uint32_t nfds, char
         int fds[TN_WFD_BATCH];
         if (k)
             memcpy(fds, CMSG_DATA(c), k * sizeof(int));
-        if (!k || k != msg.n || seen + k > nfds || (mh.msg_flags & MSG_CTRUNC))
+        if (!k || k != msg.n || seen + k > nfds || (mh.msg_flags & MSG_CTRUNC)) {
             rc = -1;
+            why = n < 0                      ? strerror(errno)
+                  : mh.msg_flags & MSG_CTRUNC ? "no free file descriptor to take them"
+                                              : "a malformed message";
+        }
         seen += k;
         for (size_t i = 0; i < k; i++) {
             if (rc == 0 && cfg && msg.listener[i] < cfg->nlisteners) {
@@ -393,8 +398,7 @@ static int take_fds(tn_worker_link *w, const tn_config *cfg, uint32_t nfds, char
         }
     }
     if (rc < 0) {
-        snprintf(err, errlen, "the listening sockets of the new listeners did not arrive (%s)",
-                 socks ? strerror(errno) : "out of memory");
+        snprintf(err, errlen, "the listening sockets of the new listeners did not arrive (%s)", why);
         for (size_t i = 0; i < got; i++)
             close(socks[i].fd);
         free(socks);

@@ -7,23 +7,28 @@ and a handler, and the new route and handler answer on those same
 connections; a refused config changes no worker and keeps every connection;
 requests in a loop on kept-alive connections from several clients see no
 failure across several reloads; a listener whose address changes keeps its
-connections (they drain) and the new address serves on every worker; and a
+connections (they drain) and the new address serves on every worker; a
 changed `daemon.workers` starts or stops workers while the others keep their
-processes and connections.
+processes and connections; a room keeps its members; a worker that cannot
+apply the config (no free descriptor for a new listener's socket) is named in
+the reply and replaced; and the snapshot the workers load carries the Redis
+password that `config` hides.
 
 SO_REUSEPORT spreads connections by a hash of addresses and ports: 40
 connections of each kind all landing on one of two workers has the chance
 2^-39, and the tests check from the daemon's own `connections` answer that
 both workers hold some (a connection id carries its worker's serial above
 bit 40)."""
+import os
+import resource
 import threading
-import time
 
 import pytest
 
 from ctl_util import CtlClient, wait_for
-from daemon_util import LineClient, daemon  # noqa: F401 (fixture)
+from daemon_util import LineClient, daemon, pid_alive  # noqa: F401 (fixture)
 from http_util import HttpConn, http_get
+from test_cluster import redis  # noqa: F401 (fixture)
 
 ID_SHIFT = 40
 N = 40
@@ -304,3 +309,60 @@ def test_unchanged_handlers_keep_their_state(daemon):  # noqa: F811
         assert c.readline() == "after"
         assert c.request("old") == "OLD2"
     close_all(members)
+
+
+def test_a_worker_that_cannot_apply_is_reported_and_replaced(two):
+    """Worker 0 gets no free descriptor (its RLIMIT_NOFILE lowered to what it
+    has open), so the new listener's socket cannot reach it: the reply names
+    it, worker 1 applies the config in place, and a new worker 0 with the new
+    config takes the slot while the old one drains and exits."""
+    webs, lines = open_clients(two)
+    w0, w1 = workers(two)
+    on_w1 = sum(1 for serial in held_ids(two, "lines").values() if serial != min(held_ids(two, "lines").values()))
+    held = len(os.listdir(f"/proc/{w0['pid']}/fd"))
+    resource.prlimit(w0["pid"], resource.RLIMIT_NOFILE, (held, resource.prlimit(w0["pid"], resource.RLIMIT_NOFILE)[1]))
+    text = config() + '\n[listeners]\nmore { protocol: "tcp" listen: "127.0.0.1:0" handler: "old" }\n'
+    answer = reload_with(two, text)
+    assert answer["ok"] is True and answer["failed"] == 1, answer
+    assert sorted(answer["workers"], key=lambda w: w["slot"]) == [
+        {"slot": 0, "pid": w0["pid"], "applied": False,
+         "error": "the listening sockets of the new listeners did not arrive (no free file descriptor to take them)"},
+        {"slot": 1, "pid": w1["pid"], "applied": True}]
+    assert two.wait_log(rf"reload: worker 0 \(pid {w0['pid']}\) could not apply the configuration: the listening "
+                        r"sockets of the new listeners did not arrive \(no free file descriptor to take them\); a new "
+                        r"worker with it replaces it \(the old one serves until then\)")
+    wait_for(lambda: not pid_alive(w0["pid"]), timeout=15, what="the old worker 0 gone")
+    now = workers(two)
+    assert [(w["slot"], w["state"]) for w in now] == [(0, "serving"), (1, "serving")]
+    assert now[0]["pid"] != w0["pid"] and now[1]["pid"] == w1["pid"]
+    # its connections drained (each closed after a reply); worker 1's are kept
+    rows = {x["name"]: x for x in command(two, "listeners")["listeners"]}
+    port = int(rows["more"]["address"].rsplit(":", 1)[1])
+    fresh = [LineClient(port) for _ in range(N)]
+    for c in fresh:
+        assert c.request("x") == "OLD"
+    assert len({i >> ID_SHIFT for i in held_ids(two, "more")}) == 2
+    kept = [c for c in lines if c.is_open()]
+    assert len(kept) == on_w1
+    for c in kept:
+        assert c.request("echo still") == "still"
+    close_all(webs + lines + fresh)
+
+
+def test_the_snapshot_carries_the_cluster_password(daemon, redis):  # noqa: F811
+    """The snapshot holds the secrets `config` hides: after a reload that
+    changes [cluster], both workers authenticate again with the password."""
+    r = redis("--requirepass", "s3cret")
+    section = '\n[cluster]\nredis: "127.0.0.1:%d"\npassword: "s3cret"\nnode_id: "n1"\nchannel_prefix: "%s"\n'
+    d = daemon(config() + section % (r.port, "one:"))
+
+    def subscribed(channel):
+        return r.command("PUBSUB", "NUMSUB", channel, password="s3cret").split() == [channel, "2"]
+
+    wait_for(lambda: subscribed("one:@n1"), timeout=10, what="both workers on one:")
+    answer = reload_with(d, config() + section % (r.port, "two:"))
+    assert answer["ok"] is True and answer["failed"] == 0, answer
+    wait_for(lambda: subscribed("two:@n1"), timeout=10, what="both workers on two:")
+    c = command(d, "stats")["cluster"]
+    assert (c["state"], c["last_error"], c["errors"]) == ("connected", None, 0)
+    assert command(d, "config")["config"]["cluster"]["password"] == "(hidden)"
