@@ -151,6 +151,16 @@ static void send_unsent(tn_cluster *c)
     }
 }
 
+/* A frame's head at P: the version, our node id's length, the id; returns
+ * where the rest goes. */
+static char *frame_head(const tn_cluster *c, char *p)
+{
+    p[0] = FRAME_VERSION;
+    p[1] = (char)c->node_len;
+    memcpy(p + 2, c->node, c->node_len);
+    return p + 2 + c->node_len;
+}
+
 void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
 {
     tn_cluster *c = h->daemon ? h->daemon->cluster : NULL;
@@ -182,12 +192,9 @@ void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
     char *p = m->buf;
     memcpy(p, c->conf->channel_prefix, plen);
     memcpy(p + plen, h->name, nlen);
-    p += chlen;
-    p[0] = FRAME_VERSION;
-    p[1] = (char)c->node_len;
-    memcpy(p + 2, c->node, c->node_len);
+    p = frame_head(c, p + chlen);
     if (len)
-        memcpy(p + 2 + c->node_len, data, len);
+        memcpy(p, data, len);
     if (c->tail)
         c->tail->next = m;
     else
@@ -281,11 +288,7 @@ int tn_cluster_send_to(tn_daemon *d, const char *node, uint64_t id, const char *
     memcpy(p, c->conf->channel_prefix, plen);
     p[plen] = '@';
     memcpy(p + plen + 1, node, nlen);
-    p += chlen;
-    p[0] = FRAME_VERSION;
-    p[1] = (char)c->node_len;
-    memcpy(p + 2, c->node, c->node_len);
-    p += 2 + c->node_len;
+    p = frame_head(c, p + chlen);
     for (int i = 0; i < 8; i++)
         p[i] = (char)(id >> (56 - 8 * i));
     if (len)

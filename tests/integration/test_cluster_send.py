@@ -51,6 +51,17 @@ def start(daemon, ctl_dir, node, redis_port, workers=1):  # noqa: F811
     return d
 
 
+def linked(daemon, redis, ctl_dir):  # noqa: F811
+    """Redis, node a (one process) and node b (two workers), both linked."""
+    r = redis()
+    a = start(daemon, ctl_dir, "a", r.port)
+    b = start(daemon, ctl_dir, "b", r.port, workers=2)
+    wait_state(a, "connected")
+    wait_for(lambda: [w["state"] for w in b.ctl.command("stats")["workers"]] == ["serving"] * 2, what="b's workers")
+    wait_state(b, "connected")
+    return r, a, b
+
+
 def ids(d, listener):
     return [row["id"] for row in d.ctl.command(f"connections {listener}")["connections"]]
 
@@ -73,12 +84,7 @@ def by_port(d, listener, clients):
 
 
 def test_send_reaches_line_and_websocket_clients_on_another_node(daemon, redis, ctl_dir):  # noqa: F811
-    r = redis()
-    a = start(daemon, ctl_dir, "a", r.port)
-    b = start(daemon, ctl_dir, "b", r.port, workers=2)
-    wait_state(a, "connected")
-    wait_for(lambda: [w["state"] for w in b.ctl.command("stats")["workers"]] == ["serving"] * 2, what="b's workers")
-    wait_state(b, "connected")
+    _, a, b = linked(daemon, redis, ctl_dir)
     clients = line_clients(b, N)
     ws = RawWs(b.ports["WEB"], "/ws")
     assert ws.status == 101
@@ -116,11 +122,7 @@ def test_send_reaches_line_and_websocket_clients_on_another_node(daemon, redis, 
 
 
 def test_unknown_node_and_malformed_ids_are_exact_errors(daemon, redis, ctl_dir):  # noqa: F811
-    r = redis()
-    a = start(daemon, ctl_dir, "a", r.port)
-    b = start(daemon, ctl_dir, "b", r.port, workers=2)
-    wait_state(a, "connected")
-    wait_state(b, "connected")
+    _, a, b = linked(daemon, redis, ctl_dir)
     for d in (a, b):
         assert d.ctl.command("send c:5 hello") == {
             "ok": False, "error": "no node 'c' in the cluster (nothing subscribes to its channel)"}
@@ -142,11 +144,7 @@ def test_without_cluster_node_ids_are_refused(daemon, ctl_dir):  # noqa: F811
 
 
 def test_redis_down_is_an_exact_error_at_once(daemon, redis, ctl_dir):  # noqa: F811
-    r = redis()
-    a = start(daemon, ctl_dir, "a", r.port)
-    b = start(daemon, ctl_dir, "b", r.port, workers=2)
-    wait_state(a, "connected")
-    wait_state(b, "connected")
+    r, a, b = linked(daemon, redis, ctl_dir)
     [c] = line_clients(b, 1)
     [cid] = by_port(b, "lines", [c])
     r.stop()
