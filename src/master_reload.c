@@ -130,8 +130,14 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
     size_t n = 0;
     for (tn_mworker *w = m->workers; w; w = w->next)
         n += w->bev && !w->draining && w->slot < want;
-    tn_mrequest *r = tn_config_snapshot(cfg, &text, &len) == 0 ? tn_master_request_new(m, m->reload_client, "reload", n)
-                                                              : NULL;
+    if (tn_config_snapshot(cfg, &text, &len) < 0 || len > TN_WMSG_MAX - sizeof(tn_wreload_hdr)) {
+        snprintf(err, errlen, text ? "the configuration is too large to hand to the workers (%zu bytes as YAML)"
+                                   : "out of memory",
+                 len);
+        free(text);
+        return -1;
+    }
+    tn_mrequest *r = tn_master_request_new(m, m->reload_client, "reload", n);
     tn_master_lsock *set = NULL;
     if (!r) {
         snprintf(err, errlen, "out of memory");
@@ -151,7 +157,8 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
     m->socks = set;
     m->nsocks = cfg->nlisteners;
     for (size_t i = 0; i < m->nsocks && want < old; i++)
-        tn_master_shrink_lsock(&m->socks[i], old, want);
+        if (!m->socks[i].fresh) /* a fresh one has WANT slots only */
+            tn_master_shrink_lsock(&m->socks[i], old, want);
     tn_config_unref(d->cfg); /* the workers have their own copies */
     d->cfg = cfg;
     m->generation++;

@@ -262,16 +262,24 @@ def test_workers_count_changes_start_and_stop_workers(two):
         assert c.request("new x") == "NEW"
     assert len(set(held_ids(two, "lines").values())) == 3
     close_all(extra)
-    # back to two: the third drains and exits, the first two keep everything
+    # back to two, with a new listener: the third drains and exits, the first
+    # two keep everything and take the new listener
     third = now[2]["pid"]
-    answer = reload_with(two, config(new=True, workers=2))
+    more = '\n[listeners]\nmore { protocol: "tcp" listen: "127.0.0.1:0" handler: "new" }\n'
+    answer = reload_with(two, config(new=True, workers=2) + more)
     assert answer["ok"] is True and answer["failed"] == 0, answer
     assert [(w["slot"], w["pid"]) for w in answer["workers"]] == [(0, pids[0]), (1, pids[1])]
     wait_for(lambda: [w["pid"] for w in workers(two)] == pids, timeout=10, what="the third worker gone")
     assert two.wait_log(rf"worker 2 \(pid {third}\) exited with status 0")
     for c in lines:
         assert c.request("new y") == "NEW"
-    close_all(webs + lines)
+    rows = {x["name"]: x for x in command(two, "listeners")["listeners"]}
+    port = int(rows["more"]["address"].rsplit(":", 1)[1])
+    fresh = [LineClient(port) for _ in range(N)]
+    for c in fresh:
+        assert c.request("x") == "NEW"
+    assert len(set(held_ids(two, "more").values())) == 2
+    close_all(webs + lines + fresh)
 
 
 def test_a_second_reload_runs_after_the_first_and_counts(two):
