@@ -155,3 +155,28 @@ def test_redis_down_is_an_exact_error_at_once(daemon, redis, ctl_dir):  # noqa: 
         assert d.ctl.command(f"send b:{cid} hello") == {
             "ok": False, "error": "not published: the link to Redis is not connected (stats shows why)"}
     c.close()
+
+
+def test_hostile_traffic_on_a_nodes_channel(daemon, redis, ctl_dir):  # noqa: F811
+    """Anyone may publish on b's channel: frames that are not tusknetd's are
+    counted as invalid by each of b's two workers (both subscribe), a room
+    name starting with '@' is never a room, and a well-formed frame is
+    delivered by the worker that holds the connection."""
+    r, a, b = linked(daemon, redis, ctl_dir)
+    [c] = line_clients(b, 1)
+    [cid] = by_port(b, "lines", [c])
+
+    def publish(channel, payload):
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(r.port), "-x", "PUBLISH", channel], input=payload,
+                       capture_output=True, timeout=10, check=True)
+
+    for bad in (b"", bytes([1, 1]) + b"z" + b"\0" * 7, bytes([2, 1]) + b"z" + cid.to_bytes(8, "big") + b"v2",
+                bytes([1, 200]) + b"short"):
+        publish("tusknet:@b", bad)
+    publish("tusknet:@b", bytes([1, 1]) + b"z" + cid.to_bytes(8, "big") + b"crafted \x00 bytes")
+    assert c.readline() == "crafted \x00 bytes"
+    wait_for(lambda: cluster(b)["invalid"] == 8, what="four bad frames, counted by each worker")
+    c2 = cluster(b)
+    assert (c2["direct_delivered"], c2["direct_undeliverable"], c2["unroutable"], c2["received"]) == (1, 0, 0, 0)
+    assert (cluster(a)["invalid"], cluster(a)["unroutable"]) == (0, 0)  # a ignores b's channel
+    c.close()
