@@ -11,6 +11,16 @@
  * Frame: one byte version (1), one byte id length, the id, the message.
  * Binary-safe, no escaping, and the message is the rest.
  *
+ * `send NODE:ID MESSAGE` (connection ids are per instance) goes on NODE's
+ * own channel, prefix + "@" + NODE, which NODE SUBSCRIBEs to (exactly; its
+ * pattern subscription sees it too and ignores every "@" channel). The
+ * frame is the same with the connection id (8 bytes, big-endian) before the
+ * message. PUBSUB NUMSUB on that channel first tells an unknown node (no
+ * exact subscriber) from a known one, before anything is published; all
+ * workers of a node subscribe, and the one whose connection it is (the id
+ * names its worker) delivers. Whether the connection still exists there is
+ * known only there (counted as delivered or undeliverable).
+ *
  * hiredis runs on the daemon's libevent loop with two connections: one in
  * subscribe mode (which can send nothing else) and one that publishes. All
  * publishes go through one connection in order, so a room's messages from
@@ -41,6 +51,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "net/conn.h"
 #include "state.h"
 #include "workers.h"
 
@@ -62,8 +73,21 @@ typedef struct cmsg {
     char buf[];
 } cmsg;
 
+/* A `send NODE:ID`: between its NUMSUB and its PUBLISH's reply. hiredis
+ * answers every command it took (NULL when the link goes), so each one
+ * ends in finish(). */
+typedef struct direct {
+    struct direct *next;
+    tn_cluster *c;
+    tn_cluster_sent_fn fn; /* NULL: the asker went away */
+    void *arg;
+    size_t chlen, flen;
+    char buf[]; /* the channel, then the frame */
+} direct;
+
 struct tn_cluster {
     tn_daemon *d;
+    direct *directs;
     const tn_cluster_conf *conf;
     tn_cluster_addr addr;
     char node[256];
@@ -82,6 +106,7 @@ struct tn_cluster {
     size_t queued_msgs, queued_bytes;
     bool warned_full, warned_big; /* one warning of each per connection */
     uint64_t published, received, lost, errors, reconnects, unroutable, invalid;
+    uint64_t direct_published, direct_delivered, direct_undeliverable;
     char last_error[256];
 };
 
@@ -126,6 +151,16 @@ static void send_unsent(tn_cluster *c)
     }
 }
 
+/* A frame's head at P: the version, our node id's length, the id; returns
+ * where the rest goes. */
+static char *frame_head(const tn_cluster *c, char *p)
+{
+    p[0] = FRAME_VERSION;
+    p[1] = (char)c->node_len;
+    memcpy(p + 2, c->node, c->node_len);
+    return p + 2 + c->node_len;
+}
+
 void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
 {
     tn_cluster *c = h->daemon ? h->daemon->cluster : NULL;
@@ -157,12 +192,9 @@ void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
     char *p = m->buf;
     memcpy(p, c->conf->channel_prefix, plen);
     memcpy(p + plen, h->name, nlen);
-    p += chlen;
-    p[0] = FRAME_VERSION;
-    p[1] = (char)c->node_len;
-    memcpy(p + 2, c->node, c->node_len);
+    p = frame_head(c, p + chlen);
     if (len)
-        memcpy(p + 2 + c->node_len, data, len);
+        memcpy(p, data, len);
     if (c->tail)
         c->tail->next = m;
     else
@@ -173,6 +205,137 @@ void tn_cluster_publish(tn_handler *h, const char *data, size_t len)
     c->queued_msgs++;
     c->queued_bytes += len;
     send_unsent(c);
+}
+
+/* ---- send NODE:ID -------------------------------------------------------------- */
+
+static void finish(direct *x, int outcome, const char *error)
+{
+    for (direct **pp = &x->c->directs; *pp; pp = &(*pp)->next) {
+        if (*pp == x) {
+            *pp = x->next;
+            break;
+        }
+    }
+    if (outcome > 0)
+        x->c->direct_published++;
+    if (x->fn)
+        x->fn(x->arg, outcome, error);
+    free(x);
+}
+
+static void on_direct_published(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    redisReply *reply = r;
+    if (!reply)
+        finish(priv, -1, "the link to Redis went down before it answered");
+    else if (reply->type == REDIS_REPLY_ERROR)
+        finish(priv, -1, reply->str);
+    else
+        finish(priv, 1, NULL);
+}
+
+static void on_numsub(redisAsyncContext *ac, void *r, void *priv)
+{
+    direct *x = priv;
+    redisReply *reply = r;
+    tn_cluster *c = x->c;
+    if (!reply) {
+        finish(x, -1, "the link to Redis went down before it answered");
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        finish(x, -1, reply->str);
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+               reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        finish(x, -1, "unexpected answer to PUBSUB NUMSUB");
+    } else if (reply->element[1]->integer == 0) {
+        finish(x, 0, NULL);
+    } else if (ac != c->pub) {
+        finish(x, -1, "the link to Redis went down before it answered");
+    } else {
+        const char *argv[3] = { "PUBLISH", x->buf, x->buf + x->chlen };
+        size_t lens[3] = { 7, x->chlen, x->flen };
+        if (redisAsyncCommandArgv(c->pub, on_direct_published, x, 3, argv, lens) != REDIS_OK)
+            finish(x, -1, "the link to Redis is going down");
+    }
+}
+
+int tn_cluster_send_to(tn_daemon *d, const char *node, uint64_t id, const char *msg, size_t len,
+                       tn_cluster_sent_fn fn, void *arg, char *err, size_t errlen)
+{
+    tn_cluster *c = d->cluster;
+    if (!c) {
+        snprintf(err, errlen, "send NODE:ID needs [cluster] (connection ids are per instance)");
+        return -1;
+    }
+    if (c->state != LINK_CONNECTED || !c->pub) {
+        snprintf(err, errlen, "not published: the link to Redis is not connected (stats shows why)");
+        return -1;
+    }
+    size_t plen = strlen(c->conf->channel_prefix), nlen = strlen(node);
+    size_t chlen = plen + 1 + nlen, flen = 2 + c->node_len + 8 + len;
+    direct *x = malloc(sizeof(*x) + chlen + flen);
+    if (!x) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    x->c = c;
+    x->fn = fn;
+    x->arg = arg;
+    x->chlen = chlen;
+    x->flen = flen;
+    char *p = x->buf;
+    memcpy(p, c->conf->channel_prefix, plen);
+    p[plen] = '@';
+    memcpy(p + plen + 1, node, nlen);
+    p = frame_head(c, p + chlen);
+    for (int i = 0; i < 8; i++)
+        p[i] = (char)(id >> (56 - 8 * i));
+    if (len)
+        memcpy(p + 8, msg, len);
+    x->next = c->directs;
+    c->directs = x;
+    const char *argv[3] = { "PUBSUB", "NUMSUB", x->buf };
+    size_t lens[3] = { 6, 6, chlen };
+    if (redisAsyncCommandArgv(c->pub, on_numsub, x, 3, argv, lens) != REDIS_OK) {
+        x->fn = NULL;
+        finish(x, -1, NULL);
+        snprintf(err, errlen, "not published: the link to Redis is going down");
+        return -1;
+    }
+    return 0;
+}
+
+void tn_cluster_forget(tn_daemon *d, void *arg)
+{
+    for (direct *x = d->cluster ? d->cluster->directs : NULL; x; x = x->next)
+        if (x->arg == arg)
+            x->fn = NULL;
+}
+
+/* A message on our own channel: for one connection of this node. */
+static void direct_received(tn_cluster *c, const unsigned char *f, size_t flen)
+{
+    if (flen < 2 || f[0] != FRAME_VERSION || flen < 2 + (size_t)f[1] + 8) {
+        c->invalid++;
+        return;
+    }
+    size_t idlen = f[1];
+    const unsigned char *p = f + 2 + idlen;
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++)
+        id = id << 8 | p[i];
+    if (!tn_workers_owns_id(c->d, id))
+        return; /* another worker's connection: that worker delivers it */
+    tn_conn_base *k = tn_conn_find(c->d, id);
+    size_t mlen = flen - 2 - idlen - 8;
+    if (!k || k->kind->send(k, (const char *)p + 8, mlen) < 0) {
+        c->direct_undeliverable++;
+        tn_info("cluster: a message from node %.*s for connection %llu: %s", (int)idlen, (const char *)f + 2,
+                (unsigned long long)id, k ? "it is not reading (output over max_output)" : "no such connection");
+        return;
+    }
+    c->direct_delivered++;
 }
 
 /* ---- the link -------------------------------------------------------------- */
@@ -317,12 +480,21 @@ static void on_message(redisAsyncContext *ac, void *r, void *priv)
         check_ready(c);
         return;
     }
+    if (strcmp(kind, "subscribe") == 0)
+        return;
+    if (strcmp(kind, "message") == 0 && reply->elements == 3 && reply->element[2]->type == REDIS_REPLY_STRING) {
+        direct_received(c, (const unsigned char *)reply->element[2]->str, reply->element[2]->len);
+        return;
+    }
     if (strcmp(kind, "pmessage") != 0 || reply->elements != 4 || reply->element[2]->type != REDIS_REPLY_STRING ||
         reply->element[3]->type != REDIS_REPLY_STRING) {
         c->invalid++;
         return;
     }
     const redisReply *ch = reply->element[2], *pl = reply->element[3];
+    size_t prefix_len = strlen(c->conf->channel_prefix);
+    if (ch->len > prefix_len && ch->str[prefix_len] == '@')
+        return; /* a node's own channel: its SUBSCRIBE delivers it there */
     const unsigned char *f = (const unsigned char *)pl->str;
     size_t flen = pl->len;
     if (flen < 2 || f[0] != FRAME_VERSION || flen < 2 + (size_t)f[1]) {
@@ -383,6 +555,9 @@ static void link_start(tn_cluster *c)
         return;
     }
     redisAsyncCommand(c->sub, on_message, c, "PSUBSCRIBE %b", c->pattern, strlen(c->pattern));
+    /* after it: the link counts as up on the PSUBSCRIBE's confirmation */
+    redisAsyncCommand(c->sub, on_message, c, "SUBSCRIBE %b@%b", c->conf->channel_prefix,
+                      strlen(c->conf->channel_prefix), c->node, c->node_len);
     arm_timer(c, CONNECT_TIMEOUT_MS);
 }
 
@@ -556,6 +731,9 @@ void tn_cluster_stats_json(tn_daemon *d, tn_json *j)
     tn_json_u64(j, "reconnects", c->reconnects);
     tn_json_u64(j, "unroutable", c->unroutable);
     tn_json_u64(j, "invalid", c->invalid);
+    tn_json_u64(j, "direct_published", c->direct_published);
+    tn_json_u64(j, "direct_delivered", c->direct_delivered);
+    tn_json_u64(j, "direct_undeliverable", c->direct_undeliverable);
     tn_json_str(j, "last_error", *c->last_error ? c->last_error : NULL);
     tn_json_close(j, '}');
 }

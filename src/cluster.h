@@ -5,6 +5,7 @@
 #define TN_CLUSTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/config.h"
 #include "json.h"
@@ -34,6 +35,16 @@ void tn_cluster_free(struct tn_daemon *d);
  * every member elsewhere. Never blocks; queued (bounded by max_queue) while
  * Redis is unreachable. A no-op without [cluster]. */
 void tn_cluster_publish(tn_handler *h, const char *data, size_t len);
+
+/* `send NODE:ID MESSAGE`: MESSAGE for connection ID of the instance whose
+ * node_id is NODE. -1 with err when it cannot be tried (no [cluster], the
+ * link not connected); otherwise FN(ARG, OUTCOME, ERROR) follows once Redis
+ * has answered: 1 published, 0 no such node, -1 failed (ERROR says why). */
+typedef void (*tn_cluster_sent_fn)(void *arg, int outcome, const char *error);
+int tn_cluster_send_to(struct tn_daemon *d, const char *node, uint64_t id, const char *msg, size_t len,
+                       tn_cluster_sent_fn fn, void *arg, char *err, size_t errlen);
+/* ARG is going away: its sends finish without calling it. */
+void tn_cluster_forget(struct tn_daemon *d, void *arg);
 
 /* The "cluster" object of `stats` (nothing without [cluster]). */
 void tn_cluster_stats_json(struct tn_daemon *d, tn_json *j);

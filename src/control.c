@@ -45,8 +45,23 @@ typedef struct ctl_client {
     struct bufferevent *bev;
     int level;
     bool discarding; /* inside an over-long command: skip to its newline */
-    bool waiting;    /* the master is collecting its workers' answers (master.h) */
+    bool waiting;    /* the master is collecting its workers' answers (master.h), or Redis is asked */
+    bool deferred;   /* this command's answer comes later (send NODE:ID) */
+    struct send_wait *send_wait;
+    tn_control_later_fn later; /* tn_control_exec_later(): how a later answer goes out */
+    void *later_arg;
 } ctl_client;
+
+/* A `send NODE:ID` waiting for Redis: its asker is a socket client or a
+ * tn_control_exec_later() caller (a worker answering the master). */
+typedef struct send_wait {
+    tn_daemon *d;
+    ctl_client *client;
+    tn_control_later_fn later;
+    void *later_arg;
+    uint64_t id;
+    char node[256];
+} send_wait;
 
 struct tn_control {
     tn_daemon *d;
@@ -65,8 +80,12 @@ typedef struct command {
 
 static void client_free(ctl_client *c)
 {
-    if (c->waiting)
+    if (c->waiting && c->ctl->d->master)
         c->ctl->d->master_ops->forget(c->ctl->d->master, c);
+    if (c->send_wait) {
+        tn_cluster_forget(c->ctl->d, c->send_wait);
+        free(c->send_wait);
+    }
     /* answers already made (e.g. to `shutdown`) should reach the client */
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out)) {
@@ -321,10 +340,93 @@ static void cmd_close(ctl_client *c, tn_json *j, char *arg)
     ok_answer(j);
 }
 
+static void on_sent(void *arg, int outcome, const char *error)
+{
+    send_wait *w = arg;
+    struct evbuffer *out = evbuffer_new();
+    if (out) {
+        tn_json j;
+        tn_json_init(&j, out);
+        char id[24];
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)w->id);
+        tn_json_open(&j, NULL, '{');
+        tn_json_bool(&j, "ok", outcome > 0);
+        if (outcome > 0) {
+            tn_json_bool(&j, "published", true);
+            tn_json_str(&j, "node", w->node);
+            tn_json_u64(&j, "id", w->id);
+        } else if (outcome == 0) {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "no node '%s' in the cluster (nothing subscribes to its channel)", w->node);
+            tn_json_str(&j, "error", msg);
+        } else {
+            char msg[400];
+            snprintf(msg, sizeof(msg), "not published: %s", error ? error : "failed");
+            tn_json_str(&j, "error", msg);
+        }
+        tn_json_close(&j, '}');
+        if (w->client) {
+            w->client->send_wait = NULL;
+            tn_control_answer(w->client, out, true);
+        } else if (w->later) {
+            evbuffer_add(out, "\n", 1);
+            w->later(w->later_arg, out);
+        }
+        evbuffer_free(out);
+    }
+    free(w);
+}
+
+/* send NODE:ID MESSAGE: through Redis to the instance whose node_id is NODE
+ * (the last ':' ends it: a default node id holds one). */
+static void send_remote(ctl_client *c, tn_json *j, char *arg, char *colon, char *msg)
+{
+    char *end;
+    errno = 0;
+    unsigned long long id = strtoull(colon + 1, &end, 10);
+    if (colon == arg || colon - arg > 255 || !(colon[1] >= '0' && colon[1] <= '9') || errno || end != msg - 1) {
+        msg[-1] = '\0';
+        error_answer(j, "bad connection id '%s' (use ID, or NODE:ID with [cluster])", arg);
+        return;
+    }
+    if (!c->bev && !c->later) {
+        error_answer(j, "send NODE:ID cannot wait for Redis here", NULL);
+        return;
+    }
+    send_wait *w = calloc(1, sizeof(*w));
+    if (!w) {
+        error_answer(j, "out of memory", NULL);
+        return;
+    }
+    w->d = c->ctl->d;
+    w->id = id;
+    memcpy(w->node, arg, (size_t)(colon - arg));
+    char err[256];
+    if (tn_cluster_send_to(c->ctl->d, w->node, id, msg, strlen(msg), on_sent, w, err, sizeof(err)) < 0) {
+        free(w);
+        error_answer(j, "%s", err);
+        return;
+    }
+    if (c->bev) {
+        w->client = c;
+        c->send_wait = w;
+        c->waiting = true;
+    } else {
+        w->later = c->later;
+        w->later_arg = c->later_arg;
+    }
+    c->deferred = true;
+}
+
 static void cmd_send(ctl_client *c, tn_json *j, char *arg)
 {
     uint64_t id;
     char *msg = arg ? strchr(arg, ' ') : NULL;
+    char *colon = msg ? memrchr(arg, ':', (size_t)(msg - arg)) : NULL;
+    if (colon) {
+        send_remote(c, j, arg, colon, msg + 1);
+        return;
+    }
     if (!parse_id(arg, &id) || !msg) {
         error_answer(j, "usage: send ID MESSAGE", NULL);
         return;
@@ -445,7 +547,8 @@ static const command commands[] = {
     { "help", "", TN_CTL_READ, cmd_help, "this list" },
     { "reload", "", TN_CTL_ADMIN, cmd_reload, "re-read the configuration file" },
     { "close", "ID", TN_CTL_ADMIN, cmd_close, "close a connection" },
-    { "send", "ID MESSAGE", TN_CTL_ADMIN, cmd_send, "push a message to one connection" },
+    { "send", "ID MESSAGE", TN_CTL_ADMIN, cmd_send,
+      "push a message to one connection (ID as NODE:ID: of another instance, through [cluster])" },
     { "broadcast", "HANDLER MESSAGE", TN_CTL_ADMIN, cmd_broadcast,
       "push a message to every connection attached to a handler" },
     { "upstream", "HANDLER SERVER drain|up|down|weight N", TN_CTL_ADMIN, cmd_upstream,
@@ -505,6 +608,8 @@ static void run_command(ctl_client *c, struct evbuffer *out, char *line, size_t 
         return;
     } else {
         cmd->run(c, &j, arg);
+        if (c->deferred)
+            return; /* the answer follows */
     }
     if (cmd && cmd->run != cmd_metrics)
         evbuffer_add(out, "\n", 1);
@@ -573,15 +678,23 @@ void tn_control_answer(void *client, struct evbuffer *answer, bool newline)
     if (newline)
         evbuffer_add(out, "\n", 1);
     c->waiting = false;
+    c->deferred = false;
     bufferevent_enable(c->bev, EV_READ);
     on_client_read(c->bev, c);
 }
 
 void tn_control_exec(tn_daemon *d, char *line, size_t len, struct evbuffer *out)
 {
+    tn_control_exec_later(d, line, len, out, NULL, NULL);
+}
+
+bool tn_control_exec_later(tn_daemon *d, char *line, size_t len, struct evbuffer *out, tn_control_later_fn later,
+                           void *arg)
+{
     tn_control ctl = { .d = d };
-    ctl_client c = { .ctl = &ctl, .level = TN_CTL_ADMIN };
+    ctl_client c = { .ctl = &ctl, .level = TN_CTL_ADMIN, .later = later, .later_arg = arg };
     run_command(&c, out, line, len);
+    return c.deferred;
 }
 
 static void on_client_write(struct bufferevent *bev, void *arg)

@@ -310,6 +310,35 @@ static void notify_status(tn_daemon *d, const char *prefix)
                  tn_registry_count(d->registry), (unsigned long long)d->active);
 }
 
+/* The running state takes CFG (applied). */
+static void take_config(tn_daemon *d, tn_config *cfg)
+{
+    bool poll_changed = cfg->daemon.busy_poll_us != d->cfg->daemon.busy_poll_us;
+    tn_config_unref(d->cfg); /* draining listeners and routers in use keep it */
+    d->cfg = cfg;
+    if (poll_changed)
+        event_base_loopbreak(d->base); /* run_loop() switches between its two ways */
+}
+
+/* A worker's reload: the master's checked config, applied as the single
+ * process applies its own. */
+static int worker_reload(tn_daemon *d, tn_config *cfg, char *err, size_t errlen)
+{
+    if (d->stopping) {
+        snprintf(err, errlen, "stopping");
+        return -1;
+    }
+    if (apply_config(d, cfg, err, errlen) < 0) {
+        tn_log_lines(TN_LOG_ERROR, "reload failed, keeping the running configuration: ", err);
+        return -1;
+    }
+    if (d->cli_log_level < 0)
+        tn_log_set_level(cfg->daemon.log_level);
+    take_config(d, cfg);
+    tn_info("reload applied: %zu listener(s), %zu handler(s)", cfg->nlisteners, cfg->nhandlers);
+    return 0;
+}
+
 int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
 {
     struct timespec ts;
@@ -333,11 +362,13 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
             tn_warn("%s", diag.msgs[i]);
     }
     tn_diag_free(&diag);
-    /* the master applies it by starting new workers (and takes it) */
+    /* the master has its workers apply it (and takes it) */
     if (cfg && (d->master ? d->master_ops->apply(d->master, cfg, err, errlen) : apply_config(d, cfg, err, errlen)) < 0) {
         tn_config_unref(cfg);
         cfg = NULL;
     }
+    if (cfg && !d->master)
+        take_config(d, cfg);
     d->reloads++;
     d->last_reload_ms = tn_wall_ms();
     d->last_reload_ok = cfg != NULL;
@@ -360,17 +391,13 @@ int tn_daemon_reload(tn_daemon *d, char *err, size_t errlen)
     snprintf(d->last_reload_msg, sizeof(d->last_reload_msg), "%zu listener(s), %zu handler(s)", cfg->nlisteners,
              cfg->nhandlers);
     if (d->master)
-        return 0; /* complete when the new workers serve (master.c) */
-    bool poll_changed = cfg->daemon.busy_poll_us != d->cfg->daemon.busy_poll_us;
-    tn_config_unref(d->cfg); /* draining listeners and routers in use keep it */
-    d->cfg = cfg;
-    if (poll_changed)
-        event_base_loopbreak(d->base); /* run_loop() switches between its two ways */
+        return 0; /* complete when every worker has applied it (master.c) */
     tn_info("reload complete: %s", d->last_reload_msg);
     tn_sd_notify("READY=1");
     notify_status(d, "Reloaded: ");
     return 0;
 }
+
 
 /* ---- signals ----------------------------------------------------------------- */
 
@@ -573,7 +600,8 @@ tn_daemon *tn_daemon_start_as(tn_config *cfg, const char *path, int cli_log_leve
     tn_sd_close_unused(&d->sd);
     if (worker) {
         /* the master owns the control socket, the pid file and systemd */
-        static const tn_worker_hooks hooks = { tn_control_exec, tn_daemon_drain, tn_daemon_shutdown };
+        static const tn_worker_hooks hooks = { tn_control_exec_later, tn_daemon_drain, tn_daemon_shutdown,
+                                                worker_reload };
         if (tn_workers_started(d, &hooks, err, sizeof(err)) < 0) {
             tn_error("%s", err);
             free_state(d);

@@ -11,9 +11,8 @@
  * them.
  *
  * Reload: the config is parsed and checked once, here; a refused one changes
- * no worker. New workers start with the new config on the same sockets
- * (a new listener gets new ones); when all serve, the old ones are told to
- * drain: they stop accepting, finish what they are doing and exit.
+ * no worker, an accepted one is applied in place by every worker, which
+ * keeps its connections (master_reload.c).
  *
  * The master supervises (pidfd per worker; a crashed worker is restarted
  * with a backoff that doubles while it keeps crashing soon after a start),
@@ -50,63 +49,6 @@
 #define BACKOFF_MAX_MS 10000
 #define STABLE_US (10 * 1000000LL) /* a worker up this long resets its slot's backoff */
 
-typedef struct mworker {
-    struct mworker *next;
-    tn_master *m;
-    pid_t pid;
-    int pidfd;
-    struct event *exit_ev;
-    struct bufferevent *bev;
-    int slot, seat;
-    uint64_t serial;
-    unsigned generation;
-    bool ready, draining;
-    uint64_t relay_dropped; /* room messages it was too slow for */
-} mworker;
-
-typedef struct slot_state {
-    tn_master *m;
-    int slot;
-    unsigned restarts;
-    int backoff_ms;
-    int64_t last_start_us;
-    struct event *restart_ev;
-} slot_state;
-
-typedef struct request {
-    struct request *next;
-    tn_master *m;
-    void *client;
-    uint64_t asker, asker_seq; /* or a worker's query (its serial, its number) */
-    char name[16];
-    uint64_t seq;
-    size_t n, pending;
-    tn_master_answer *answers;
-    uint64_t *serials; /* who owes each answer */
-    struct event *timeout_ev;
-} request;
-
-struct tn_master {
-    tn_daemon *d;
-    int nslots;
-    tn_master_lsock *socks;
-    size_t nsocks;
-    slot_state *slots;
-    mworker *workers;
-    tn_wshm *shm;
-    int seats;
-    bool *seat_used;
-    uint64_t next_serial;
-    unsigned generation;
-    bool started, stopping, reloading;
-    int sigfd;
-    struct event *sig_ev;
-    struct event *kill_ev;
-    request *requests;
-    uint64_t next_seq;
-    int exit_code;
-};
-
 /* The one master state (and its daemon record: control socket, config,
  * counters); reachable from here in forked workers too, which never use it. */
 static tn_master master_state;
@@ -127,11 +69,9 @@ int tn_master_workers_wanted(const tn_config *cfg)
 
 /* ---- workers ------------------------------------------------------------------- */
 
-static void spawn(tn_master *m, int slot);
 static void check_ready(tn_master *m);
 static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t asker_seq, const char *name,
                           const char *arg);
-static void request_done(request *r);
 
 static int take_seat(tn_master *m)
 {
@@ -144,17 +84,9 @@ static int take_seat(tn_master *m)
     return -1;
 }
 
-static size_t free_seats(const tn_master *m)
+static void unlink_worker(tn_master *m, tn_mworker *w)
 {
-    size_t n = 0;
-    for (int i = 0; i < m->seats; i++)
-        n += !m->seat_used[i];
-    return n;
-}
-
-static void unlink_worker(tn_master *m, mworker *w)
-{
-    for (mworker **pp = &m->workers; *pp; pp = &(*pp)->next) {
+    for (tn_mworker **pp = &m->workers; *pp; pp = &(*pp)->next) {
         if (*pp == w) {
             *pp = w->next;
             break;
@@ -162,7 +94,7 @@ static void unlink_worker(tn_master *m, mworker *w)
     }
 }
 
-static void free_worker(mworker *w)
+static void free_worker(tn_mworker *w)
 {
     if (w->exit_ev)
         event_free(w->exit_ev);
@@ -170,19 +102,21 @@ static void free_worker(mworker *w)
         close(w->pidfd);
     if (w->bev)
         bufferevent_free(w->bev);
+    if (w->fdch >= 0)
+        close(w->fdch);
     free(w);
 }
 
 /* Answers W still owed are given up on. */
 static void forget_answers(tn_master *m, uint64_t serial)
 {
-    for (request *r = m->requests, *next; r; r = next) {
+    for (tn_mrequest *r = m->requests, *next; r; r = next) {
         next = r->next;
         for (size_t i = 0; i < r->n; i++) {
             if (r->serials[i] == serial && !r->answers[i].body) {
                 r->serials[i] = 0;
                 if (--r->pending == 0) {
-                    request_done(r);
+                    tn_master_request_done(r);
                     break;
                 }
             }
@@ -204,16 +138,16 @@ static void on_restart(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    slot_state *s = arg;
+    tn_mslot *s = arg;
     if (!s->m->stopping)
-        spawn(s->m, s->slot);
+        tn_master_spawn(s->m, s->slot);
 }
 
 static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    mworker *w = arg;
+    tn_mworker *w = arg;
     tn_master *m = w->m;
     int status = 0;
     if (waitpid(w->pid, &status, WNOHANG) == 0)
@@ -224,7 +158,7 @@ static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
     tn_wshm_clear_seat(m->shm, w->seat);
     m->seat_used[w->seat] = false;
     forget_answers(m, w->serial);
-    bool current = w->generation == m->generation && !w->draining;
+    bool current = w->generation == m->generation && !w->draining && !w->superseded;
     if (m->stopping || !current) {
         tn_info("worker %d (pid %ld) %s", w->slot, (long)w->pid, how);
     } else if (!m->started && !w->ready) {
@@ -234,7 +168,7 @@ static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
         tn_master_shutdown(m, "a worker failed to start");
         return;
     } else {
-        slot_state *s = &m->slots[w->slot];
+        tn_mslot *s = &m->slots[w->slot];
         int64_t ran = tn_now_us() - s->last_start_us;
         s->backoff_ms = ran >= STABLE_US || !s->backoff_ms ? BACKOFF_MIN_MS
                         : s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
@@ -249,17 +183,18 @@ static void on_worker_exit(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(m->d->base, NULL);
 }
 
-static void on_worker_message(mworker *w, const tn_wmsg_hdr *h, struct evbuffer *body)
+static void on_worker_message(tn_mworker *w, const tn_wmsg_hdr *h, struct evbuffer *body)
 {
     tn_master *m = w->m;
     switch (h->type) {
     case TN_WMSG_READY:
         w->ready = true;
         tn_debug("worker %d (pid %ld) serving", w->slot, (long)w->pid);
+        tn_master_reload_replaced(m, w);
         check_ready(m);
         break;
     case TN_WMSG_ANSWER:
-        for (request *r = m->requests; r; r = r->next) {
+        for (tn_mrequest *r = m->requests; r; r = r->next) {
             if (r->seq != h->seq)
                 continue;
             for (size_t i = 0; i < r->n; i++) {
@@ -268,7 +203,7 @@ static void on_worker_message(mworker *w, const tn_wmsg_hdr *h, struct evbuffer 
                     if (r->answers[i].body)
                         evbuffer_add_buffer(r->answers[i].body, body);
                     if (--r->pending == 0)
-                        request_done(r);
+                        tn_master_request_done(r);
                     return;
                 }
             }
@@ -279,7 +214,7 @@ static void on_worker_message(mworker *w, const tn_wmsg_hdr *h, struct evbuffer 
          * a worker that stopped reading gets nothing more past the cap */
         size_t len = evbuffer_get_length(body);
         const void *data = evbuffer_pullup(body, -1);
-        for (mworker *o = m->workers; o; o = o->next) {
+        for (tn_mworker *o = m->workers; o; o = o->next) {
             if (o == w || !o->bev)
                 continue;
             if (evbuffer_get_length(bufferevent_get_output(o->bev)) > TN_WMSG_QUEUE_CAP) {
@@ -305,7 +240,7 @@ static void on_worker_message(mworker *w, const tn_wmsg_hdr *h, struct evbuffer 
 
 static void on_worker_read(struct bufferevent *bev, void *arg)
 {
-    mworker *w = arg;
+    tn_mworker *w = arg;
     struct evbuffer *body = evbuffer_new();
     tn_wmsg_hdr h;
     int rc = 0;
@@ -324,7 +259,7 @@ static void on_worker_read(struct bufferevent *bev, void *arg)
 
 static void on_worker_event(struct bufferevent *bev, short what, void *arg)
 {
-    mworker *w = arg;
+    tn_mworker *w = arg;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         /* the exit itself comes through the pidfd */
         bufferevent_disable(bev, EV_READ);
@@ -335,7 +270,7 @@ static void on_worker_event(struct bufferevent *bev, short what, void *arg)
 /* In the child: everything but the worker's own descriptors is closed, the
  * signals the master took with its signalfd are given back, and systemd's
  * variables go (the master notifies; the sockets come from the master). */
-static void child_setup(int keep_fd, const tn_worker_socket *socks, size_t nsocks)
+static void child_setup(int keep_fd, int keep_fd2, const tn_worker_socket *socks, size_t nsocks)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -357,7 +292,7 @@ static void child_setup(int keep_fd, const tn_worker_socket *socks, size_t nsock
         int own = dirfd(dir);
         for (struct dirent *e; (e = readdir(dir)) && n < sizeof(fds) / sizeof(fds[0]);) {
             int fd = atoi(e->d_name);
-            if (e->d_name[0] == '.' || fd <= 2 || fd == own || fd == keep_fd)
+            if (e->d_name[0] == '.' || fd <= 2 || fd == own || fd == keep_fd || fd == keep_fd2)
                 continue;
             bool keep = false;
             for (size_t i = 0; i < nsocks && !keep; i++)
@@ -371,17 +306,24 @@ static void child_setup(int keep_fd, const tn_worker_socket *socks, size_t nsock
     }
 }
 
-static void spawn(tn_master *m, int slot)
+void tn_master_spawn(tn_master *m, int slot)
 {
-    slot_state *s = &m->slots[slot];
+    tn_mslot *s = &m->slots[slot];
     int seat = take_seat(m);
-    int sv[2] = { -1, -1 };
+    int sv[2] = { -1, -1 }, fv[2] = { -1, -1 };
     tn_worker_socket *socks = calloc(m->nsocks ? m->nsocks : 1, sizeof(*socks));
-    mworker *w = calloc(1, sizeof(*w));
-    if (seat < 0 || !socks || !w || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    tn_mworker *w = calloc(1, sizeof(*w));
+    if (seat < 0 || !socks || !w || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fv) < 0) {
         tn_error("worker %d: cannot start: %s", slot, seat < 0 ? "every seat taken by draining workers" : strerror(errno));
         if (seat >= 0)
             m->seat_used[seat] = false;
+        for (int i = 0; i < 2; i++) {
+            if (sv[i] >= 0)
+                close(sv[i]);
+            if (fv[i] >= 0)
+                close(fv[i]);
+        }
         free(socks);
         free(w);
         s->backoff_ms = s->backoff_ms ? s->backoff_ms : BACKOFF_MAX_MS;
@@ -397,19 +339,23 @@ static void spawn(tn_master *m, int slot)
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
-        child_setup(sv[1], socks, m->nsocks);
+        close(fv[0]);
+        child_setup(sv[1], fv[1], socks, m->nsocks);
         char tag[32];
         snprintf(tag, sizeof(tag), "worker %d: ", slot);
         tn_log_set_tag(tag);
-        tn_worker_link *link = tn_workers_link_new(sv[1], slot, seat, serial, m->shm, socks, m->nsocks);
+        tn_worker_link *link = tn_workers_link_new(sv[1], fv[1], slot, seat, serial, m->shm, socks, m->nsocks);
         int rc = link ? tn_daemon_run_as(m->d->cfg, m->d->config_path, m->d->cli_log_level, link) : 1;
         exit(rc);
     }
     free(socks);
     close(sv[1]);
+    close(fv[1]);
+    w->fdch = fv[0];
     if (pid < 0) {
         tn_error("worker %d: fork: %s", slot, strerror(errno));
         close(sv[0]);
+        close(fv[0]);
         m->seat_used[seat] = false;
         free(w);
         s->backoff_ms = BACKOFF_MAX_MS;
@@ -436,7 +382,7 @@ static void spawn(tn_master *m, int slot)
         close(sv[0]);
     }
     /* by generation, then slot: the order of the rows in `stats` */
-    mworker **at = &m->workers;
+    tn_mworker **at = &m->workers;
     while (*at && ((*at)->generation < w->generation || ((*at)->generation == w->generation && (*at)->slot < slot)))
         at = &(*at)->next;
     w->next = *at;
@@ -448,7 +394,7 @@ static void spawn(tn_master *m, int slot)
 static void notify_status(tn_master *m, const char *prefix)
 {
     size_t serving = 0;
-    for (mworker *w = m->workers; w; w = w->next)
+    for (tn_mworker *w = m->workers; w; w = w->next)
         serving += w->ready && !w->draining;
     tn_sd_notify("STATUS=%s%zu worker(s), %zu listener(s), %zu handler(s)", prefix, serving, m->d->cfg->nlisteners,
                  m->d->cfg->nhandlers);
@@ -459,7 +405,7 @@ static void notify_status(tn_master *m, const char *prefix)
 static void check_ready(tn_master *m)
 {
     int ready = 0;
-    for (mworker *w = m->workers; w; w = w->next)
+    for (tn_mworker *w = m->workers; w; w = w->next)
         ready += w->generation == m->generation && w->ready && !w->draining;
     if (ready < m->nslots || m->stopping)
         return;
@@ -470,29 +416,14 @@ static void check_ready(tn_master *m)
         tn_sd_notify("READY=1\nMAINPID=%ld", (long)getpid());
         notify_status(m, "Serving: ");
     }
-    if (m->reloading) {
-        m->reloading = false;
-        size_t old = 0;
-        for (mworker *w = m->workers; w; w = w->next) {
-            if (w->generation != m->generation && !w->draining) {
-                w->draining = true;
-                old++;
-                if (w->bev)
-                    tn_wmsg_send(w->bev, TN_WMSG_DRAIN, 0, NULL, 0);
-            }
-        }
-        tn_info("reload complete: %s; %zu old worker(s) draining", m->d->last_reload_msg, old);
-        tn_sd_notify("READY=1");
-        notify_status(m, "Reloaded: ");
-    }
 }
 
 /* ---- control --------------------------------------------------------------------- */
 
-static void free_request(request *r)
+static void free_request(tn_mrequest *r)
 {
     tn_master *m = r->m;
-    for (request **pp = &m->requests; *pp; pp = &(*pp)->next) {
+    for (tn_mrequest **pp = &m->requests; *pp; pp = &(*pp)->next) {
         if (*pp == r) {
             *pp = r->next;
             break;
@@ -505,14 +436,17 @@ static void free_request(request *r)
         event_free(r->timeout_ev);
     free(r->answers);
     free(r->serials);
+    free(r->error);
     free(r);
 }
 
-static void request_done(request *r)
+void tn_master_request_done(tn_mrequest *r)
 {
     tn_master *m = r->m;
     struct evbuffer *out = evbuffer_new(), *own = evbuffer_new();
-    if (out && own) {
+    if (out && own && strcmp(r->name, "reload") == 0) {
+        tn_master_reload_done(r, out);
+    } else if (out && own) {
         /* what only the master knows comes from its own answer */
         if (strcmp(r->name, "stats") == 0 || strcmp(r->name, "info") == 0 || strcmp(r->name, "metrics") == 0) {
             char line[16];
@@ -527,7 +461,7 @@ static void request_done(request *r)
     free_request(r);
     if (client && out)
         tn_control_answer(client, out, newline);
-    for (mworker *w = m->workers; w && asker && out; w = w->next)
+    for (tn_mworker *w = m->workers; w && asker && out; w = w->next)
         if (w->serial == asker && w->bev)
             tn_wmsg_send(w->bev, TN_WMSG_ANSWER, asker_seq, evbuffer_pullup(out, -1), evbuffer_get_length(out));
     if (out)
@@ -540,19 +474,47 @@ static void on_request_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    request *r = arg;
-    tn_warn("control: %zu worker(s) did not answer '%s' within %d s", r->pending, r->name, REQUEST_TIMEOUT_S);
-    request_done(r);
+    tn_mrequest *r = arg;
+    if (r->pending)
+        tn_warn("control: %zu worker(s) did not answer '%s' within %d s", r->pending, r->name, REQUEST_TIMEOUT_S);
+    tn_master_request_done(r);
 }
 
-static const char *worker_state(const mworker *w)
+static const char *worker_state(const tn_mworker *w)
 {
     return w->draining ? "draining" : w->ready ? "serving" : "starting";
 }
 
 bool tn_master_forward(tn_master *m, void *client, const char *name, const char *arg)
 {
+    if (strcmp(name, "reload") == 0) {
+        tn_master_reload_command(m, client);
+        return true;
+    }
     return start_request(m, client, 0, 0, name, arg);
+}
+
+tn_mrequest *tn_master_request_new(tn_master *m, void *client, const char *name, size_t n)
+{
+    tn_mrequest *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->m = m;
+    r->answers = calloc(n ? n : 1, sizeof(*r->answers));
+    r->serials = calloc(n ? n : 1, sizeof(*r->serials));
+    r->timeout_ev = evtimer_new(m->d->base, on_request_timeout, r);
+    r->next = m->requests;
+    m->requests = r;
+    if (!r->answers || !r->serials || !r->timeout_ev) {
+        free_request(r);
+        return NULL;
+    }
+    r->client = client;
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    r->seq = ++m->next_seq;
+    struct timeval tv = { REQUEST_TIMEOUT_S, 0 };
+    evtimer_add(r->timeout_ev, &tv);
+    return r;
 }
 
 static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t asker_seq, const char *name,
@@ -566,7 +528,13 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
     if (!to_all && !to_one)
         return false;
     uint64_t target = 0;
-    if (to_one) {
+    const char *sp = arg ? strchr(arg, ' ') : NULL;
+    if (to_one && sp && memchr(arg, ':', (size_t)(sp - arg)) && strcmp(name, "send") == 0) {
+        /* send NODE:ID goes through Redis: one serving worker publishes it */
+        for (tn_mworker *w = m->workers; w && !target; w = w->next)
+            if (w->bev && w->ready && !w->draining)
+                target = w->serial;
+    } else if (to_one) {
         char *end;
         unsigned long long id = arg ? strtoull(arg, &end, 10) : 0;
         if (!arg || end == arg)
@@ -576,34 +544,22 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
     if (strcmp(name, "log-level") == 0 && arg && tn_log_level_parse(arg) >= 0)
         tn_log_set_level(tn_log_level_parse(arg)); /* the master's own lines too */
     size_t n = 0;
-    for (mworker *w = m->workers; w; w = w->next)
+    for (tn_mworker *w = m->workers; w; w = w->next)
         n += w->bev && (!to_one || w->serial == target);
     if (!n)
         return false; /* answered by the master alone: nothing, or no such connection */
-    request *r = calloc(1, sizeof(*r));
+    tn_mrequest *r = tn_master_request_new(m, client, name, n);
     if (!r)
         return false;
-    r->answers = calloc(n, sizeof(*r->answers));
-    r->serials = calloc(n, sizeof(*r->serials));
-    r->timeout_ev = evtimer_new(m->d->base, on_request_timeout, r);
-    if (!r->answers || !r->serials || !r->timeout_ev) {
-        r->m = m;
-        free_request(r);
-        return false;
-    }
-    r->m = m;
-    r->client = client;
     r->asker = asker;
     r->asker_seq = asker_seq;
-    snprintf(r->name, sizeof(r->name), "%s", name);
-    r->seq = ++m->next_seq;
     char *line = NULL;
     int len = asprintf(&line, "%s%s%s", name, arg && *arg ? " " : "", arg ? arg : "");
     if (len < 0) {
         free_request(r);
         return false;
     }
-    for (mworker *w = m->workers; w; w = w->next) {
+    for (tn_mworker *w = m->workers; w; w = w->next) {
         if (!w->bev || (to_one && w->serial != target))
             continue;
         tn_master_answer *a = &r->answers[r->n];
@@ -619,67 +575,24 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
     }
     free(line);
     r->pending = r->n;
-    r->next = m->requests;
-    m->requests = r;
-    struct timeval tv = { REQUEST_TIMEOUT_S, 0 };
-    evtimer_add(r->timeout_ev, &tv);
     return true;
 }
 
 void tn_master_forget(tn_master *m, void *client)
 {
-    for (request *r = m->requests; r; r = r->next)
+    for (tn_mrequest *r = m->requests; r; r = r->next)
         if (r->client == client)
             r->client = NULL;
 }
 
 /* ---- reload and shutdown ------------------------------------------------------------ */
 
-int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
-{
-    tn_daemon *d = m->d;
-    if (m->stopping) {
-        snprintf(err, errlen, "shutting down");
-        return -1;
-    }
-    if (free_seats(m) < (size_t)m->nslots) {
-        snprintf(err, errlen, "workers of earlier reloads are still draining; try again when they are done");
-        return -1;
-    }
-    tn_master_lsock *set = NULL;
-    if (tn_master_open_sockets(&m->d->sd, m->nslots, m->socks, m->nsocks, cfg, &set, err, errlen) < 0)
-        return -1;
-    if (tn_master_workers_wanted(cfg) != m->nslots)
-        tn_warn("reload: daemon.workers changes take effect at the next start");
-    for (size_t i = 0; i < m->nsocks; i++)
-        tn_master_close_lsock(&m->socks[i], m->nslots); /* the ones no listener continues */
-    free(m->socks);
-    m->socks = set;
-    m->nsocks = cfg->nlisteners;
-    tn_config_unref(d->cfg); /* the old workers have their own copies */
-    d->cfg = cfg;
-    /* workers still starting from an earlier reload are replaced too */
-    for (mworker *w = m->workers; w; w = w->next)
-        if (w->generation == m->generation && !w->ready && !w->draining) {
-            w->draining = true;
-            kill(w->pid, SIGTERM);
-        }
-    m->generation++;
-    m->reloading = true;
-    for (int i = 0; i < m->nslots; i++) {
-        evtimer_del(m->slots[i].restart_ev);
-        m->slots[i].backoff_ms = 0;
-        spawn(m, i);
-    }
-    return 0;
-}
-
 static void on_kill(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     tn_master *m = arg;
-    for (mworker *w = m->workers; w; w = w->next) {
+    for (tn_mworker *w = m->workers; w; w = w->next) {
         tn_warn("worker %d (pid %ld) still running after the shutdown timeout: killing it", w->slot, (long)w->pid);
         kill(w->pid, SIGKILL);
     }
@@ -695,7 +608,7 @@ void tn_master_shutdown(tn_master *m, const char *why)
     tn_info("shutting down (%s): stopping %d worker(s)", why, m->nslots);
     for (int i = 0; i < m->nslots; i++)
         evtimer_del(m->slots[i].restart_ev);
-    for (mworker *w = m->workers; w; w = w->next)
+    for (tn_mworker *w = m->workers; w; w = w->next)
         kill(w->pid, SIGTERM);
     /* the workers keep shutdown_timeout themselves; this is the backstop */
     int64_t ms = m->d->cfg->daemon.shutdown_timeout + 5000;
@@ -731,7 +644,7 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
             break;
         case SIGUSR1:
             /* log files belong to the workers */
-            for (mworker *w = m->workers; w; w = w->next)
+            for (tn_mworker *w = m->workers; w; w = w->next)
                 kill(w->pid, SIGUSR1);
             tn_info("SIGUSR1: passed to %d worker(s) to reopen their log files", m->nslots);
             break;
@@ -747,18 +660,18 @@ static void master_free(tn_master *m)
 {
     tn_daemon *d = m->d;
     while (m->requests)
-        request_done(m->requests);
+        tn_master_request_done(m->requests);
     tn_control_close(d->control);
     d->control = NULL;
     while (m->workers) {
-        mworker *w = m->workers;
+        tn_mworker *w = m->workers;
         m->workers = w->next;
         free_worker(w);
     }
     for (size_t i = 0; i < m->nsocks; i++)
         tn_master_close_lsock(&m->socks[i], m->nslots);
     free(m->socks);
-    for (int i = 0; m->slots && i < m->nslots; i++)
+    for (int i = 0; m->slots && i < m->seats; i++)
         if (m->slots[i].restart_ev)
             event_free(m->slots[i].restart_ev);
     free(m->slots);
@@ -810,7 +723,7 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
     d->base = event_base_new_with_config(ec);
     event_config_free(ec);
     m->shm = tn_wshm_new(m->seats);
-    m->slots = calloc((size_t)m->nslots, sizeof(*m->slots));
+    m->slots = calloc((size_t)m->seats, sizeof(*m->slots));
     m->seat_used = calloc((size_t)m->seats, sizeof(bool));
     d->registry = d->base ? tn_registry_new(d->base, d) : NULL;
     if (m->sigfd < 0 || !d->base || !m->shm || !m->slots || !m->seat_used || !d->registry) {
@@ -821,14 +734,14 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
     m->sig_ev = event_new(d->base, m->sigfd, EV_READ | EV_PERSIST, on_signal, m);
     event_add(m->sig_ev, NULL);
     m->kill_ev = evtimer_new(d->base, on_kill, m);
-    for (int i = 0; i < m->nslots; i++) {
+    for (int i = 0; i < m->seats; i++) {
         m->slots[i].m = m;
         m->slots[i].slot = i;
         m->slots[i].restart_ev = evtimer_new(d->base, on_restart, &m->slots[i]);
     }
     tn_sd_init(&d->sd, d->base);
     char err[2048];
-    if (tn_master_open_sockets(&m->d->sd, m->nslots, m->socks, m->nsocks, cfg, &m->socks, err, sizeof(err)) < 0) {
+    if (tn_master_open_sockets(&m->d->sd, m->nslots, m->nslots, m->socks, m->nsocks, cfg, &m->socks, err, sizeof(err)) < 0) {
         tn_log_lines(TN_LOG_ERROR, NULL, err);
         tn_sd_notify("STATUS=Failed to start: %s", err);
         master_free(m);
@@ -848,7 +761,7 @@ int tn_master_run(tn_config *cfg, const char *path, int cli_log_level)
     tn_daemon_write_pid_file(cfg);
     tn_info("master process %ld: starting %d worker(s)", (long)getpid(), m->nslots);
     for (int i = 0; i < m->nslots; i++)
-        spawn(m, i);
+        tn_master_spawn(m, i);
     event_base_dispatch(d->base);
     tn_info("stopped");
     if (*d->cfg->daemon.pid_file)

@@ -4,7 +4,7 @@
  *
  * JSON answers are read back into value trees (config/value.h) and merged
  * key by key: numbers add up, objects merge by key, lists of objects with a
- * "name" merge by name, other lists of objects are joined, lists of names
+ * "name" merge by name (and draining state), other lists of objects are joined, lists of names
  * are united. A worker also reports its latency histograms as raw buckets
  * ("latency_buckets"), which add up like any list of numbers; percentiles
  * are computed from the sum, as percentiles of sums cannot be added. The
@@ -235,6 +235,18 @@ static const char *name_of(const tn_value *v)
 
 static void merge(tn_value *into, const tn_value *from, const char *key);
 
+/* Rows with a name are the same row when the names are, and a listener
+ * that drains (its address changed in a reload) is apart from the one that
+ * took its name. */
+static bool same_row(const tn_value *a, const tn_value *b)
+{
+    if (strcmp(name_of(a), name_of(b)) != 0)
+        return false;
+    const tn_value *da = tn_object_get(a, "draining"), *db = tn_object_get(b, "draining");
+    bool xa = da && da->type == TN_V_BOOL && da->u.b, xb = db && db->type == TN_V_BOOL && db->u.b;
+    return xa == xb;
+}
+
 static void merge_array(tn_value *into, const tn_value *from)
 {
     bool numbers = into->u.a.len == from->u.a.len;
@@ -251,7 +263,7 @@ static void merge_array(tn_value *into, const tn_value *from)
         tn_value *same = NULL;
         for (size_t i = 0; i < into->u.a.len && !same && (name || item->type == TN_V_STRING); i++) {
             tn_value *o = into->u.a.items[i];
-            if (name ? name_of(o) && strcmp(name_of(o), name) == 0
+            if (name ? name_of(o) && same_row(o, item)
                      : o->type == TN_V_STRING && strcmp(o->u.s.ptr, item->u.s.ptr) == 0)
                 same = o;
         }

@@ -5,6 +5,7 @@
  * connection waiting in a backlog is lost. */
 #include "master.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -86,10 +87,53 @@ static int bind_slots(tn_sd *sd, int nslots, const tn_listener_conf *conf, tn_ma
     return -1;
 }
 
+/* More slots for a listener that continues (daemon.workers grew): bound
+ * on the address its first slot has, so that port 0 stays one port. */
+static int grow_slots(const tn_listener_conf *conf, tn_master_lsock *s, int from, int to, char *err, size_t errlen)
+{
+    if (s->shared || to <= from)
+        return 0;
+    int *fds = realloc(s->fds, (size_t)to * sizeof(int));
+    if (!fds) {
+        snprintf(err, errlen, "listener '%s': out of memory", conf->name);
+        return -1;
+    }
+    s->fds = fds;
+    for (int i = from; i < to; i++)
+        fds[i] = -1;
+    const tn_proto_ops *ops = tn_proto_ops_for(conf->protocol);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char why[256];
+    snprintf(why, sizeof(why), "getsockname: %s", strerror(errno));
+    if (getsockname(fds[0], (struct sockaddr *)&ss, &len) == 0)
+        for (int i = from; i < to; i++)
+            if ((fds[i] = tn_listener_bind(conf, ops->socktype, &ss, len, true, why, sizeof(why))) < 0)
+                break;
+    if (fds[to - 1] >= 0)
+        return 0;
+    for (int i = from; i < to; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    snprintf(err, errlen, "%s:%d:%d: listener '%s': %s", conf->listen_pos.file, conf->listen_pos.line,
+             conf->listen_pos.col, conf->name, why);
+    return -1;
+}
+
+void tn_master_shrink_lsock(tn_master_lsock *s, int from, int to)
+{
+    for (int i = to; s->fds && !s->shared && i < from; i++) {
+        if (s->fds[i] >= 0)
+            close(s->fds[i]);
+        s->fds[i] = -1;
+    }
+}
+
 /* Sockets for every listener of CFG, kept from the running set where the
- * listener continues. On failure nothing changed. */
-int tn_master_open_sockets(tn_sd *sd, int nslots, tn_master_lsock *old_set, size_t nold, const tn_config *cfg,
-                           tn_master_lsock **out, char *err, size_t errlen)
+ * listener continues (with slots added when NSLOTS > OLD_NSLOTS). On
+ * failure nothing changed. */
+int tn_master_open_sockets(tn_sd *sd, int old_nslots, int nslots, tn_master_lsock *old_set, size_t nold,
+                           const tn_config *cfg, tn_master_lsock **out, char *err, size_t errlen)
 {
     tn_master_lsock *set = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*set));
     tn_master_lsock **from = calloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*from));
@@ -109,16 +153,23 @@ int tn_master_open_sockets(tn_sd *sd, int nslots, tn_master_lsock *old_set, size
             set[i].shared = old->shared;
             old->fds = NULL; /* taken; given back below if this fails */
             from[i] = old;
+            rc = grow_slots(conf, &set[i], old_nslots, nslots, err, errlen);
+            if (rc == 0 && nslots > old_nslots && !set[i].shared)
+                set[i].grown = true;
         } else {
             rc = bind_slots(sd, nslots, conf, &set[i], err, errlen);
+            set[i].fresh = rc == 0;
         }
     }
     if (rc < 0) {
         for (size_t i = 0; i < cfg->nlisteners; i++) {
-            if (from[i])
+            if (from[i]) {
+                if (set[i].grown)
+                    tn_master_shrink_lsock(&set[i], nslots, old_nslots);
                 from[i]->fds = set[i].fds;
-            else
+            } else {
                 tn_master_close_lsock(&set[i], nslots);
+            }
         }
         free(set);
         free(from);

@@ -78,6 +78,7 @@ static void usage(FILE *f)
           "  reload                     re-read the configuration file\n"
           "  close ID                   close a connection\n"
           "  send ID MESSAGE            push a message to one connection\n"
+          "  send NODE:ID MESSAGE       ... of another instance (node_id NODE), through [cluster]\n"
           "  broadcast HANDLER MESSAGE  push a message to every connection attached to HANDLER\n"
           "  log-level LEVEL            error, warn, info or debug\n"
           "  shutdown                   graceful shutdown\n"
@@ -211,9 +212,14 @@ int main(int argc, char **argv)
             usage_error("usage: tusknetctl %s", form);
         usage_error("%s takes %s", cmd->name, cmd->max_args == 0 ? "no arguments" : "at most one argument");
     }
+    /* send also takes NODE:ID (another instance's connection, with [cluster]) */
+    const char *idpart = args[0];
+    if (strcmp(cmd->name, "send") == 0 && strrchr(args[0], ':') && strrchr(args[0], ':') != args[0])
+        idpart = strrchr(args[0], ':') + 1;
     if ((strcmp(cmd->name, "close") == 0 || strcmp(cmd->name, "send") == 0) &&
-        (!*args[0] || strspn(args[0], "0123456789") != strlen(args[0])))
-        usage_error("connection ID must be a number, not '%s'", args[0]);
+        (!*idpart || strspn(idpart, "0123456789") != strlen(idpart)))
+        usage_error("connection ID must be a number%s, not '%s'", strcmp(cmd->name, "send") == 0 ? " or NODE:ID" : "",
+                    args[0]);
     if (strcmp(cmd->name, "log-level") == 0 && strcmp(args[0], "error") != 0 && strcmp(args[0], "warn") != 0 &&
         strcmp(args[0], "info") != 0 && strcmp(args[0], "debug") != 0)
         usage_error("log-level takes error, warn, info or debug, not '%s'", args[0]);

@@ -187,7 +187,7 @@ struct tn_worker_link {
     query *queries;
     uint64_t next_query;
     struct bufferevent *bev;
-    int fd;
+    int fd, fdch;
     int slot, seat;
     uint64_t serial;
     tn_wshm *shm;
@@ -200,13 +200,14 @@ struct tn_worker_link {
     long master_pid;
 };
 
-tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial, tn_wshm *shm,
+tn_worker_link *tn_workers_link_new(int fd, int fdch, int slot, int seat, uint64_t serial, tn_wshm *shm,
                                     tn_worker_socket *sockets, size_t nsockets)
 {
     tn_worker_link *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
     w->fd = fd;
+    w->fdch = fdch;
     w->slot = slot;
     w->seat = seat;
     w->serial = serial;
@@ -279,6 +280,8 @@ void tn_workers_free(tn_worker_link *w)
         bufferevent_free(w->bev);
     else if (w->fd >= 0)
         close(w->fd);
+    if (w->fdch >= 0)
+        close(w->fdch);
     for (size_t i = 0; i < w->nsockets; i++)
         if (w->sockets[i].fd >= 0)
             close(w->sockets[i].fd);
@@ -289,6 +292,11 @@ void tn_workers_free(tn_worker_link *w)
 long tn_workers_daemon_pid(const tn_daemon *d)
 {
     return d && d->worker ? d->worker->master_pid : (long)getpid();
+}
+
+bool tn_workers_owns_id(const tn_daemon *d, uint64_t id)
+{
+    return !d->worker || id >> TN_WORKER_ID_SHIFT == d->worker->serial;
 }
 
 bool tn_workers_local_only(const tn_daemon *d)
@@ -313,6 +321,156 @@ int tn_workers_take_socket(tn_worker_link *w, const tn_listener_conf *conf)
     return -1;
 }
 
+/* ---- reload in place ------------------------------------------------------------ */
+
+int tn_workers_send_fds(int fdch, const uint32_t *listener, const int *fds, size_t n)
+{
+    for (size_t at = 0; at < n; at += TN_WFD_BATCH) {
+        size_t k = n - at < TN_WFD_BATCH ? n - at : TN_WFD_BATCH;
+        tn_wfd_msg msg = { (uint32_t)k, { 0 } };
+        memcpy(msg.listener, listener + at, k * sizeof(*listener));
+        union {
+            char buf[CMSG_SPACE(TN_WFD_BATCH * sizeof(int))];
+            struct cmsghdr align;
+        } ctl;
+        memset(&ctl, 0, sizeof(ctl));
+        struct iovec iov = { &msg, sizeof(msg) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                             .msg_controllen = CMSG_SPACE(k * sizeof(int)) };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(k * sizeof(int));
+        memcpy(CMSG_DATA(c), fds + at, k * sizeof(int));
+        ssize_t rc;
+        do
+            rc = sendmsg(fdch, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (rc < 0 && errno == EINTR);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The NFDS sockets the master sent ahead of a reload, as the worker's
+ * sockets for the listeners of CFG (what tn_listener_open() takes; with no
+ * CFG they are read and closed). The master wrote them before it queued the
+ * reload message, so they wait in the channel already. -1 with err on a
+ * short or broken channel. */
+static int take_fds(tn_worker_link *w, const tn_config *cfg, uint32_t nfds, char *err, size_t errlen)
+{
+    tn_worker_socket *socks = calloc(nfds ? nfds : 1, sizeof(*socks));
+    size_t got = 0, seen = 0;
+    int rc = socks ? 0 : -1;
+    const char *why = "out of memory";
+    while (rc == 0 && seen < nfds) {
+        tn_wfd_msg msg;
+        union {
+            char buf[CMSG_SPACE(TN_WFD_BATCH * sizeof(int))];
+            struct cmsghdr align;
+        } ctl;
+        struct iovec iov = { &msg, sizeof(msg) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+        ssize_t n;
+        do
+            n = recvmsg(w->fdch, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        while (n < 0 && errno == EINTR);
+        struct cmsghdr *c = n == (ssize_t)sizeof(msg) ? CMSG_FIRSTHDR(&mh) : NULL;
+        size_t k = c && c->cmsg_type == SCM_RIGHTS ? (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+        int fds[TN_WFD_BATCH];
+        if (k)
+            memcpy(fds, CMSG_DATA(c), k * sizeof(int));
+        if (!k || k != msg.n || seen + k > nfds || (mh.msg_flags & MSG_CTRUNC)) {
+            rc = -1;
+            why = n < 0                      ? strerror(errno)
+                  : mh.msg_flags & MSG_CTRUNC ? "no free file descriptor to take them"
+                                              : "a malformed message";
+        }
+        seen += k;
+        for (size_t i = 0; i < k; i++) {
+            if (rc == 0 && cfg && msg.listener[i] < cfg->nlisteners) {
+                socks[got].conf = &cfg->listeners[msg.listener[i]];
+                socks[got++].fd = fds[i];
+            } else {
+                close(fds[i]);
+                rc = cfg ? -1 : rc;
+            }
+        }
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "the listening sockets of the new listeners did not arrive (%s)", why);
+        for (size_t i = 0; i < got; i++)
+            close(socks[i].fd);
+        free(socks);
+        return -1;
+    }
+    w->sockets = socks;
+    w->nsockets = got;
+    return 0;
+}
+
+/* Closes what no new listener took. */
+static void drop_fds(tn_worker_link *w)
+{
+    for (size_t i = 0; i < w->nsockets; i++)
+        if (w->sockets[i].fd >= 0)
+            close(w->sockets[i].fd);
+    free(w->sockets);
+    w->sockets = NULL;
+    w->nsockets = 0;
+}
+
+/* A reload the master checked: DATA is a tn_wreload_hdr and the snapshot.
+ * ERR gets why it failed ("" when applied). */
+static void reload_in_place(tn_daemon *d, const char *data, size_t len, char *err, size_t errlen)
+{
+    tn_worker_link *w = d->worker;
+    err[0] = '\0';
+    tn_wreload_hdr h;
+    if (len < sizeof(h)) {
+        snprintf(err, errlen, "malformed reload message");
+        return;
+    }
+    memcpy(&h, data, sizeof(h));
+    tn_diag diag = { 0 };
+    tn_config *cfg = tn_config_from_snapshot(data + sizeof(h), len - sizeof(h), d->config_path, &diag);
+    if (!cfg) {
+        char *all = tn_diag_join(&diag);
+        snprintf(err, errlen, "the master's snapshot does not load: %s", all ? all : "out of memory");
+        free(all);
+    }
+    tn_diag_free(&diag);
+    drop_fds(w); /* none are left from the start, but to be sure */
+    char why[512];
+    if (take_fds(w, cfg, h.nfds, why, sizeof(why)) < 0 || !cfg) {
+        if (cfg)
+            snprintf(err, errlen, "%s", why);
+        tn_config_unref(cfg);
+        drop_fds(w);
+        return;
+    }
+    if (w->hooks.reload(d, cfg, err, errlen) < 0)
+        tn_config_unref(cfg);
+    else
+        err[0] = '\0';
+    drop_fds(w);
+}
+
+/* A command whose answer came later (send NODE:ID waited for Redis). */
+typedef struct later_answer {
+    tn_daemon *d;
+    uint64_t seq;
+} later_answer;
+
+static void answer_later(void *arg, struct evbuffer *answer)
+{
+    later_answer *la = arg;
+    tn_worker_link *w = la->d->worker; /* NULL once the worker is stopping */
+    if (w && w->bev)
+        tn_wmsg_send(w->bev, TN_WMSG_ANSWER, la->seq, evbuffer_pullup(answer, -1), evbuffer_get_length(answer));
+    free(la);
+}
+
 static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body)
 {
     tn_worker_link *w = d->worker;
@@ -326,17 +484,32 @@ static void on_message(tn_daemon *d, const tn_wmsg_hdr *h, struct evbuffer *body
     case TN_WMSG_CMD:
     case TN_WMSG_CMD_LOCAL: {
         struct evbuffer *out = evbuffer_new();
-        if (out) {
+        later_answer *la = malloc(sizeof(*la));
+        if (out && la) {
+            la->d = d;
+            la->seq = h->seq;
             w->local_only = h->type == TN_WMSG_CMD_LOCAL;
-            w->hooks.exec(d, data, len, out);
+            bool later = w->hooks.exec(d, data, len, out, answer_later, la);
             w->local_only = false;
-            size_t n = evbuffer_get_length(out);
-            tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, evbuffer_pullup(out, -1), n);
-            evbuffer_free(out);
+            if (!later) {
+                size_t n = evbuffer_get_length(out);
+                tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, evbuffer_pullup(out, -1), n);
+                free(la);
+            }
+        } else {
+            free(la);
         }
+        if (out)
+            evbuffer_free(out);
         break;
     }
     case TN_WMSG_DRAIN: w->hooks.drain(d); break;
+    case TN_WMSG_RELOAD: {
+        char err[2048];
+        reload_in_place(d, data, len, err, sizeof(err));
+        tn_wmsg_send(w->bev, TN_WMSG_ANSWER, h->seq, err, strlen(err));
+        break;
+    }
     case TN_WMSG_ANSWER:
         for (query *q = w->queries; q; q = q->next) {
             if (q->seq == h->seq) {

@@ -29,7 +29,21 @@ enum tn_wmsg {
     TN_WMSG_DELIVER,   /* master -> worker: the same for its local members */
     TN_WMSG_QUERY,     /* worker -> master: "metrics" for the whole daemon; ANSWER back */
     TN_WMSG_CMD_LOCAL, /* as CMD, but what it would publish to other machines stays here */
+    TN_WMSG_RELOAD,    /* master -> worker: apply a config in place; ANSWER: "" or the error */
 };
+
+/* A reload's payload: this header, then the config snapshot (YAML text,
+ * tn_config_snapshot()). The sockets of NFDS new listeners come before it on
+ * the descriptor channel, each message a tn_wfd_msg with its descriptors. */
+typedef struct tn_wreload_hdr {
+    uint32_t nfds;
+} tn_wreload_hdr;
+
+#define TN_WFD_BATCH 64
+typedef struct tn_wfd_msg {
+    uint32_t n;
+    uint32_t listener[TN_WFD_BATCH]; /* index in the new config's listeners */
+} tn_wfd_msg;
 
 typedef struct tn_wmsg_hdr {
     uint32_t len;
@@ -65,9 +79,14 @@ typedef struct tn_worker_socket {
     int fd;                       /* -1 once a listener took it */
 } tn_worker_socket;
 
-/* Takes FD (the channel to the master) and SOCKETS (moved). */
-tn_worker_link *tn_workers_link_new(int fd, int slot, int seat, uint64_t serial, tn_wshm *shm,
+/* Takes FD (the channel to the master), FDCH (the descriptor channel: a
+ * SOCK_SEQPACKET socket that carries listening sockets by SCM_RIGHTS) and
+ * SOCKETS (moved). */
+tn_worker_link *tn_workers_link_new(int fd, int fdch, int slot, int seat, uint64_t serial, tn_wshm *shm,
                                     tn_worker_socket *sockets, size_t nsockets);
+/* The master's side: sends FDS[i] for listener LISTENER[i] over FDCH.
+ * -1 with errno when the channel is full or broken. */
+int tn_workers_send_fds(int fdch, const uint32_t *listener, const int *fds, size_t n);
 void tn_workers_free(tn_worker_link *w);
 
 /* The first connection id of a worker (0 for the single process). */
@@ -78,9 +97,13 @@ int tn_workers_take_socket(tn_worker_link *w, const tn_listener_conf *conf);
  * these at start, so that this module (reached from net/ for the shared
  * counters) includes neither the daemon nor the control socket. */
 typedef struct tn_worker_hooks {
-    void (*exec)(tn_daemon *d, char *line, size_t len, struct evbuffer *out); /* a control command */
+    /* a control command; true when its answer goes to LATER(ARG, ANSWER) instead of OUT */
+    bool (*exec)(tn_daemon *d, char *line, size_t len, struct evbuffer *out,
+                 void (*later)(void *arg, struct evbuffer *answer), void *arg);
     void (*drain)(tn_daemon *d);
     void (*shutdown)(tn_daemon *d, const char *why);
+    /* applies CFG (taken) in place, all or nothing; -1 with err: nothing changed */
+    int (*reload)(tn_daemon *d, tn_config *cfg, char *err, size_t errlen);
 } tn_worker_hooks;
 /* The daemon is serving: watch the channel and tell the master. */
 int tn_workers_started(tn_daemon *d, const tn_worker_hooks *hooks, char *err, size_t errlen);
@@ -100,6 +123,9 @@ void tn_workers_ip_release(tn_daemon *d, const char *listener, const struct sock
  * completes CALL's job with its answer. False: not a worker, answer locally. */
 bool tn_workers_metrics(tn_daemon *d, tn_call *call);
 
+/* Is connection ID this process's (a worker's own serial; always in the
+ * single process)? */
+bool tn_workers_owns_id(const tn_daemon *d, uint64_t id);
 /* The daemon's process id for others to see: the master's in a worker. */
 long tn_workers_daemon_pid(const tn_daemon *d);
 /* True while a worker runs a command another worker publishes ([cluster]). */

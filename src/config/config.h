@@ -304,6 +304,12 @@ void tn_config_unref(tn_config *cfg);
  * (dump.c). */
 tn_value *tn_config_to_value(const tn_config *cfg);
 int tn_config_dump(const tn_config *cfg, FILE *out);
+/* The same tree with the secrets, as YAML text (malloc'd, *TEXT), and a
+ * config back from it: how a master hands a config it checked to workers
+ * that are already running (what they get is what was checked, not the
+ * files again, which may have changed since). */
+int tn_config_snapshot(const tn_config *cfg, char **text, size_t *len);
+tn_config *tn_config_from_snapshot(const char *text, size_t len, const char *path, tn_diag *diag);
 
 /* Markdown reference of every key, generated from the schema table (dump.c). */
 void tn_config_reference(FILE *out);

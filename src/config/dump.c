@@ -64,7 +64,7 @@ static void dump_scope(tn_value *obj, const char *scope, const char *tname, cons
     }
 }
 
-tn_value *tn_config_to_value(const tn_config *cfg)
+static tn_value *to_value(const tn_config *cfg, bool secrets)
 {
     tn_value *root = tn_value_new(TN_V_OBJECT, nopos());
     if (!root)
@@ -138,13 +138,36 @@ tn_value *tn_config_to_value(const tn_config *cfg)
     if (cfg->cluster.redis) {
         /* the dump is readable by control-socket readers: the secret is not */
         tn_cluster_conf shown = cfg->cluster;
-        if (shown.password && *shown.password)
+        if (!secrets && shown.password && *shown.password)
             shown.password = (char *)"(hidden)";
         v = tn_value_new(TN_V_OBJECT, nopos());
         dump_scope(v, "cluster", NULL, &shown, NULL);
         add(root, "cluster", v);
     }
     return root;
+}
+
+tn_value *tn_config_to_value(const tn_config *cfg)
+{
+    return to_value(cfg, false);
+}
+
+int tn_config_snapshot(const tn_config *cfg, char **text, size_t *len)
+{
+    tn_value *v = to_value(cfg, true);
+    int rc = v ? tn_yaml_emit_string(v, text, len) : -1;
+    tn_value_free(v);
+    return rc;
+}
+
+tn_config *tn_config_from_snapshot(const char *text, size_t len, const char *path, tn_diag *diag)
+{
+    tn_doc doc = { 0 };
+    if (tn_yaml_load_string(&doc, "<reload snapshot>", text, len, diag) < 0) {
+        tn_doc_free(&doc);
+        return NULL;
+    }
+    return tn_config_from_doc(&doc, path, diag);
 }
 
 int tn_config_dump(const tn_config *cfg, FILE *out)

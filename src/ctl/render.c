@@ -659,11 +659,22 @@ static int show_pretty(const tn_ctl_jv *a, FILE *f)
 /* The answer to an action command: {"ok":true,...}. */
 int tn_ctl_show_ok(const char *cmd, const char *const args[3], const tn_ctl_jv *a, FILE *f)
 {
-    if (strcmp(cmd, "reload") == 0)
+    if (strcmp(cmd, "reload") == 0) {
         fprintf(f, "ok: configuration reloaded (reloads so far: %" PRIu64 " ok, %" PRIu64 " refused)\n",
                 tn_ctl_ju64(a, "reloads_ok"), tn_ctl_ju64(a, "reloads_refused"));
-    else if (strcmp(cmd, "close") == 0)
+        /* daemon.workers > 1: a worker that could not apply it was replaced */
+        const tn_ctl_jv *ws = tn_ctl_jget(a, "workers");
+        for (size_t i = 0; ws && ws->t == TN_J_ARR && i < ws->len; i++) {
+            const tn_ctl_jv *w = ws->items[i];
+            if (tn_ctl_jget(w, "error"))
+                fprintf(f, "worker %" PRIu64 " (pid %" PRIu64 ") could not apply it (%s): replaced by a new worker\n",
+                        tn_ctl_ju64(w, "slot"), tn_ctl_ju64(w, "pid"), tn_ctl_jstr(w, "error", "?"));
+        }
+    } else if (strcmp(cmd, "close") == 0)
         fprintf(f, "ok: connection %s closed\n", args[0]);
+    else if (strcmp(cmd, "send") == 0 && tn_ctl_jget(a, "published"))
+        fprintf(f, "ok: published for connection %" PRIu64 " of node %s (whether it reached it is known there)\n",
+                tn_ctl_ju64(a, "id"), tn_ctl_jstr(a, "node", "?"));
     else if (strcmp(cmd, "send") == 0)
         fprintf(f, "ok: sent to connection %s\n", args[0]);
     else if (strcmp(cmd, "broadcast") == 0) {

@@ -546,6 +546,8 @@ class FakeRedis:
                     with self.lock:
                         self.subscribers.append((c, args[1]))
                     c.sendall(resp("psubscribe", args[1], 1))
+                elif name == b"SUBSCRIBE" and not self.refuse_psubscribe:
+                    c.sendall(resp("subscribe", args[1], 2))  # the node's own channel (send NODE:ID)
                 else:
                     c.sendall(b"-ERR %s refused by the test\r\n" % name.lower())
             except OSError:
