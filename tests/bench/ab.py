@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """ab.py - two tusknetd builds head to head: is a change faster, slower, or noise?
 
     python3 tests/bench/ab.py OLD_TUSKNETD NEW_TUSKNETD [--rounds 6] [--seconds 3] [--rt]
