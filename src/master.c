@@ -488,6 +488,13 @@ static const char *worker_state(const tn_mworker *w)
     return w->draining ? "draining" : w->ready ? "serving" : "starting";
 }
 
+/* A worker stopped for not answering a reload would not answer this either:
+ * every command would wait for it until its kill. */
+static bool asked(const tn_mworker *w)
+{
+    return w->bev && !w->kill_ev;
+}
+
 bool tn_master_forward(tn_master *m, void *client, const char *name, const char *arg)
 {
     if (strcmp(name, "reload") == 0) {
@@ -558,7 +565,7 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
         tn_log_set_level(tn_log_level_parse(arg)); /* the master's own lines too */
     size_t n = 0;
     for (tn_mworker *w = m->workers; w; w = w->next)
-        n += w->bev && (!to_one || w->serial == target);
+        n += asked(w) && (!to_one || w->serial == target);
     if (!n)
         return false; /* answered by the master alone: nothing, or no such connection */
     tn_mrequest *r = tn_master_request_new(m, client, name, n);
@@ -573,7 +580,7 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
         return false;
     }
     for (tn_mworker *w = m->workers; w; w = w->next) {
-        if (!w->bev || (to_one && w->serial != target))
+        if (!asked(w) || (to_one && w->serial != target))
             continue;
         tn_master_answer *a = &r->answers[r->n];
         a->slot = w->slot;

@@ -176,6 +176,8 @@ def test_a_worker_that_never_answers_is_reported_killed_and_replaced(daemon, ctl
                       "workers": [{"slot": 0, "pid": pids[0], "applied": True},
                                   {"slot": 1, "pid": pids[1], "applied": False,
                                    "error": "no answer within daemon.reload_timeout"}]}
+    # commands no longer ask it (they would wait for it)
+    assert pids[1] not in [w["pid"] for w in command(d, "stats", timeout=5)["workers"]]
     # SIGTERM cannot end a stopped process; SIGKILL after shutdown_timeout + 5 s does
     assert wait_pid_gone(pids[1], 15)
     assert d.wait_log(rf"worker 1 \(pid {pids[1]}\) still running 6000 ms after it was told to stop: killing it")
