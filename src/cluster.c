@@ -621,18 +621,32 @@ static char *make_pattern(const char *prefix)
     return p;
 }
 
+void tn_cluster_node_id(const tn_daemon *d, const tn_cluster_conf *conf, char *buf, size_t len)
+{
+    if (*conf->node_id) {
+        snprintf(buf, len, "%s", conf->node_id);
+        return;
+    }
+    char host[200];
+    if (gethostname(host, sizeof(host)) < 0)
+        snprintf(host, sizeof(host), "tusknetd");
+    host[sizeof(host) - 1] = '\0';
+    /* worker processes are one node: the master's pid (workers.h) */
+    snprintf(buf, len, "%s:%ld", host, tn_workers_daemon_pid(d));
+}
+
+bool tn_cluster_own_node(const tn_daemon *d, const char *node, size_t len)
+{
+    if (!d->cfg || !d->cfg->cluster.redis)
+        return false;
+    char own[256];
+    tn_cluster_node_id(d, &d->cfg->cluster, own, sizeof(own));
+    return strlen(own) == len && memcmp(own, node, len) == 0;
+}
+
 static void set_node(tn_cluster *c)
 {
-    if (*c->conf->node_id) {
-        snprintf(c->node, sizeof(c->node), "%s", c->conf->node_id);
-    } else {
-        char host[200];
-        if (gethostname(host, sizeof(host)) < 0)
-            snprintf(host, sizeof(host), "tusknetd");
-        host[sizeof(host) - 1] = '\0';
-        /* worker processes are one node: the master's pid (workers.h) */
-        snprintf(c->node, sizeof(c->node), "%s:%ld", host, tn_workers_daemon_pid(c->d));
-    }
+    tn_cluster_node_id(c->d, c->conf, c->node, sizeof(c->node));
     c->node_len = strlen(c->node);
 }
 

@@ -4,6 +4,7 @@
 #ifndef TN_CLUSTER_H
 #define TN_CLUSTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,12 @@ void tn_cluster_publish(tn_handler *h, const char *data, size_t len);
 typedef void (*tn_cluster_sent_fn)(void *arg, int outcome, const char *error);
 int tn_cluster_send_to(struct tn_daemon *d, const char *node, uint64_t id, const char *msg, size_t len,
                        tn_cluster_sent_fn fn, void *arg, char *err, size_t errlen);
+/* This instance's node id under CONF (node_id, or hostname:pid with the
+ * master's pid for workers) into BUF. */
+void tn_cluster_node_id(const struct tn_daemon *d, const tn_cluster_conf *conf, char *buf, size_t len);
+/* NODE (LEN bytes) is this instance under the running config's [cluster]:
+ * `send NODE:ID` is delivered here without Redis. */
+bool tn_cluster_own_node(const struct tn_daemon *d, const char *node, size_t len);
 /* ARG is going away: its sends finish without calling it. */
 void tn_cluster_forget(struct tn_daemon *d, void *arg);
 

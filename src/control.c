@@ -377,8 +377,23 @@ static void on_sent(void *arg, int outcome, const char *error)
     free(w);
 }
 
+/* MESSAGE to connection ID of this instance; LABEL names it in the error. */
+static void send_local(ctl_client *c, tn_json *j, uint64_t id, const char *msg, const char *label)
+{
+    tn_conn_base *k = tn_conn_find(c->ctl->d, id);
+    int r = k ? k->kind->send(k, msg, strlen(msg)) : -2;
+    if (r == -2)
+        error_answer(j, "no connection %s", label);
+    else if (r < 0)
+        error_answer(j, "connection is not reading (output over max_output)", NULL);
+    else
+        ok_answer(j);
+}
+
 /* send NODE:ID MESSAGE: through Redis to the instance whose node_id is NODE
- * (the last ':' ends it: a default node id holds one). */
+ * (the last ':' ends it: a default node id holds one); NODE is this
+ * instance's own id, delivered here without Redis, so that it works while
+ * Redis is down. */
 static void send_remote(ctl_client *c, tn_json *j, char *arg, char *colon, char *msg)
 {
     char *end;
@@ -387,6 +402,11 @@ static void send_remote(ctl_client *c, tn_json *j, char *arg, char *colon, char 
     if (colon == arg || colon - arg > 255 || !(colon[1] >= '0' && colon[1] <= '9') || errno || end != msg - 1) {
         msg[-1] = '\0';
         error_answer(j, "bad connection id '%s' (use ID, or NODE:ID with [cluster])", arg);
+        return;
+    }
+    if (tn_cluster_own_node(c->ctl->d, arg, (size_t)(colon - arg))) {
+        msg[-1] = '\0';
+        send_local(c, j, id, msg, arg);
         return;
     }
     if (!c->bev && !c->later) {
@@ -431,18 +451,8 @@ static void cmd_send(ctl_client *c, tn_json *j, char *arg)
         error_answer(j, "usage: send ID MESSAGE", NULL);
         return;
     }
-    msg++;
-    tn_conn_base *k = tn_conn_find(c->ctl->d, id);
-    int r = k ? k->kind->send(k, msg, strlen(msg)) : -2;
-    if (r == -2) {
-        error_answer(j, "no connection %s", arg);
-        return;
-    }
-    if (r < 0) {
-        error_answer(j, "connection is not reading (output over max_output)", NULL);
-        return;
-    }
-    ok_answer(j);
+    *msg++ = '\0';
+    send_local(c, j, id, msg, arg);
 }
 
 static void cmd_broadcast(ctl_client *c, tn_json *j, char *arg)

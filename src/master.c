@@ -40,11 +40,11 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "control.h"
 #include "log.h"
 #include "workers.h"
 
-#define REQUEST_TIMEOUT_S 10
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
 #define STABLE_US (10 * 1000000LL) /* a worker up this long resets its slot's backoff */
@@ -98,6 +98,8 @@ static void free_worker(tn_mworker *w)
 {
     if (w->exit_ev)
         event_free(w->exit_ev);
+    if (w->kill_ev)
+        event_free(w->kill_ev);
     if (w->pidfd >= 0)
         close(w->pidfd);
     if (w->bev)
@@ -476,13 +478,21 @@ static void on_request_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tn_mrequest *r = arg;
     if (r->pending)
-        tn_warn("control: %zu worker(s) did not answer '%s' within %d s", r->pending, r->name, REQUEST_TIMEOUT_S);
+        tn_warn("control: %zu worker(s) did not answer '%s' within %lld ms", r->pending, r->name,
+                (long long)r->timeout_ms);
     tn_master_request_done(r);
 }
 
 static const char *worker_state(const tn_mworker *w)
 {
     return w->draining ? "draining" : w->ready ? "serving" : "starting";
+}
+
+/* A worker stopped for not answering a reload would not answer this either:
+ * every command would wait for it until its kill. */
+static bool asked(const tn_mworker *w)
+{
+    return w->bev && !w->kill_ev;
 }
 
 bool tn_master_forward(tn_master *m, void *client, const char *name, const char *arg)
@@ -512,9 +522,15 @@ tn_mrequest *tn_master_request_new(tn_master *m, void *client, const char *name,
     r->client = client;
     snprintf(r->name, sizeof(r->name), "%s", name);
     r->seq = ++m->next_seq;
-    struct timeval tv = { REQUEST_TIMEOUT_S, 0 };
-    evtimer_add(r->timeout_ev, &tv);
+    tn_master_request_timeout(r, REQUEST_TIMEOUT_S * 1000);
     return r;
+}
+
+void tn_master_request_timeout(tn_mrequest *r, int64_t ms)
+{
+    r->timeout_ms = ms;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(r->timeout_ev, &tv);
 }
 
 static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t asker_seq, const char *name,
@@ -529,7 +545,11 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
         return false;
     uint64_t target = 0;
     const char *sp = arg ? strchr(arg, ' ') : NULL;
-    if (to_one && sp && memchr(arg, ':', (size_t)(sp - arg)) && strcmp(name, "send") == 0) {
+    const char *colon = to_one && sp ? memrchr(arg, ':', (size_t)(sp - arg)) : NULL;
+    if (colon && strcmp(name, "send") == 0 && tn_cluster_own_node(m->d, arg, (size_t)(colon - arg))) {
+        /* this node's own: the worker whose connection it is delivers it */
+        target = strtoull(colon + 1, NULL, 10) >> TN_WORKER_ID_SHIFT;
+    } else if (colon && strcmp(name, "send") == 0) {
         /* send NODE:ID goes through Redis: one serving worker publishes it */
         for (tn_mworker *w = m->workers; w && !target; w = w->next)
             if (w->bev && w->ready && !w->draining)
@@ -545,7 +565,7 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
         tn_log_set_level(tn_log_level_parse(arg)); /* the master's own lines too */
     size_t n = 0;
     for (tn_mworker *w = m->workers; w; w = w->next)
-        n += w->bev && (!to_one || w->serial == target);
+        n += asked(w) && (!to_one || w->serial == target);
     if (!n)
         return false; /* answered by the master alone: nothing, or no such connection */
     tn_mrequest *r = tn_master_request_new(m, client, name, n);
@@ -560,7 +580,7 @@ static bool start_request(tn_master *m, void *client, uint64_t asker, uint64_t a
         return false;
     }
     for (tn_mworker *w = m->workers; w; w = w->next) {
-        if (!w->bev || (to_one && w->serial != target))
+        if (!asked(w) || (to_one && w->serial != target))
             continue;
         tn_master_answer *a = &r->answers[r->n];
         a->slot = w->slot;
@@ -587,6 +607,28 @@ void tn_master_forget(tn_master *m, void *client)
 
 /* ---- reload and shutdown ------------------------------------------------------------ */
 
+static void on_worker_kill(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tn_mworker *w = arg;
+    tn_warn("worker %d (pid %ld) still running %lld ms after it was told to stop: killing it", w->slot, (long)w->pid,
+            (long long)(w->m->d->cfg->daemon.shutdown_timeout + KILL_GRACE_MS));
+    kill(w->pid, SIGKILL);
+}
+
+void tn_master_stop_worker(tn_master *m, tn_mworker *w)
+{
+    w->draining = true;
+    kill(w->pid, SIGTERM);
+    if (!w->kill_ev)
+        w->kill_ev = evtimer_new(m->d->base, on_worker_kill, w);
+    int64_t ms = m->d->cfg->daemon.shutdown_timeout + KILL_GRACE_MS;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    if (w->kill_ev)
+        evtimer_add(w->kill_ev, &tv);
+}
+
 static void on_kill(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -611,7 +653,7 @@ void tn_master_shutdown(tn_master *m, const char *why)
     for (tn_mworker *w = m->workers; w; w = w->next)
         kill(w->pid, SIGTERM);
     /* the workers keep shutdown_timeout themselves; this is the backstop */
-    int64_t ms = m->d->cfg->daemon.shutdown_timeout + 5000;
+    int64_t ms = m->d->cfg->daemon.shutdown_timeout + KILL_GRACE_MS;
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
     evtimer_add(m->kill_ev, &tv);
     if (!m->workers)

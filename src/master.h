@@ -77,6 +77,8 @@ void tn_master_merge(const char *name, tn_master_answer *answers, size_t n, stru
 /* ---- the master's records: private to master*.c -------------------------------- */
 
 #define REQUEST_TIMEOUT_S 10
+/* a worker told to stop gets shutdown_timeout to drain, then this, then SIGKILL */
+#define KILL_GRACE_MS 5000
 
 typedef struct tn_mworker {
     struct tn_mworker *next;
@@ -84,6 +86,7 @@ typedef struct tn_mworker {
     pid_t pid;
     int pidfd;
     struct event *exit_ev;
+    struct event *kill_ev; /* stopped for not answering a reload: SIGKILL if it is still there */
     struct bufferevent *bev;
     int fdch; /* the descriptor channel: listening sockets for a reload */
     int slot, seat;
@@ -114,6 +117,7 @@ typedef struct tn_mrequest {
     tn_master_answer *answers;
     uint64_t *serials; /* who owes each answer */
     struct event *timeout_ev;
+    int64_t timeout_ms;
     char *error; /* a reload refused by the master */
 } tn_mrequest;
 
@@ -145,6 +149,11 @@ void tn_master_spawn(tn_master *m, int slot);
 /* A request for N answers, linked and timed (REQUEST_TIMEOUT_S); NULL when
  * out of memory. */
 tn_mrequest *tn_master_request_new(tn_master *m, void *client, const char *name, size_t n);
+/* R gives up on the answers still owed MS from now. */
+void tn_master_request_timeout(tn_mrequest *r, int64_t ms);
+/* W is stopped (SIGTERM); SIGKILL follows when it has not exited after
+ * shutdown_timeout and KILL_GRACE_MS. */
+void tn_master_stop_worker(tn_master *m, tn_mworker *w);
 /* Its answers are in (or will not come): answers the asker, frees it. */
 void tn_master_request_done(tn_mrequest *r);
 

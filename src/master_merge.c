@@ -392,6 +392,55 @@ static tn_value *merged_info(const tn_value *own_info, const tn_value *workers_i
     return info;
 }
 
+static tn_value *string_value(const char *s)
+{
+    return tn_value_string(s, strlen(s), no_pos);
+}
+
+static const char *str_member(const tn_value *obj, const char *key)
+{
+    const tn_value *v = obj && obj->type == TN_V_OBJECT ? tn_object_get(obj, key) : NULL;
+    return v && v->type == TN_V_STRING ? v->u.s.ptr : NULL;
+}
+
+/* Each worker has its own link to Redis: a worker's row shows its link, and
+ * the top-level state is every worker's, not the first one's. */
+static void cluster_rows(tn_value *root, tn_value *rows, tn_value **parsed, size_t n)
+{
+    tn_value *top = tn_object_get(root, "cluster");
+    if (!top || top->type != TN_V_OBJECT)
+        return;
+    static const char *const per_worker[] = { "state", "since", "lost", "queued", "reconnects", "last_error" };
+    uint64_t linked = 0, connected = 0, down = 0;
+    for (size_t i = 0; i < n && i < rows->u.a.len; i++) {
+        const tn_value *cl = parsed[i] ? tn_object_get(parsed[i], "cluster") : NULL;
+        tn_value *row = cl && cl->type == TN_V_OBJECT ? tn_value_new(TN_V_OBJECT, no_pos) : NULL;
+        if (!row)
+            continue;
+        for (size_t k = 0; k < sizeof(per_worker) / sizeof(per_worker[0]); k++) {
+            const tn_value *v = tn_object_get(cl, per_worker[k]);
+            if (v)
+                tn_object_add(row, strdup(per_worker[k]), no_pos, tn_value_clone(v));
+        }
+        tn_object_add(rows->u.a.items[i], strdup("cluster"), no_pos, row);
+        const char *state = str_member(cl, "state");
+        linked++;
+        connected += state && strcmp(state, "connected") == 0;
+        down += state && strcmp(state, "down") == 0;
+    }
+    set_member(top, "state", string_value(connected == linked ? "connected"
+                                          : connected             ? "partial"
+                                          : down                  ? "down"
+                                                                  : "connecting"));
+    set_member(top, "workers_connected", u64_value(connected));
+    set_member(top, "workers", u64_value(linked));
+    const char *err = NULL;
+    for (size_t i = 0; i < n && !err; i++)
+        err = parsed[i] ? str_member(tn_object_get(parsed[i], "cluster"), "last_error") : NULL;
+    if (err) /* the first worker may have none while another has */
+        set_member(top, "last_error", string_value(err));
+}
+
 static void worker_rows(tn_value *root, tn_master_answer *answers, tn_value **parsed, size_t n, bool counters)
 {
     tn_value *rows = tn_value_new(TN_V_ARRAY, no_pos);
@@ -410,6 +459,8 @@ static void worker_rows(tn_value *root, tn_master_answer *answers, tn_value **pa
             tn_object_add(row, strdup("global"), no_pos, tn_value_clone(global));
         tn_array_push(rows, row);
     }
+    if (rows && counters)
+        cluster_rows(root, rows, parsed, n);
     set_member(root, "workers", rows);
 }
 

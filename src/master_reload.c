@@ -14,9 +14,13 @@
  * socketpair per worker ahead of the snapshot.
  *
  * Each worker answers "" or why it could not apply it; the reload's answer
- * waits for all of them. A worker that failed (or did not answer in time)
+ * waits for all of them, up to daemon.reload_timeout. A worker that failed
  * is replaced: a new worker forked from the master has the new config, and
- * the old one drains, so no worker is left on the old config. When
+ * the old one drains, so no worker is left on the old config. One that did
+ * not answer in time (stuck, or stopped) is told to stop at once and killed
+ * if it has not exited after shutdown_timeout: its loop is not running, so
+ * it could serve nothing until then. One reload at a time: another asked for
+ * meanwhile is refused (the workers could not tell which one they apply). When
  * daemon.workers changes, workers are started or stopped to match. */
 #include <errno.h>
 #include <signal.h>
@@ -144,6 +148,7 @@ int tn_master_apply(tn_master *m, tn_config *cfg, char *err, size_t errlen)
         free(text);
         return -1;
     }
+    tn_master_request_timeout(r, cfg->daemon.reload_timeout);
     if (tn_master_open_sockets(&d->sd, old, want, m->socks, m->nsocks, cfg, &set, err, errlen) < 0) {
         r->client = NULL;
         tn_master_request_done(r);
@@ -206,12 +211,10 @@ static void replace(tn_master *m, uint64_t serial, bool answered)
     for (tn_mworker *w = m->workers; w; w = w->next) {
         if (w->serial != serial || w->draining)
             continue;
-        if (answered) {
+        if (answered)
             w->superseded = true;
-        } else {
-            w->draining = true;
-            kill(w->pid, SIGTERM);
-        }
+        else
+            tn_master_stop_worker(m, w);
         if (!m->stopping && w->slot < m->nslots)
             tn_master_spawn(m, w->slot);
         return;
@@ -257,7 +260,7 @@ void tn_master_reload_done(tn_mrequest *r, struct evbuffer *out)
         size_t blen = a->body ? evbuffer_get_length(a->body) : 0;
         const char *why = a->body ? (const char *)evbuffer_pullup(a->body, -1) : NULL;
         if (!a->body)
-            why = r->serials[i] ? "no answer in time" : "it exited before answering";
+            why = r->serials[i] ? "no answer within daemon.reload_timeout" : "it exited before answering";
         tn_json_open(&j, NULL, '{');
         tn_json_u64(&j, "slot", (uint64_t)a->slot);
         tn_json_i64(&j, "pid", a->pid);
@@ -267,8 +270,9 @@ void tn_master_reload_done(tn_mrequest *r, struct evbuffer *out)
             tn_json_strn(&j, "error", why, a->body ? blen : strlen(why));
             tn_error("reload: worker %d (pid %ld) could not apply the configuration: %.*s; %s", a->slot, a->pid,
                      (int)(a->body ? blen : strlen(why)), why,
-                     r->serials[i] ? "a new worker with it replaces it (the old one serves until then)"
-                                   : "it restarts with it");
+                     !r->serials[i] ? "it restarts with it"
+                     : a->body     ? "a new worker with it replaces it (the old one serves until then)"
+                                   : "a new worker with it replaces it (the old one is stopped)");
             if (r->serials[i])
                 replace(m, r->serials[i], a->body != NULL);
         }
@@ -277,8 +281,9 @@ void tn_master_reload_done(tn_mrequest *r, struct evbuffer *out)
     tn_json_close(&j, ']');
     tn_json_u64(&j, "failed", failed);
     tn_json_close(&j, '}');
-    tn_info("reload complete: %s; %zu worker(s) applied it in place, %zu replaced", d->last_reload_msg, r->n - failed,
-            failed);
+    /* not d->last_reload_msg: a reload refused meanwhile wrote there */
+    tn_info("reload complete: %zu listener(s), %zu handler(s); %zu worker(s) applied it in place, %zu replaced",
+            d->cfg->nlisteners, d->cfg->nhandlers, r->n - failed, failed);
     tn_sd_notify("READY=1\nSTATUS=Reloaded: %d worker(s), %zu listener(s), %zu handler(s)", m->nslots,
                  d->cfg->nlisteners, d->cfg->nhandlers);
 }

@@ -62,6 +62,9 @@ const tn_key tn_schema[] = {
     { "daemon", "workers", TN_T_INT, "1", 0, 256, NULL, NULL, D(workers), TN_K_AUTO,
       "Worker processes serving traffic; auto (or 0) = one per CPU the process may run on. "
       "Above 1 a master process supervises them (see Scaling out)." },
+    { "daemon", "reload_timeout", TN_T_DURATION, "10s", 100, HOUR, NULL, NULL, D(reload_timeout), 0,
+      "With workers above 1: how long a reload waits for each worker to apply it; one that has not "
+      "answered by then is counted failed and replaced." },
 
     /* [limits]: defaults that listeners, routes and WebSocket endpoints override */
     { "limits", "max_connections", TN_T_INT, "0", 0, 10000000, NULL, NULL, L(max_connections), 0,

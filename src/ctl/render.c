@@ -287,9 +287,14 @@ static int show_stats(const tn_ctl_jv *a, FILE *f)
                 tn_ctl_ju64(info, "open_fds"), tn_ctl_ju64(info, "max_fds"));
     const tn_ctl_jv *cl = tn_ctl_jget(a, "cluster");
     if (cl) {
-        fprintf(f, "cluster      %s (Redis %s, node %s): %" PRIu64 " published, %" PRIu64 " received, %" PRIu64 " lost, %" PRIu64
-                   " queued",
-                tn_ctl_jstr(cl, "state", "?"), tn_ctl_jstr(cl, "redis", "?"), tn_ctl_jstr(cl, "node_id", "?"),
+        /* daemon.workers > 1: each worker has its own link */
+        char linked[64] = "";
+        if (tn_ctl_jget(cl, "workers"))
+            snprintf(linked, sizeof(linked), ", %" PRIu64 " of %" PRIu64 " workers connected",
+                     tn_ctl_ju64(cl, "workers_connected"), tn_ctl_ju64(cl, "workers"));
+        fprintf(f, "cluster      %s%s (Redis %s, node %s): %" PRIu64 " published, %" PRIu64 " received, %" PRIu64
+                   " lost, %" PRIu64 " queued",
+                tn_ctl_jstr(cl, "state", "?"), linked, tn_ctl_jstr(cl, "redis", "?"), tn_ctl_jstr(cl, "node_id", "?"),
                 tn_ctl_ju64(cl, "published"), tn_ctl_ju64(cl, "received"), tn_ctl_ju64(cl, "lost"),
                 tn_ctl_ju64(cl, "queued"));
         const char *err = tn_ctl_jstr(cl, "last_error", NULL);
@@ -372,11 +377,11 @@ static int show_stats(const tn_ctl_jv *a, FILE *f)
 
     /* daemon.workers > 1: the master's rows, one per worker process */
     static const char *const wh[] = { "WORKER", "PID", "STATE", "GEN", "RESTARTS", "ACTIVE", "TOTAL", "SENT",
-                                      "RECEIVED" };
-    tn_ctl_table_init(&t, 9, wh, "rrlrrrrrr");
+                                      "RECEIVED", "CLUSTER", "LOST" };
+    tn_ctl_table_init(&t, cl ? 11 : 9, wh, "rrlrrrrrrlr");
     const tn_ctl_jv *ws = tn_ctl_jget(a, "workers");
     for (size_t i = 0; ws && ws->t == TN_J_ARR && i < ws->len; i++) {
-        const tn_ctl_jv *w = ws->items[i], *wg = tn_ctl_jget(w, "global");
+        const tn_ctl_jv *w = ws->items[i], *wg = tn_ctl_jget(w, "global"), *wc = tn_ctl_jget(w, "cluster");
         tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(w, "slot"));
         tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(w, "pid"));
         tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(w, "state", "?"));
@@ -386,6 +391,10 @@ static int show_stats(const tn_ctl_jv *a, FILE *f)
         tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(wg, "total_connections"));
         tn_ctl_table_cell(&t, "%s", tn_ctl_fmt_bytes(b1, sizeof(b1), (double)tn_ctl_ju64(wg, "total_bytes_sent")));
         tn_ctl_table_cell(&t, "%s", tn_ctl_fmt_bytes(b1, sizeof(b1), (double)tn_ctl_ju64(wg, "total_bytes_received")));
+        if (cl) {
+            tn_ctl_table_cell(&t, "%s", tn_ctl_jstr(wc, "state", "-"));
+            tn_ctl_table_cell(&t, "%" PRIu64, tn_ctl_ju64(wc, "lost"));
+        }
     }
     if (t.nrows) {
         fputc('\n', f);

@@ -216,7 +216,7 @@ def test_connection_ids_name_their_worker_and_close_send_reach_them(two):
         assert command(two, "close 7") == {"ok": False, "error": "no connection 7"}
         missing = (serials[0] << ID_SHIFT) + 999999
         assert command(two, f"close {missing}") == {"ok": False, "error": f"no connection {missing}"}
-        assert command(two, f"send {missing} x") == {"ok": False, "error": f"no connection {missing} x"}
+        assert command(two, f"send {missing} x") == {"ok": False, "error": f"no connection {missing}"}
         assert command(two, "close x1") == {"ok": False, "error": "usage: close ID"}
         assert command(two, "send") == {"ok": False, "error": "usage: send ID MESSAGE"}
     finally:
