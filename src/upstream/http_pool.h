@@ -27,15 +27,17 @@ struct tn_up_conn {
     bool tls;
     bool pooled;
     uint64_t uses;
+    int64_t idle_since; /* tn_now_us() when pooled */
     tn_up_conn_cb on_connect;
     void *arg; /* the user's: the exchange using it */
 };
 
 /* An idle connection to S, or NULL. Its callbacks and timeouts are clear. */
 tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
-/* Back to S's pool, or closed when the pool is full, KEEPALIVE is 0, the
- * server is not enabled (drain, down, removed by a reload), or bytes are
- * left over either way. */
+/* Back to S's pool, or closed when KEEPALIVE is 0, the server is not
+ * enabled (drain, down, removed by a reload), or bytes are left over
+ * either way. Connections over KEEPALIVE are closed once idle for a
+ * second (see http_pool.c). */
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
 size_t tn_http_pool_idle(tn_upstream_server *s);
 /* Writes UC's pending output to its plain socket now; what the socket
