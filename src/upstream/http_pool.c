@@ -67,6 +67,8 @@ void tn_up_conn_free(tn_up_conn *uc)
         pool_unlink(uc->server->pool[TN_UPSIDE_HTTP].data, uc);
     if (uc->connect_ev)
         event_free(uc->connect_ev);
+    if (uc->rd_ev)
+        event_free(uc->rd_ev);
     if (uc->bev)
         bufferevent_free(uc->bev); /* closes the socket (and frees the SSL) */
     else if (uc->fd >= 0)
@@ -112,8 +114,8 @@ tn_up_conn *tn_http_pool_take(tn_upstream_server *s)
             tn_up_conn_free(uc);
             continue;
         }
-        bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(uc->bev, NULL, NULL);
+        tn_up_conn_setcb(uc, NULL, NULL, NULL, NULL);
+        tn_up_conn_set_timeouts(uc, NULL, NULL);
         return uc;
     }
     return NULL;
@@ -189,10 +191,10 @@ void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeo
     s->stats.idle++;
     uc->pooled = true;
     struct timeval tv = { keepalive_timeout_ms / 1000, (keepalive_timeout_ms % 1000) * 1000 };
-    bufferevent_setcb(uc->bev, idle_read, NULL, idle_event, uc);
-    bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    tn_up_conn_setcb(uc, idle_read, NULL, idle_event, uc);
+    tn_up_conn_set_timeouts(uc, &tv, NULL);
     bufferevent_setwatermark(uc->bev, EV_READ, 0, 0);
-    bufferevent_enable(uc->bev, EV_READ);
+    tn_up_conn_reading(uc, true);
 }
 
 size_t tn_http_pool_idle(tn_upstream_server *s)
@@ -315,8 +317,10 @@ int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_
 
 /* ---- plain sockets, fewer system calls ------------------------------------------- */
 
-#define UP_READ (64 * 1024) /* most read from a plain upstream per call */
-#define EV_MAX_READ 4096    /* most libevent 2.1's evbuffer_read takes per call */
+/* most read from a plain upstream per call: with libevent's chain header
+ * a buffer of 64 KB exactly (evbuffer rounds a chain up to a power of two,
+ * and 128 KB is malloc's mmap threshold: a map and unmap per response) */
+#define UP_READ (64 * 1024 - 256)
 
 /* What waits for a plain upstream goes to its socket at once: a request
  * costs one write and no registration for writability. Only what the
@@ -341,38 +345,42 @@ void tn_http_pool_send(tn_up_conn *uc)
         bufferevent_enable(uc->bev, EV_WRITE);
 }
 
-/* libevent 2.1's evbuffer_read takes at most 4 KB per call, and the
- * bufferevent reads once per event: a 64 KB body took sixteen wakeups,
- * parses and client writes. What else the plain socket holds is read here
- * in UP_READ pieces, up to HIGH bytes waiting (WAITING of them read
- * already); the end of stream and errors are left to the bufferevent's next
- * read, which sees them again. */
-void tn_http_pool_fill(struct bufferevent *bev, size_t waiting, size_t high)
+/* libevent 2.1's evbuffer_read asks the socket's size (ioctl FIONREAD)
+ * before every read and takes at most 4 KB per call, and the bufferevent
+ * reads once per event: a 64 KB body took sixteen wakeups, parses and
+ * client writes, and every answer a system call more. A plain upstream
+ * connection the proxy uses is read here instead, with readv into its
+ * bufferevent's input, UP_READ at a time; the bufferevent keeps the output,
+ * the write timeout and write errors. The callbacks and events the owner
+ * sees are the bufferevent's (the read callback, BEV_EVENT_READING with
+ * EOF, ERROR or TIMEOUT). */
+
+/* One read into IN; returns the bytes, 0 at the end of stream, -1 on an
+ * error (errno), -2 when the socket has nothing now. */
+static ssize_t read_chunk(tn_up_conn *uc, struct evbuffer *in, evutil_socket_t fd)
 {
-    struct evbuffer *in = bufferevent_get_input(bev);
-    if (evbuffer_get_length(in) < EV_MAX_READ)
-        return; /* the bufferevent's read was not cut short: the socket is empty */
-    evutil_socket_t fd = bufferevent_getfd(bev);
+    struct evbuffer_iovec v[2];
+    struct iovec iov[2];
+    uc->read_full = false;
     /* a socket bufferevent keeps its input's back frozen but for its own reads */
     evbuffer_unfreeze(in, 0);
-    while (evbuffer_get_length(in) + waiting < high) {
-        struct evbuffer_iovec v[2];
-        struct iovec iov[2];
-        int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
-        if (nv <= 0)
-            break;
-        size_t want = 0;
-        for (int i = 0; i < nv; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
-            want += v[i].iov_len;
-        }
-        ssize_t n;
-        do
-            n = readv(fd, iov, nv);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0)
-            break;
+    int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t want = 0;
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+        want += v[i].iov_len;
+    }
+    ssize_t n;
+    do
+        n = readv(fd, iov, nv);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
         size_t left = (size_t)n;
         int used = 0;
         for (; used < nv && left; used++) {
@@ -381,8 +389,105 @@ void tn_http_pool_fill(struct bufferevent *bev, size_t waiting, size_t high)
             left -= v[used].iov_len;
         }
         evbuffer_commit_space(in, v, used);
-        if ((size_t)n < want)
-            break; /* the socket is empty */
+        uc->read_full = (size_t)n == want;
     }
+    int err = errno;
     evbuffer_freeze(in, 0);
+    errno = err;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -2;
+    return n;
+}
+
+static void up_readable(evutil_socket_t fd, short what, void *arg)
+{
+    tn_up_conn *uc = arg;
+    struct bufferevent *bev = uc->bev;
+    short ev = BEV_EVENT_READING | BEV_EVENT_TIMEOUT;
+    if (!(what & EV_TIMEOUT)) {
+        ssize_t n = read_chunk(uc, bufferevent_get_input(bev), fd);
+        if (n == -2)
+            return;
+        if (n > 0) {
+            if (uc->readcb)
+                uc->readcb(bev, uc->cbarg);
+            return;
+        }
+        ev = BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+    }
+    /* as the bufferevent does: reading stops with the event */
+    tn_up_conn_reading(uc, false);
+    if (uc->eventcb)
+        uc->eventcb(bev, ev, uc->cbarg);
+}
+
+void tn_up_conn_setcb(tn_up_conn *uc, bufferevent_data_cb readcb, bufferevent_data_cb writecb,
+                      bufferevent_event_cb eventcb, void *arg)
+{
+    if (uc->tls) {
+        bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
+        return;
+    }
+    if (!uc->rd_ev) {
+        /* without it reads stay with the bufferevent (no memory: slower, not wrong) */
+        uc->rd_ev = event_new(bufferevent_get_base(uc->bev), uc->fd, EV_READ | EV_PERSIST, up_readable, uc);
+        if (!uc->rd_ev) {
+            bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
+            return;
+        }
+        bufferevent_disable(uc->bev, EV_READ);
+    }
+    uc->readcb = readcb;
+    uc->eventcb = eventcb;
+    uc->cbarg = arg;
+    bufferevent_setcb(uc->bev, NULL, writecb, eventcb, arg);
+}
+
+void tn_up_conn_set_timeouts(tn_up_conn *uc, const struct timeval *rt, const struct timeval *wt)
+{
+    if (!uc->rd_ev) {
+        bufferevent_set_timeouts(uc->bev, rt, wt);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wt);
+    uc->has_rt = rt != NULL;
+    if (rt)
+        uc->rt = *rt;
+    if (!uc->reading)
+        return;
+    if (rt)
+        event_add(uc->rd_ev, rt);
+    else
+        event_remove_timer(uc->rd_ev);
+}
+
+void tn_up_conn_reading(tn_up_conn *uc, bool on)
+{
+    if (!uc->rd_ev) {
+        if (on)
+            bufferevent_enable(uc->bev, EV_READ);
+        else
+            bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    if (on == uc->reading)
+        return;
+    uc->reading = on;
+    if (on)
+        event_add(uc->rd_ev, uc->has_rt ? &uc->rt : NULL);
+    else
+        event_del(uc->rd_ev);
+}
+
+/* After a read that filled its space: reads on from the plain socket while
+ * the input plus WAITING stays under HIGH. The end of stream and errors
+ * are left to the next read event, which sees them again. */
+void tn_http_pool_fill(tn_up_conn *uc, size_t waiting, size_t high)
+{
+    if (!uc->rd_ev)
+        return;
+    struct evbuffer *in = bufferevent_get_input(uc->bev);
+    while (uc->read_full && evbuffer_get_length(in) + waiting < high)
+        if (read_chunk(uc, in, uc->fd) <= 0)
+            break;
 }

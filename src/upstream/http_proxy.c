@@ -155,8 +155,7 @@ static void arm_read_timeout(exchange *x)
     const tn_handler_conf *c = &x->p->h->conf;
     struct timeval rt = { c->timeout / 1000, (c->timeout % 1000) * 1000 };
     struct timeval wt = { c->send_timeout / 1000, (c->send_timeout % 1000) * 1000 };
-    bufferevent_set_timeouts(x->uc->bev, x->request_sent && c->timeout ? &rt : NULL,
-                             c->send_timeout ? &wt : NULL);
+    tn_up_conn_set_timeouts(x->uc, x->request_sent && c->timeout ? &rt : NULL, c->send_timeout ? &wt : NULL);
 }
 
 static void check_sent(exchange *x)
@@ -486,7 +485,7 @@ static bool parse_input(exchange *x)
         /* bytes after the end: the upstream does not frame as we do */
         release_conn(x, evbuffer_get_length(in) == 0 && !x->parser.upgrade);
     } else if (evbuffer_get_length(x->rbody) >= RESP_HIGH && x->uc) {
-        bufferevent_disable(x->uc->bev, EV_READ);
+        tn_up_conn_reading(x->uc, false);
         x->read_stopped = true;
     }
     if (x->stream_set && !x->stream_freed)
@@ -504,7 +503,7 @@ static int stream_next(tn_http_stream *s, struct evbuffer *out)
         evbuffer_remove_buffer(x->rbody, out, n < PIECE ? n : PIECE);
         if (x->read_stopped && x->uc && evbuffer_get_length(x->rbody) < RESP_HIGH / 2) {
             x->read_stopped = false;
-            bufferevent_enable(x->uc->bev, EV_READ);
+            tn_up_conn_reading(x->uc, true);
         }
         return 1;
     }
@@ -535,8 +534,8 @@ static void up_read(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
     x->got_byte = true;
-    if (!x->uc->tls)
-        tn_http_pool_fill(bev, evbuffer_get_length(x->rbody), RESP_HIGH);
+    (void)bev;
+    tn_http_pool_fill(x->uc, evbuffer_get_length(x->rbody), RESP_HIGH);
     parse_input(x);
 }
 
@@ -590,19 +589,18 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 static void start_sending(exchange *x)
 {
     tn_up_conn *uc = x->uc;
-    bufferevent_setcb(uc->bev, up_read, up_write, up_event, x);
+    tn_up_conn_setcb(uc, up_read, up_write, up_event, x);
     bufferevent_setwatermark(uc->bev, EV_WRITE, BODY_HIGH / 2, 0);
-    if (uc->tls) {
-        bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
-    } else {
-        bufferevent_enable(uc->bev, EV_READ);
-        bufferevent_disable(uc->bev, EV_WRITE); /* up_send enables it when the socket is full */
-    }
+    tn_up_conn_reading(uc, true);
+    if (uc->tls)
+        bufferevent_enable(uc->bev, EV_WRITE);
+    else
+        bufferevent_disable(uc->bev, EV_WRITE); /* tn_http_pool_send enables it when the socket is full */
     if (uc->tls && !x->reused) {
         /* the handshake first (BEV_EVENT_CONNECTED), within connect_timeout */
         const tn_handler_conf *c = &x->p->h->conf;
         struct timeval ct = { c->connect_timeout / 1000, (c->connect_timeout % 1000) * 1000 };
-        bufferevent_set_timeouts(uc->bev, &ct, &ct);
+        tn_up_conn_set_timeouts(uc, &ct, &ct);
         return;
     }
     x->sending = true;
