@@ -80,6 +80,17 @@ static void w_header(head_w *w, const char *name, const char *value)
     W_LIT(w, "\r\n");
 }
 
+/* "NAME: " and the value the client sent, if any, that ours is appended to. */
+static void w_appended(head_w *w, const char *name, const char *prior)
+{
+    w_str(w, name);
+    W_LIT(w, ": ");
+    if (prior) {
+        w_str(w, prior);
+        W_LIT(w, ", ");
+    }
+}
+
 /* The client's address for Forwarded: IPv6 quoted in brackets (RFC 7239). */
 static void forwarded_for(head_w *w, const char *ip)
 {
@@ -148,21 +159,13 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
         w_header(&w, n, v);
     }
     const char *proto = https ? "https" : "http";
-    W_LIT(&w, "X-Forwarded-For: ");
-    if (xff) {
-        w_str(&w, xff);
-        W_LIT(&w, ", ");
-    }
+    w_appended(&w, "X-Forwarded-For", xff);
     w_str(&w, r->remote_ip);
     W_LIT(&w, "\r\n");
     w_header(&w, "X-Forwarded-Proto", proto);
     if (host)
         w_header(&w, "X-Forwarded-Host", host);
-    W_LIT(&w, "Forwarded: ");
-    if (fwd) {
-        w_str(&w, fwd);
-        W_LIT(&w, ", ");
-    }
+    w_appended(&w, "Forwarded", fwd);
     forwarded_for(&w, r->remote_ip);
     W_LIT(&w, ";proto=");
     w_str(&w, proto);
@@ -171,11 +174,8 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
         w_str(&w, host);
         W_LIT(&w, "\"");
     }
-    W_LIT(&w, "\r\nVia: ");
-    if (via) {
-        w_str(&w, via);
-        W_LIT(&w, ", ");
-    }
+    W_LIT(&w, "\r\n");
+    w_appended(&w, "Via", via);
     char ver[32];
     int vl = 14;
     if (r->http_major >= 0 && r->http_major <= 9 && r->http_minor >= 0 && r->http_minor <= 9) {
