@@ -251,7 +251,6 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     exchange *x = p->data;
@@ -281,7 +280,6 @@ static const http_parser_settings parser_settings = {
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
-
 
 static void fail_try(exchange *x, int reason, const char *detail);
 
@@ -893,17 +891,8 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     return TN_LATER;
 }
 
-static int http_side_init(tn_proxy *p, char *err, size_t errlen)
-{
-    (void)p;
-    (void)err;
-    (void)errlen;
-    return 0;
-}
-
 const tn_proxy_side tn_proxy_http = {
     .name = "http",
-    .init = http_side_init,
     .handle = http_handle,
 };
 const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;
