@@ -7,7 +7,14 @@
  * The pool hangs off the server (upstream.h pool slot), not the handler, so
  * a reload that keeps the server keeps its warm connections; it is
  * released with the server. Idle connections are taken most recent first:
- * the warmest stay in use and the rest age out. */
+ * the warmest stay in use and the rest age out.
+ *
+ * Under load the requests in flight swing in bursts (a batch of responses
+ * lands in one loop pass, the clients' next requests in a later one), so a
+ * hard cap of `keepalive` idle connections closed the peak's surplus on
+ * every swing and opened it again on the next: about one connect and one
+ * close per six requests at -c50. The surplus over `keepalive` is kept
+ * instead and closed only once idle for SURPLUS_GRACE, oldest first. */
 #include "upstream/http_pool.h"
 
 #include <errno.h>
@@ -23,11 +30,17 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "clock.h"
 #include "log.h"
 
+#define SURPLUS_GRACE_MS 1000
+
 typedef struct http_pool {
-    tn_up_conn *idle; /* most recent first */
+    tn_up_conn *idle;  /* most recent first */
+    tn_up_conn *oldest;
     size_t n;
+    size_t keep;       /* the last put's keepalive: more than this is surplus */
+    struct event *trim_ev;
 } http_pool;
 
 static void pool_unlink(http_pool *pool, tn_up_conn *uc)
@@ -38,6 +51,8 @@ static void pool_unlink(http_pool *pool, tn_up_conn *uc)
         pool->idle = uc->next;
     if (uc->next)
         uc->next->prev = uc->prev;
+    else
+        pool->oldest = uc->prev;
     uc->next = uc->prev = NULL;
     pool->n--;
     uc->server->stats.idle--;
@@ -52,6 +67,8 @@ void tn_up_conn_free(tn_up_conn *uc)
         pool_unlink(uc->server->pool[TN_UPSIDE_HTTP].data, uc);
     if (uc->connect_ev)
         event_free(uc->connect_ev);
+    if (uc->rd_ev)
+        event_free(uc->rd_ev);
     if (uc->bev)
         bufferevent_free(uc->bev); /* closes the socket (and frees the SSL) */
     else if (uc->fd >= 0)
@@ -69,8 +86,11 @@ static void pool_close_idle(tn_upstream_server *s, void *data)
 
 static void pool_release(tn_upstream_server *s, void *data)
 {
-    pool_close_idle(s, data);
-    free(data);
+    http_pool *pool = data;
+    pool_close_idle(s, pool);
+    if (pool->trim_ev)
+        event_free(pool->trim_ev);
+    free(pool);
 }
 
 static http_pool *pool_of(tn_upstream_server *s)
@@ -94,8 +114,8 @@ tn_up_conn *tn_http_pool_take(tn_upstream_server *s)
             tn_up_conn_free(uc);
             continue;
         }
-        bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
-        bufferevent_set_timeouts(uc->bev, NULL, NULL);
+        tn_up_conn_setcb(uc, NULL, NULL, NULL, NULL);
+        tn_up_conn_set_timeouts(uc, NULL, NULL);
         return uc;
     }
     return NULL;
@@ -115,29 +135,66 @@ static void idle_event(struct bufferevent *bev, short what, void *arg)
     tn_up_conn_free(arg);
 }
 
+/* Closes the surplus idle for SURPLUS_GRACE_MS; looks again while some is left. */
+static void pool_trim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_pool *pool = arg;
+    int64_t cut = tn_now_us() - SURPLUS_GRACE_MS * 1000;
+    while (pool->n > pool->keep && pool->oldest->idle_since <= cut)
+        tn_up_conn_free(pool->oldest);
+    if (pool->n > pool->keep) {
+        struct timeval tv = { SURPLUS_GRACE_MS / 1000, (SURPLUS_GRACE_MS % 1000) * 1000 };
+        evtimer_add(pool->trim_ev, &tv);
+    }
+}
+
+/* A connection over KEEPALIVE stays for now, with the trim armed; false
+ * when the trim cannot be (no memory): then it closes at once. */
+static bool surplus_ok(http_pool *pool, tn_up_conn *uc, int64_t keepalive)
+{
+    if ((int64_t)pool->n < keepalive)
+        return true;
+    if (!pool->trim_ev)
+        pool->trim_ev = evtimer_new(bufferevent_get_base(uc->bev), pool_trim, pool);
+    if (!pool->trim_ev)
+        return false;
+    if (!evtimer_pending(pool->trim_ev, NULL)) {
+        struct timeval tv = { SURPLUS_GRACE_MS / 1000, (SURPLUS_GRACE_MS % 1000) * 1000 };
+        if (evtimer_add(pool->trim_ev, &tv) < 0)
+            return false;
+    }
+    return true;
+}
+
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms)
 {
     tn_upstream_server *s = uc->server;
     http_pool *pool = pool_of(s);
-    if (!pool || keepalive <= 0 || (int64_t)pool->n >= keepalive || s->admin != TN_UPA_ENABLED || s->removed ||
-        evbuffer_get_length(bufferevent_get_input(uc->bev)) ||
-        evbuffer_get_length(bufferevent_get_output(uc->bev))) {
+    if (!pool || keepalive <= 0 || s->admin != TN_UPA_ENABLED || s->removed ||
+        evbuffer_get_length(bufferevent_get_input(uc->bev)) || evbuffer_get_length(bufferevent_get_output(uc->bev)) ||
+        !surplus_ok(pool, uc, keepalive)) {
         tn_up_conn_free(uc);
         return;
     }
+    pool->keep = (size_t)keepalive;
+    uc->idle_since = tn_now_us();
     uc->next = pool->idle;
     uc->prev = NULL;
     if (pool->idle)
         pool->idle->prev = uc;
+    else
+        pool->oldest = uc;
     pool->idle = uc;
     pool->n++;
     s->stats.idle++;
     uc->pooled = true;
     struct timeval tv = { keepalive_timeout_ms / 1000, (keepalive_timeout_ms % 1000) * 1000 };
-    bufferevent_setcb(uc->bev, idle_read, NULL, idle_event, uc);
-    bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    tn_up_conn_setcb(uc, idle_read, NULL, idle_event, uc);
+    tn_up_conn_set_timeouts(uc, &tv, NULL);
     bufferevent_setwatermark(uc->bev, EV_READ, 0, 0);
-    bufferevent_enable(uc->bev, EV_READ);
+    tn_up_conn_reading(uc, true);
 }
 
 size_t tn_http_pool_idle(tn_upstream_server *s)
@@ -260,8 +317,10 @@ int tn_http_pool_attach(tn_up_conn *uc, struct event_base *base, const tn_proxy_
 
 /* ---- plain sockets, fewer system calls ------------------------------------------- */
 
-#define UP_READ (64 * 1024) /* most read from a plain upstream per call */
-#define EV_MAX_READ 4096    /* most libevent 2.1's evbuffer_read takes per call */
+/* most read from a plain upstream per call: with libevent's chain header
+ * a buffer of 64 KB exactly (evbuffer rounds a chain up to a power of two,
+ * and 128 KB is malloc's mmap threshold: a map and unmap per response) */
+#define UP_READ (64 * 1024 - 256)
 
 /* What waits for a plain upstream goes to its socket at once: a request
  * costs one write and no registration for writability. Only what the
@@ -286,38 +345,42 @@ void tn_http_pool_send(tn_up_conn *uc)
         bufferevent_enable(uc->bev, EV_WRITE);
 }
 
-/* libevent 2.1's evbuffer_read takes at most 4 KB per call, and the
- * bufferevent reads once per event: a 64 KB body took sixteen wakeups,
- * parses and client writes. What else the plain socket holds is read here
- * in UP_READ pieces, up to HIGH bytes waiting (WAITING of them read
- * already); the end of stream and errors are left to the bufferevent's next
- * read, which sees them again. */
-void tn_http_pool_fill(struct bufferevent *bev, size_t waiting, size_t high)
+/* libevent 2.1's evbuffer_read asks the socket's size (ioctl FIONREAD)
+ * before every read and takes at most 4 KB per call, and the bufferevent
+ * reads once per event: a 64 KB body took sixteen wakeups, parses and
+ * client writes, and every answer a system call more. A plain upstream
+ * connection the proxy uses is read here instead, with readv into its
+ * bufferevent's input, UP_READ at a time; the bufferevent keeps the output,
+ * the write timeout and write errors. The callbacks and events the owner
+ * sees are the bufferevent's (the read callback, BEV_EVENT_READING with
+ * EOF, ERROR or TIMEOUT). */
+
+/* One read into IN; returns the bytes, 0 at the end of stream, -1 on an
+ * error (errno), -2 when the socket has nothing now. */
+static ssize_t read_chunk(tn_up_conn *uc, struct evbuffer *in, evutil_socket_t fd)
 {
-    struct evbuffer *in = bufferevent_get_input(bev);
-    if (evbuffer_get_length(in) < EV_MAX_READ)
-        return; /* the bufferevent's read was not cut short: the socket is empty */
-    evutil_socket_t fd = bufferevent_getfd(bev);
+    struct evbuffer_iovec v[2];
+    struct iovec iov[2];
+    uc->read_full = false;
     /* a socket bufferevent keeps its input's back frozen but for its own reads */
     evbuffer_unfreeze(in, 0);
-    while (evbuffer_get_length(in) + waiting < high) {
-        struct evbuffer_iovec v[2];
-        struct iovec iov[2];
-        int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
-        if (nv <= 0)
-            break;
-        size_t want = 0;
-        for (int i = 0; i < nv; i++) {
-            iov[i].iov_base = v[i].iov_base;
-            iov[i].iov_len = v[i].iov_len;
-            want += v[i].iov_len;
-        }
-        ssize_t n;
-        do
-            n = readv(fd, iov, nv);
-        while (n < 0 && errno == EINTR);
-        if (n <= 0)
-            break;
+    int nv = evbuffer_reserve_space(in, UP_READ, v, 2);
+    if (nv <= 0) {
+        evbuffer_freeze(in, 0);
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t want = 0;
+    for (int i = 0; i < nv; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+        want += v[i].iov_len;
+    }
+    ssize_t n;
+    do
+        n = readv(fd, iov, nv);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
         size_t left = (size_t)n;
         int used = 0;
         for (; used < nv && left; used++) {
@@ -326,8 +389,105 @@ void tn_http_pool_fill(struct bufferevent *bev, size_t waiting, size_t high)
             left -= v[used].iov_len;
         }
         evbuffer_commit_space(in, v, used);
-        if ((size_t)n < want)
-            break; /* the socket is empty */
+        uc->read_full = (size_t)n == want;
     }
+    int err = errno;
     evbuffer_freeze(in, 0);
+    errno = err;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -2;
+    return n;
+}
+
+static void up_readable(evutil_socket_t fd, short what, void *arg)
+{
+    tn_up_conn *uc = arg;
+    struct bufferevent *bev = uc->bev;
+    short ev = BEV_EVENT_READING | BEV_EVENT_TIMEOUT;
+    if (!(what & EV_TIMEOUT)) {
+        ssize_t n = read_chunk(uc, bufferevent_get_input(bev), fd);
+        if (n == -2)
+            return;
+        if (n > 0) {
+            if (uc->readcb)
+                uc->readcb(bev, uc->cbarg);
+            return;
+        }
+        ev = BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR);
+    }
+    /* as the bufferevent does: reading stops with the event */
+    tn_up_conn_reading(uc, false);
+    if (uc->eventcb)
+        uc->eventcb(bev, ev, uc->cbarg);
+}
+
+void tn_up_conn_setcb(tn_up_conn *uc, bufferevent_data_cb readcb, bufferevent_data_cb writecb,
+                      bufferevent_event_cb eventcb, void *arg)
+{
+    if (uc->tls) {
+        bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
+        return;
+    }
+    if (!uc->rd_ev) {
+        /* without it reads stay with the bufferevent (no memory: slower, not wrong) */
+        uc->rd_ev = event_new(bufferevent_get_base(uc->bev), uc->fd, EV_READ | EV_PERSIST, up_readable, uc);
+        if (!uc->rd_ev) {
+            bufferevent_setcb(uc->bev, readcb, writecb, eventcb, arg);
+            return;
+        }
+        bufferevent_disable(uc->bev, EV_READ);
+    }
+    uc->readcb = readcb;
+    uc->eventcb = eventcb;
+    uc->cbarg = arg;
+    bufferevent_setcb(uc->bev, NULL, writecb, eventcb, arg);
+}
+
+void tn_up_conn_set_timeouts(tn_up_conn *uc, const struct timeval *rt, const struct timeval *wt)
+{
+    if (!uc->rd_ev) {
+        bufferevent_set_timeouts(uc->bev, rt, wt);
+        return;
+    }
+    bufferevent_set_timeouts(uc->bev, NULL, wt);
+    uc->has_rt = rt != NULL;
+    if (rt)
+        uc->rt = *rt;
+    if (!uc->reading)
+        return;
+    if (rt)
+        event_add(uc->rd_ev, rt);
+    else
+        event_remove_timer(uc->rd_ev);
+}
+
+void tn_up_conn_reading(tn_up_conn *uc, bool on)
+{
+    if (!uc->rd_ev) {
+        if (on)
+            bufferevent_enable(uc->bev, EV_READ);
+        else
+            bufferevent_disable(uc->bev, EV_READ);
+        return;
+    }
+    if (on == uc->reading)
+        return;
+    uc->reading = on;
+    if (on)
+        event_add(uc->rd_ev, uc->has_rt ? &uc->rt : NULL);
+    else
+        event_del(uc->rd_ev);
+}
+
+/* After a read that filled its space: reads on from the plain socket while
+ * the input plus WAITING stays under HIGH. The end of stream and errors
+ * are left to the next read event, which sees them again. */
+void tn_http_pool_fill(tn_up_conn *uc, size_t waiting, size_t high)
+{
+    if (!uc->rd_ev)
+        return;
+    struct evbuffer *in = bufferevent_get_input(uc->bev);
+    while (uc->read_full && evbuffer_get_length(in) + waiting < high)
+        if (read_chunk(uc, in, uc->fd) <= 0)
+            break;
 }

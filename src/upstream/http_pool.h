@@ -27,24 +27,41 @@ struct tn_up_conn {
     bool tls;
     bool pooled;
     uint64_t uses;
+    int64_t idle_since; /* tn_now_us() when pooled */
+    /* plain connections the proxy reads itself (http_pool.c) */
+    struct event *rd_ev;
+    bufferevent_data_cb readcb;
+    bufferevent_event_cb eventcb;
+    void *cbarg;
+    struct timeval rt;
+    bool has_rt, reading, read_full;
     tn_up_conn_cb on_connect;
     void *arg; /* the user's: the exchange using it */
 };
 
 /* An idle connection to S, or NULL. Its callbacks and timeouts are clear. */
 tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
-/* Back to S's pool, or closed when the pool is full, KEEPALIVE is 0, the
- * server is not enabled (drain, down, removed by a reload), or bytes are
- * left over either way. */
+/* Back to S's pool, or closed when KEEPALIVE is 0, the server is not
+ * enabled (drain, down, removed by a reload), or bytes are left over
+ * either way. Connections over KEEPALIVE are closed once idle for a
+ * second (see http_pool.c). */
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
 size_t tn_http_pool_idle(tn_upstream_server *s);
 /* Writes UC's pending output to its plain socket now; what the socket
  * refuses waits for the write event (enabled here). TLS: left to the
  * bufferevent. */
 void tn_http_pool_send(tn_up_conn *uc);
-/* After a read of BEV that filled EV_MAX_READ: reads on from the plain
- * socket while the input plus WAITING stays under HIGH. */
-void tn_http_pool_fill(struct bufferevent *bev, size_t waiting, size_t high);
+/* After a read that filled its space: reads on from the plain socket
+ * while the input plus WAITING stays under HIGH. */
+void tn_http_pool_fill(tn_up_conn *uc, size_t waiting, size_t high);
+
+/* The bufferevent's setcb, set_timeouts and enable/disable(EV_READ) for a
+ * connection the proxy uses: a plain one is read by the pool itself (see
+ * http_pool.c), with the same callbacks and events. */
+void tn_up_conn_setcb(tn_up_conn *uc, bufferevent_data_cb readcb, bufferevent_data_cb writecb,
+                      bufferevent_event_cb eventcb, void *arg);
+void tn_up_conn_set_timeouts(tn_up_conn *uc, const struct timeval *rt, const struct timeval *wt);
+void tn_up_conn_reading(tn_up_conn *uc, bool on);
 
 /* Starts a TCP connect to S (counted in its stats unless a health
  * probe); ON_CONNECT follows from the loop. NULL when no socket could be

@@ -74,6 +74,8 @@ struct exchange {
     bool upgrade_pending;     /* 101 handed over: the front end calls tn_proxy_ws_take */
     bool https;               /* the client came over TLS */
     uint64_t resp_length;     /* Content-Length of the response, when it has one */
+    bool sized;               /* framed by Content-Length alone: moved without the parser */
+    uint64_t body_left;       /* of a sized body */
     /* the response */
     http_parser parser;
     char *rhead;              /* the head, NUL-terminated in place after parsing */
@@ -155,8 +157,7 @@ static void arm_read_timeout(exchange *x)
     const tn_handler_conf *c = &x->p->h->conf;
     struct timeval rt = { c->timeout / 1000, (c->timeout % 1000) * 1000 };
     struct timeval wt = { c->send_timeout / 1000, (c->send_timeout % 1000) * 1000 };
-    bufferevent_set_timeouts(x->uc->bev, x->request_sent && c->timeout ? &rt : NULL,
-                             c->send_timeout ? &wt : NULL);
+    tn_up_conn_set_timeouts(x->uc, x->request_sent && c->timeout ? &rt : NULL, c->send_timeout ? &wt : NULL);
 }
 
 static void check_sent(exchange *x)
@@ -250,7 +251,6 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
-
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     exchange *x = p->data;
@@ -280,7 +280,6 @@ static const http_parser_settings parser_settings = {
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
-
 
 static void fail_try(exchange *x, int reason, const char *detail);
 
@@ -440,13 +439,26 @@ static bool parse_input(exchange *x)
         }
         x->head_done = true;
         x->resp_length = (x->parser.flags & F_CONTENTLENGTH) ? x->parser.content_length : 0;
+        x->sized = !x->resp_done && (x->parser.flags & F_CONTENTLENGTH) && !(x->parser.flags & F_CHUNKED);
+        x->body_left = x->parser.content_length;
         finish_try_ok(x);
         if (status == 101 && x->upgrade) {
             deliver_head(x);
             return true; /* the rest of the input is the new protocol's */
         }
     }
-    /* the body */
+    /* the body: a sized one moves to rbody as it is, chains and all (a
+     * copy per byte, and a 128 KB buffer per 64 KB piece, cost more than
+     * the parse); the parser frames the others */
+    if (x->sized && !x->resp_done) {
+        size_t n = evbuffer_get_length(in);
+        if (n > x->body_left)
+            n = (size_t)x->body_left;
+        evbuffer_remove_buffer(in, x->rbody, n);
+        x->body_left -= n;
+        x->server->stats.bytes_received += n;
+        x->resp_done = x->body_left == 0;
+    }
     struct evbuffer_iovec v[8];
     while (!x->resp_done && evbuffer_get_length(in)) {
         int nv = evbuffer_peek(in, -1, NULL, v, 8);
@@ -486,7 +498,7 @@ static bool parse_input(exchange *x)
         /* bytes after the end: the upstream does not frame as we do */
         release_conn(x, evbuffer_get_length(in) == 0 && !x->parser.upgrade);
     } else if (evbuffer_get_length(x->rbody) >= RESP_HIGH && x->uc) {
-        bufferevent_disable(x->uc->bev, EV_READ);
+        tn_up_conn_reading(x->uc, false);
         x->read_stopped = true;
     }
     if (x->stream_set && !x->stream_freed)
@@ -504,7 +516,7 @@ static int stream_next(tn_http_stream *s, struct evbuffer *out)
         evbuffer_remove_buffer(x->rbody, out, n < PIECE ? n : PIECE);
         if (x->read_stopped && x->uc && evbuffer_get_length(x->rbody) < RESP_HIGH / 2) {
             x->read_stopped = false;
-            bufferevent_enable(x->uc->bev, EV_READ);
+            tn_up_conn_reading(x->uc, true);
         }
         return 1;
     }
@@ -535,8 +547,8 @@ static void up_read(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
     x->got_byte = true;
-    if (!x->uc->tls)
-        tn_http_pool_fill(bev, evbuffer_get_length(x->rbody), RESP_HIGH);
+    (void)bev;
+    tn_http_pool_fill(x->uc, evbuffer_get_length(x->rbody), RESP_HIGH);
     parse_input(x);
 }
 
@@ -590,19 +602,18 @@ static void up_event(struct bufferevent *bev, short what, void *arg)
 static void start_sending(exchange *x)
 {
     tn_up_conn *uc = x->uc;
-    bufferevent_setcb(uc->bev, up_read, up_write, up_event, x);
+    tn_up_conn_setcb(uc, up_read, up_write, up_event, x);
     bufferevent_setwatermark(uc->bev, EV_WRITE, BODY_HIGH / 2, 0);
-    if (uc->tls) {
-        bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
-    } else {
-        bufferevent_enable(uc->bev, EV_READ);
-        bufferevent_disable(uc->bev, EV_WRITE); /* up_send enables it when the socket is full */
-    }
+    tn_up_conn_reading(uc, true);
+    if (uc->tls)
+        bufferevent_enable(uc->bev, EV_WRITE);
+    else
+        bufferevent_disable(uc->bev, EV_WRITE); /* tn_http_pool_send enables it when the socket is full */
     if (uc->tls && !x->reused) {
         /* the handshake first (BEV_EVENT_CONNECTED), within connect_timeout */
         const tn_handler_conf *c = &x->p->h->conf;
         struct timeval ct = { c->connect_timeout / 1000, (c->connect_timeout % 1000) * 1000 };
-        bufferevent_set_timeouts(uc->bev, &ct, &ct);
+        tn_up_conn_set_timeouts(uc, &ct, &ct);
         return;
     }
     x->sending = true;
@@ -722,6 +733,7 @@ static void try_start(exchange *x, tn_upstream_server *s)
     tn_http_proxy_request_head(x->head, x->r, &x->p->h->conf, s->name, x->https, &x->upgrade, &x->chunked_up);
     x->got_byte = false;
     x->head_done = false;
+    x->sized = false;
     x->resp_done = false;
     x->crlf_need = 0;
     x->try_t0 = tn_now_us();
@@ -879,17 +891,8 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     return TN_LATER;
 }
 
-static int http_side_init(tn_proxy *p, char *err, size_t errlen)
-{
-    (void)p;
-    (void)err;
-    (void)errlen;
-    return 0;
-}
-
 const tn_proxy_side tn_proxy_http = {
     .name = "http",
-    .init = http_side_init,
     .handle = http_handle,
 };
 const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;

@@ -36,13 +36,72 @@ bool tn_http_proxy_idempotent(const char *m)
     return false;
 }
 
-/* The client's address for Forwarded: IPv6 quoted in brackets (RFC 7239). */
-static void forwarded_for(struct evbuffer *out, const char *ip)
+/* The request head is some thirty pieces: they are gathered here and go
+ * to the evbuffer in one add (printf and an evbuffer_add per piece were a
+ * tenth of the proxy's user time per request). */
+typedef struct head_w {
+    struct evbuffer *out;
+    size_t n;
+    char buf[2048];
+} head_w;
+
+static void w_flush(head_w *w)
 {
-    if (strchr(ip, ':'))
-        evbuffer_add_printf(out, "for=\"[%s]\"", ip);
-    else
-        evbuffer_add_printf(out, "for=%s", ip);
+    if (w->n)
+        evbuffer_add(w->out, w->buf, w->n);
+    w->n = 0;
+}
+
+static void w_add(head_w *w, const char *s, size_t len)
+{
+    if (w->n + len > sizeof(w->buf)) {
+        w_flush(w);
+        if (len > sizeof(w->buf)) {
+            evbuffer_add(w->out, s, len);
+            return;
+        }
+    }
+    memcpy(w->buf + w->n, s, len);
+    w->n += len;
+}
+
+static void w_str(head_w *w, const char *s)
+{
+    w_add(w, s, strlen(s));
+}
+
+#define W_LIT(w, lit) w_add((w), (lit), sizeof(lit) - 1)
+
+static void w_header(head_w *w, const char *name, const char *value)
+{
+    w_str(w, name);
+    W_LIT(w, ": ");
+    w_str(w, value);
+    W_LIT(w, "\r\n");
+}
+
+/* "NAME: " and the value the client sent, if any, that ours is appended to. */
+static void w_appended(head_w *w, const char *name, const char *prior)
+{
+    w_str(w, name);
+    W_LIT(w, ": ");
+    if (prior) {
+        w_str(w, prior);
+        W_LIT(w, ", ");
+    }
+}
+
+/* The client's address for Forwarded: IPv6 quoted in brackets (RFC 7239). */
+static void forwarded_for(head_w *w, const char *ip)
+{
+    if (strchr(ip, ':')) {
+        W_LIT(w, "for=\"[");
+        w_str(w, ip);
+        W_LIT(w, "]\"");
+    } else {
+        W_LIT(w, "for=");
+        w_str(w, ip);
+    }
 }
 
 void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const tn_handler_conf *c,
@@ -56,26 +115,29 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
     /* the front end refuses any coding but chunked last; other codings
      * (gzip, chunked) were undone only as far as chunked */
     bool chunked_up = tn_http_header_get(r, "Transfer-Encoding") != NULL;
-    evbuffer_add_printf(out, "%s ", r->method);
+    head_w w;
+    w.out = out;
+    w.n = 0;
+    w_str(&w, r->method);
+    W_LIT(&w, " ");
     const char *rest = tn_http_route_rest_of(r, r->path);
     if (rest != r->path) {
         /* the route's prefix is not the upstream's: what follows it goes */
-        if (!*rest)
-            evbuffer_add(out, "/", 1);
-        else
+        if (!*rest) {
+            W_LIT(&w, "/");
+        } else {
+            w_flush(&w);
             tn_http_add_escaped(out, rest, TN_HTTP_ESC_PATH);
+        }
         if (*r->query) {
-            evbuffer_add(out, "?", 1);
-            evbuffer_add(out, r->query, strlen(r->query));
+            W_LIT(&w, "?");
+            w_str(&w, r->query);
         }
     } else {
-        evbuffer_add(out, r->target, strlen(r->target));
+        w_str(&w, r->target);
     }
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
-    if (c->preserve_host && host)
-        evbuffer_add_printf(out, "Host: %s\r\n", host);
-    else
-        evbuffer_add_printf(out, "Host: %s\r\n", server_name ? server_name : "");
+    W_LIT(&w, " HTTP/1.1\r\n");
+    w_header(&w, "Host", c->preserve_host && host ? host : server_name ? server_name : "");
     const char *xff = NULL, *fwd = NULL, *via = NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
@@ -94,31 +156,50 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
             via = v;
             continue;
         }
-        evbuffer_add_printf(out, "%s: %s\r\n", n, v);
+        w_header(&w, n, v);
     }
-    evbuffer_add_printf(out, "X-Forwarded-For: %s%s%s\r\n", xff ? xff : "", xff ? ", " : "", r->remote_ip);
-    evbuffer_add_printf(out, "X-Forwarded-Proto: %s\r\n", https ? "https" : "http");
+    const char *proto = https ? "https" : "http";
+    w_appended(&w, "X-Forwarded-For", xff);
+    w_str(&w, r->remote_ip);
+    W_LIT(&w, "\r\n");
+    w_header(&w, "X-Forwarded-Proto", proto);
     if (host)
-        evbuffer_add_printf(out, "X-Forwarded-Host: %s\r\n", host);
-    evbuffer_add_printf(out, "Forwarded: %s%s", fwd ? fwd : "", fwd ? ", " : "");
-    forwarded_for(out, r->remote_ip);
-    evbuffer_add_printf(out, ";proto=%s", https ? "https" : "http");
-    if (host && !strpbrk(host, "\"\\"))
-        evbuffer_add_printf(out, ";host=\"%s\"", host);
-    evbuffer_add(out, "\r\n", 2);
-    evbuffer_add_printf(out, "Via: %s%s%d.%d tusknetd\r\n", via ? via : "", via ? ", " : "", r->http_major,
-                        r->http_minor);
+        w_header(&w, "X-Forwarded-Host", host);
+    w_appended(&w, "Forwarded", fwd);
+    forwarded_for(&w, r->remote_ip);
+    W_LIT(&w, ";proto=");
+    w_str(&w, proto);
+    if (host && !strpbrk(host, "\"\\")) {
+        W_LIT(&w, ";host=\"");
+        w_str(&w, host);
+        W_LIT(&w, "\"");
+    }
+    W_LIT(&w, "\r\n");
+    w_appended(&w, "Via", via);
+    char ver[32];
+    int vl = 14;
+    if (r->http_major >= 0 && r->http_major <= 9 && r->http_minor >= 0 && r->http_minor <= 9) {
+        memcpy(ver, "1.1 tusknetd\r\n", 14);
+        ver[0] = (char)('0' + r->http_major);
+        ver[2] = (char)('0' + r->http_minor);
+    } else {
+        vl = snprintf(ver, sizeof(ver), "%d.%d tusknetd\r\n", r->http_major, r->http_minor);
+    }
+    w_add(&w, ver, (size_t)vl);
     if (chunked_up) {
         /* de-chunked by the front end, chunked again as it goes up */
-        evbuffer_add(out, "Transfer-Encoding: chunked\r\n", 28);
+        W_LIT(&w, "Transfer-Encoding: chunked\r\n");
     } else if (cl) {
-        evbuffer_add_printf(out, "Content-Length: %s\r\n", cl);
+        w_header(&w, "Content-Length", cl);
     }
-    if (upgrade_asked)
-        evbuffer_add_printf(out, "Connection: upgrade\r\nUpgrade: %s\r\n", upgrade);
-    else if (c->keepalive == 0)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    evbuffer_add(out, "\r\n", 2);
+    if (upgrade_asked) {
+        W_LIT(&w, "Connection: upgrade\r\n");
+        w_header(&w, "Upgrade", upgrade);
+    } else if (c->keepalive == 0) {
+        W_LIT(&w, "Connection: close\r\n");
+    }
+    W_LIT(&w, "\r\n");
+    w_flush(&w);
     *upgrade_out = upgrade_asked;
     *chunked_out = chunked_up;
 }
