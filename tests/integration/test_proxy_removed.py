@@ -190,6 +190,37 @@ def test_removed_handler_lists_its_busy_servers_until_the_last_request_ends(daem
     assert samples == {}
 
 
+def test_removed_handler_lists_the_servers_of_its_older_generations_once(daemon, tmp_path, ups):
+    a, b = ups("a"), ups("b")
+    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
+    d = daemon(conf)
+    port = d.ports["WEB"]
+    held_b = hold_on(ctl_path, a, b, lambda: Client(port, "/hold"))
+    reload_with(d, ctl_path, config(tmp_path, [a.addr])[1])  # b drains, held by the first px
+    held_a = Client(port, "/hold")  # a, held by the second px (which shares a with the first)
+    wait_for(lambda: a.held == 1, 10, what="the request held by a")
+
+    reload_with(d, ctl_path, config(tmp_path, [], with_px=False)[1])
+    listed = ctl(ctl_path, "upstreams")["upstreams"]
+    assert [(g["handler"], g["removed"], [(s["server"], s["state"], s["removed"], s["active"])
+                                          for s in g["servers"]]) for g in listed] == [
+        ("px", True, [(a.addr, "draining", True, 1), (b.addr, "draining", True, 1)])]
+    samples = upstream_samples(ctl_metrics(ctl_path))
+    check_removed_series(samples, a.addr)
+    check_removed_series(samples, b.addr)
+    assert len(samples) == 2 * len(of_server(samples, a.addr))
+
+    b.released.set()
+    assert held_b.join() == (200, "b")
+    wait_for(lambda: [s["server"] for g in ctl(ctl_path, "upstreams")["upstreams"] for s in g["servers"]] == [a.addr],
+             10, what="b to leave upstreams")
+    a.released.set()
+    assert held_a.join() == (200, "a")
+    wait_for(lambda: ctl(ctl_path, "upstreams")["upstreams"] == [], 10, what="px to leave upstreams")
+    assert upstream_samples(ctl_metrics(ctl_path)) == {}
+    wait_for(lambda: (a.open(), b.open()) == (0, 0), 10, what="the last connections to close")
+
+
 def test_removed_handler_with_a_line_splice_in_flight_lists_it_until_the_client_leaves(daemon, tmp_path, ups):
     a = ups("a", SpliceUpstream)
     ctl_path, conf = config(tmp_path, [a.addr], mode='mode: "connection"')
@@ -264,7 +295,8 @@ def test_reload_changing_weight_or_balance_keeps_pooled_connections(daemon, tmp_
     assert (a.accepted, b.accepted, a.closed, b.closed) == (1, 1, 0, 0)
 
     reload_with(d, ctl_path, config(tmp_path, [a.addr, f"{b.addr} weight=3"], 'balance: "least_conn"')[1])
-    assert ctl(ctl_path, "upstreams")["upstreams"][0]["balance"] == "least_conn"
+    assert [(g["handler"], g["balance"], g["removed"]) for g in ctl(ctl_path, "upstreams")["upstreams"]] == [
+        ("px", "least_conn", False)]
     assert bodies(port, 4) == {"a": 1, "b": 3}
     assert (a.accepted, b.accepted, a.closed, b.closed) == (1, 1, 0, 0)
     assert [(s["server"], s["requests"], s["connects"], s["reused"]) for s in servers(ctl_path)] == [
