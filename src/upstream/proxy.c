@@ -337,11 +337,11 @@ void tn_proxy_prometheus(tn_registry *r, struct evbuffer *out)
     for (size_t i = 0; i < tn_registry_count(r); i++) {
         tn_handler *h = tn_registry_at(r, i);
         tn_upstream_group *g = tn_proxy_group(h);
-        for (size_t s = 0; g && s < g->n; s++)
-            rows[k++] = (tn_upstream_row){ h->name, g->servers[s] };
-        for (size_t s = 0; g && s < g->ngone; s++)
-            if (tn_upstream_gone_listed(g->gone[s]))
-                rows[k++] = (tn_upstream_row){ h->name, g->gone[s] };
+        for (size_t si = 0; g && si < g->n; si++)
+            rows[k++] = (tn_upstream_row){ h->name, g->servers[si] };
+        for (size_t si = 0; g && si < g->ngone; si++)
+            if (tn_upstream_gone_listed(g->gone[si]))
+                rows[k++] = (tn_upstream_row){ h->name, g->gone[si] };
     }
     k += retired_rows(r, rows + k, n - k);
     tn_upstream_prometheus(rows, k, out);
