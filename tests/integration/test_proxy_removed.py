@@ -16,7 +16,7 @@ connections they accepted and the ones the proxy closed."""
 import json
 
 from ctl_util import ctl, ctl_metrics, parse_prometheus, wait_for
-from daemon_util import PORT_RE, daemon  # noqa: F401  (daemon is a fixture)
+from daemon_util import daemon  # noqa: F401  (daemon is a fixture)
 from http_util import HttpConn, ctl_socket_path
 from test_proxy_ops import (Client, LineClient, LineUpstream, bodies, hold_on, reload_with, row,  # noqa: F401
                             servers, ups)
@@ -94,15 +94,25 @@ def check_removed_series(samples, b, requests=1, handler="px"):
     assert mine[("tusknet_upstream_failures_total", labels(b, handler, True, reason="reset"))] == 0
 
 
+def a_and_b(daemon, tmp_path, ups):
+    """px over HTTP upstreams a and b."""
+    a, b = ups("a"), ups("b")
+    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
+    d = daemon(conf)
+    return a, b, d, ctl_path, d.ports["WEB"]
+
+
+def b_holding(daemon, tmp_path, ups):
+    """px over a and b, with a request b holds."""
+    a, b, d, ctl_path, port = a_and_b(daemon, tmp_path, ups)
+    return a, b, d, ctl_path, port, hold_on(ctl_path, a, b, lambda: Client(port, "/hold"))
+
+
 # ---- a removed server in the metrics ---------------------------------------------------
 
 
 def test_removed_server_has_labelled_series_while_its_request_drains(daemon, tmp_path, ups):
-    a, b = ups("a"), ups("b")
-    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
-    d = daemon(conf)
-    port = d.ports["WEB"]
-    held = hold_on(ctl_path, a, b, lambda: Client(port, "/hold"))
+    a, b, d, ctl_path, port, held = b_holding(daemon, tmp_path, ups)
     before = upstream_samples(ctl_metrics(ctl_path))
     assert before[("tusknet_upstream_active_connections", labels(b.addr))] == 1
     assert not [k for k in before if ("removed", "true") in k[1]]
@@ -127,11 +137,7 @@ def test_removed_server_has_labelled_series_while_its_request_drains(daemon, tmp
 
 
 def test_server_added_back_while_its_old_self_drains_has_two_sets_of_series(daemon, tmp_path, ups):
-    a, b = ups("a"), ups("b")
-    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
-    d = daemon(conf)
-    port = d.ports["WEB"]
-    held = hold_on(ctl_path, a, b, lambda: Client(port, "/hold"))
+    a, b, d, ctl_path, port, held = b_holding(daemon, tmp_path, ups)
     reload_with(d, ctl_path, config(tmp_path, [a.addr])[1])
     reload_with(d, ctl_path, config(tmp_path, [a.addr, b.addr])[1])
     assert bodies(port, 2) == {"a": 1, "b": 1}
@@ -152,10 +158,7 @@ def test_server_added_back_while_its_old_self_drains_has_two_sets_of_series(daem
 
 
 def test_removed_handler_lists_its_busy_servers_until_the_last_request_ends(daemon, tmp_path, ups):
-    a, b = ups("a"), ups("b")
-    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
-    d = daemon(conf)
-    port = d.ports["WEB"]
+    a, b, d, ctl_path, port = a_and_b(daemon, tmp_path, ups)
     held = Client(port, "/hold")  # round robin: to a
     wait_for(lambda: a.held == 1, 10, what="the request held by a")
     assert bodies(port, 1) == {"b": 1}  # b keeps that connection idle in its pool
@@ -191,11 +194,7 @@ def test_removed_handler_lists_its_busy_servers_until_the_last_request_ends(daem
 
 
 def test_removed_handler_lists_the_servers_of_its_older_generations_once(daemon, tmp_path, ups):
-    a, b = ups("a"), ups("b")
-    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
-    d = daemon(conf)
-    port = d.ports["WEB"]
-    held_b = hold_on(ctl_path, a, b, lambda: Client(port, "/hold"))
+    a, b, d, ctl_path, port, held_b = b_holding(daemon, tmp_path, ups)
     reload_with(d, ctl_path, config(tmp_path, [a.addr])[1])  # b drains, held by the first px
     held_a = Client(port, "/hold")  # a, held by the second px (which shares a with the first)
     wait_for(lambda: a.held == 1, 10, what="the request held by a")
@@ -281,10 +280,7 @@ def test_drain_sends_new_splices_elsewhere_and_keeps_the_existing_ones(daemon, t
 
 
 def test_reload_changing_weight_or_balance_keeps_pooled_connections(daemon, tmp_path, ups):
-    a, b = ups("a"), ups("b")
-    ctl_path, conf = config(tmp_path, [a.addr, b.addr])
-    d = daemon(conf)
-    port = d.ports["WEB"]
+    a, b, d, ctl_path, port = a_and_b(daemon, tmp_path, ups)
     assert bodies(port, 4) == {"a": 2, "b": 2}
     assert (a.accepted, b.accepted) == (1, 1)
     assert (row(ctl_path, a.addr), row(ctl_path, b.addr)) == (("up", False, 0, 1), ("up", False, 0, 1))
