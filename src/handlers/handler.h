@@ -221,6 +221,9 @@ tn_registry *tn_registry_new(struct event_base *base, struct tn_daemon *daemon);
 int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t errlen);
 tn_handler *tn_registry_find(tn_registry *r, const char *name);
 size_t tn_registry_count(const tn_registry *r);
+/* The first of every handler not yet destroyed, those a reload dropped
+ * (removed, still in use) included; the next is h->alive_next. */
+tn_handler *tn_registry_alive(const tn_registry *r);
 tn_handler *tn_registry_at(const tn_registry *r, size_t i);
 /* Drops every handler; children still running (exec jobs cut short, stream
  * processes in their kill grace) are given up to WAIT_MS of loop time to be

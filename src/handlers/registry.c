@@ -142,6 +142,11 @@ tn_handler *tn_registry_at(const tn_registry *r, size_t i)
     return i < r->n ? r->v[i] : NULL;
 }
 
+tn_handler *tn_registry_alive(const tn_registry *r)
+{
+    return r->alive;
+}
+
 int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t errlen)
 {
     tn_handler **next = calloc(cfg->nhandlers ? cfg->nhandlers : 1, sizeof(*next));

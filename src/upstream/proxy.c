@@ -204,9 +204,45 @@ tn_upstream_group *tn_proxy_group(const tn_handler *h)
     return ((const tn_proxy *)h->state)->group;
 }
 
+static const char *balance_name(int b)
+{
+    static const char *const names[] = { "round_robin", "least_conn", "hash" };
+    return b >= 0 && b < 3 ? names[b] : "?";
+}
+
+/* Servers of proxy handlers a reload dropped with no proxy of the same
+ * name left to list them (the whole handler went, or its name is now
+ * another type) that still have work: the requests and splices in flight
+ * hold their old handler, so its group is found among the live handlers.
+ * Each server once, under the newest such handler, though older
+ * generations of the handler may share it. Returns the count; with OUT
+ * NULL, a bound on it (duplicates counted). */
+static size_t retired_rows(tn_registry *r, tn_upstream_row *out, size_t cap)
+{
+    size_t n = 0;
+    for (tn_handler *h = tn_registry_alive(r); h; h = h->alive_next) {
+        tn_upstream_group *g = h->removed ? tn_proxy_group(h) : NULL;
+        for (size_t i = 0; g && i < g->n; i++) {
+            tn_upstream_server *s = g->servers[i];
+            if (!s->removed || s->gone_in || !tn_upstream_gone_listed(s))
+                continue;
+            bool seen = false;
+            for (size_t k = 0; out && k < n && !seen; k++)
+                seen = out[k].s == s;
+            if (seen)
+                continue;
+            if (out && n == cap)
+                return n;
+            if (out)
+                out[n] = (tn_upstream_row){ h->name, s };
+            n++;
+        }
+    }
+    return n;
+}
+
 void tn_proxy_upstreams_json(tn_registry *r, tn_json *j)
 {
-    static const char *const balance[] = { "round_robin", "least_conn", "hash" };
     tn_json_open(j, "upstreams", '[');
     for (size_t i = 0; i < tn_registry_count(r); i++) {
         tn_handler *h = tn_registry_at(r, i);
@@ -215,10 +251,39 @@ void tn_proxy_upstreams_json(tn_registry *r, tn_json *j)
             continue;
         tn_json_open(j, NULL, '{');
         tn_json_str(j, "handler", h->name);
-        tn_json_str(j, "balance", g->balance >= 0 && g->balance < 3 ? balance[g->balance] : "?");
+        tn_json_str(j, "balance", balance_name(g->balance));
+        tn_json_bool(j, "removed", false);
         tn_upstream_group_json(g, j, "servers");
         tn_json_close(j, '}');
     }
+    /* then the handlers a reload removed, one entry per name, while their
+     * servers serve what was in flight */
+    size_t n = retired_rows(r, NULL, 0);
+    tn_upstream_row *rows = n ? calloc(n, sizeof(*rows)) : NULL;
+    n = rows ? retired_rows(r, rows, n) : 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!rows[i].handler)
+            continue; /* listed with an earlier row of its name */
+        const char *name = rows[i].handler;
+        tn_handler *h = NULL;
+        for (tn_handler *a = tn_registry_alive(r); a && !h; a = a->alive_next)
+            if (a->removed && strcmp(a->name, name) == 0 && tn_proxy_group(a))
+                h = a;
+        tn_json_open(j, NULL, '{');
+        tn_json_str(j, "handler", name);
+        tn_json_str(j, "balance", balance_name(tn_proxy_group(h)->balance));
+        tn_json_bool(j, "removed", true);
+        tn_json_open(j, "servers", '[');
+        for (size_t k = i; k < n; k++) {
+            if (rows[k].handler && strcmp(rows[k].handler, name) == 0) {
+                tn_upstream_server_json(j, rows[k].s);
+                rows[k].handler = NULL;
+            }
+        }
+        tn_json_close(j, ']');
+        tn_json_close(j, '}');
+    }
+    free(rows);
     tn_json_close(j, ']');
 }
 
@@ -260,16 +325,27 @@ int tn_proxy_upstream_cmd(tn_registry *r, char *arg, char *err, size_t errlen)
 
 void tn_proxy_prometheus(tn_registry *r, struct evbuffer *out)
 {
-    tn_upstream_group *groups[256];
-    size_t n = 0;
-    for (size_t i = 0; i < tn_registry_count(r) && n < 256; i++) {
+    size_t n = retired_rows(r, NULL, 0);
+    for (size_t i = 0; i < tn_registry_count(r); i++) {
         tn_upstream_group *g = tn_proxy_group(tn_registry_at(r, i));
-        if (!g)
-            continue;
-        groups[n++] = g;
+        n += g ? g->n + g->ngone : 0;
     }
-    if (n)
-        tn_upstream_prometheus(groups, n, out);
+    tn_upstream_row *rows = n ? calloc(n, sizeof(*rows)) : NULL;
+    if (!rows)
+        return;
+    size_t k = 0;
+    for (size_t i = 0; i < tn_registry_count(r); i++) {
+        tn_handler *h = tn_registry_at(r, i);
+        tn_upstream_group *g = tn_proxy_group(h);
+        for (size_t si = 0; g && si < g->n; si++)
+            rows[k++] = (tn_upstream_row){ h->name, g->servers[si] };
+        for (size_t si = 0; g && si < g->ngone; si++)
+            if (tn_upstream_gone_listed(g->gone[si]))
+                rows[k++] = (tn_upstream_row){ h->name, g->gone[si] };
+    }
+    k += retired_rows(r, rows + k, n - k);
+    tn_upstream_prometheus(rows, k, out);
+    free(rows);
 }
 
 static const tn_proxy_side *side_of(int protocol)

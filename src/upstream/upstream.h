@@ -245,10 +245,23 @@ int tn_upstream_admin_cmd(tn_upstream_group *g, tn_upstream_server *s, const cha
 
 /* Exports: the group's servers as a JSON array under KEY (control
  * `upstreams`), then the removed servers still serving a request, marked
- * "removed": true; Prometheus series of every server of the N groups (labels
- * handler, server). */
+ * "removed": true. */
 void tn_upstream_group_json(tn_upstream_group *g, struct tn_json *j, const char *key);
-void tn_upstream_prometheus(tn_upstream_group *const *groups, size_t n, struct evbuffer *out);
+/* One server's JSON object, for lists built elsewhere. */
+void tn_upstream_server_json(struct tn_json *j, const tn_upstream_server *s);
+/* Is S, removed by a reload, still to be listed? It is while it has work;
+ * idle, it only waits for the last reference (an old handler) to go. */
+bool tn_upstream_gone_listed(const tn_upstream_server *s);
+
+/* A server under a handler's name, for the Prometheus series (labels
+ * handler and server; a removed server adds state="draining" and
+ * removed="true", so that a server added back under the same name while
+ * its old self drains keeps series of its own). */
+typedef struct tn_upstream_row {
+    const char *handler;
+    const tn_upstream_server *s;
+} tn_upstream_row;
+void tn_upstream_prometheus(const tn_upstream_row *rows, size_t n, struct evbuffer *out);
 
 /* Exponential backoff with full jitter before try number ATTEMPT (1 = the
  * first retry): uniform in [0, min(cap, base * 2^(attempt-1))] ms. */

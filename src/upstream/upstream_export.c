@@ -12,7 +12,7 @@
 #include "addr.h"
 #include "json.h"
 
-static void server_json(tn_json *j, const tn_upstream_server *s)
+void tn_upstream_server_json(tn_json *j, const tn_upstream_server *s)
 {
     char addr[80];
     tn_addr_format((const struct sockaddr *)&s->addr, addr, sizeof(addr));
@@ -45,30 +45,42 @@ static void server_json(tn_json *j, const tn_upstream_server *s)
     tn_json_close(j, '}');
 }
 
+bool tn_upstream_gone_listed(const tn_upstream_server *s)
+{
+    return s->stats.active > 0;
+}
+
 void tn_upstream_group_json(tn_upstream_group *g, tn_json *j, const char *key)
 {
     tn_json_open(j, key, '[');
     for (size_t i = 0; i < g->n; i++)
-        server_json(j, g->servers[i]);
-    /* a removed server shows while it has work; idle, it is only waiting
-     * for the last reference (an old handler) to go */
+        tn_upstream_server_json(j, g->servers[i]);
     for (size_t i = 0; i < g->ngone; i++)
-        if (g->gone[i]->stats.active)
-            server_json(j, g->gone[i]);
+        if (tn_upstream_gone_listed(g->gone[i]))
+            tn_upstream_server_json(j, g->gone[i]);
     tn_json_close(j, ']');
 }
 
-static void series(struct evbuffer *out, const char *name, const tn_upstream_group *g, const tn_upstream_server *s,
-                   const char *extra, uint64_t v)
+/* The labels of ROW into OUT, without braces. */
+static void labels(struct evbuffer *out, const tn_upstream_row *row)
 {
-    evbuffer_add_printf(out, "%s{handler=\"", name);
-    tn_prom_label(out, g->handler);
+    evbuffer_add(out, "handler=\"", 9);
+    tn_prom_label(out, row->handler);
     evbuffer_add(out, "\",server=\"", 10);
-    tn_prom_label(out, s->name);
-    evbuffer_add_printf(out, "\"%s} %llu\n", extra ? extra : "", (unsigned long long)v);
+    tn_prom_label(out, row->s->name);
+    evbuffer_add(out, "\"", 1);
+    if (row->s->removed)
+        evbuffer_add_printf(out, ",state=\"%s\",removed=\"true\"", tn_upstream_state_name(TN_UPS_DRAINING));
 }
 
-void tn_upstream_prometheus(tn_upstream_group *const *groups, size_t n, struct evbuffer *out)
+static void series(struct evbuffer *out, const char *name, const tn_upstream_row *row, const char *extra, uint64_t v)
+{
+    evbuffer_add_printf(out, "%s{", name);
+    labels(out, row);
+    evbuffer_add_printf(out, "%s} %llu\n", extra ? extra : "", (unsigned long long)v);
+}
+
+void tn_upstream_prometheus(const tn_upstream_row *rows, size_t n, struct evbuffer *out)
 {
     static const struct {
         const char *name, *type, *help;
@@ -91,43 +103,31 @@ void tn_upstream_prometheus(tn_upstream_group *const *groups, size_t n, struct e
     };
     for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
         evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
-        for (size_t gi = 0; gi < n; gi++)
-            for (size_t i = 0; i < groups[gi]->n; i++) {
-                const tn_upstream_server *s = groups[gi]->servers[i];
-                series(out, m[k].name, groups[gi], s, NULL, *(const uint64_t *)((const char *)&s->stats + m[k].off));
-            }
+        for (size_t i = 0; i < n; i++)
+            series(out, m[k].name, &rows[i], NULL, *(const uint64_t *)((const char *)&rows[i].s->stats + m[k].off));
     }
     evbuffer_add_printf(out, "# HELP tusknet_upstream_up 1 when the server takes new requests.\n"
                              "# TYPE tusknet_upstream_up gauge\n");
-    for (size_t gi = 0; gi < n; gi++)
-        for (size_t i = 0; i < groups[gi]->n; i++)
-            series(out, "tusknet_upstream_up", groups[gi], groups[gi]->servers[i], NULL,
-                   tn_upstream_state(groups[gi]->servers[i]) == TN_UPS_UP);
+    for (size_t i = 0; i < n; i++)
+        series(out, "tusknet_upstream_up", &rows[i], NULL, tn_upstream_state(rows[i].s) == TN_UPS_UP);
     evbuffer_add_printf(out, "# HELP tusknet_upstream_failures_total Failed tries, by reason.\n"
                              "# TYPE tusknet_upstream_failures_total counter\n");
-    for (size_t gi = 0; gi < n; gi++)
-        for (size_t i = 0; i < groups[gi]->n; i++)
-            for (int r = 0; r < TN_UPF_COUNT; r++) {
-                char extra[48];
-                snprintf(extra, sizeof(extra), ",reason=\"%s\"", tn_upstream_failure_name(r));
-                series(out, "tusknet_upstream_failures_total", groups[gi], groups[gi]->servers[i], extra,
-                       groups[gi]->servers[i]->stats.failures[r]);
-            }
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < TN_UPF_COUNT; r++) {
+            char extra[48];
+            snprintf(extra, sizeof(extra), ",reason=\"%s\"", tn_upstream_failure_name(r));
+            series(out, "tusknet_upstream_failures_total", &rows[i], extra, rows[i].s->stats.failures[r]);
+        }
     evbuffer_add_printf(out, "# HELP tusknet_upstream_latency_seconds Time from a try's start to its answer.\n"
                              "# TYPE tusknet_upstream_latency_seconds histogram\n");
-    for (size_t gi = 0; gi < n; gi++)
-        for (size_t i = 0; i < groups[gi]->n; i++) {
-            const tn_upstream_server *s = groups[gi]->servers[i];
-            struct evbuffer *labels = evbuffer_new();
-            if (!labels)
-                continue;
-            evbuffer_add(labels, "handler=\"", 9);
-            tn_prom_label(labels, groups[gi]->handler);
-            evbuffer_add(labels, "\",server=\"", 10);
-            tn_prom_label(labels, s->name);
-            evbuffer_add(labels, "\"", 2); /* with the NUL */
-            tn_prom_histogram(out, "tusknet_upstream_latency_seconds", (const char *)evbuffer_pullup(labels, -1),
-                              &s->stats.latency);
-            evbuffer_free(labels);
-        }
+    struct evbuffer *l = evbuffer_new();
+    for (size_t i = 0; l && i < n; i++) {
+        evbuffer_drain(l, evbuffer_get_length(l));
+        labels(l, &rows[i]);
+        evbuffer_add(l, "", 1); /* the NUL */
+        tn_prom_histogram(out, "tusknet_upstream_latency_seconds", (const char *)evbuffer_pullup(l, -1),
+                          &rows[i].s->stats.latency);
+    }
+    if (l)
+        evbuffer_free(l);
 }
