@@ -50,7 +50,7 @@ static bool is_relay(const tn_conn *c);
  * differences of two fit read_timeout's range. */
 static uint32_t conn_ms(tn_conn *c)
 {
-    return (uint32_t)(tn_loop_ms(c->d->base) - c->base.established_ms);
+    return (uint32_t)(tn_loop_ms(tn_conn_daemon(c)->base) - c->base.established_ms);
 }
 
 static bool fe_busy(const tn_conn *c)
@@ -76,7 +76,7 @@ void tn_conn_update_timeouts(tn_conn *c)
         /* a deadline from the accept: trickling bytes do not extend it */
         ms = lim->handshake_timeout;
         if (ms > 0) {
-            ms -= tn_loop_ms(c->d->base) - c->base.established_ms;
+            ms -= tn_loop_ms(tn_conn_daemon(c)->base) - c->base.established_ms;
             if (ms < 1)
                 ms = 1;
             exact = true;
@@ -115,7 +115,7 @@ void tn_conn_update_timeouts(tn_conn *c)
      * timeouts keep them in queues instead of the timer heap. The event is
      * persistent, so any activity restarts the countdown. */
     struct timeval tv = { want / 1000, (want % 1000) * 1000 };
-    event_add(c->ev, exact ? &tv : event_base_init_common_timeout(c->d->base, &tv));
+    event_add(c->ev, exact ? &tv : event_base_init_common_timeout(tn_conn_daemon(c)->base, &tv));
 }
 
 /* ---- output ----------------------------------------------------------------- */
@@ -123,14 +123,14 @@ void tn_conn_update_timeouts(tn_conn *c)
 size_t tn_conn_unsent(const tn_conn *c)
 {
     size_t n = c->out ? evbuffer_get_length(c->out) : 0;
-    if (c->d->wbuf_owner == c)
-        n += evbuffer_get_length(c->d->wbuf);
+    if (tn_conn_daemon(c)->wbuf_owner == c)
+        n += evbuffer_get_length(tn_conn_daemon(c)->wbuf);
     return n;
 }
 
 struct evbuffer *tn_conn_output(tn_conn *c)
 {
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     if (c->out)
         return c->out;
     if (d->wbuf_owner && d->wbuf_owner != c)
@@ -161,7 +161,7 @@ static void output_drained(tn_conn *c)
 
 void tn_conn_flush(tn_conn *c)
 {
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     struct evbuffer *src = c->out;
     if (d->wbuf_owner == c) {
         d->wbuf_owner = NULL;
@@ -290,7 +290,7 @@ static bool reports_fin(tn_daemon *d)
 
 static void conn_read(tn_conn *c)
 {
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     if (c->in && !c->base.dead && !c->closing) {
         process_buffered(c); /* left over from before a pause */
         tn_conn_flush(c);
@@ -377,7 +377,7 @@ static bool tls_handshake(tn_conn *c)
     switch (c->tp->handshake(c->tp_state, &reason, detail, sizeof(detail))) {
     case TN_TP_DONE:
         TN_COUNT(c->base.listener, tls_handshakes, 1);
-        c->base.last_activity_ms = tn_loop_ms(c->d->base);
+        c->base.last_activity_ms = tn_loop_ms(tn_conn_daemon(c)->base);
         tn_conn_update_timeouts(c);
         return true;
     case TN_TP_AGAIN:
@@ -391,7 +391,7 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     tn_conn *c = arg;
-    c->d->io_events++;
+    tn_conn_daemon(c)->io_events++;
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {
@@ -538,7 +538,6 @@ tn_conn *tn_conn_new(tn_listener *l, evutil_socket_t fd, const struct sockaddr *
         free(c);
         return NULL;
     }
-    c->d = d;
     c->fd = fd;
     tn_conn_base_init(&c->base, &stream_kind, l);
     c->fe = fe;
@@ -564,7 +563,7 @@ static void leave_peer(tn_conn *c)
 {
     if (c->peer) {
         c->peer->conns--;
-        tn_workers_ip_release(c->d, c->base.listener->name, &c->base.remote.sa);
+        tn_workers_ip_release(tn_conn_daemon(c), c->base.listener->name, &c->base.remote.sa);
     }
     c->peer = NULL;
 }
@@ -577,7 +576,7 @@ static bool is_relay(const tn_conn *c)
 
 void tn_conn_become_relay(tn_conn *c, const tn_frontend *fe, void *fe_state)
 {
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     if (c->fe->release)
         c->fe->release(c);
     tn_session_detach_all(&c->base.session);
@@ -614,7 +613,7 @@ static void conn_end(tn_conn *c, const char *why, bool close_fd)
 {
     if (c->base.dead)
         return;
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     if (why)
         tn_debug("connection %llu closed: %s", (unsigned long long)c->base.session.id, why);
     base_end(&c->base, is_relay(c) ? &d->relays : &d->conns);

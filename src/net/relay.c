@@ -77,7 +77,7 @@ static void on_pair_readable(evutil_socket_t fd, short what, void *arg)
     (void)what;
     tn_conn *c = arg;
     relay *r = c->fe_state;
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     for (;;) {
         ssize_t n = recv(fd, d->rbuf, TN_RBUF_SIZE, 0);
         if (n > 0) {
@@ -157,8 +157,8 @@ evutil_socket_t tn_relay_start(tn_conn *c)
         return -1;
     }
     r->fd = sv[0];
-    r->rev = event_new(c->d->base, sv[0], EV_READ | EV_PERSIST, on_pair_readable, c);
-    r->wev = event_new(c->d->base, sv[0], EV_WRITE, on_pair_writable, c);
+    r->rev = event_new(tn_conn_daemon(c)->base, sv[0], EV_READ | EV_PERSIST, on_pair_readable, c);
+    r->wev = event_new(tn_conn_daemon(c)->base, sv[0], EV_WRITE, on_pair_writable, c);
     r->pending = evbuffer_new();
     if (!r->rev || !r->wev || !r->pending || event_add(r->rev, NULL) < 0) {
         if (r->rev)

@@ -89,7 +89,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
     /* "" as content type: the body's type is unknown (proxied), none is sent */
     bool no_ctype = r->content_type && !*r->content_type;
     tn_http_count_response(c->base.listener, r->router, r->route, status);
-    tn_http_write_head(out, r, status, http_date(c->d), body_len,
+    tn_http_write_head(out, r, status, http_date(tn_conn_daemon(c)), body_len,
                        (streamed ? TN_HEAD_STREAMED : 0) | (no_body ? TN_HEAD_NO_BODY : 0) |
                            (no_ctype ? TN_HEAD_NO_CTYPE : 0) | (closing ? TN_HEAD_CLOSE : 0));
     if (no_body || r->head) {
@@ -287,7 +287,7 @@ static void stream_first(tn_conn *c, tn_http_conn *hc)
 static void stream_start(tn_conn *c, tn_http_conn *hc, tn_http_request *r, bool close)
 {
     if (!hc->pump_ev) {
-        hc->pump_ev = event_new(c->d->base, -1, 0, stream_pump, c);
+        hc->pump_ev = event_new(tn_conn_daemon(c)->base, -1, 0, stream_pump, c);
         hc->piece = evbuffer_new();
         if (!hc->pump_ev || !hc->piece) {
             tn_http_request_free(r);
@@ -379,7 +379,7 @@ static void queue_flush(tn_conn *c)
         hc->upgrade_wait = false; /* answered without switching: read on */
     if (close)
         tn_conn_close_after_flush(c, NULL);
-    else if (hc && !hc->head && c->d->stopping)
+    else if (hc && !hc->head && tn_conn_daemon(c)->stopping)
         c->closing = 1;
     tn_conn_flush(c);
     /* the flush resumes input paused for output once that is written; input
@@ -430,7 +430,7 @@ static pending *enqueue(tn_conn *c, tn_http_request *r, bool close)
 /* Answer R (status and small text body) in order, optionally closing. */
 static void respond_simple(tn_conn *c, tn_http_request *r, int status, const char *text, bool close)
 {
-    struct evbuffer *body = c->d->scratch;
+    struct evbuffer *body = tn_conn_daemon(c)->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
     r->status = status;
     /* the listener's middleware still sees errors: logs, CORS, headers */
@@ -455,7 +455,7 @@ static void job_complete(tn_job *job, tn_result res, const char *data, size_t le
     tn_conn *c = p->conn;
     tn_http_request *r = p->req;
     p->job = NULL;
-    struct evbuffer *body = c->d->scratch;
+    struct evbuffer *body = tn_conn_daemon(c)->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
     if (res == TN_FAIL) {
         if (r->status < 400)
@@ -494,8 +494,8 @@ static void count_refusal(tn_conn *c, int status)
 void tn_http_dispatch(tn_conn *c, tn_http_request *r, bool not_found, const tn_http_route *route, const char *allow)
 {
     tn_listener *l = c->base.listener;
-    bool close = !r->keep_alive || c->d->stopping || l->draining;
-    struct evbuffer *body = c->d->scratch;
+    bool close = !r->keep_alive || tn_conn_daemon(c)->stopping || l->draining;
+    struct evbuffer *body = tn_conn_daemon(c)->scratch;
     evbuffer_drain(body, evbuffer_get_length(body));
     c->base.msgs_in++;
     TN_COUNT(l, messages_in, 1);
@@ -632,7 +632,7 @@ static void upgrade(tn_conn *c, tn_http_conn *hc, const char *data, size_t len)
         return;
     }
     tn_listener *l = c->base.listener;
-    tn_daemon *d = c->d;
+    tn_daemon *d = tn_conn_daemon(c);
     tn_sockaddr remote = c->base.remote;
     socklen_t rlen = remote.sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     /* DATA may point into the connection's input buffer, which ending the

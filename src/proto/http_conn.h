@@ -66,7 +66,7 @@ typedef struct tn_http_conn {
  * read per request. */
 static inline int64_t tn_http_loop_us(const tn_conn *c)
 {
-    return tn_loop_us(c->d->base);
+    return tn_loop_us(tn_conn_daemon(c)->base);
 }
 
 /* ---- the parser (http_parse.c) ---- */

@@ -405,7 +405,7 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
             if (strcmp(ep->path, r->path) != 0)
                 continue;
             /* anything else at an endpoint's path is told to upgrade */
-            const tn_upgrade_ops *up = c->d->upgrade;
+            const tn_upgrade_ops *up = tn_conn_daemon(c)->upgrade;
             int st = !tn_http_is_ws_upgrade(r) ? 426 : up ? up->check(ep, r) : 503;
             if (st == 0 && (hc->head || !hc->message_complete))
                 st = 400; /* pipelined behind unanswered requests, or with a body */

@@ -122,9 +122,10 @@ static void flush_queue(tn_conn *c, bool defer)
         free(p->data);
         free(p);
     }
-    if (queue_empty(c) && c->d->stopping)
+    tn_daemon *d = tn_conn_daemon(c);
+    if (queue_empty(c) && d->stopping)
         c->closing = 1; /* shutdown: this was the last thing it waited for */
-    if (defer && c->d->reply_batch && c->d->wbuf_owner == c && !c->out)
+    if (defer && d->reply_batch && d->wbuf_owner == c && !c->out)
         return;
     tn_conn_flush(c); /* also closes a closing connection once it is done */
     /* the flush resumes paused input when it empties the output; when the
@@ -212,7 +213,7 @@ static void answer(tn_conn *c, tn_result res, bool crlf, struct evbuffer *body)
 
 static void answer_text(tn_conn *c, tn_result res, bool crlf, const char *text)
 {
-    struct evbuffer *b = c->d->scratch;
+    struct evbuffer *b = tn_conn_daemon(c)->scratch;
     evbuffer_add(b, text, strlen(text));
     answer(c, res, crlf, b);
 }
@@ -224,12 +225,12 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
     TN_COUNT(l, messages_in, 1);
     tn_call call = { .take_ref = true };
     tn_dispatch sel = tn_dispatch_listener(l);
-    tn_verdict v = tn_dispatch_message(&sel, c->peer, tn_listener_limits(l), &call, line, len, c->d->scratch);
+    tn_verdict v = tn_dispatch_message(&sel, c->peer, tn_listener_limits(l), &call, line, len, tn_conn_daemon(c)->scratch);
     if (v != TN_DISPATCH_CALL) {
         if (v == TN_DISPATCH_LIMITED) {
             TN_COUNT(l, rejected[TN_REJ_RATE_LIMIT], 1);
         }
-        answer(c, tn_dispatch_result(v), crlf, c->d->scratch);
+        answer(c, tn_dispatch_result(v), crlf, tn_conn_daemon(c)->scratch);
         return;
     }
     call.ctx = (tn_msg_ctx){
@@ -241,17 +242,18 @@ static void handle_line(tn_conn *c, const char *line, size_t len, bool crlf)
         .session = &c->base.session,
         .tls = tn_conn_tls_info(c),
     };
-    call.out = c->d->scratch;
+    call.out = tn_conn_daemon(c)->scratch;
     tn_result res = tn_handler_call(&call);
     if (res != TN_LATER) {
-        answer_ref(c, res, crlf, call.reply, call.reply_len, c->d->scratch);
+        answer_ref(c, res, crlf, call.reply, call.reply_len, tn_conn_daemon(c)->scratch);
         return;
     }
     pending *p = call.job ? enqueue(c, crlf) : NULL;
     if (!p) {
         if (call.job)
             tn_job_cancel(call.job);
-        evbuffer_drain(c->d->scratch, evbuffer_get_length(c->d->scratch));
+        struct evbuffer *scratch = tn_conn_daemon(c)->scratch;
+        evbuffer_drain(scratch, evbuffer_get_length(scratch));
         answer_text(c, TN_FAIL, crlf, "out of memory");
         return;
     }

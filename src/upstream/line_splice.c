@@ -197,7 +197,7 @@ static bool splice_busy(const tn_conn *c)
     const lp_splice *sp = c->fe_state;
     if (!sp || sp->up_done)
         return false;
-    return !c->d->stopping || tn_conn_unsent(c) || evbuffer_get_length(bufferevent_get_output(sp->up));
+    return !tn_conn_daemon(c)->stopping || tn_conn_unsent(c) || evbuffer_get_length(bufferevent_get_output(sp->up));
 }
 
 static int splice_push(tn_conn *c, const char *data, size_t len)
