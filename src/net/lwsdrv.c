@@ -148,11 +148,11 @@ static void pass_remove(tn_lws_sock *s, int list)
  * the next pass. */
 static void pass_run(int list, void (*fn)(tn_lws_sock *s))
 {
-    tn_lws_sock *todo = g.pass[list];
+    tn_lws_sock *unserviced = g.pass[list];
     g.pass[list] = NULL;
-    while (todo) {
-        tn_lws_sock *s = todo;
-        todo = s->pass_next[list];
+    while (unserviced) {
+        tn_lws_sock *s = unserviced;
+        unserviced = s->pass_next[list];
         s->on_pass[list] = false;
         if (!s->destroyed)
             fn(s);

@@ -13,12 +13,13 @@
 #include "net/linger.h"
 #include "proto/dispatch.h"
 
-static void count_out(tn_wsconn *c, size_t len)
+/* MSGS messages of BYTES in all went out (a batch is counted per message) */
+static void count_out(tn_wsconn *c, size_t bytes, uint64_t msgs)
 {
-    c->base.bytes_out += len;
-    c->base.msgs_out++;
-    TN_COUNT(c->base.listener, total_bytes_sent, len);
-    TN_COUNT(c->base.listener, messages_out, 1);
+    c->base.bytes_out += bytes;
+    c->base.msgs_out += msgs;
+    TN_COUNT(c->base.listener, total_bytes_sent, bytes);
+    TN_COUNT(c->base.listener, messages_out, msgs);
     c->base.last_activity_ms = tn_loop_ms(c->d->base);
 }
 
@@ -168,12 +169,7 @@ static int flush_batch(tn_wsconn *c)
         lws_set_timeout(c->sock.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
         return -1;
     }
-    /* per message, as count_out() would have */
-    c->base.bytes_out += bytes;
-    c->base.msgs_out += msgs;
-    TN_COUNT(c->base.listener, total_bytes_sent, bytes);
-    TN_COUNT(c->base.listener, messages_out, msgs);
-    c->base.last_activity_ms = tn_loop_ms(c->d->base);
+    count_out(c, bytes, msgs);
     return n;
 }
 
@@ -220,7 +216,7 @@ void tn_wsconn_flush(tn_wsconn *c)
             return;
         }
         if (!pong)
-            count_out(c, len);
+            count_out(c, len, 1);
     }
     if (behind && (c->pong_head || c->wsf.code)) {
         tn_lws_flush_later(&c->sock); /* the next pass, after lws's */
@@ -449,7 +445,7 @@ int tn_wsconn_writeable(tn_wsconn *c)
         return -1;
     }
     if (!pong)
-        count_out(c, len);
+        count_out(c, len, 1);
     if (c->out_head || c->close_code)
         lws_callback_on_writable(c->sock.wsi);
     return 0;

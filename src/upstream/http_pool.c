@@ -34,6 +34,7 @@
 #include "log.h"
 
 #define SURPLUS_GRACE_MS 1000
+static const struct timeval surplus_grace = { SURPLUS_GRACE_MS / 1000, (SURPLUS_GRACE_MS % 1000) * 1000 };
 
 typedef struct http_pool {
     tn_up_conn *idle;  /* most recent first */
@@ -144,10 +145,8 @@ static void pool_trim(evutil_socket_t fd, short what, void *arg)
     int64_t cut = tn_now_us() - SURPLUS_GRACE_MS * 1000;
     while (pool->n > pool->keep && pool->oldest->idle_since <= cut)
         tn_up_conn_free(pool->oldest);
-    if (pool->n > pool->keep) {
-        struct timeval tv = { SURPLUS_GRACE_MS / 1000, (SURPLUS_GRACE_MS % 1000) * 1000 };
-        evtimer_add(pool->trim_ev, &tv);
-    }
+    if (pool->n > pool->keep)
+        evtimer_add(pool->trim_ev, &surplus_grace);
 }
 
 /* A connection over KEEPALIVE stays for now, with the trim armed; false
@@ -160,11 +159,8 @@ static bool surplus_ok(http_pool *pool, tn_up_conn *uc, int64_t keepalive)
         pool->trim_ev = evtimer_new(bufferevent_get_base(uc->bev), pool_trim, pool);
     if (!pool->trim_ev)
         return false;
-    if (!evtimer_pending(pool->trim_ev, NULL)) {
-        struct timeval tv = { SURPLUS_GRACE_MS / 1000, (SURPLUS_GRACE_MS % 1000) * 1000 };
-        if (evtimer_add(pool->trim_ev, &tv) < 0)
-            return false;
-    }
+    if (!evtimer_pending(pool->trim_ev, NULL) && evtimer_add(pool->trim_ev, &surplus_grace) < 0)
+        return false;
     return true;
 }
 
