@@ -384,6 +384,8 @@ static void send_local(ctl_client *c, tn_json *j, uint64_t id, const char *msg, 
     int r = k ? k->kind->send(k, msg, strlen(msg)) : -2;
     if (r == -2)
         error_answer(j, "no connection %s", label);
+    else if (r == -3)
+        error_answer(j, "connection %s is a proxied WebSocket: its messages are the upstream's", label);
     else if (r < 0)
         error_answer(j, "connection is not reading (output over max_output)", NULL);
     else

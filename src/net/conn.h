@@ -42,7 +42,8 @@ typedef struct tn_conn_kind {
     /* Closing already: pushes (broadcast) skip it. */
     bool (*closing)(const tn_conn_base *b);
     /* Control `send`: 0; -1 when the peer is not reading (output over
-     * max_output); -2 when the connection takes nothing more. */
+     * max_output); -2 when the connection takes nothing more; -3 when
+     * messages are not ours to send on it (a proxied WebSocket). */
     int (*send)(tn_conn_base *b, const char *data, size_t len);
     /* Control `close`. */
     void (*close)(tn_conn_base *b);

@@ -319,26 +319,25 @@ static void handover(tn_conn *c, tn_http_request *r)
     tn_http_upgrade_fn fn = r->on_upgrade;
     void *arg = r->upgrade_arg;
     r->on_upgrade = NULL;
+    size_t len = c->in ? evbuffer_get_length(c->in) : 0;
+    char *copy = malloc(len + strlen(r->path) + 1);
+    tn_http_handover ho = { .from = &c->base, .fd = -1 };
+    if (copy) {
+        ho.path = strcpy(copy + len, r->path);
+        ho.data = copy;
+    }
     run_done(r, 0);
     tn_http_request_free(r);
     tn_conn_flush(c);
-    if (c->base.dead || tn_conn_unsent(c)) {
-        if (!c->base.dead)
-            tn_conn_close(c, "upgrade behind unsent output");
-        fn(arg, -1, NULL, 0);
-        return;
+    if (!c->base.dead && (tn_conn_unsent(c) || !copy))
+        tn_conn_close(c, copy ? "upgrade behind unsent output" : "out of memory");
+    if (!c->base.dead) {
+        if (len)
+            evbuffer_copyout(c->in, copy, len);
+        ho.len = len;
+        ho.fd = c->tp->plain ? tn_conn_take_fd(c) : tn_relay_start(c);
     }
-    size_t len = c->in ? evbuffer_get_length(c->in) : 0;
-    char *copy = malloc(len ? len : 1);
-    if (!copy) {
-        tn_conn_close(c, "out of memory");
-        fn(arg, -1, NULL, 0);
-        return;
-    }
-    if (len)
-        evbuffer_copyout(c->in, copy, len);
-    evutil_socket_t fd = c->tp->plain ? tn_conn_take_fd(c) : tn_relay_start(c);
-    fn(arg, fd, copy, len);
+    fn(arg, &ho);
     free(copy);
 }
 

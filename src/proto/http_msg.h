@@ -73,10 +73,18 @@ typedef struct tn_http_body_sink {
 void tn_http_body_resume(tn_http_body_sink *s);
 
 /* After a 101 response (status 101, r->on_upgrade set) is written, the
- * front end gives up the client's connection: FD carries its plain bytes
- * (through a relay for TLS) with the first LEN bytes of DATA already read
- * from it; -1 when the connection was lost. */
-typedef void (*tn_http_upgrade_fn)(void *arg, evutil_socket_t fd, const char *data, size_t len);
+ * front end gives up the client's connection. Valid during the call only. */
+typedef struct tn_http_handover {
+    /* the connection's record, which ends with the handover (or, for TLS,
+     * goes on carrying it): who taking over lists the connection anew needs
+     * its listener and remote address */
+    struct tn_conn_base *from;
+    evutil_socket_t fd;   /* the plain bytes (through a relay for TLS); -1 when the connection was lost */
+    const char *data;     /* read after the request's head, LEN bytes */
+    size_t len;
+    const char *path;     /* the request's path */
+} tn_http_handover;
+typedef void (*tn_http_upgrade_fn)(void *arg, const tn_http_handover *ho);
 
 struct tn_http_request {
     /* ---- the request, as parsed ---- */

@@ -33,6 +33,7 @@
 #include "clock.h"
 #include "log.h"
 #include "proto/http.h"
+#include "state.h"
 #include "upstream/http_pool.h"
 
 #define BODY_HIGH (256 * 1024) /* request bytes unsent upstream before the client is stopped */
@@ -94,7 +95,7 @@ struct exchange {
 
 static void try_next(exchange *x);
 static void exchange_maybe_free(exchange *x);
-static void ws_take(void *arg, evutil_socket_t fd, const char *data, size_t len);
+static void ws_take(void *arg, const tn_http_handover *ho);
 
 /* ---- answering the client ----------------------------------------------------- */
 
@@ -341,24 +342,22 @@ static void release_conn(exchange *x, bool reusable)
 }
 
 /* The front end wrote the 101 and gives up the client's socket: relay. */
-static void ws_take(void *arg, evutil_socket_t fd, const char *data, size_t len)
+static void ws_take(void *arg, const tn_http_handover *ho)
 {
     exchange *x = arg;
     x->upgrade_pending = false;
     tn_up_conn *uc = x->uc;
     x->uc = NULL;
-    if (fd >= 0 && uc && uc->bev) {
+    if (ho->fd >= 0 && uc && uc->bev) {
         struct bufferevent *bev = uc->bev;
         uc->bev = NULL;
         uc->fd = -1;
         tn_up_conn_free(uc);
-        /* the relay takes the server's active count and a reference */
-        tn_upstream_server_ref(x->server);
-        if (tn_proxy_ws_relay(x->p->h->base, fd, data, len, bev, x->server, x->p->h->conf.timeout) < 0)
-            tn_upstream_server_unref(x->server);
+        /* the relay takes the server's active count */
+        tn_proxy_ws_relay(x->p->h, ho, bev, x->server);
     } else {
-        if (fd >= 0)
-            evutil_closesocket(fd);
+        if (ho->fd >= 0)
+            evutil_closesocket(ho->fd);
         if (uc) {
             x->server->stats.active--;
             tn_up_conn_free(uc);
@@ -546,6 +545,7 @@ static void stream_free(tn_http_stream *s)
 static void up_read(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
+    x->p->h->daemon->io_events++; /* work found: the busy-poll loop keeps polling */
     x->got_byte = true;
     (void)bev;
     tn_http_pool_fill(x->uc, evbuffer_get_length(x->rbody), RESP_HIGH);

@@ -6,19 +6,21 @@
 
 #include <event2/bufferevent.h>
 
+#include "proto/http_msg.h"
 #include "upstream/proxy.h"
 
 extern const tn_proxy_side tn_proxy_http;
 
-/* Relays bytes both ways between the client's socket FD (DATA/LEN already
- * read from it go up first) and the upstream connection UP (owned from
- * now; what it already read goes down first), until either side closes
- * and what it sent is delivered, or nothing moves either way for IDLE_MS
- * (0: no limit). Counts bytes in S's stats and keeps S's active count and
- * the reference the caller took until the end. Returns -1 (everything
- * closed) when it cannot start. */
-int tn_proxy_ws_relay(struct event_base *base, evutil_socket_t fd, const char *data, size_t len,
-                      struct bufferevent *up, tn_upstream_server *s, int64_t idle_ms);
+/* Relays bytes both ways between the client's socket (HO's fd; its data
+ * goes up first) and the upstream connection UP (owned from now; what it
+ * already read goes down first), until either side closes and what it sent
+ * is delivered, or nothing moves either way for H's `timeout` (0: no
+ * limit). The relay is a connection of the daemon (listed, counted, closed
+ * by `close ID`, waited for by a graceful shutdown up to its timeout) and
+ * holds H and S until it ends; it counts bytes in S's stats and takes over
+ * S's active count. When it cannot start, everything is closed and S's
+ * count given back. */
+void tn_proxy_ws_relay(tn_handler *h, const tn_http_handover *ho, struct bufferevent *up, tn_upstream_server *s);
 
 /* ---- the heads (http_proxy_head.c) ---------------------------------------------- */
 

@@ -4,34 +4,57 @@
  * other side's reads once RELAY_HIGH bytes wait for it), an idle timeout
  * over both directions, and a close on one side passed to the other once
  * what it sent has been delivered. The frames are the endpoints' business:
- * nothing here parses them. */
+ * nothing here parses them.
+ *
+ * The relay is one of the daemon's connections (protocol "ws", with the
+ * request's path), like a WebSocket the daemon serves itself: `connections`
+ * lists it, `close ID` ends it, it counts against max_connections, and a
+ * graceful shutdown waits for it until `shutdown_timeout`, as nginx waits for
+ * upgraded connections, since a proxy that cannot see frame boundaries has
+ * no safe place to put a close frame of its own. It holds its handler, so a
+ * proxy handler a reload removed still lists the server it goes to. */
 #include "upstream/http_proxy.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 
+#include "addr.h"
 #include "clock.h"
 #include "handlers/handler.h"
+#include "log.h"
+#include "net/conn.h"
 
 #define RELAY_HIGH (256 * 1024)
 
 typedef struct relay {
+    tn_conn_base base;           /* first: the daemon's record of the connection */
     struct bufferevent *side[2]; /* 0: client, 1: upstream */
+    tn_handler *h;
     tn_upstream_server *s;
     int64_t idle_ms;
     int64_t last_us;
     bool closing;
+    char local[80];
+    char path[];
 } relay;
 
-static void relay_free(relay *rl)
+static void relay_free(relay *rl, const char *why)
 {
+    if (rl->base.dead)
+        return;
+    if (why)
+        tn_debug("connection %llu closed: %s", (unsigned long long)rl->base.session.id, why);
     for (int i = 0; i < 2; i++)
         if (rl->side[i])
             bufferevent_free(rl->side[i]);
+    rl->side[0] = rl->side[1] = NULL;
     rl->s->stats.active--;
     tn_upstream_server_unref(rl->s);
-    free(rl);
+    tn_handler_unref(rl->h);
+    tn_conn_base_close(&rl->base); /* the reap job frees the record */
 }
 
 static int index_of(relay *rl, struct bufferevent *bev)
@@ -46,10 +69,14 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t n = evbuffer_get_length(in);
     rl->last_us = tn_now_us();
-    if (i == 0)
+    rl->base.last_activity_ms = tn_loop_ms(rl->h->base);
+    if (i == 0) {
         rl->s->stats.bytes_sent += n;
-    else
+        rl->base.bytes_in += n;
+    } else {
         rl->s->stats.bytes_received += n;
+        rl->base.bytes_out += n;
+    }
     struct bufferevent *other = rl->side[1 - i];
     if (!other) {
         evbuffer_drain(in, n);
@@ -68,7 +95,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (rl->closing) {
         /* one side closed: this one had its last bytes to deliver */
         if (!evbuffer_get_length(bufferevent_get_output(bev)))
-            relay_free(rl);
+            relay_free(rl, NULL);
         return;
     }
     if (other && !(bufferevent_get_enabled(other) & EV_READ))
@@ -86,7 +113,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             bufferevent_enable(bev, EV_READ);
             return;
         }
-        relay_free(rl);
+        relay_free(rl, "timeout");
         return;
     }
     /* EOF or error: deliver what the other side still owes, then close */
@@ -94,45 +121,137 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     rl->side[i] = NULL;
     struct bufferevent *other = rl->side[1 - i];
     if (!other || rl->closing || !evbuffer_get_length(bufferevent_get_output(other)) || (what & BEV_EVENT_ERROR)) {
-        relay_free(rl);
+        relay_free(rl, (what & BEV_EVENT_ERROR) ? "relay error" : NULL);
         return;
     }
     rl->closing = true;
     bufferevent_disable(other, EV_READ);
 }
 
-int tn_proxy_ws_relay(struct event_base *base, evutil_socket_t fd, const char *data, size_t len,
-                      struct bufferevent *up, tn_upstream_server *s, int64_t idle_ms)
+/* ---- the relay as one of the daemon's connections ------------------------------------- */
+
+static relay *relay_of(const tn_conn_base *b)
 {
-    relay *rl = calloc(1, sizeof(*rl));
-    struct bufferevent *client = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!rl || !client) {
-        if (client)
-            bufferevent_free(client);
-        else
-            evutil_closesocket(fd);
+    return (relay *)b;
+}
+
+static const char *relay_protocol(const tn_conn_base *b)
+{
+    (void)b;
+    return "ws";
+}
+
+static void relay_describe(const tn_conn_base *b, tn_conn_info *info)
+{
+    relay *rl = relay_of(b);
+    snprintf(info->local, sizeof(info->local), "%s", rl->local);
+    info->path = rl->path;
+    info->subprotocol = "";
+}
+
+static bool relay_closing(const tn_conn_base *b)
+{
+    return relay_of(b)->closing;
+}
+
+/* The upstream application writes its client's frames: nothing is put
+ * between them from here. */
+static int relay_send(tn_conn_base *b, const char *data, size_t len)
+{
+    (void)b;
+    (void)data;
+    (void)len;
+    return -3;
+}
+
+static void relay_close(tn_conn_base *b)
+{
+    relay_free(relay_of(b), "closed by control");
+}
+
+/* A graceful shutdown waits for the relay to end (or for its timeout). */
+static void relay_shutdown(tn_conn_base *b)
+{
+    (void)b;
+}
+
+static void relay_abort(tn_conn_base *b, const char *why)
+{
+    relay_free(relay_of(b), why);
+}
+
+static void relay_destroy(tn_conn_base *b)
+{
+    free(relay_of(b));
+}
+
+static const tn_conn_kind relay_kind = {
+    .protocol = relay_protocol,
+    .describe = relay_describe,
+    .closing = relay_closing,
+    .send = relay_send,
+    .close = relay_close,
+    .shutdown = relay_shutdown,
+    .abort = relay_abort,
+    .destroy = relay_destroy,
+};
+
+/* Where the client reached us: its socket's address, or for TLS (whose
+ * relay hands over one end of a socket pair) what the carrying connection
+ * says. */
+static void local_address(const tn_http_handover *ho, char *out, size_t len)
+{
+    tn_sockaddr la;
+    socklen_t ll = sizeof(la);
+    snprintf(out, len, "?");
+    if (getsockname(ho->fd, &la.sa, &ll) == 0 && (la.sa.sa_family == AF_INET || la.sa.sa_family == AF_INET6)) {
+        tn_addr_format(&la.sa, out, len);
+    } else if (ho->from->kind->describe) {
+        tn_conn_info info = { 0 };
+        ho->from->kind->describe(ho->from, &info);
+        snprintf(out, len, "%s", info.local);
+    }
+}
+
+void tn_proxy_ws_relay(tn_handler *h, const tn_http_handover *ho, struct bufferevent *up, tn_upstream_server *s)
+{
+    const char *path = ho->path ? ho->path : "";
+    relay *rl = calloc(1, sizeof(*rl) + strlen(path) + 1);
+    struct bufferevent *client = rl ? bufferevent_socket_new(h->base, ho->fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!client) {
+        evutil_closesocket(ho->fd);
         bufferevent_free(up);
         s->stats.active--;
         free(rl);
-        return -1;
+        return;
     }
+    tn_conn_base_init(&rl->base, &relay_kind, ho->from->listener);
+    rl->base.remote = ho->from->remote;
+    rl->base.established_ms = tn_loop_ms(h->base);
+    rl->base.last_activity_ms = rl->base.established_ms;
+    local_address(ho, rl->local, sizeof(rl->local));
+    strcpy(rl->path, path);
+    tn_conn_base_open(&rl->base);
     rl->side[0] = client;
     rl->side[1] = up;
+    rl->h = h;
+    tn_handler_ref(h);
     rl->s = s;
-    rl->idle_ms = idle_ms;
+    tn_upstream_server_ref(s);
+    rl->idle_ms = h->conf.timeout;
     rl->last_us = tn_now_us();
-    struct timeval tv = { idle_ms / 1000, (idle_ms % 1000) * 1000 };
+    struct timeval tv = { rl->idle_ms / 1000, (rl->idle_ms % 1000) * 1000 };
     for (int i = 0; i < 2; i++) {
         bufferevent_setcb(rl->side[i], on_read, on_write, on_event, rl);
         bufferevent_setwatermark(rl->side[i], EV_WRITE, RELAY_HIGH / 2, 0);
-        bufferevent_set_timeouts(rl->side[i], idle_ms ? &tv : NULL, NULL);
+        bufferevent_set_timeouts(rl->side[i], rl->idle_ms ? &tv : NULL, NULL);
         bufferevent_enable(rl->side[i], EV_READ | EV_WRITE);
     }
-    if (len)
-        bufferevent_write(up, data, len);
-    s->stats.bytes_sent += len;
+    if (ho->len)
+        bufferevent_write(up, ho->data, ho->len);
+    s->stats.bytes_sent += ho->len;
+    rl->base.bytes_in += ho->len;
     /* what the upstream sent right behind its 101 */
     if (evbuffer_get_length(bufferevent_get_input(up)))
         on_read(up, rl);
-    return 0;
 }

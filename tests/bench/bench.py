@@ -1684,9 +1684,67 @@ backend app
 """
 
 
+PROXY_PATHS = (("/health", "GET /health"), ("/www-1k", "1 KB body"), ("/www-64k", "64 KB body"))
+
+
+def proxy_rounds(ctx, servers, tag="", spinning=()):
+    """wrk -c50 on each path, rounds alternating between SERVERS ((who, proc, port), tusknetd first); a server
+    in SPINNING polls even when idle, so it is stopped (SIGSTOP) while another one is measured."""
+    a = ctx.args
+    rows = []
+    for path, label in PROXY_PATHS:
+        res = {who: [] for who, _, _ in servers}
+        for _ in range(max(1, a.rounds)):
+            for who, _, p in servers:
+                for other, proc, _ in servers:
+                    if proc in spinning:
+                        os.kill(proc.pid, signal.SIGCONT if other == who else signal.SIGSTOP)
+                r = wrk_run(ctx, "http://127.0.0.1:%d%s" % (p, path), 50, a.http_seconds,
+                            timeout=a.http_seconds + 60)
+                res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
+        t = max(res["tusknetd"])
+        for who in [w for w, _, _ in servers if w != "tusknetd"]:
+            n = max(res[who])
+            ratio = paired_median(res["tusknetd"], res[who])
+            rows.append(Row("proxy %s%s -c50 vs %s" % (tag, label, who), "%s rps" % fmt_int(t[0]),
+                            "%s %s rps" % (who, fmt_int(n[0])), ratio, ">= 1.0",
+                            bool(ratio and ratio >= 1.0 and t[2] == 0)))
+            rows.append(Row("proxy %s%s p99 vs %s" % (tag, label, who), "%.2f ms" % (t[1] or 0),
+                            "%s %.2f ms" % (who, n[1] or 0), (t[1] / n[1]) if t[1] and n[1] else None, "<= 1.0",
+                            bool(t[1] and n[1] and t[1] <= n[1])))
+        ctx.note("proxy %s%s -c50: %s" % (tag, label, "; ".join(
+            "%s %s rps (errors %d)" % (w, " ".join(fmt_int(x[0]) for x in res[w]), max(res[w])[2]) for w in res)))
+    for _, proc, _ in servers:
+        if proc in spinning:
+            os.kill(proc.pid, signal.SIGCONT)
+        ctx.stop(proc)
+    return rows
+
+
+def start_proxy_tusknetd(ctx, name, uport, daemon_extra=""):
+    port = free_port()
+    conf = tusknetd_conf(ctx, name, 'app { type: "proxy" upstreams: ["127.0.0.1:%d"] keepalive: 32 }' % uport,
+                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 routes { "GET /*": "app" } }'
+                         % port, daemon_extra=daemon_extra)
+    tn = start_tusknetd(ctx, name, conf, nofile=30000)
+    wait_tcp(tn, ctx, port)
+    return tn, port
+
+
+def start_proxy_haproxy(ctx, name, haproxy, uport, global_extra=""):
+    hport = free_port()
+    text = PROXY_HAPROXY_CONF % {"up": uport, "port": hport}
+    text = text.replace("global\n", "global\n" + global_extra, 1)
+    hp = ctx.start_server(name, [haproxy, "-db", "-f", write(ctx.path(name + ".cfg"), text)], nofile=30000)
+    wait_tcp(hp, ctx, hport)
+    return hp, hport
+
+
 def bench_proxy(ctx):
     """Reverse proxy to one keep-alive upstream (nginx on the client CPU), wrk -c50 on /health, a 1 KB and a
-    64 KB body: tusknetd (proxy handler) vs nginx (proxy_pass, upstream keepalive 32) vs HAProxy."""
+    64 KB body: tusknetd (proxy handler) vs nginx (proxy_pass, upstream keepalive 32) vs HAProxy, each with
+    its defaults; then tusknetd with busy_poll_us: 50 vs HAProxy with busy-polling, the one knob both have
+    for an idle wait that costs the peers a wakeup per message."""
     a = ctx.args
     if not a.wrk or not a.nginx:
         raise BenchError("wrk and nginx are needed")
@@ -1696,14 +1754,8 @@ def bench_proxy(ctx):
     # the upstream: nginx on the client CPU (with wrk), the same for every proxy
     up, uport = start_nginx_health(ctx, "upstream", 2000, 30000,
                                    server="        location /www- { root %s; }\n" % ctx.tmp, cpu=CLIENT_CPU)
-    servers = []
-    port = free_port()
-    conf = tusknetd_conf(ctx, "proxy", 'app { type: "proxy" upstreams: ["127.0.0.1:%d"] keepalive: 32 }' % uport,
-                         'web { protocol: "http" listen: "127.0.0.1:%d" backlog: 65535 routes { "GET /*": "app" } }'
-                         % port)
-    tn = start_tusknetd(ctx, "tusknetd-proxy", conf, nofile=30000)
-    wait_tcp(tn, ctx, port)
-    servers.append(("tusknetd", tn, port))
+    tn, port = start_proxy_tusknetd(ctx, "tusknetd-proxy", uport)
+    servers = [("tusknetd", tn, port)]
     nport = free_port()
     nconf = write(ctx.path("nginx-proxy.conf"), PROXY_NGINX_CONF % {"tmp": ctx.tmp, "up": uport, "port": nport})
     ng = ctx.start_server("nginx-proxy", [a.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
@@ -1711,35 +1763,15 @@ def bench_proxy(ctx):
     wait_tcp(ng, ctx, nport)
     servers.append(("nginx", ng, nport))
     if haproxy:
-        hport = free_port()
-        hconf = write(ctx.path("haproxy.cfg"), PROXY_HAPROXY_CONF % {"up": uport, "port": hport})
-        hp = ctx.start_server("haproxy", [haproxy, "-db", "-f", hconf], nofile=30000)
-        wait_tcp(hp, ctx, hport)
-        servers.append(("haproxy", hp, hport))
+        servers.append(("haproxy",) + start_proxy_haproxy(ctx, "haproxy", haproxy, uport))
     else:
         ctx.note("proxy: haproxy not installed (Debian package haproxy), its rows are missing")
-    rows = []
-    for path, label in (("/health", "GET /health"), ("/www-1k", "1 KB body"), ("/www-64k", "64 KB body")):
-        res = {who: [] for who, _, _ in servers}
-        for _ in range(max(1, a.rounds)):
-            for who, _, p in servers:
-                r = wrk_run(ctx, "http://127.0.0.1:%d%s" % (p, path), 50, a.http_seconds,
-                            timeout=a.http_seconds + 60)
-                res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
-        t = max(res["tusknetd"])
-        for who in [w for w, _, _ in servers if w != "tusknetd"]:
-            n = max(res[who])
-            ratio = paired_median(res["tusknetd"], res[who])
-            rows.append(Row("proxy %s -c50 vs %s" % (label, who), "%s rps" % fmt_int(t[0]),
-                            "%s %s rps" % (who, fmt_int(n[0])), ratio, ">= 1.0",
-                            bool(ratio and ratio >= 1.0 and t[2] == 0)))
-            rows.append(Row("proxy %s p99 vs %s" % (label, who), "%.2f ms" % (t[1] or 0),
-                            "%s %.2f ms" % (who, n[1] or 0), (t[1] / n[1]) if t[1] and n[1] else None, "<= 1.0",
-                            bool(t[1] and n[1] and t[1] <= n[1])))
-        ctx.note("proxy %s -c50: %s" % (label, "; ".join(
-            "%s %s rps (errors %d)" % (w, " ".join(fmt_int(x[0]) for x in res[w]), max(res[w])[2]) for w in res)))
-    for _, p, _ in servers:
-        ctx.stop(p)
+    rows = proxy_rounds(ctx, servers)
+    if haproxy:
+        tnp, pport = start_proxy_tusknetd(ctx, "tusknetd-proxy-poll", uport, daemon_extra="busy_poll_us: 50\n")
+        hpp, hpport = start_proxy_haproxy(ctx, "haproxy-poll", haproxy, uport, global_extra="    busy-polling\n")
+        rows += proxy_rounds(ctx, [("tusknetd", tnp, pport), ("haproxy", hpp, hpport)], tag="polling ",
+                             spinning=(hpp,))
     ctx.stop(up)
     return rows
 
