@@ -106,6 +106,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     relay *rl = arg;
     int i = index_of(rl, bev);
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        /* a side has not taken what waits for it for `timeout`: a peer that
+         * stopped reading would hold the relay (and, closing, forever) */
+        relay_free(rl, "write timeout");
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && !rl->closing) {
         /* a read timeout on one side only: the other may be the busy one */
         int64_t idle = (tn_now_us() - rl->last_us) / 1000;
@@ -244,7 +250,7 @@ void tn_proxy_ws_relay(tn_handler *h, const tn_http_handover *ho, struct buffere
     for (int i = 0; i < 2; i++) {
         bufferevent_setcb(rl->side[i], on_read, on_write, on_event, rl);
         bufferevent_setwatermark(rl->side[i], EV_WRITE, RELAY_HIGH / 2, 0);
-        bufferevent_set_timeouts(rl->side[i], rl->idle_ms ? &tv : NULL, NULL);
+        bufferevent_set_timeouts(rl->side[i], rl->idle_ms ? &tv : NULL, rl->idle_ms ? &tv : NULL);
         bufferevent_enable(rl->side[i], EV_READ | EV_WRITE);
     }
     if (ho->len)

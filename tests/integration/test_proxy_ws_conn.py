@@ -8,30 +8,40 @@ it until shutdown_timeout (messages still pass after SIGTERM) and then
 closes it, and a proxy handler that a reload removed lists the server the
 relay goes to until the relay ends.
 
+A client that sends and never reads cannot make the relay hold more than
+its bound, and once nothing has moved toward it for `timeout` the relay
+ends.
+
 The upstream is a second tusknetd with a WebSocket echo endpoint (see
 test_proxy.upstream_tusknetd)."""
 import asyncio
+import base64
+import os
+import select
+import socket
+import struct
 import time
 
 import pytest
 
-from ctl_util import ctl, wait_for
+from ctl_util import ctl, rss_kb, wait_for
 from daemon_util import daemon  # noqa: F401  (daemon is a fixture)
 from test_proxy import proxy_config, reload_with, servers_of, upstream_tusknetd
 from tls_util import pki, tls_context  # noqa: F401  (pki is a fixture)
 
 websockets = pytest.importorskip("websockets.client")
 ConnectionClosed = pytest.importorskip("websockets.exceptions").ConnectionClosed
+InvalidStatusCode = pytest.importorskip("websockets.exceptions").InvalidStatusCode
 
 
 def ws_conns(ctl_path):
     return [c for c in ctl(ctl_path, "connections")["connections"] if c["protocol"] == "ws"]
 
 
-def relay_setup(daemon, tmp_path, extra="", listener_extra="", daemon_keys=""):
+def relay_setup(daemon, tmp_path, timeout="30s", listener_extra="", daemon_keys=""):
     up, _ = upstream_tusknetd(daemon, tmp_path)
     server = f"127.0.0.1:{up.ports['APP']}"
-    ctl_path, conf = proxy_config(tmp_path, [server], 'timeout: "30s" ' + extra,
+    ctl_path, conf = proxy_config(tmp_path, [server], f'timeout: "{timeout}"',
                                   routes='"GET /ws": "px" "GET /*": "px"', listener_extra=listener_extra)
     conf = conf.replace("[daemon]\n", "[daemon]\n" + daemon_keys, 1)
     d = daemon(conf)
@@ -102,9 +112,10 @@ def test_a_proxied_websocket_counts_against_max_connections(daemon, tmp_path):
     async def go():
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
             assert await echo(ws, "a") == "a"
-            with pytest.raises(Exception):
+            with pytest.raises(InvalidStatusCode) as refused:
                 async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as other:
                     await echo(other, "b")
+            assert refused.value.status_code == 503
             st = ctl(ctl_path, "stats")["listeners"]["web"]
             assert st["rejected"]["listener_full"] == 1
             assert await echo(ws, "c") == "c"
@@ -180,3 +191,62 @@ web {{ protocol: "http" listen: "127.0.0.1:PORT_WEB" routes {{ "GET /*": "st" }}
         assert ws_conns(ctl_path) == []
 
     asyncio.run(go())
+
+
+def raw_upgrade(port, path="/ws"):
+    """A WebSocket handshake on a plain socket, read up to the end of the 101's head only."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        b = s.recv(1)
+        assert b, head
+        head += b
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def binary_frame(payload):
+    """A client frame: FIN, binary, masked with a zero key (so the payload goes as it is)."""
+    n = len(payload)
+    size = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n) if n < 65536 \
+        else bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return bytes([0x82]) + size + b"\0\0\0\0" + payload
+
+
+def test_a_client_that_never_reads_holds_bounded_memory_and_times_out(daemon, tmp_path):
+    d, ctl_path, server, _ = relay_setup(daemon, tmp_path, timeout="2s")
+    port = d.ports["WEB"]
+    base_rss = rss_kb(d.pid)
+    s = raw_upgrade(port)
+    s.setblocking(False)
+    frame = binary_frame(os.urandom(60000))
+    sent, peak, closed_after = 0, base_rss, None
+    t0 = time.monotonic()
+    pending = memoryview(frame)
+    while time.monotonic() - t0 < 10:
+        if not select.select([], [s], [], 0.2)[1]:
+            peak = max(peak, rss_kb(d.pid))
+            continue
+        try:
+            n = s.send(pending)
+        except (BlockingIOError, ConnectionError):
+            closed_after = time.monotonic() - t0
+            break
+        sent += n
+        pending = pending[n:] if n < len(pending) else memoryview(frame)
+        if sent % (1 << 20) < n:
+            peak = max(peak, rss_kb(d.pid))
+    # the echoes of what the client sends wait for it: the proxy keeps at
+    # most its relay bound of them and stops reading the upstream (which
+    # copes with its own slow reader as it likes)
+    assert sent > 8 << 20, sent
+    assert peak - base_rss < 8 * 1024, (base_rss, peak)
+    # the client is still sending, but nothing has moved toward it for 2 s
+    assert closed_after is not None and closed_after < 6, closed_after
+    assert "closed: write timeout" in d.log()
+    wait_for(lambda: not ws_conns(ctl_path), 5, what="the relay to leave the list")
+    assert servers_of(ctl_path)[server]["active"] == 0
+    s.close()
