@@ -349,4 +349,15 @@ def test_stats_count_a_partly_linked_node(daemon, redis, ctl_dir):  # noqa: F811
     s = wait_for(partial, timeout=10, what="one worker linked")
     assert (s["cluster"]["workers_connected"], s["cluster"]["workers"]) == (1, 2)
     assert [w["cluster"]["state"] == "connected" for w in s["workers"]].count(True) == 1
+    linked, refused = sorted(s["workers"], key=lambda w: w["cluster"]["state"] != "connected")
+    assert linked["cluster"]["last_error"] is None
+    assert refused["cluster"]["state"] in ("connecting", "down")
+    assert "max number of clients reached" in refused["cluster"]["last_error"], refused["cluster"]
     assert "cluster      partial, 1 of 2 workers connected (Redis " in ctl_stats(d)
+    # room for the other worker: it links on its next try, and the node is whole
+    r.command("config", "set", "maxclients", "10")
+    s = wait_for(lambda: (s := command(d, "stats"))["cluster"]["state"] == "connected" and s, timeout=10,
+                 what="both workers linked")
+    assert [w["cluster"]["state"] for w in s["workers"]] == ["connected"] * 2
+    assert (s["cluster"]["workers_connected"], s["cluster"]["workers"]) == (2, 2)
+    assert "cluster      connected, 2 of 2 workers connected (Redis " in ctl_stats(d)
