@@ -20,13 +20,14 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
 from ctl_util import ctl, rss_kb, wait_for
 from daemon_util import daemon  # noqa: F401  (daemon is a fixture)
-from test_proxy import proxy_config, reload_with, servers_of, upstream_tusknetd
+from test_proxy import Canned, peers, proxy_config, reload_with, servers_of, upstream_tusknetd  # noqa: F401
 from tls_util import pki, tls_context  # noqa: F401  (pki is a fixture)
 
 websockets = pytest.importorskip("websockets.client")
@@ -193,6 +194,15 @@ web {{ protocol: "http" listen: "127.0.0.1:PORT_WEB" routes {{ "GET /*": "st" }}
     asyncio.run(go())
 
 
+def memory_report(pid):
+    """What the kernel says of PID's memory, for a failed bound."""
+    with open(f"/proc/{pid}/status") as f:
+        status = [ln.strip() for ln in f if ln.startswith(("Vm", "Rss"))]
+    with open(f"/proc/{pid}/limits") as f:
+        files = [ln.strip() for ln in f if ln.startswith("Max open files")]
+    return "; ".join(status + files)
+
+
 def raw_upgrade(port, path="/ws"):
     """A WebSocket handshake on a plain socket, read up to the end of the 101's head only."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -219,7 +229,7 @@ def binary_frame(payload):
 def test_a_client_that_never_reads_holds_bounded_memory_and_times_out(daemon, tmp_path):
     d, ctl_path, server, _ = relay_setup(daemon, tmp_path, timeout="2s")
     port = d.ports["WEB"]
-    base_rss = rss_kb(d.pid)
+    base_rss, base_report = rss_kb(d.pid), memory_report(d.pid)
     s = raw_upgrade(port)
     s.setblocking(False)
     frame = binary_frame(os.urandom(60000))
@@ -243,10 +253,58 @@ def test_a_client_that_never_reads_holds_bounded_memory_and_times_out(daemon, tm
     # most its relay bound of them and stops reading the upstream (which
     # copes with its own slow reader as it likes)
     assert sent > 8 << 20, sent
-    assert peak - base_rss < 8 * 1024, (base_rss, peak)
+    assert peak - base_rss < 8 * 1024, (base_rss, peak, sent, base_report, memory_report(d.pid),
+                                              ctl(ctl_path, "connections"))
     # the client is still sending, but nothing has moved toward it for 2 s
     assert closed_after is not None and closed_after < 6, closed_after
     assert "closed: write timeout" in d.log()
     wait_for(lambda: not ws_conns(ctl_path), 5, what="the relay to leave the list")
     assert servers_of(ctl_path)[server]["active"] == 0
+    s.close()
+
+
+def test_an_upstream_that_never_reads_stops_the_clients_reads(daemon, tmp_path, peers):  # noqa: F811
+    """The upstream answers 101 and then reads nothing: what the client sends
+    waits in the proxy up to its bound, then in the sockets; the client's
+    writes block, and after `timeout` without progress the relay ends."""
+    stuck = threading.Event()
+
+    def respond(i, head):
+        def hold(c, rest):
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Accept: x\r\n\r\n")
+            stuck.wait(30)
+        return hold
+    up = Canned(respond)
+    peers.append(up)
+    server = f"127.0.0.1:{up.port}"
+    ctl_path, conf = proxy_config(tmp_path, [server], 'timeout: "2s"', routes='"GET /ws": "px"')
+    d = daemon(conf)
+    base_rss, base_report = rss_kb(d.pid), memory_report(d.pid)
+    s = raw_upgrade(d.ports["WEB"])
+    s.setblocking(False)
+    frame = binary_frame(os.urandom(60000))
+    sent, peak, closed_after = 0, base_rss, None
+    t0 = time.monotonic()
+    pending = memoryview(frame)
+    while time.monotonic() - t0 < 10:
+        if not select.select([], [s], [], 0.2)[1]:
+            peak = max(peak, rss_kb(d.pid))
+            continue
+        try:
+            n = s.send(pending)
+        except (BlockingIOError, ConnectionError):
+            closed_after = time.monotonic() - t0
+            break
+        sent += n
+        pending = pending[n:] if n < len(pending) else memoryview(frame)
+    stuck.set()
+    # the proxy's bound and the four socket buffers in between, not more
+    assert 256 << 10 < sent < 32 << 20, sent
+    assert peak - base_rss < 8 * 1024, (base_rss, peak, sent, base_report, memory_report(d.pid),
+                                              ctl(ctl_path, "connections"))
+    assert closed_after is not None and closed_after < 6, closed_after
+    assert "closed: write timeout" in d.log()
+    wait_for(lambda: not ws_conns(ctl_path) and servers_of(ctl_path)[server]["active"] == 0, 5,
+             what="the relay to end")
     s.close()
