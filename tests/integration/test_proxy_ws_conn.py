@@ -39,13 +39,18 @@ def ws_conns(ctl_path):
     return [c for c in ctl(ctl_path, "connections")["connections"] if c["protocol"] == "ws"]
 
 
-def relay_setup(daemon, tmp_path, timeout="30s", listener_extra="", daemon_keys=""):
+# ASan keeps freed memory in quarantine on purpose (256 MB by default); the
+# memory bounds measure ours
+OWN_MEMORY = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1")
+
+
+def relay_setup(daemon, tmp_path, timeout="30s", listener_extra="", daemon_keys="", env=None):
     up, _ = upstream_tusknetd(daemon, tmp_path)
     server = f"127.0.0.1:{up.ports['APP']}"
     ctl_path, conf = proxy_config(tmp_path, [server], f'timeout: "{timeout}"',
                                   routes='"GET /ws": "px" "GET /*": "px"', listener_extra=listener_extra)
     conf = conf.replace("[daemon]\n", "[daemon]\n" + daemon_keys, 1)
-    d = daemon(conf)
+    d = daemon(conf, env=env)
     return d, ctl_path, server, conf
 
 
@@ -227,7 +232,7 @@ def binary_frame(payload):
 
 
 def test_a_client_that_never_reads_holds_bounded_memory_and_times_out(daemon, tmp_path):
-    d, ctl_path, server, _ = relay_setup(daemon, tmp_path, timeout="2s")
+    d, ctl_path, server, _ = relay_setup(daemon, tmp_path, timeout="2s", env=OWN_MEMORY)
     port = d.ports["WEB"]
     base_rss, base_report = rss_kb(d.pid), memory_report(d.pid)
     s = raw_upgrade(port)
@@ -279,7 +284,7 @@ def test_an_upstream_that_never_reads_stops_the_clients_reads(daemon, tmp_path, 
     peers.append(up)
     server = f"127.0.0.1:{up.port}"
     ctl_path, conf = proxy_config(tmp_path, [server], 'timeout: "2s"', routes='"GET /ws": "px"')
-    d = daemon(conf)
+    d = daemon(conf, env=OWN_MEMORY)
     base_rss, base_report = rss_kb(d.pid), memory_report(d.pid)
     s = raw_upgrade(d.ports["WEB"])
     s.setblocking(False)
