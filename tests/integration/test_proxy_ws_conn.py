@@ -231,29 +231,36 @@ def binary_frame(payload):
     return bytes([0x82]) + size + b"\0\0\0\0" + payload
 
 
+def flood(s, pid, base_rss, seconds=10):
+    """Sends 60 KB frames on S without reading, for SECONDS or until the
+    connection ends or refuses a write: (bytes sent, PID's highest RSS seen
+    in KB, seconds until the end or None)."""
+    s.setblocking(False)
+    frame = binary_frame(os.urandom(60000))
+    sent, peak = 0, base_rss
+    t0 = time.monotonic()
+    pending = memoryview(frame)
+    while time.monotonic() - t0 < seconds:
+        if not select.select([], [s], [], 0.2)[1]:
+            peak = max(peak, rss_kb(pid))
+            continue
+        try:
+            n = s.send(pending)
+        except (BlockingIOError, ConnectionError):
+            return sent, peak, time.monotonic() - t0
+        sent += n
+        pending = pending[n:] if n < len(pending) else memoryview(frame)
+        if sent % (1 << 20) < n:
+            peak = max(peak, rss_kb(pid))
+    return sent, peak, None
+
+
 def test_a_client_that_never_reads_holds_bounded_memory_and_times_out(daemon, tmp_path):
     d, ctl_path, server, _ = relay_setup(daemon, tmp_path, timeout="2s", env=OWN_MEMORY)
     port = d.ports["WEB"]
     base_rss, base_report = rss_kb(d.pid), memory_report(d.pid)
     s = raw_upgrade(port)
-    s.setblocking(False)
-    frame = binary_frame(os.urandom(60000))
-    sent, peak, closed_after = 0, base_rss, None
-    t0 = time.monotonic()
-    pending = memoryview(frame)
-    while time.monotonic() - t0 < 10:
-        if not select.select([], [s], [], 0.2)[1]:
-            peak = max(peak, rss_kb(d.pid))
-            continue
-        try:
-            n = s.send(pending)
-        except (BlockingIOError, ConnectionError):
-            closed_after = time.monotonic() - t0
-            break
-        sent += n
-        pending = pending[n:] if n < len(pending) else memoryview(frame)
-        if sent % (1 << 20) < n:
-            peak = max(peak, rss_kb(d.pid))
+    sent, peak, closed_after = flood(s, d.pid, base_rss)
     # the echoes of what the client sends wait for it: the proxy keeps at
     # most its relay bound of them and stops reading the upstream (which
     # copes with its own slow reader as it likes)
@@ -287,22 +294,7 @@ def test_an_upstream_that_never_reads_stops_the_clients_reads(daemon, tmp_path, 
     d = daemon(conf, env=OWN_MEMORY)
     base_rss, base_report = rss_kb(d.pid), memory_report(d.pid)
     s = raw_upgrade(d.ports["WEB"])
-    s.setblocking(False)
-    frame = binary_frame(os.urandom(60000))
-    sent, peak, closed_after = 0, base_rss, None
-    t0 = time.monotonic()
-    pending = memoryview(frame)
-    while time.monotonic() - t0 < 10:
-        if not select.select([], [s], [], 0.2)[1]:
-            peak = max(peak, rss_kb(d.pid))
-            continue
-        try:
-            n = s.send(pending)
-        except (BlockingIOError, ConnectionError):
-            closed_after = time.monotonic() - t0
-            break
-        sent += n
-        pending = pending[n:] if n < len(pending) else memoryview(frame)
+    sent, peak, closed_after = flood(s, d.pid, base_rss)
     stuck.set()
     # the proxy's bound and the four socket buffers in between, not more
     assert 256 << 10 < sent < 32 << 20, sent
