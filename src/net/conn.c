@@ -751,7 +751,6 @@ static const tn_conn_kind stream_kind = {
  * d->relays): the daemon only ends it and frees it. */
 static const tn_conn_kind relay_kind = {
     .protocol = stream_protocol,
-    .describe = stream_describe, /* for whoever the relay carries a WebSocket for */
     .abort = stream_abort,
     .destroy = stream_destroy,
 };

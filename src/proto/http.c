@@ -331,10 +331,13 @@ static void handover(tn_conn *c, tn_http_request *r)
     tn_conn_flush(c);
     if (!c->base.dead && (tn_conn_unsent(c) || !copy))
         tn_conn_close(c, copy ? "upgrade behind unsent output" : "out of memory");
+    tn_conn_info info = { .local = "" };
     if (!c->base.dead) {
         if (len)
             evbuffer_copyout(c->in, copy, len);
         ho.len = len;
+        c->base.kind->describe(&c->base, &info); /* while the socket is still the connection's */
+        ho.local = info.local;
         ho.fd = c->tp->plain ? tn_conn_take_fd(c) : tn_relay_start(c);
     }
     fn(arg, &ho);

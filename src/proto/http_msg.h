@@ -80,6 +80,7 @@ typedef struct tn_http_handover {
      * its listener and remote address */
     struct tn_conn_base *from;
     evutil_socket_t fd;   /* the plain bytes (through a relay for TLS); -1 when the connection was lost */
+    const char *local;    /* "ip:port" the client reached */
     const char *data;     /* read after the request's head, LEN bytes */
     size_t len;
     const char *path;     /* the request's path */

@@ -16,12 +16,11 @@
 #include "upstream/http_proxy.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <event2/buffer.h>
 
-#include "addr.h"
 #include "clock.h"
 #include "handlers/handler.h"
 #include "log.h"
@@ -202,23 +201,6 @@ static const tn_conn_kind relay_kind = {
     .destroy = relay_destroy,
 };
 
-/* Where the client reached us: its socket's address, or for TLS (whose
- * relay hands over one end of a socket pair) what the carrying connection
- * says. */
-static void local_address(const tn_http_handover *ho, char *out, size_t len)
-{
-    tn_sockaddr la;
-    socklen_t ll = sizeof(la);
-    snprintf(out, len, "?");
-    if (getsockname(ho->fd, &la.sa, &ll) == 0 && (la.sa.sa_family == AF_INET || la.sa.sa_family == AF_INET6)) {
-        tn_addr_format(&la.sa, out, len);
-    } else if (ho->from->kind->describe) {
-        tn_conn_info info = { 0 };
-        ho->from->kind->describe(ho->from, &info);
-        snprintf(out, len, "%s", info.local);
-    }
-}
-
 void tn_proxy_ws_relay(tn_handler *h, const tn_http_handover *ho, struct bufferevent *up, tn_upstream_server *s)
 {
     const char *path = ho->path ? ho->path : "";
@@ -235,7 +217,7 @@ void tn_proxy_ws_relay(tn_handler *h, const tn_http_handover *ho, struct buffere
     rl->base.remote = ho->from->remote;
     rl->base.established_ms = tn_loop_ms(h->base);
     rl->base.last_activity_ms = rl->base.established_ms;
-    local_address(ho, rl->local, sizeof(rl->local));
+    snprintf(rl->local, sizeof(rl->local), "%s", ho->local ? ho->local : "?");
     strcpy(rl->path, path);
     tn_conn_base_open(&rl->base);
     rl->side[0] = client;
