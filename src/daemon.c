@@ -481,10 +481,19 @@ static void free_state(tn_daemon *d)
  * while events keep coming: an idle wait costs the peer's kernel a wakeup
  * of this process (an inter-processor interrupt, a VM exit under a
  * hypervisor) for each message, which a busy client pays for in throughput.
- * The polling window adapts: after a sleep that ended in I/O it is at least
+ * The polling window adapts: after a sleep that ended in work it is at least
  * a quarter of the setting, each poll that finds work doubles it (up to the
  * setting), each window that passes with nothing found halves it; so an
- * idle daemon sleeps, and isolated events cost a short poll each. */
+ * idle daemon sleeps, and isolated events cost a short poll each. Work is
+ * any callback the pass ran, as libevent counts its active events: every
+ * socket, timer and relay is seen without each one reporting itself. */
+static bool pass(struct event_base *base, int flags, int *rc)
+{
+    event_base_get_max_events(base, EVENT_BASE_COUNT_ACTIVE, 1);
+    *rc = event_base_loop(base, flags);
+    return event_base_get_max_events(base, EVENT_BASE_COUNT_ACTIVE, 0) > 0;
+}
+
 static void run_loop(tn_daemon *d)
 {
     int64_t window = 0, last_event = 0;
@@ -499,12 +508,11 @@ static void run_loop(tn_daemon *d)
         }
         if (window > max)
             window = max;
-        uint64_t seen = d->io_events;
         int rc;
         if (polling) {
-            rc = event_base_loop(d->base, EVLOOP_NONBLOCK);
+            bool found = pass(d->base, EVLOOP_NONBLOCK, &rc);
             int64_t now = tn_now_us();
-            if (d->io_events != seen) {
+            if (found) {
                 last_event = now;
                 window = window * 2 > max ? max : window * 2;
             } else if (now - last_event >= window) {
@@ -512,8 +520,7 @@ static void run_loop(tn_daemon *d)
                 polling = false;
             }
         } else {
-            rc = event_base_loop(d->base, EVLOOP_ONCE);
-            if (d->io_events != seen) {
+            if (pass(d->base, EVLOOP_ONCE, &rc)) {
                 last_event = tn_now_us();
                 if (window < (max + 3) / 4)
                     window = (max + 3) / 4;

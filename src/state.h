@@ -96,7 +96,6 @@ typedef struct tn_daemon {
     char last_reload_msg[512]; /* its outcome: the summary, or the errors (first lines) */
     bool stopping;
     int exit_code;
-    uint64_t io_events;       /* I/O callbacks run: tells the busy-poll loop a pass did work */
     struct event *sig_ev[TN_NSIGNALS];
     tn_logfile *logfiles;     /* open log files, reopened on SIGUSR1 (log.h) */
     struct event *shutdown_ev;

@@ -391,7 +391,6 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     tn_conn *c = arg;
-    tn_conn_daemon(c)->io_events++;
     if (what & EV_CLOSED)
         c->eof_pending = 1;
     if (what & EV_TIMEOUT) {

@@ -149,7 +149,6 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     tn_listener *l = arg;
     tn_daemon *d = l->d;
     const tn_limits *lim = &l->conf->limits;
-    d->io_events++;
     l->backoff_ms = 0;
     if (d->stopping || l->draining) {
         evutil_closesocket(fd);

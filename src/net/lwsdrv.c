@@ -231,7 +231,6 @@ static void sync_events(tn_lws_sock *s)
 
 static void service(tn_lws_sock *s, short revents)
 {
-    g.d->io_events++;
     struct lws_pollfd p = { .fd = s->fd, .events = (short)(POLLIN | POLLOUT), .revents = revents };
     lws_service_fd(g.ctx, &p);
     tn_lws_wake();

@@ -166,7 +166,6 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     tn_listener *l = arg;
-    l->d->io_events++;
     udp_state *st = l->fe_state;
     const tn_limits *lim = tn_listener_limits(l);
     for (int b = 0; b < MAX_BATCHES; b++) {

@@ -33,7 +33,6 @@
 #include "clock.h"
 #include "log.h"
 #include "proto/http.h"
-#include "state.h"
 #include "upstream/http_pool.h"
 
 #define BODY_HIGH (256 * 1024) /* request bytes unsent upstream before the client is stopped */
@@ -545,7 +544,6 @@ static void stream_free(tn_http_stream *s)
 static void up_read(struct bufferevent *bev, void *arg)
 {
     exchange *x = arg;
-    x->p->h->daemon->io_events++; /* work found: the busy-poll loop keeps polling */
     x->got_byte = true;
     (void)bev;
     tn_http_pool_fill(x->uc, evbuffer_get_length(x->rbody), RESP_HIGH);

@@ -472,7 +472,6 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     lp_conn *c = arg;
     lp_pool *p = c->pool;
-    p->d->io_events++; /* work found: the busy-poll loop keeps polling */
     tn_upstream_server *s = p->s;
     struct evbuffer *in = bufferevent_get_input(bev);
     size_t len = evbuffer_get_length(in);
