@@ -8,6 +8,7 @@ it until shutdown_timeout (messages still pass after SIGTERM) and then
 closes it, and a proxy handler that a reload removed lists the server the
 relay goes to until the relay ends.
 
+With busy polling on, relayed bytes are work that keeps the loop polling.
 A client that sends and never reads cannot make the relay hold more than
 its bound, and once nothing has moved toward it for `timeout` the relay
 ends.
@@ -305,3 +306,29 @@ def test_an_upstream_that_never_reads_stops_the_clients_reads(daemon, tmp_path, 
     wait_for(lambda: not ws_conns(ctl_path) and servers_of(ctl_path)[server]["active"] == 0, 5,
              what="the relay to end")
     s.close()
+
+
+def voluntary_switches(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("voluntary_ctxt_switches"))
+
+
+def test_busy_polling_sees_the_relay_as_work(daemon, tmp_path):
+    """With busy_poll_us set, a pass that relays WebSocket bytes is work like
+    any other: messages 5 ms apart keep a 20 ms polling window open, so the
+    loop does not go to sleep between them (each sleep is a voluntary
+    context switch)."""
+    d, _, _, _ = relay_setup(daemon, tmp_path, daemon_keys="busy_poll_us: 20000\n")
+    port = d.ports["WEB"]
+
+    async def go():
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+            assert await echo(ws, "warm") == "warm"
+            before = voluntary_switches(d.pid)
+            for i in range(100):
+                assert await echo(ws, f"m{i}") == f"m{i}"
+                await asyncio.sleep(0.005)
+            return voluntary_switches(d.pid) - before
+
+    slept = asyncio.run(go())
+    assert slept < 20, slept
