@@ -167,8 +167,13 @@ void tn_conn_flush(tn_conn *c)
         d->wbuf_owner = NULL;
         src = d->wbuf;
     }
-    if (!src)
+    if (!src) {
+        /* nothing left to write: a connection whose end waited on a reply
+         * still being made (the peer's FIN came first) ends with it */
+        if (c->closing && !c->base.dead && !fe_busy(c))
+            tn_conn_close(c, NULL);
         return;
+    }
     if (c->base.dead) {
         evbuffer_drain(src, evbuffer_get_length(src));
         return;

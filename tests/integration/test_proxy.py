@@ -454,6 +454,43 @@ def test_slow_upstream_gives_504(daemon, tmp_path, peers):
     assert servers_of(ctl_path)[f"127.0.0.1:{slow.port}"]["failures"]["timeout"] == 1
 
 
+
+def test_a_client_that_half_closes_gets_its_answer_then_the_close(daemon, tmp_path, peers):
+    """A client that sends its request and then its FIN (shutdown of its
+    write side) is answered when the upstream answers, and the connection
+    ends right after: nothing is left open until idle_timeout. Before the
+    fix the proxy kept such connections, one per client that left while its
+    request was in flight (wrk leaves 8-50 of them at the end of a run)."""
+    release = threading.Event()
+
+    def respond(i, req):
+        release.wait(10)  # not before the client's FIN is in
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlater"
+
+    up = Canned(respond)
+    peers.append(up)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.port}"])
+    d = daemon(conf)
+    for _ in range(3):
+        release.clear()
+        with socket.create_connection((HOST, d.ports["WEB"])) as s:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            wait_for(lambda: len(up.requests) > 0, 5, what="the request at the upstream")
+            time.sleep(0.1)  # the FIN reaches the proxy before the answer
+            release.set()
+            s.settimeout(5)
+            got = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                got += b
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\nlater"), got
+        up.requests.clear()
+    st = ctl(ctl_path, "stats")
+    assert st["global"]["active_connections"] == 0, st["global"]
+
 MALFORMED = {
     "length and chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     "two lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
