@@ -227,6 +227,7 @@ void tn_metrics_stats_json(tn_daemon *d, tn_json *j)
     counters_json(j, &d->stats);
     tls_json(j, &d->stats);
     responses_json(j, "http_responses", d->stats.http_responses);
+    tn_json_u64(j, "loop_gathers", d->loop_gathers);
     tn_json_close(j, '}');
     tn_json_open(j, "listeners", '{');
     for (tn_listener *l = d->listeners; l; l = l->next) {
@@ -356,10 +357,13 @@ static void process_prom(tn_daemon *d, struct evbuffer *out)
                         "tusknet_last_reload_successful %d\n"
                         "# HELP tusknet_last_reload_timestamp_seconds When the latest reload was attempted (0 before any).\n"
                         "# TYPE tusknet_last_reload_timestamp_seconds gauge\n"
-                        "tusknet_last_reload_timestamp_seconds %.3f\n",
+                        "tusknet_last_reload_timestamp_seconds %.3f\n"
+                        "# HELP tusknet_loop_gathers_total Loop passes after which the loop waited coalesce_us for events to gather.\n"
+                        "# TYPE tusknet_loop_gathers_total counter\n"
+                        "tusknet_loop_gathers_total %llu\n",
                         tn_metrics_uptime(d), (unsigned long long)d->reloads_ok,
                         (unsigned long long)d->reloads_refused, !d->last_reload_ms || d->last_reload_ok,
-                        (double)d->last_reload_ms / 1e3);
+                        (double)d->last_reload_ms / 1e3, (unsigned long long)d->loop_gathers);
 }
 
 double tn_metrics_uptime(const tn_daemon *d)

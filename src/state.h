@@ -84,6 +84,7 @@ typedef struct tn_daemon {
      * read): a line client's replies stay in wbuf until the batch ends or
      * another connection takes wbuf, so a pipelined batch is one write */
     bool reply_batch;
+    uint64_t loop_gathers;    /* passes after which the loop waited for events to gather (coalesce_us) */
     char http_date[40];       /* Date: header, formatted once a second */
     int64_t http_date_sec;
     int64_t started_wall_ms;

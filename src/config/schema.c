@@ -59,6 +59,10 @@ const tn_key tn_schema[] = {
     { "daemon", "busy_poll_us", TN_T_INT, "0", 0, 100000, NULL, NULL, D(busy_poll_us), 0,
       "Microseconds the loop keeps polling, not sleeping, after the last event (shrinks while "
       "polling finds nothing); trades CPU for latency. 0 = off." },
+    { "daemon", "coalesce_us", TN_T_INT, "50", 0, 1000, NULL, NULL, D(coalesce_us), 0,
+      "Under load (8 or more events ready in one loop pass), microseconds the loop waits for "
+      "more to gather before it looks again, instead of sleeping until the next one wakes it; "
+      "light load never waits. 0 = off; busy_poll_us, when set, replaces it." },
     { "daemon", "workers", TN_T_INT, "1", 0, 256, NULL, NULL, D(workers), TN_K_AUTO,
       "Worker processes serving traffic; auto (or 0) = one per CPU the process may run on. "
       "Above 1 a master process supervises them (see Scaling out)." },
