@@ -54,10 +54,11 @@ def burst(d, clients, rounds=3):
 
 def test_many_ready_connections_make_the_loop_gather(daemon, tmp_path):
     d, path = start(daemon, tmp_path, "")  # the default is on
-    clients = [LineClient(d.ports["L"]) for _ in range(CLIENTS)]
+    clients = []
     try:
-        for c in clients:  # connected and served once, one at a time
-            assert c.request("echo hi") == "hi"
+        for _ in range(CLIENTS):  # connected and served one at a time
+            clients.append(LineClient(d.ports["L"]))
+            assert clients[-1].request("echo hi") == "hi"
         assert gathers(path) == 0
         burst(d, clients)
         assert gathers(path) >= 3  # at least once per round
