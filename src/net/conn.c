@@ -179,7 +179,7 @@ void tn_conn_flush(tn_conn *c)
         return;
     }
     while (evbuffer_get_length(src)) {
-        int n = c->tp->write(c->tp_state, c->fd, src);
+        int n = c->tp->plain && !c->file_out ? tn_sock_send(c->fd, src) : c->tp->write(c->tp_state, c->fd, src);
         if (n > 0) {
             if (is_relay(c))
                 continue; /* lws counts what it sends */

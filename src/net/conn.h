@@ -143,6 +143,7 @@ struct tn_conn {
     uint8_t closing;       /* no more input; closes once output is flushed */
     uint8_t read_paused;   /* too much unread output: input waits */
     uint8_t eof_pending;   /* the peer's FIN waits in the socket behind data */
+    uint8_t file_out;      /* file segments went to the output: libevent writes it (sendfile) */
     uint8_t input_ended;   /* the peer finished sending (a stream process may still talk) */
 };
 

@@ -5,6 +5,7 @@
 #include "net/transport.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 static ssize_t tcp_read(void *st, evutil_socket_t fd, void *buf, size_t len)
 {
@@ -16,6 +17,38 @@ static int tcp_write(void *st, evutil_socket_t fd, struct evbuffer *src)
 {
     (void)st;
     return evbuffer_write(src, fd);
+}
+
+/* libevent writes with writev(2), which reaches the socket through the
+ * file layer (position lock, access checks, fsnotify); send and sendmsg go
+ * straight to it. Two writes a proxied request, it was 3-4% of the proxy's
+ * CPU. File segments cannot be peeked (sendfile chains have no bytes in
+ * memory), so connections that send files keep evbuffer_write. */
+#define SEND_IOV 16
+
+int tn_sock_send(evutil_socket_t fd, struct evbuffer *src)
+{
+    struct evbuffer_iovec v[SEND_IOV];
+    int nv = evbuffer_peek(src, -1, NULL, v, SEND_IOV);
+    if (nv <= 0)
+        return 0;
+    if (nv > SEND_IOV)
+        nv = SEND_IOV; /* the rest goes with the next call */
+    ssize_t n;
+    if (nv == 1) {
+        n = send(fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        struct iovec iov[SEND_IOV];
+        for (int i = 0; i < nv; i++) {
+            iov[i].iov_base = v[i].iov_base;
+            iov[i].iov_len = v[i].iov_len;
+        }
+        struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)nv };
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    }
+    if (n > 0)
+        evbuffer_drain(src, (size_t)n);
+    return (int)n;
 }
 
 static int tcp_handshake(void *st, int *reason, char *detail, size_t detaillen)

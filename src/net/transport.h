@@ -55,4 +55,9 @@ typedef struct tn_transport_ops {
 /* Plain TCP: no state (NULL). */
 extern const tn_transport_ops tn_tcp_transport;
 
+/* Writes from SRC what socket FD takes now, with send(2) or sendmsg(2), and
+ * drains it: bytes written, -1 with errno. SRC must hold no file segments
+ * (those are written by tn_tcp_transport, with sendfile). */
+int tn_sock_send(evutil_socket_t fd, struct evbuffer *src);
+
 #endif

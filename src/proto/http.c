@@ -106,6 +106,7 @@ static size_t serialize(tn_conn *c, tn_http_request *r, struct evbuffer *body, s
         /* libevent sends file segments with sendfile and closes the fd */
         if (r->file_length > 0) {
             evbuffer_add_file(out, r->file_fd, r->file_offset, r->file_length);
+            c->file_out = 1;
         } else {
             close(r->file_fd);
         }

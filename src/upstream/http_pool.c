@@ -22,6 +22,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "net/transport.h"
 
 #define SURPLUS_GRACE_MS 1000
 static const struct timeval surplus_grace = { SURPLUS_GRACE_MS / 1000, (SURPLUS_GRACE_MS % 1000) * 1000 };
@@ -332,7 +334,7 @@ void tn_http_pool_send(tn_up_conn *uc)
     /* a socket bufferevent keeps its output's front frozen but for its own writes */
     evbuffer_unfreeze(out, 1);
     while (evbuffer_get_length(out)) {
-        int n = evbuffer_write(out, fd);
+        int n = tn_sock_send(fd, out);
         if (n <= 0 && !(n < 0 && errno == EINTR))
             break;
     }
@@ -374,7 +376,7 @@ static ssize_t read_chunk(tn_up_conn *uc, struct evbuffer *in, evutil_socket_t f
     }
     ssize_t n;
     do
-        n = readv(fd, iov, nv);
+        n = nv == 1 ? recv(fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(fd, iov, nv);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
         size_t left = (size_t)n;
