@@ -607,7 +607,7 @@ void tn_http_fail_request(tn_conn *c, tn_http_conn *hc, int status, const char *
     tn_http_request *r = hc->cur;
     hc->cur = NULL;
     hc->state = TN_HTTP_DONE;
-    if (!r && !(r = tn_http_request_new(c))) {
+    if (!r && !(r = tn_http_request_new(c, hc))) {
         tn_conn_close(c, "out of memory");
         return;
     }

@@ -60,6 +60,10 @@ typedef struct tn_http_conn {
     bool sink_full;         /* the sink said stop: input waits for tn_http_body_resume */
     int64_t sink_bytes;
     bool upgrade_wait;      /* a proxied Upgrade request: input waits for its answer */
+    /* the peer's "ip:port", formatted for its first request (every request
+     * carries it: X-Forwarded-For, the access log, exec's environment) */
+    char remote[128];
+    uint8_t remote_len, remote_ip_start, remote_ip_len;
 } tn_http_conn;
 
 /* The loop's cached time: the head deadline needs milliseconds, not a clock
@@ -72,7 +76,7 @@ static inline int64_t tn_http_loop_us(const tn_conn *c)
 /* ---- the parser (http_parse.c) ---- */
 
 /* A request for C: its router referenced, its peer's address filled in. */
-tn_http_request *tn_http_request_new(tn_conn *c);
+tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc);
 /* Frees R: its arena, body, file, stream, and its reference on the router. */
 void tn_http_request_free(tn_http_request *r);
 /* Parses a complete head (DATA, LEN including the blank line): answers an

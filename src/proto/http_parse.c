@@ -243,7 +243,19 @@ void tn_http_request_free(tn_http_request *r)
     free(r);
 }
 
-tn_http_request *tn_http_request_new(tn_conn *c)
+static void format_remote(tn_conn *c, tn_http_conn *hc)
+{
+    tn_conn_remote_str(c, hc->remote, sizeof(hc->remote));
+    size_t len = strlen(hc->remote);
+    const char *colon = strrchr(hc->remote, ':');
+    size_t iplen = colon ? (size_t)(colon - hc->remote) : len;
+    bool bracketed = iplen >= 2 && hc->remote[0] == '[';
+    hc->remote_len = (uint8_t)len;
+    hc->remote_ip_start = bracketed;
+    hc->remote_ip_len = (uint8_t)(bracketed ? iplen - 2 : iplen);
+}
+
+tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc)
 {
     tn_http_request *r = calloc(1, sizeof(*r));
     if (!r)
@@ -255,15 +267,10 @@ tn_http_request *tn_http_request_new(tn_conn *c)
     r->conn_id = c->base.session.id;
     r->listener = c->base.listener->name;
     r->started_us = tn_now_us();
-    char addr[80];
-    tn_conn_remote_str(c, addr, sizeof(addr));
-    r->remote_addr = tn_http_strdup(r, addr, strlen(addr));
-    const char *colon = strrchr(addr, ':');
-    size_t iplen = colon ? (size_t)(colon - addr) : strlen(addr);
-    if (iplen >= 2 && addr[0] == '[')
-        r->remote_ip = tn_http_strdup(r, addr + 1, iplen - 2);
-    else
-        r->remote_ip = tn_http_strdup(r, addr, iplen);
+    if (!hc->remote_len)
+        format_remote(c, hc);
+    r->remote_addr = tn_http_strdup(r, hc->remote, hc->remote_len);
+    r->remote_ip = tn_http_strdup(r, hc->remote + hc->remote_ip_start, hc->remote_ip_len);
     r->headers = tn_http_alloc(r, TN_HTTP_MAX_HEADERS * sizeof(tn_http_header));
     return r;
 }
@@ -309,7 +316,7 @@ void tn_http_begin_request(tn_conn *c, tn_http_conn *hc, const char *data, size_
     const tn_limits *lim = tn_listener_limits(c->base.listener);
     const char *eol = memchr(data, '\n', len);
     size_t line_len = eol ? (size_t)(eol - data) : len;
-    tn_http_request *r = tn_http_request_new(c);
+    tn_http_request *r = tn_http_request_new(c, hc);
     if (!r) {
         tn_conn_close(c, "out of memory");
         return;

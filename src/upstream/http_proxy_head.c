@@ -19,11 +19,16 @@ static bool hop_by_hop(const char *name, const char *connection)
     static const char *const names[] = { "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
                                          "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
                                          "Proxy-Authorization" };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcasecmp(name, names[i]) == 0)
+    switch (name[0] | 0x20) { /* every name above starts with one of these */
+    case 'c': case 'k': case 't': case 'u': case 'p':
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            if (strcasecmp(name, names[i]) == 0)
+                return true;
+        if (strncasecmp(name, "Proxy-", 6) == 0)
             return true;
-    if (strncasecmp(name, "Proxy-", 6) == 0)
-        return true;
+        break;
+    default: break;
+    }
     return connection && tn_http_list_has(connection, name, false);
 }
 
