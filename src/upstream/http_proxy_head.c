@@ -209,30 +209,37 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
     *chunked_out = chunked_up;
 }
 
+/* Header name N is LIT (ASCII letters and '-', any case); the first letter
+ * decides most comparisons without a call. */
+static inline bool name_is(const char *n, const char *lit)
+{
+    return (n[0] | 0x20) == (lit[0] | 0x20) && !strcasecmp(n, lit);
+}
+
 void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names, const char *const *values, size_t count,
                                     bool switching, int major, int minor)
 {
     const char *connection = NULL;
     for (size_t i = 0; i < count; i++)
-        if (!strcasecmp(names[i], "Connection"))
+        if (name_is(names[i], "Connection"))
             connection = values[i];
     const char *via = NULL;
     bool has_ctype = false;
     for (size_t i = 0; i < count; i++) {
         const char *n = names[i], *v = values[i];
-        if (!strcasecmp(n, "Content-Type")) {
+        if (name_is(n, "Content-Type")) {
             r->content_type = tn_http_strdup(r, v, strlen(v));
             has_ctype = true;
             continue;
         }
-        if (switching && (!strcasecmp(n, "Upgrade") || !strcasecmp(n, "Connection"))) {
+        if (switching && (name_is(n, "Upgrade") || name_is(n, "Connection"))) {
             tn_http_add_header(r, n, v);
             continue;
         }
-        if (hop_by_hop(n, connection) || !strcasecmp(n, "Content-Length") || !strcasecmp(n, "Date") ||
-            !strcasecmp(n, "Server"))
+        if (hop_by_hop(n, connection) || name_is(n, "Content-Length") || name_is(n, "Date") ||
+            name_is(n, "Server"))
             continue;
-        if (!strcasecmp(n, "Via")) {
+        if (name_is(n, "Via")) {
             via = v;
             continue;
         }
@@ -240,6 +247,10 @@ void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names
     }
     if (!has_ctype)
         r->content_type = ""; /* none: none sent on */
+    if (!via && major == 1 && (minor == 0 || minor == 1)) {
+        tn_http_add_header(r, "Via", minor ? "1.1 tusknetd" : "1.0 tusknetd");
+        return;
+    }
     char vbuf[512];
     snprintf(vbuf, sizeof(vbuf), "%s%s%d.%d tusknetd", via ? via : "", via ? ", " : "", major, minor);
     tn_http_add_header(r, "Via", vbuf);
