@@ -21,7 +21,6 @@
  * the pool only after a complete, well-framed response with nothing extra. */
 #include "upstream/http_proxy.h"
 
-#include <http_parser.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -34,147 +33,14 @@
 #include "clock.h"
 #include "log.h"
 #include "proto/http.h"
+#include "upstream/http_exchange.h"
 #include "upstream/http_pool.h"
+
+typedef tn_http_exchange exchange;
 
 #define BODY_HIGH (256 * 1024) /* request bytes unsent upstream before the client is stopped */
 #define RESP_HIGH (256 * 1024) /* response bytes waiting for the client before the upstream is */
 #define PIECE (64 * 1024)      /* most handed to the front end per piece */
-#define MAX_RESP_HEADERS 100
-#define MAX_TRIES 101          /* retries is at most 100 */
-
-typedef struct exchange exchange;
-
-struct exchange {
-    tn_proxy *p;
-    tn_handler *h;            /* referenced while the exchange lives */
-    tn_job *job;              /* until the response head is handed over */
-    tn_http_request *r;       /* NULL once the front end let go of it */
-    tn_http_body_sink sink;
-    tn_http_stream stream;
-    bool sink_set, sink_ended, body_complete;
-    bool stream_set, stream_freed;
-    /* the current try */
-    tn_up_conn *uc;
-    tn_upstream_server *server; /* referenced while tried */
-    size_t ntried;            /* in tried[] */
-    int attempt;              /* retries done */
-    bool sending;             /* head sent on uc; body goes there */
-    bool body_sent_any;       /* a body byte left for some upstream: no retry */
-    bool request_sent;        /* all of it is in the kernel */
-    bool got_byte;            /* a response byte came */
-    bool reused;
-    int64_t t0, try_t0;
-    struct event *timer;      /* backoff */
-    struct event *nosock_ev;  /* a failure to report from the loop, not from the handler call */
-    struct evbuffer *head;    /* the request head, kept for retries */
-    struct evbuffer *body;    /* body bytes waiting for a connection */
-    bool chunked_up;          /* the body goes up chunked */
-    bool idempotent;
-    bool upgrade;             /* the client asked to switch protocols */
-    bool upgrade_pending;     /* 101 handed over: the front end calls tn_proxy_ws_take */
-    bool https;               /* the client came over TLS */
-    uint64_t resp_length;     /* Content-Length of the response, when it has one */
-    bool sized;               /* framed by Content-Length alone: moved without the parser */
-    uint64_t body_left;       /* of a sized body */
-    /* the response */
-    http_parser parser;
-    char *rhead;              /* the head, NUL-terminated in place after parsing */
-    size_t rhead_len;
-    size_t nh;                /* in hname[] and the others */
-    int content_lengths, transfer_encodings;
-    bool header_overflow;
-    bool head_done, resp_done, resp_failed;
-    int crlf_need;            /* see on_body */
-    const char *feed_end;
-    struct evbuffer *rbody;   /* decoded body bytes for the client */
-    bool read_stopped;
-    exchange *next_free;      /* in the handler's spare list */
-    /* Not cleared for a new exchange (3.5 KB): read only below ntried and
-     * nh. Keep them last. */
-    tn_upstream_server *tried[MAX_TRIES];
-    const char *hname[MAX_RESP_HEADERS], *hvalue[MAX_RESP_HEADERS];
-    size_t hname_len[MAX_RESP_HEADERS], hvalue_len[MAX_RESP_HEADERS];
-};
-
-/* A proxy handler keeps up to SPARE_MAX finished exchanges, buffers
- * included, for its next requests: one of 4 KB allocated (outside malloc's
- * per-thread cache) and zeroed for each request was 1% of its CPU. */
-#define SPARE_MAX 64
-
-typedef struct spares {
-    exchange *list;
-    size_t n;
-} spares;
-
-/* A new exchange for P, all zero but its three (empty) buffers. */
-static exchange *exchange_new(tn_proxy *p)
-{
-    spares *sp = p->side_state[TN_UPSIDE_HTTP];
-    exchange *x = sp ? sp->list : NULL;
-    if (x) {
-        sp->list = x->next_free;
-        sp->n--;
-        struct evbuffer *head = x->head, *body = x->body, *rbody = x->rbody;
-        memset(x, 0, offsetof(exchange, tried));
-        x->head = head;
-        x->body = body;
-        x->rbody = rbody;
-        return x;
-    }
-    x = malloc(sizeof(*x));
-    if (!x)
-        return NULL;
-    memset(x, 0, offsetof(exchange, tried));
-    if (!(x->head = evbuffer_new()) || !(x->body = evbuffer_new()) || !(x->rbody = evbuffer_new())) {
-        if (x->head)
-            evbuffer_free(x->head);
-        if (x->body)
-            evbuffer_free(x->body);
-        free(x);
-        return NULL;
-    }
-    return x;
-}
-
-static void exchange_discard(exchange *x)
-{
-    evbuffer_free(x->head);
-    evbuffer_free(x->body);
-    evbuffer_free(x->rbody);
-    free(x);
-}
-
-/* X, done with, to its handler's spares (or freed). */
-static void exchange_put(tn_proxy *p, exchange *x)
-{
-    spares *sp = p->side_state[TN_UPSIDE_HTTP];
-    if (!sp && (sp = calloc(1, sizeof(*sp))))
-        p->side_state[TN_UPSIDE_HTTP] = sp;
-    if (!sp || sp->n >= SPARE_MAX) {
-        exchange_discard(x);
-        return;
-    }
-    evbuffer_drain(x->head, evbuffer_get_length(x->head));
-    evbuffer_drain(x->body, evbuffer_get_length(x->body));
-    evbuffer_drain(x->rbody, evbuffer_get_length(x->rbody));
-    x->next_free = sp->list;
-    sp->list = x;
-    sp->n++;
-}
-
-static void http_destroy(tn_proxy *p)
-{
-    spares *sp = p->side_state[TN_UPSIDE_HTTP];
-    if (!sp)
-        return;
-    while (sp->list) {
-        exchange *x = sp->list;
-        sp->list = x->next_free;
-        exchange_discard(x);
-    }
-    free(sp);
-    p->side_state[TN_UPSIDE_HTTP] = NULL;
-}
 
 static void try_next(exchange *x);
 static void exchange_maybe_free(exchange *x);
@@ -896,7 +762,7 @@ static void exchange_maybe_free(exchange *x)
         event_free(x->nosock_ev);
     free(x->rhead);
     tn_handler *h = x->h;
-    exchange_put(x->p, x);
+    tn_http_exchange_put(x->p, x);
     tn_handler_unref(h);
 }
 
@@ -917,7 +783,7 @@ static void job_cancel(tn_job *job)
 static tn_result http_handle(tn_proxy *p, tn_call *call)
 {
     tn_http_request *r = call->ctx.http;
-    exchange *x = exchange_new(p);
+    exchange *x = tn_http_exchange_new(p);
     if (!x) {
         evbuffer_add_printf(call->out, "out of memory");
         return TN_FAIL;
@@ -929,7 +795,7 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     int retry_after = 0;
     tn_upstream_server *s = pick(x, &retry_after);
     if (!s || !(x->job = tn_job_begin(call))) {
-        exchange_put(p, x);
+        tn_http_exchange_put(p, x);
         r->status = 502;
         if (retry_after > 0) {
             char v[16];
@@ -960,6 +826,6 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
 const tn_proxy_side tn_proxy_http = {
     .name = "http",
     .handle = http_handle,
-    .destroy = http_destroy,
+    .destroy = tn_http_exchange_spares_free,
 };
 const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;
