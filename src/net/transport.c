@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* transport.c - plain TCP as a transport (TLS is in tls.c): the socket
- * itself, read with recv(2) and written with libevent, which sends file
- * segments with sendfile(2). */
+ * itself, read with recv(2) and written with send/sendmsg(2)
+ * (tn_sock_send), or by libevent, which sends file segments with
+ * sendfile(2), once a connection has sent a file. */
 #include "net/transport.h"
 
 #include <sys/socket.h>
