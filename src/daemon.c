@@ -489,11 +489,12 @@ static void free_state(tn_daemon *d)
  * idle daemon sleeps, and isolated events cost a short poll each. Work is
  * any callback the pass ran, as libevent counts its active events: every
  * socket, timer and relay is seen without each one reporting itself. */
-static bool pass(struct event_base *base, int flags, int *rc)
+/* One loop pass; returns the most events that were ready at once in it. */
+static int pass(struct event_base *base, int flags, int *rc)
 {
     event_base_get_max_events(base, EVENT_BASE_COUNT_ACTIVE, 1);
     *rc = event_base_loop(base, flags);
-    return event_base_get_max_events(base, EVENT_BASE_COUNT_ACTIVE, 0) > 0;
+    return event_base_get_max_events(base, EVENT_BASE_COUNT_ACTIVE, 0);
 }
 
 /* Interrupt coalescing, as network cards do it (ethtool's rx-usecs): a
@@ -528,9 +529,7 @@ static void run_coalescing(tn_daemon *d, int64_t wait_us, int *rc)
 {
     int flags = EVLOOP_ONCE;
     for (int need = TN_GATHER_FROM;; need = TN_GATHER_WHILE) {
-        event_base_get_max_events(d->base, EVENT_BASE_COUNT_ACTIVE, 1);
-        *rc = event_base_loop(d->base, flags);
-        int ready = event_base_get_max_events(d->base, EVENT_BASE_COUNT_ACTIVE, 0);
+        int ready = pass(d->base, flags, rc);
         if (*rc < 0 || event_base_got_exit(d->base) || event_base_got_break(d->base) || ready < need)
             return;
         d->loop_gathers++;
@@ -561,7 +560,7 @@ static void run_loop(tn_daemon *d)
         if (window > max)
             window = max;
         if (polling) {
-            bool found = pass(d->base, EVLOOP_NONBLOCK, &rc);
+            bool found = pass(d->base, EVLOOP_NONBLOCK, &rc) > 0;
             int64_t now = tn_now_us();
             if (found) {
                 last_event = now;
@@ -571,7 +570,7 @@ static void run_loop(tn_daemon *d)
                 polling = false;
             }
         } else {
-            if (pass(d->base, EVLOOP_ONCE, &rc)) {
+            if (pass(d->base, EVLOOP_ONCE, &rc) > 0) {
                 last_event = tn_now_us();
                 if (window < (max + 3) / 4)
                     window = (max + 3) / 4;
