@@ -14,21 +14,23 @@
 
 #include "proto/http_msg.h"
 
+/* Header name N is LIT (ASCII letters and '-', any case); the first letter
+ * decides most comparisons without a call. */
+static inline bool name_is(const char *n, const char *lit)
+{
+    return (n[0] | 0x20) == (lit[0] | 0x20) && !strcasecmp(n, lit);
+}
+
 static bool hop_by_hop(const char *name, const char *connection)
 {
     static const char *const names[] = { "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding",
                                          "Upgrade", "Proxy-Connection", "Proxy-Authenticate",
                                          "Proxy-Authorization" };
-    switch (name[0] | 0x20) { /* every name above starts with one of these */
-    case 'c': case 'k': case 't': case 'u': case 'p':
-        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-            if (strcasecmp(name, names[i]) == 0)
-                return true;
-        if (strncasecmp(name, "Proxy-", 6) == 0)
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (name_is(name, names[i]))
             return true;
-        break;
-    default: break;
-    }
+    if ((name[0] | 0x20) == 'p' && strncasecmp(name, "Proxy-", 6) == 0)
+        return true;
     return connection && tn_http_list_has(connection, name, false);
 }
 
@@ -207,13 +209,6 @@ void tn_http_proxy_request_head(struct evbuffer *out, tn_http_request *r, const 
     w_flush(&w);
     *upgrade_out = upgrade_asked;
     *chunked_out = chunked_up;
-}
-
-/* Header name N is LIT (ASCII letters and '-', any case); the first letter
- * decides most comparisons without a call. */
-static inline bool name_is(const char *n, const char *lit)
-{
-    return (n[0] | 0x20) == (lit[0] | 0x20) && !strcasecmp(n, lit);
 }
 
 void tn_http_proxy_response_headers(tn_http_request *r, const char *const *names, const char *const *values, size_t count,
