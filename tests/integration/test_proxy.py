@@ -473,20 +473,15 @@ def test_a_client_that_half_closes_gets_its_answer_then_the_close(daemon, tmp_pa
     d = daemon(conf)
     for _ in range(3):
         release.clear()
-        with socket.create_connection((HOST, d.ports["WEB"])) as s:
-            s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-            s.shutdown(socket.SHUT_WR)
+        with HttpConn(d.ports["WEB"]) as c:
+            c.request("GET", "/x")
+            c.sock.shutdown(socket.SHUT_WR)
             wait_for(lambda: len(up.requests) > 0, 5, what="the request at the upstream")
             time.sleep(0.1)  # the FIN reaches the proxy before the answer
             release.set()
-            s.settimeout(5)
-            got = b""
-            while True:
-                b = s.recv(4096)
-                if not b:
-                    break
-                got += b
-        assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"\r\n\r\nlater"), got
+            r = c.read_response()
+            assert r.status == 200 and r.body == b"later", r
+            assert c.wait_closed(5)
         up.requests.clear()
     st = ctl(ctl_path, "stats")
     assert st["global"]["active_connections"] == 0, st["global"]
