@@ -257,9 +257,8 @@ tn_result tn_handler_call(tn_call *call)
     call->reply_len = 0;
     tn_result res = h->ops->handle(h, call);
     if (res == TN_LATER) {
-        if (call->job && !timed)
-            call->job->started_us = tn_now_us();
-        else if (call->job)
+        /* tn_job_begin read the clock when the handler took the job */
+        if (call->job && timed)
             call->job->started_us = start;
         h->stats.in_flight++;
         return res;
@@ -274,9 +273,12 @@ tn_result tn_handler_call(tn_call *call)
 
 tn_job *tn_job_begin(tn_call *call)
 {
-    tn_job *job = calloc(1, sizeof(*job));
+    /* one per asynchronous message: malloc, as glibc's calloc skips its
+     * per-thread cache */
+    tn_job *job = malloc(sizeof(*job));
     if (!job)
         return NULL;
+    memset(job, 0, sizeof(*job));
     job->payload = malloc(call->len + 1);
     if (!job->payload) {
         free(job);
@@ -288,7 +290,9 @@ tn_job *tn_job_begin(tn_call *call)
     job->handler = call->handler;
     job->ctx = call->ctx;
     if (call->ctx.remote_addr) {
-        snprintf(job->remote_addr, sizeof(job->remote_addr), "%s", call->ctx.remote_addr);
+        size_t n = strnlen(call->ctx.remote_addr, sizeof(job->remote_addr) - 1);
+        memcpy(job->remote_addr, call->ctx.remote_addr, n);
+        job->remote_addr[n] = '\0';
         job->ctx.remote_addr = job->remote_addr;
     }
     if (call->ctx.remote && call->ctx.remote_len <= sizeof(job->remote)) {

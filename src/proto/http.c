@@ -415,9 +415,10 @@ static bool respond_direct(tn_conn *c, tn_http_request *r, struct evbuffer *body
 static pending *enqueue(tn_conn *c, tn_http_request *r, bool close)
 {
     tn_http_conn *hc = c->fe_state;
-    pending *p = calloc(1, sizeof(*p));
+    pending *p = malloc(sizeof(*p)); /* not calloc, which skips glibc's thread cache */
     if (!p)
         return NULL;
+    memset(p, 0, sizeof(*p));
     p->req = r;
     p->conn = c;
     p->close_after = close;

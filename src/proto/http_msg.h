@@ -97,7 +97,7 @@ struct tn_http_request {
     bool keep_alive;        /* after this response */
     bool head;              /* HEAD: send headers only */
     tn_http_header *headers;
-    size_t nheaders;
+    size_t nheaders, headers_cap;
     struct evbuffer *body;  /* request body (de-chunked) */
     const char *remote_addr; /* "ip:port" */
     const char *remote_ip;   /* "ip" */

@@ -113,6 +113,17 @@ static void end_header(tn_http_conn *hc)
     for (size_t i = 0; i < hc->field_len; i++)
         if (hc->field[i] == ' ' || hc->field[i] == '\t')
             hc->error = 400;
+    if (r->nheaders == r->headers_cap && r->nheaders < TN_HTTP_MAX_HEADERS) {
+        size_t cap = r->headers_cap * 2 > TN_HTTP_MAX_HEADERS ? TN_HTTP_MAX_HEADERS : r->headers_cap * 2;
+        tn_http_header *more = tn_http_alloc(r, cap * sizeof(tn_http_header));
+        if (!more) {
+            hc->error = 431;
+            return;
+        }
+        memcpy(more, r->headers, r->nheaders * sizeof(tn_http_header));
+        r->headers = more;
+        r->headers_cap = cap;
+    }
     if (r->nheaders < TN_HTTP_MAX_HEADERS) {
         tn_http_header *h = &r->headers[r->nheaders++];
         h->name = tn_http_strdup(r, hc->field, hc->field_len);
@@ -255,11 +266,18 @@ static void format_remote(tn_conn *c, tn_http_conn *hc)
     hc->remote_ip_len = (uint8_t)(bracketed ? iplen - 2 : iplen);
 }
 
+/* Most requests carry a dozen headers or fewer; the array doubles in the
+ * arena up to TN_HTTP_MAX_HEADERS for the others. */
+#define HEADERS_FIRST 16
+
 tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc)
 {
-    tn_http_request *r = calloc(1, sizeof(*r));
+    /* malloc, not calloc: glibc's calloc bypasses the per-thread cache,
+     * and this runs for every request */
+    tn_http_request *r = malloc(sizeof(*r));
     if (!r)
         return NULL;
+    memset(r, 0, sizeof(*r));
     r->file_fd = -1;
     r->router = c->base.listener->router;
     if (r->router)
@@ -271,7 +289,8 @@ tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc)
         format_remote(c, hc);
     r->remote_addr = tn_http_strdup(r, hc->remote, hc->remote_len);
     r->remote_ip = tn_http_strdup(r, hc->remote + hc->remote_ip_start, hc->remote_ip_len);
-    r->headers = tn_http_alloc(r, TN_HTTP_MAX_HEADERS * sizeof(tn_http_header));
+    r->headers = tn_http_alloc(r, HEADERS_FIRST * sizeof(tn_http_header));
+    r->headers_cap = r->headers ? HEADERS_FIRST : 0;
     return r;
 }
 

@@ -807,7 +807,7 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
     }
     x->h = p->h;
     tn_handler_ref(x->h);
-    x->t0 = tn_now_us();
+    x->t0 = x->job->started_us; /* read by tn_job_begin just now */
     x->idempotent = tn_http_proxy_idempotent(r->method);
     x->https = call->ctx.tls != NULL;
     x->job->hstate = x;

@@ -587,7 +587,7 @@ static bool usable_at(tn_upstream_group *g, tn_upstream_server *s, int64_t now)
 
 bool tn_upstream_usable(tn_upstream_group *g, tn_upstream_server *s)
 {
-    return usable_at(g, s, tn_now_us());
+    return usable_at(g, s, s->ejected_until_us ? tn_now_us() : 0); /* the clock only matters then */
 }
 
 int tn_upstream_state(const tn_upstream_server *s)

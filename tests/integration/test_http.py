@@ -697,6 +697,21 @@ def test_431_headers_over_max_header(d):
     r = assert_valid(http_get(port, "/hello", headers=[(f"X-H{i}", "v" * 60) for i in range(15)]), 200)
 
 
+def test_a_hundred_headers_all_reach_the_handler_and_one_more_is_431(d):
+    # the header array starts small and grows as a request needs: every
+    # header of a full request reaches the handler, in order
+    port = d.ports["WEB"]
+    many = [(f"X-H{i}", f"v{i}") for i in range(99)]  # with Host: 100, the most a request may have
+    with HttpConn(port) as c:
+        r = c.exchange("GET", "/cgi/", headers=many)
+    assert_valid(r, 201)  # the script's own status
+    env = dict(line.partition("=")[::2] for line in r.text.splitlines() if "=" in line)
+    assert [env.get(f"HTTP_X_H{i}") for i in range(99)] == [f"v{i}" for i in range(99)], env
+    r, closed = raw_exchange(port, build_request("GET", "/cgi/", many + [("X-H99", "v99")]))
+    assert_small_error(r, 431)
+    assert closed
+
+
 def test_503_over_max_connections(d):
     port = d.ports["FULL"]
     a, b = HttpConn(port), HttpConn(port)
