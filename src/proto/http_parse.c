@@ -103,6 +103,10 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Most requests carry a dozen headers or fewer; the array doubles in the
+ * arena up to TN_HTTP_MAX_HEADERS for the others. */
+#define HEADERS_FIRST 16
+
 static void end_header(tn_http_conn *hc)
 {
     tn_http_request *r = hc->cur;
@@ -114,10 +118,12 @@ static void end_header(tn_http_conn *hc)
         if (hc->field[i] == ' ' || hc->field[i] == '\t')
             hc->error = 400;
     if (r->nheaders == r->headers_cap && r->nheaders < TN_HTTP_MAX_HEADERS) {
-        size_t cap = r->headers_cap * 2 > TN_HTTP_MAX_HEADERS ? TN_HTTP_MAX_HEADERS : r->headers_cap * 2;
+        size_t cap = r->headers_cap ? r->headers_cap * 2 : HEADERS_FIRST;
+        if (cap > TN_HTTP_MAX_HEADERS)
+            cap = TN_HTTP_MAX_HEADERS;
         tn_http_header *more = tn_http_alloc(r, cap * sizeof(tn_http_header));
         if (!more) {
-            hc->error = 431;
+            hc->error = 431; /* out of memory: refused as too large, and closed */
             return;
         }
         memcpy(more, r->headers, r->nheaders * sizeof(tn_http_header));
@@ -265,10 +271,6 @@ static void format_remote(tn_conn *c, tn_http_conn *hc)
     hc->remote_ip_start = bracketed;
     hc->remote_ip_len = (uint8_t)(bracketed ? iplen - 2 : iplen);
 }
-
-/* Most requests carry a dozen headers or fewer; the array doubles in the
- * arena up to TN_HTTP_MAX_HEADERS for the others. */
-#define HEADERS_FIRST 16
 
 tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc)
 {
