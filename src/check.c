@@ -30,26 +30,6 @@
 #include "proto/http.h"
 #include "upstream/proxy.h"
 
-/* ON_TCP: used on a tcp listener, which a proxy serves only with a line side. */
-static bool unavailable(int type, bool on_tcp)
-{
-    return type == TN_H_PROXY && !(on_tcp ? tn_proxy_line_side : tn_proxy_http_side);
-}
-
-/* Handler types of later versions may be declared, but nothing may use one. */
-static void check_refs(const tn_config *cfg, tn_diag *diag, tn_pos at, const char *who, const char *one,
-                       const tn_strlist *many, bool on_tcp)
-{
-    size_t n = one ? 1 : many ? many->n : 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *name = one ? one : many->v[i];
-        const tn_handler_conf *h = tn_config_handler(cfg, name);
-        if (h && unavailable(h->type, on_tcp))
-            tn_diag_error(diag, at, "%s: handler '%s' (type proxy) is not available on %s in this version", who,
-                          name, on_tcp ? "tcp listeners" : "HTTP routes");
-    }
-}
-
 static void check_handler(const tn_handler_conf *h, tn_diag *diag)
 {
     char err[1024];
@@ -71,26 +51,14 @@ static void check_handler(const tn_handler_conf *h, tn_diag *diag)
         tn_diag_error(diag, at, "handler '%s': %s", h->name, err);
 }
 
-static void check_listener(const tn_config *cfg, const tn_listener_conf *li, tn_diag *diag)
+static void check_listener(const tn_listener_conf *li, tn_diag *diag)
 {
-    char err[1024], who[512];
+    char err[1024];
     struct sockaddr_storage ss;
     socklen_t len;
     /* the message listener.c gives when it cannot bind for this reason */
     if (tn_listen_resolve(li->listen, &ss, &len, err, sizeof(err)) < 0)
         tn_diag_error(diag, li->listen_pos, "listener '%s': %s", li->name, err);
-    snprintf(who, sizeof(who), "listener '%s'", li->name);
-    check_refs(cfg, diag, li->handler_pos, who, li->handler, &li->handlers, li->protocol == TN_PROTO_TCP);
-    for (size_t i = 0; i < li->nroutes; i++) {
-        const tn_route_conf *r = &li->routes[i];
-        snprintf(who, sizeof(who), "listener '%s': route '%s'", li->name, r->spec);
-        check_refs(cfg, diag, r->handler_pos, who, r->handler, NULL, false);
-    }
-    for (size_t i = 0; i < li->nwebsocket; i++) {
-        const tn_ws_conf *w = &li->websocket[i];
-        snprintf(who, sizeof(who), "listener '%s': WebSocket endpoint '%s'", li->name, w->path);
-        check_refs(cfg, diag, w->handler_pos, who, w->handler, &w->handlers, false);
-    }
     if (li->tls)
         tn_tls_unref(tn_tls_new(li, diag));
 }
@@ -109,7 +77,7 @@ int tn_check_startup(const tn_config *cfg, tn_diag *diag)
             tn_diag_error(diag, m->file_pos, "middleware '%s': %s", m->name, err);
     }
     for (size_t i = 0; i < cfg->nlisteners; i++)
-        check_listener(cfg, &cfg->listeners[i], diag);
+        check_listener(&cfg->listeners[i], diag);
     tn_diag_sort(diag, 0);
     return tn_diag_errors(diag) > before ? -1 : 0;
 }

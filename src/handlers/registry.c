@@ -159,7 +159,7 @@ int tn_registry_apply(tn_registry *r, const tn_config *cfg, char *err, size_t er
     for (size_t i = 0; i < cfg->nhandlers; i++) {
         const tn_handler_conf *c = &cfg->handlers[i];
         if (!ops_for(c->type))
-            continue; /* a later version's type: tn_check_startup() warned, and refuses its use */
+            continue; /* a type this build does not know: the config loader admits none */
         tn_handler *old = tn_registry_find(r, c->name);
         if (old && tn_handler_conf_equal(&old->conf, c) && (!old->ops->unchanged || old->ops->unchanged(old))) {
             tn_handler_ref(old);
