@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "addr.h"
 
@@ -273,12 +274,9 @@ tn_result tn_handler_call(tn_call *call)
 
 tn_job *tn_job_begin(tn_call *call)
 {
-    /* one per asynchronous message: malloc, as glibc's calloc skips its
-     * per-thread cache */
-    tn_job *job = malloc(sizeof(*job));
+    tn_job *job = tn_zalloc(sizeof(*job));
     if (!job)
         return NULL;
-    memset(job, 0, sizeof(*job));
     job->payload = malloc(call->len + 1);
     if (!job->payload) {
         free(job);

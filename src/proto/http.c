@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "net/listener.h"
 #include "net/relay.h"
@@ -415,10 +416,9 @@ static bool respond_direct(tn_conn *c, tn_http_request *r, struct evbuffer *body
 static pending *enqueue(tn_conn *c, tn_http_request *r, bool close)
 {
     tn_http_conn *hc = c->fe_state;
-    pending *p = malloc(sizeof(*p)); /* not calloc, which skips glibc's thread cache */
+    pending *p = tn_zalloc(sizeof(*p));
     if (!p)
         return NULL;
-    memset(p, 0, sizeof(*p));
     p->req = r;
     p->conn = c;
     p->close_after = close;

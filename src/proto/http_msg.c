@@ -346,9 +346,10 @@ void tn_http_write_head(struct evbuffer *out, const tn_http_request *r, int stat
         head[n++] = '\r';
         head[n++] = '\n';
     }
-    static const char end_close[] = "Connection: close\r\n\r\n", end_keep[] = "Connection: keep-alive\r\n\r\n";
-    const char *end = closing ? end_close : r->http_minor == 0 ? end_keep : "\r\n";
-    size_t el = closing ? sizeof(end_close) - 1 : r->http_minor == 0 ? sizeof(end_keep) - 1 : 2;
+    const char *end = closing ? "Connection: close\r\n\r\n"
+                      : r->http_minor == 0 ? "Connection: keep-alive\r\n\r\n"
+                                           : "\r\n";
+    size_t el = strlen(end);
     if (n + el > sizeof(head)) {
         evbuffer_add(out, head, n);
         n = 0;

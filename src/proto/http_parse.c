@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "log.h"
 #include "net/listener.h"
 #include "proto/http.h"
@@ -103,8 +104,8 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-/* Most requests carry a dozen headers or fewer; the array doubles in the
- * arena up to TN_HTTP_MAX_HEADERS for the others. */
+/* The header array is made with the first header, for a dozen or so, and
+ * doubles in the arena up to TN_HTTP_MAX_HEADERS for requests with more. */
 #define HEADERS_FIRST 16
 
 static void end_header(tn_http_conn *hc)
@@ -126,7 +127,8 @@ static void end_header(tn_http_conn *hc)
             hc->error = 431; /* out of memory: refused as too large, and closed */
             return;
         }
-        memcpy(more, r->headers, r->nheaders * sizeof(tn_http_header));
+        if (r->nheaders)
+            memcpy(more, r->headers, r->nheaders * sizeof(tn_http_header));
         r->headers = more;
         r->headers_cap = cap;
     }
@@ -274,12 +276,9 @@ static void format_remote(tn_conn *c, tn_http_conn *hc)
 
 tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc)
 {
-    /* malloc, not calloc: glibc's calloc bypasses the per-thread cache,
-     * and this runs for every request */
-    tn_http_request *r = malloc(sizeof(*r));
+    tn_http_request *r = tn_zalloc(sizeof(*r));
     if (!r)
         return NULL;
-    memset(r, 0, sizeof(*r));
     r->file_fd = -1;
     r->router = c->base.listener->router;
     if (r->router)
@@ -291,8 +290,6 @@ tn_http_request *tn_http_request_new(tn_conn *c, tn_http_conn *hc)
         format_remote(c, hc);
     r->remote_addr = tn_http_strdup(r, hc->remote, hc->remote_len);
     r->remote_ip = tn_http_strdup(r, hc->remote + hc->remote_ip_start, hc->remote_ip_len);
-    r->headers = tn_http_alloc(r, HEADERS_FIRST * sizeof(tn_http_header));
-    r->headers_cap = r->headers ? HEADERS_FIRST : 0;
     return r;
 }
 
