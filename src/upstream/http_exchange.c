@@ -1,26 +1,52 @@
 /* SPDX-License-Identifier: MIT */
-/* http_exchange.c - spare exchanges. Each proxied request needs an
- * exchange of some 4 KB (the response head's index, the servers tried);
- * one allocated outside malloc's per-thread cache and zeroed for every
- * request was 1% of the proxy's CPU, so a handler keeps finished ones,
- * buffers included, and clears only the part that is not indexed. */
+/* http_exchange.c - a proxy handler's HTTP side: its spare exchanges and
+ * its batch of requests to upstreams (http_pool.c sends it).
+ *
+ * Each proxied request needs an exchange of some 4 KB (the response head's
+ * index, the servers tried); one allocated outside malloc's per-thread
+ * cache and zeroed for every request was 1% of the proxy's CPU, so a
+ * handler keeps finished ones, buffers included, and clears only the part
+ * that is not indexed. */
 #include "upstream/http_exchange.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 
+#include "handlers/handler.h"
+
 #define SPARE_MAX 64
 
-typedef struct spares {
+typedef struct http_side {
     tn_http_exchange *list;
     size_t n;
-} spares;
+    tn_up_batch batch;
+} http_side;
+
+int tn_http_side_init(tn_proxy *p, char *err, size_t errlen)
+{
+    http_side *sp = calloc(1, sizeof(*sp));
+    if (!sp) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (p->h->daemon)
+        tn_up_batch_start(&sp->batch, p->h->daemon);
+    p->side_state[TN_UPSIDE_HTTP] = sp;
+    return 0;
+}
+
+tn_up_batch *tn_http_side_batch(tn_proxy *p)
+{
+    http_side *sp = p->side_state[TN_UPSIDE_HTTP];
+    return sp ? &sp->batch : NULL;
+}
 
 tn_http_exchange *tn_http_exchange_new(tn_proxy *p)
 {
-    spares *sp = p->side_state[TN_UPSIDE_HTTP];
+    http_side *sp = p->side_state[TN_UPSIDE_HTTP];
     tn_http_exchange *x = sp ? sp->list : NULL;
     if (x) {
         sp->list = x->next_free;
@@ -57,9 +83,7 @@ static void exchange_discard(tn_http_exchange *x)
 
 void tn_http_exchange_put(tn_proxy *p, tn_http_exchange *x)
 {
-    spares *sp = p->side_state[TN_UPSIDE_HTTP];
-    if (!sp && (sp = calloc(1, sizeof(*sp))))
-        p->side_state[TN_UPSIDE_HTTP] = sp;
+    http_side *sp = p->side_state[TN_UPSIDE_HTTP];
     if (!sp || sp->n >= SPARE_MAX) {
         exchange_discard(x);
         return;
@@ -72,11 +96,12 @@ void tn_http_exchange_put(tn_proxy *p, tn_http_exchange *x)
     sp->n++;
 }
 
-void tn_http_exchange_spares_free(tn_proxy *p)
+void tn_http_side_free(tn_proxy *p)
 {
-    spares *sp = p->side_state[TN_UPSIDE_HTTP];
+    http_side *sp = p->side_state[TN_UPSIDE_HTTP];
     if (!sp)
         return;
+    tn_up_batch_stop(&sp->batch);
     while (sp->list) {
         tn_http_exchange *x = sp->list;
         sp->list = x->next_free;

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* http_exchange.h - the record of one proxied HTTP request (http_proxy.c
- * drives it) and the spare records a proxy handler keeps for the next ones. */
+ * drives it), and what a proxy handler's HTTP side keeps between requests:
+ * spare records for the next ones, and the batch its requests to upstreams
+ * leave in. */
 #ifndef TN_UPSTREAM_HTTP_EXCHANGE_H
 #define TN_UPSTREAM_HTTP_EXCHANGE_H
 
@@ -72,12 +74,15 @@ struct tn_http_exchange {
     size_t hname_len[MAX_RESP_HEADERS], hvalue_len[MAX_RESP_HEADERS];
 };
 
+/* P's HTTP side made (the handler's start) and freed (its end). */
+int tn_http_side_init(tn_proxy *p, char *err, size_t errlen);
+void tn_http_side_free(tn_proxy *p);
+/* The batch P's requests to upstreams leave in (tn_http_pool_send). */
+tn_up_batch *tn_http_side_batch(tn_proxy *p);
 /* A new exchange for P, all zero but its three (empty) buffers; NULL when
  * out of memory. */
 tn_http_exchange *tn_http_exchange_new(tn_proxy *p);
 /* X, done with (nothing referenced any more), to P's spares or freed. */
 void tn_http_exchange_put(tn_proxy *p, tn_http_exchange *x);
-/* P's spares freed (the handler's end). */
-void tn_http_exchange_spares_free(tn_proxy *p);
 
 #endif

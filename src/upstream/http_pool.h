@@ -7,9 +7,11 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "state.h"
 #include "upstream/proxy.h"
 
 typedef struct tn_up_conn tn_up_conn;
+typedef struct tn_up_batch tn_up_batch;
 
 /* The TCP connect ended: REASON -1 connected (DETAIL NULL), else a
  * tn_upstream_failure with a text for the log. */
@@ -30,13 +32,16 @@ struct tn_up_conn {
     int64_t idle_since; /* tn_now_us() when pooled */
     /* plain connections the proxy reads itself (http_pool.c) */
     struct event *rd_ev;
-    bufferevent_data_cb readcb;
+    bufferevent_data_cb readcb, writecb;
     bufferevent_event_cb eventcb;
     void *cbarg;
     struct timeval rt;
     bool has_rt, reading, read_full;
     tn_up_conn_cb on_connect;
     void *arg; /* the user's: the exchange using it */
+    /* output waiting for the end of the loop pass (tn_up_batch) */
+    tn_up_batch *batch;
+    tn_up_conn *batch_next, **batch_pprev;
 };
 
 /* An idle connection to S, or NULL. Its callbacks and timeouts are clear. */
@@ -47,10 +52,21 @@ tn_up_conn *tn_http_pool_take(tn_upstream_server *s);
  * second (see http_pool.c). */
 void tn_http_pool_put(tn_up_conn *uc, int64_t keepalive, int64_t keepalive_timeout_ms);
 size_t tn_http_pool_idle(tn_upstream_server *s);
-/* Writes UC's pending output to its plain socket now; what the socket
- * refuses waits for the write event (enabled here). TLS: left to the
- * bufferevent. */
-void tn_http_pool_send(tn_up_conn *uc);
+/* Requests to upstreams leave together at the end of the loop pass (see
+ * http_pool.c): a proxy handler's batch, registered with the daemon's
+ * end-of-pass jobs from start to stop. */
+struct tn_up_batch {
+    tn_pass_job job;
+    tn_daemon *d;
+    tn_up_conn *first;
+};
+void tn_up_batch_start(tn_up_batch *b, tn_daemon *d);
+void tn_up_batch_stop(tn_up_batch *b);
+/* UC's pending output goes to its plain socket at the end of this pass,
+ * with B's others; what the socket refuses then waits for the write event.
+ * Once all of it is out, UC's write callback runs, as it does after the
+ * write event. TLS: left to the bufferevent. B NULL: sent now. */
+void tn_http_pool_send(tn_up_batch *b, tn_up_conn *uc);
 /* After a read that filled its space: reads on from the plain socket
  * while the input plus WAITING stays under HIGH. */
 void tn_http_pool_fill(tn_up_conn *uc, size_t waiting, size_t high);

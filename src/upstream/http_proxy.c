@@ -86,7 +86,7 @@ static void body_to_upstream(exchange *x)
         evbuffer_add(out, "0\r\n\r\n", 5);
         x->chunked_up = false; /* the terminator is out */
     }
-    tn_http_pool_send(x->uc);
+    tn_http_pool_send(tn_http_side_batch(x->p), x->uc);
 }
 
 static bool sink_data(tn_http_body_sink *s, const char *at, size_t len)
@@ -825,7 +825,8 @@ static tn_result http_handle(tn_proxy *p, tn_call *call)
 
 const tn_proxy_side tn_proxy_http = {
     .name = "http",
+    .init = tn_http_side_init,
     .handle = http_handle,
-    .destroy = tn_http_exchange_spares_free,
+    .destroy = tn_http_side_free,
 };
 const tn_proxy_side *const tn_proxy_http_side = &tn_proxy_http;

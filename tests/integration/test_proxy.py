@@ -11,6 +11,7 @@ stripping, a body of 1 GB each way with the proxy's memory bounded,
 the control commands, a reload under load and WebSockets through the
 proxy."""
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -650,6 +651,29 @@ def test_tusknetctl_upstreams_and_drain(daemon, tmp_path, peers):
                   reason="connect") == 0
 
 
+@contextlib.contextmanager
+def steady_gets(port, path, clients=4):
+    """CLIENTS keep-alive connections GET PATH one after another until the block
+    ends; yields the list of (status, body) they receive."""
+    stop = threading.Event()
+    results = []
+
+    def load():
+        with HttpConn(port, timeout=10) as c:
+            while not stop.is_set():
+                r = c.exchange("GET", path)
+                results.append((r.status, r.body))
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def test_reload_under_load_fails_no_request_and_keeps_pools(daemon, tmp_path):
     up1, ctl1 = upstream_tusknetd(daemon, tmp_path, "one")
     up2, ctl2 = upstream_tusknetd(daemon, tmp_path, "two")
@@ -657,29 +681,14 @@ def test_reload_under_load_fails_no_request_and_keeps_pools(daemon, tmp_path):
     ctl_path, conf = proxy_config(tmp_path, [s1])
     d = daemon(conf)
     port = d.ports["WEB"]
-    stop = threading.Event()
-    results = []
-
-    def load():
-        with HttpConn(port, timeout=10) as c:
-            while not stop.is_set():
-                r = c.exchange("GET", "/x")
-                results.append((r.status, r.text))
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for w in workers:
-        w.start()
-    try:
+    with steady_gets(port, "/x") as results:
         for i in range(6):
             ups = [s1, s2] if i % 2 == 0 else [s1]
             _, conf_i = proxy_config(tmp_path, ups, f"keepalive: {32 + i}")
             reload_with(d, ctl_path, conf_i)
             time.sleep(0.2)
-    finally:
-        stop.set()
-        for w in workers:
-            w.join()
     assert results and {s for s, _ in results} == {200}, results[:5]
-    assert {t for _, t in results} <= {"hello from one", "hello from two"}
+    assert {b for _, b in results} <= {b"hello from one", b"hello from two"}
     # server one stayed in every config: its pooled connections were kept
     assert accepted(ctl1) <= 4
 
@@ -850,6 +859,33 @@ def test_client_gone_mid_upload_closes_the_upstream_connection(daemon, tmp_path,
     wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{up.port}"]["active"] == 0, 5, what="the upstream side to close")
     s = servers_of(ctl_path)[f"127.0.0.1:{up.port}"]
     assert (s["idle"], sum(s["failures"].values())) == (0, 0)  # not pooled, not the server's fault
+
+
+def test_uploads_cut_short_in_the_read_that_started_them_among_good_requests(daemon, tmp_path, peers):
+    """Head, part of the body and the client's close in one go: the exchange
+    ends in the loop pass that queued its request for the upstream (requests
+    leave at the end of the pass), so its connection leaves the batch before
+    it is sent. Good requests in the same passes are all answered."""
+    up = Canned(lambda i, req: None if req.startswith(b"POST") else b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    peers.append(up)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.port}"])
+    d = daemon(conf)
+    port = d.ports["WEB"]
+    answers = []
+    with steady_gets(port, "/g") as good:
+        for _ in range(100):
+            with socket.create_connection((HOST, port), timeout=10) as s:
+                s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 100)
+                s.shutdown(socket.SHUT_WR)
+                got = b""
+                while chunk := s.recv(65536):
+                    got += chunk
+                answers.append(got.split(b"\r\n", 1)[0])
+    assert answers == [b"HTTP/1.1 400 Bad Request"] * 100
+    assert good and set(good) == {(200, b"ok")}
+    wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{up.port}"]["active"] == 0, 5, what="no exchange left")
+    s = servers_of(ctl_path)[f"127.0.0.1:{up.port}"]
+    assert sum(s["failures"].values()) == 0  # the clients' doing, not the server's
 
 
 def test_gzip_compresses_proxied_bodies_the_server_did_not(daemon, tmp_path, peers):
