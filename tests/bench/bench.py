@@ -1689,19 +1689,22 @@ PROXY_PATHS = (("/health", "GET /health"), ("/www-1k", "1 KB body"), ("/www-64k"
 
 def proxy_rounds(ctx, servers, tag="", spinning=()):
     """wrk -c50 on each path, rounds alternating between SERVERS ((who, proc, port), tusknetd first); a server
-    in SPINNING polls even when idle, so it is stopped (SIGSTOP) while another one is measured."""
+    in SPINNING polls even when idle, so it is stopped (SIGSTOP) while another one is measured. Each path
+    starts with one unmeasured round of every server (pools and caches filled, pages touched), and the
+    order is reversed every other round, so that no server is always the one measured first."""
     a = ctx.args
     rows = []
     for path, label in PROXY_PATHS:
         res = {who: [] for who, _, _ in servers}
-        for _ in range(max(1, a.rounds)):
-            for who, _, p in servers:
+        for i in range(max(1, a.rounds) + 1):
+            for who, _, p in (servers if i % 2 else servers[::-1]):
                 for other, proc, _ in servers:
                     if proc in spinning:
                         os.kill(proc.pid, signal.SIGCONT if other == who else signal.SIGSTOP)
                 r = wrk_run(ctx, "http://127.0.0.1:%d%s" % (p, path), 50, a.http_seconds,
                             timeout=a.http_seconds + 60)
-                res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
+                if i:
+                    res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
         t = max(res["tusknetd"])
         for who in [w for w, _, _ in servers if w != "tusknetd"]:
             n = max(res[who])
