@@ -55,6 +55,8 @@ void tn_before_sleep_add(tn_daemon *d, tn_pass_job *job)
 
 void tn_before_sleep_remove(tn_daemon *d, tn_pass_job *job)
 {
+    if (d->before_sleep_next == job)
+        d->before_sleep_next = job->next;
     for (tn_pass_job **pp = &d->before_sleep; *pp; pp = &(*pp)->next)
         if (*pp == job) {
             *pp = job->next;
@@ -70,14 +72,22 @@ static void on_before_sleep(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    tn_daemon *d = arg;
-    for (tn_pass_job *j = d->before_sleep, *next; j; j = next) {
-        next = j->next;
+    tn_before_sleep_run(arg);
+}
+
+/* A job may remove others, the next one included, and free them: a proxy
+ * handler's last connection reaped with its listener takes the handler's
+ * job with it. So the next job is kept where removal sees it. */
+void tn_before_sleep_run(tn_daemon *d)
+{
+    for (tn_pass_job *j = d->before_sleep; j; j = d->before_sleep_next) {
+        d->before_sleep_next = j->next;
         if (j->due) {
             j->due = false;
             j->run(j->arg);
         }
     }
+    d->before_sleep_next = NULL;
 }
 
 /* Closed connections are freed, and while stopping the daemon looks

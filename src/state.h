@@ -71,6 +71,7 @@ typedef struct tn_daemon {
     tn_linger *lingering;    /* sockets closed by us, drained until the peer closes (linger.h) */
     size_t nlingering;
     tn_pass_job *before_sleep;   /* registered end-of-pass jobs */
+    tn_pass_job *before_sleep_next; /* the one to run after the running one */
     struct event *before_sleep_ev;
     tn_pass_job reap_job;        /* frees `dead`; while stopping, looks whether anything is left */
     uint64_t next_conn_id;
@@ -115,6 +116,8 @@ typedef struct tn_daemon {
 /* Registers JOB (RUN and ARG set) at the end of the list; removes it. */
 void tn_before_sleep_add(tn_daemon *d, tn_pass_job *job);
 void tn_before_sleep_remove(tn_daemon *d, tn_pass_job *job);
+/* Runs the due jobs, in order (the end-of-pass event does). */
+void tn_before_sleep_run(tn_daemon *d);
 /* JOB runs at the end of this loop pass (once, however often it is marked). */
 static inline void tn_before_sleep_due(tn_daemon *d, tn_pass_job *job)
 {

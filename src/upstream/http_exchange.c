@@ -33,7 +33,7 @@ int tn_http_side_init(tn_proxy *p, char *err, size_t errlen)
         return -1;
     }
     if (p->h->daemon)
-        tn_up_batch_start(&sp->batch, p->h->daemon);
+        tn_up_batch_start(&sp->batch, p->h->daemon, p->h);
     p->side_state[TN_UPSIDE_HTTP] = sp;
     return 0;
 }

@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include "clock.h"
+#include "handlers/handler.h"
 #include "log.h"
 #include "net/transport.h"
 
@@ -369,10 +370,14 @@ static void batch_unlink(tn_up_conn *uc)
 
 /* A write callback may free connections, this one or others in the batch,
  * or queue more (a client's body read on): so the batch is taken from its
- * head each time, and what is queued meanwhile leaves in this pass too. */
+ * head each time, and what is queued meanwhile leaves in this pass too. It
+ * may even end the last exchange of a handler a reload retired, and the
+ * handler owns the batch: the handler is held until the batch is done. */
 static void batch_flush(void *arg)
 {
     tn_up_batch *b = arg;
+    tn_handler *owner = b->owner;
+    tn_handler_ref(owner);
     tn_up_conn *uc;
     while ((uc = b->first)) {
         batch_unlink(uc);
@@ -380,12 +385,14 @@ static void batch_flush(void *arg)
         if (!evbuffer_get_length(bufferevent_get_output(uc->bev)) && uc->writecb)
             uc->writecb(uc->bev, uc->cbarg);
     }
+    tn_handler_unref(owner);
 }
 
-void tn_up_batch_start(tn_up_batch *b, tn_daemon *d)
+void tn_up_batch_start(tn_up_batch *b, tn_daemon *d, tn_handler *owner)
 {
     b->d = d;
     b->first = NULL;
+    b->owner = owner;
     b->job.run = batch_flush;
     b->job.arg = b;
     tn_before_sleep_add(d, &b->job);

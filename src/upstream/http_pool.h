@@ -59,8 +59,9 @@ struct tn_up_batch {
     tn_pass_job job;
     tn_daemon *d;
     tn_up_conn *first;
+    tn_handler *owner; /* held while the batch is sent: see batch_flush */
 };
-void tn_up_batch_start(tn_up_batch *b, tn_daemon *d);
+void tn_up_batch_start(tn_up_batch *b, tn_daemon *d, tn_handler *owner);
 void tn_up_batch_stop(tn_up_batch *b);
 /* UC's pending output goes to its plain socket at the end of this pass,
  * with B's others; what the socket refuses then waits for the write event.

@@ -10,9 +10,11 @@
 #include <cmocka.h>
 
 #include <event2/buffer.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "handlers/handler.h"
+#include "state.h"
 #include "json.h"
 #include "metrics.h"
 
@@ -152,6 +154,65 @@ static void test_token_selection(void **state)
     check_token(":colon", "", "colon");
 }
 
+/* ---- end-of-pass jobs ---------------------------------------------------------- */
+
+typedef struct pass_probe {
+    tn_daemon *d;
+    tn_pass_job job;
+    tn_pass_job *victim; /* removed and freed by this job's run */
+    int runs;
+} pass_probe;
+
+static void probe_run(void *arg)
+{
+    pass_probe *p = arg;
+    p->runs++;
+    tn_pass_job *victim = p->victim;
+    if (victim) {
+        p->victim = NULL;
+        tn_before_sleep_remove(p->d, victim);
+        free(victim->arg); /* the job lives in its probe, P itself perhaps */
+    }
+}
+
+static pass_probe *probe_new(tn_daemon *d)
+{
+    pass_probe *p = calloc(1, sizeof(*p));
+    assert_non_null(p);
+    p->d = d;
+    p->job.run = probe_run;
+    p->job.arg = p;
+    tn_before_sleep_add(d, &p->job);
+    p->job.due = true;
+    return p;
+}
+
+/* A job that removes and frees the one after it (a handler's last
+ * connection reaped with its listener ends the handler and its job): the
+ * run goes on with the one after that, and the freed one is not touched
+ * (ASan: make test SANITIZE=1). */
+static void test_pass_job_removing_the_next_one(void **state)
+{
+    (void)state;
+    tn_daemon d = { 0 };
+    pass_probe *a = probe_new(&d), *b = probe_new(&d), *c = probe_new(&d);
+    a->victim = &b->job;
+    tn_before_sleep_run(&d);
+    assert_int_equal(a->runs, 1);
+    assert_int_equal(c->runs, 1);
+    assert_ptr_equal(d.before_sleep, &a->job);
+    assert_ptr_equal(a->job.next, &c->job);
+    assert_null(c->job.next);
+    /* and itself: C removes C while it runs */
+    c->victim = &c->job;
+    c->job.due = true;
+    a->job.due = false;
+    tn_before_sleep_run(&d);
+    assert_null(a->job.next);
+    assert_int_equal(a->runs, 1);
+    free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_json_escapes_control_bytes),
         cmocka_unit_test(test_json_keeps_utf8_and_replaces_the_rest),
         cmocka_unit_test(test_token_selection),
+        cmocka_unit_test(test_pass_job_removing_the_next_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
