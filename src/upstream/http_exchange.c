@@ -32,22 +32,23 @@ int tn_http_side_init(tn_proxy *p, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (p->h->daemon)
-        tn_up_batch_start(&sp->batch, p->h->daemon, p->h);
+    tn_up_batch_start(&sp->batch, p->h);
     p->side_state[TN_UPSIDE_HTTP] = sp;
     return 0;
 }
 
+/* The side is made with the handler (tn_http_side_init) and freed after
+ * its last exchange, so the functions below find it. */
 tn_up_batch *tn_http_side_batch(tn_proxy *p)
 {
     http_side *sp = p->side_state[TN_UPSIDE_HTTP];
-    return sp ? &sp->batch : NULL;
+    return &sp->batch;
 }
 
 tn_http_exchange *tn_http_exchange_new(tn_proxy *p)
 {
     http_side *sp = p->side_state[TN_UPSIDE_HTTP];
-    tn_http_exchange *x = sp ? sp->list : NULL;
+    tn_http_exchange *x = sp->list;
     if (x) {
         sp->list = x->next_free;
         sp->n--;
@@ -84,7 +85,7 @@ static void exchange_discard(tn_http_exchange *x)
 void tn_http_exchange_put(tn_proxy *p, tn_http_exchange *x)
 {
     http_side *sp = p->side_state[TN_UPSIDE_HTTP];
-    if (!sp || sp->n >= SPARE_MAX) {
+    if (sp->n >= SPARE_MAX) {
         exchange_discard(x);
         return;
     }

@@ -388,32 +388,33 @@ static void batch_flush(void *arg)
     tn_handler_unref(owner);
 }
 
-void tn_up_batch_start(tn_up_batch *b, tn_daemon *d, tn_handler *owner)
+void tn_up_batch_start(tn_up_batch *b, tn_handler *owner)
 {
-    b->d = d;
     b->first = NULL;
-    b->owner = owner;
+    b->owner = owner->daemon ? owner : NULL;
+    if (!b->owner)
+        return;
     b->job.run = batch_flush;
     b->job.arg = b;
-    tn_before_sleep_add(d, &b->job);
+    tn_before_sleep_add(owner->daemon, &b->job);
 }
 
 /* The handler is going: its exchanges, and so its requests, are gone. */
 void tn_up_batch_stop(tn_up_batch *b)
 {
-    if (!b->d)
+    if (!b->owner)
         return;
     while (b->first)
         batch_unlink(b->first);
-    tn_before_sleep_remove(b->d, &b->job);
-    b->d = NULL;
+    tn_before_sleep_remove(b->owner->daemon, &b->job);
+    b->owner = NULL;
 }
 
 void tn_http_pool_send(tn_up_batch *b, tn_up_conn *uc)
 {
     if (!uc || !uc->bev || uc->tls)
         return;
-    if (!b || !b->d) {
+    if (!b->owner) {
         send_now(uc); /* no loop to wait for (a handler built without a daemon) */
         return;
     }
@@ -425,7 +426,7 @@ void tn_http_pool_send(tn_up_batch *b, tn_up_conn *uc)
             b->first->batch_pprev = &uc->batch_next;
         b->first = uc;
     }
-    tn_before_sleep_due(b->d, &b->job);
+    tn_before_sleep_due(b->owner->daemon, &b->job);
 }
 
 /* libevent 2.1's evbuffer_read asks the socket's size (ioctl FIONREAD)

@@ -14,9 +14,9 @@
 #include <string.h>
 
 #include "handlers/handler.h"
-#include "state.h"
 #include "json.h"
 #include "metrics.h"
+#include "state.h"
 
 /* ---- histograms ------------------------------------------------------------ */
 
