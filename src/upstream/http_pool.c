@@ -363,6 +363,8 @@ static void batch_unlink(tn_up_conn *uc)
     *uc->batch_pprev = uc->batch_next;
     if (uc->batch_next)
         uc->batch_next->batch_pprev = uc->batch_pprev;
+    else
+        uc->batch->tail = uc->batch_pprev;
     uc->batch = NULL;
     uc->batch_next = NULL;
     uc->batch_pprev = NULL;
@@ -391,6 +393,7 @@ static void batch_flush(void *arg)
 void tn_up_batch_start(tn_up_batch *b, tn_handler *owner)
 {
     b->first = NULL;
+    b->tail = &b->first;
     b->owner = owner->daemon ? owner : NULL;
     if (!b->owner)
         return;
@@ -419,12 +422,13 @@ void tn_http_pool_send(tn_up_batch *b, tn_up_conn *uc)
         return;
     }
     if (!uc->batch) {
+        /* at the tail: the upstream's loop answers them in the order they
+         * arrive, so the client that has waited longest is answered first */
         uc->batch = b;
-        uc->batch_next = b->first;
-        uc->batch_pprev = &b->first;
-        if (b->first)
-            b->first->batch_pprev = &uc->batch_next;
-        b->first = uc;
+        uc->batch_next = NULL;
+        uc->batch_pprev = b->tail;
+        *b->tail = uc;
+        b->tail = &uc->batch_next;
     }
     tn_before_sleep_due(b->owner->daemon, &b->job);
 }

@@ -57,16 +57,17 @@ size_t tn_http_pool_idle(tn_upstream_server *s);
  * end-of-pass jobs from start to stop. */
 struct tn_up_batch {
     tn_pass_job job;
-    tn_up_conn *first;
+    tn_up_conn *first, **tail; /* in the order the requests were made */
     tn_handler *owner; /* held while the batch is sent (batch_flush); NULL: not started */
 };
 /* Starts B on OWNER's loop; a handler without a daemon (tests) has none. */
 void tn_up_batch_start(tn_up_batch *b, tn_handler *owner);
 void tn_up_batch_stop(tn_up_batch *b);
 /* UC's pending output goes to its plain socket at the end of this pass,
- * with B's others; what the socket refuses then waits for the write event.
- * Once all of it is out, UC's write callback runs, as it does after the
- * write event. TLS: left to the bufferevent. B not started: sent now. */
+ * with B's others, in the order they were queued; what the socket refuses
+ * then waits for the write event. Once all of it is out, UC's write
+ * callback runs, as it does after the write event. TLS: left to the
+ * bufferevent. B not started: sent now. */
 void tn_http_pool_send(tn_up_batch *b, tn_up_conn *uc);
 /* After a read that filled its space: reads on from the plain socket
  * while the input plus WAITING stays under HIGH. */

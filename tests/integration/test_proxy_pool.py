@@ -2,12 +2,16 @@
 """The proxy's upstream connections as the pool keeps and reads them: the
 surplus a burst leaves over `keepalive` trimmed back to it, idle connections
 closed by the server or by keepalive_timeout, and sized response bodies
-that arrive in pieces or with bytes after them."""
+that arrive in pieces or with bytes after them, and the order in which
+requests read together leave for the upstream."""
+import select
+import signal
+import socket
 import threading
 import time
 
 from ctl_util import wait_for
-from daemon_util import daemon  # noqa: F401  (a fixture)
+from daemon_util import HOST, daemon  # noqa: F401  (daemon is a fixture)
 from http_util import HttpConn
 from test_proxy import Canned, peers, proxy_config, servers_of  # noqa: F401  (peers is a fixture)
 
@@ -129,3 +133,113 @@ def test_bytes_after_a_sized_body_are_not_passed_on_and_the_connection_is_not_re
         assert c.exchange("GET", "/next").text == "ok"
     s = servers_of(ctl_path)[f"127.0.0.1:{up.port}"]
     assert (s["connects"], s["reused"], up.accepted) == (2, 0, 2)
+
+
+class OneLoopUpstream:
+    """An HTTP server with one epoll loop, as nginx's worker is: it sees its
+    connections become readable in the order the requests reached them.
+    Until every connection it accepted has a request waiting it answers
+    nothing (so a burst opens a connection per request); hold() makes it
+    stop looking until release(), whose first epoll_wait then records the
+    order in which the held requests arrived."""
+
+    def __init__(self, n):
+        self.n = n
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.ep = select.epoll()
+        self.ep.register(self.sock.fileno(), select.EPOLLIN)
+        self.conns = {}
+        self.waiting = {}
+        self.arrival = []
+        self.holding = False
+        self.go = threading.Event()
+        self.held = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def hold(self):
+        self.go.clear()
+        self.held.clear()
+        self.holding = True
+        assert self.held.wait(5)
+
+    def release(self):
+        self.go.set()
+
+    def _run(self):
+        while not self.stopping:
+            if self.holding:
+                self.held.set()
+                self.go.wait()
+                self.holding = False
+                record = True
+            else:
+                record = False
+            for fd, _ in self.ep.poll(0.05, 256):
+                if fd == self.sock.fileno():
+                    c, _ = self.sock.accept()
+                    self.conns[c.fileno()] = c
+                    self.waiting[c.fileno()] = b""
+                    self.ep.register(c.fileno(), select.EPOLLIN)
+                    continue
+                c = self.conns[fd]
+                d = c.recv(65536)
+                if not d:
+                    self.ep.unregister(fd)
+                    c.close()
+                    del self.conns[fd], self.waiting[fd]
+                    continue
+                self.waiting[fd] += d
+                if record and b"\r\n\r\n" in self.waiting[fd]:
+                    self.arrival.append(self.waiting[fd].split(b" ")[1].decode())
+            heads = [fd for fd, b in self.waiting.items() if b"\r\n\r\n" in b]
+            if len(self.conns) >= self.n and len(heads) == len(self.conns):
+                for fd in heads:
+                    self.waiting[fd] = b""
+                    self.conns[fd].sendall(OK)
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        for c in self.conns.values():
+            c.close()
+        self.sock.close()
+        self.ep.close()
+
+
+def test_requests_read_in_one_pass_go_upstream_in_the_order_they_came(daemon, tmp_path, peers):
+    """Requests that one loop pass reads leave for the upstream together at
+    its end; the one read first is sent first, so the upstream, which answers
+    in arrival order, answers the client that has waited longest first. The
+    daemon is stopped while the clients write, so its next pass reads all of
+    them, in the order they were written (epoll reports them so)."""
+    n = 20
+    up = OneLoopUpstream(n)
+    peers.append(up)
+    ctl_path, conf = proxy_config(tmp_path, [f"127.0.0.1:{up.port}"], f"keepalive: {n}")
+    d = daemon(conf)
+    clients = [HttpConn(d.ports["WEB"]) for _ in range(n)]
+    for c in clients:  # a burst that leaves N pooled connections behind it
+        c.request("GET", "/warm")
+    for c in clients:
+        assert c.read_response().text == "ok"
+    wait_for(lambda: servers_of(ctl_path)[f"127.0.0.1:{up.port}"]["idle"] == n, 10, what="n pooled connections")
+    up.hold()
+    d.send_signal(signal.SIGSTOP)
+    try:
+        for i, c in enumerate(clients):
+            c.request("GET", "/o%d" % i)
+    finally:
+        d.send_signal(signal.SIGCONT)
+    time.sleep(0.5)  # the daemon's pass has sent every request
+    up.release()
+    for c in clients:
+        assert c.read_response().text == "ok"
+        c.close()
+    assert up.arrival == ["/o%d" % i for i in range(n)]
+    s = servers_of(ctl_path)[f"127.0.0.1:{up.port}"]
+    assert (s["connects"], s["reused"], len(up.conns)) == (n, n, n)
