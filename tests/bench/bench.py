@@ -1647,8 +1647,8 @@ daemon off;
 master_process off;
 worker_processes 1;
 worker_rlimit_nofile 30000;
-pid %(tmp)s/nginx-proxy.pid;
-error_log %(tmp)s/nginx-proxy-error.log warn;
+pid %(tmp)s/%(name)s.pid;
+error_log %(tmp)s/%(name)s-error.log warn;
 events { worker_connections 10000; }
 http {
     access_log off;
@@ -1661,7 +1661,7 @@ http {
     upstream app { server 127.0.0.1:%(up)d; keepalive 32; }
     server {
         listen 127.0.0.1:%(port)d backlog=65535;
-        location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";%(headers)s }
     }
 }
 """
@@ -1680,7 +1680,27 @@ frontend web
     bind 127.0.0.1:%(port)d
     default_backend app
 backend app
-    server up 127.0.0.1:%(up)d
+%(headers)s    server up 127.0.0.1:%(up)d
+"""
+
+# The forwarding headers tusknetd's proxy handler adds by default, spelled in
+# each peer's config, so that a second pair of peers does the same job per
+# request: the upstream parses the same request, the client the same response.
+PROXY_NGINX_FORWARDING = """
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";
+            proxy_set_header Via "1.1 nginx";
+            add_header Via "1.1 nginx";"""
+
+PROXY_HAPROXY_FORWARDING = """\
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header Forwarded "for=%[src];proto=http;host=\\"%[req.hdr(host)]\\""
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"
 """
 
 
@@ -1724,6 +1744,22 @@ def proxy_rounds(ctx, servers, tag="", spinning=()):
     return rows
 
 
+# the upstream answers /fwd-check with the forwarding headers it was sent
+PROXY_FWD_ECHO = ("        location /fwd-check { return 200 '$http_x_forwarded_for|$http_x_forwarded_proto|"
+                  "$http_x_forwarded_host|$http_forwarded|$http_via'; }\n")
+
+
+def check_forwarding(servers):
+    """tusknetd and the -fwd peers must send the upstream all five forwarding headers, the plain peers none:
+    otherwise the two pairs of rows do not compare what they say."""
+    for who, _, port in servers:
+        got = http_get(port, "/fwd-check").split("|")
+        want = who == "tusknetd" or who.endswith("-fwd")
+        if len(got) != 5 or any(bool(v) != want for v in got):
+            raise BenchError("proxy %s sent the upstream forwarding headers %r, expected %s" %
+                             (who, got, "all five" if want else "none"))
+
+
 def start_proxy_tusknetd(ctx, name, uport, daemon_extra=""):
     port = free_port()
     conf = tusknetd_conf(ctx, name, 'app { type: "proxy" upstreams: ["127.0.0.1:%d"] keepalive: 32 }' % uport,
@@ -1734,9 +1770,19 @@ def start_proxy_tusknetd(ctx, name, uport, daemon_extra=""):
     return tn, port
 
 
-def start_proxy_haproxy(ctx, name, haproxy, uport, global_extra=""):
+def start_proxy_nginx(ctx, name, uport, headers=""):
+    nport = free_port()
+    nconf = write(ctx.path(name + ".conf"), PROXY_NGINX_CONF % {"tmp": ctx.tmp, "up": uport, "port": nport,
+                                                                "name": name, "headers": headers})
+    ng = ctx.start_server(name, [ctx.args.nginx, "-p", ctx.tmp, "-c", nconf, "-e", ctx.path(name + "-error.log")],
+                          nofile=30000)
+    wait_tcp(ng, ctx, nport)
+    return ng, nport
+
+
+def start_proxy_haproxy(ctx, name, haproxy, uport, global_extra="", headers=""):
     hport = free_port()
-    text = PROXY_HAPROXY_CONF % {"up": uport, "port": hport}
+    text = PROXY_HAPROXY_CONF % {"up": uport, "port": hport, "headers": headers}
     text = text.replace("global\n", "global\n" + global_extra, 1)
     hp = ctx.start_server(name, [haproxy, "-db", "-f", write(ctx.path(name + ".cfg"), text)], nofile=30000)
     wait_tcp(hp, ctx, hport)
@@ -1756,19 +1802,20 @@ def bench_proxy(ctx):
         write(ctx.path("www-" + name), "x" * size)
     # the upstream: nginx on the client CPU (with wrk), the same for every proxy
     up, uport = start_nginx_health(ctx, "upstream", 2000, 30000,
-                                   server="        location /www- { root %s; }\n" % ctx.tmp, cpu=CLIENT_CPU)
+                                   server="        location /www- { root %s; }\n%s" % (ctx.tmp, PROXY_FWD_ECHO),
+                                   cpu=CLIENT_CPU)
     tn, port = start_proxy_tusknetd(ctx, "tusknetd-proxy", uport)
-    servers = [("tusknetd", tn, port)]
-    nport = free_port()
-    nconf = write(ctx.path("nginx-proxy.conf"), PROXY_NGINX_CONF % {"tmp": ctx.tmp, "up": uport, "port": nport})
-    ng = ctx.start_server("nginx-proxy", [a.nginx, "-p", ctx.tmp, "-c", nconf, "-e",
-                                          ctx.path("nginx-proxy-error.log")], nofile=30000)
-    wait_tcp(ng, ctx, nport)
-    servers.append(("nginx", ng, nport))
+    servers = [("tusknetd", tn, port), ("nginx",) + start_proxy_nginx(ctx, "nginx-proxy", uport)]
     if haproxy:
         servers.append(("haproxy",) + start_proxy_haproxy(ctx, "haproxy", haproxy, uport))
+    # the same peers adding the forwarding headers tusknetd adds (X-Forwarded-*, Forwarded, Via)
+    servers.append(("nginx-fwd",) + start_proxy_nginx(ctx, "nginx-proxy-fwd", uport, PROXY_NGINX_FORWARDING))
+    if haproxy:
+        servers.append(("haproxy-fwd",) + start_proxy_haproxy(ctx, "haproxy-fwd", haproxy, uport,
+                                                             headers=PROXY_HAPROXY_FORWARDING))
     else:
         ctx.note("proxy: haproxy not installed (Debian package haproxy), its rows are missing")
+    check_forwarding(servers)
     rows = proxy_rounds(ctx, servers)
     if haproxy:
         tnp, pport = start_proxy_tusknetd(ctx, "tusknetd-proxy-poll", uport, daemon_extra="busy_poll_us: 50\n")
@@ -1802,13 +1849,13 @@ BENCHMARKS = [
 # ------------------------------------------------------------ main
 
 def print_table(rows):
-    head = "%-32s %-15s %-27s %-7s %-9s %s" % ("benchmark", "tusknetd", "peer", "ratio", "target", "met")
+    head = "%-40s %-15s %-27s %-7s %-9s %s" % ("benchmark", "tusknetd", "peer", "ratio", "target", "met")
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = "%.2f" % r.ratio if r.ratio is not None else "n/a"
         met = {True: "yes", False: "NO", None: "-"}[r.met]
-        print("%-32s %-15s %-27s %-7s %-9s %s" % (r.name, r.tusknetd, r.peer, ratio, r.target, met))
+        print("%-40s %-15s %-27s %-7s %-9s %s" % (r.name, r.tusknetd, r.peer, ratio, r.target, met))
 
 
 def main():
