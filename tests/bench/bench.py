@@ -1805,12 +1805,11 @@ def bench_proxy(ctx):
                                    server="        location /www- { root %s; }\n%s" % (ctx.tmp, PROXY_FWD_ECHO),
                                    cpu=CLIENT_CPU)
     tn, port = start_proxy_tusknetd(ctx, "tusknetd-proxy", uport)
-    servers = [("tusknetd", tn, port), ("nginx",) + start_proxy_nginx(ctx, "nginx-proxy", uport)]
+    # each peer at its defaults and adding the forwarding headers tusknetd adds (X-Forwarded-*, Forwarded, Via)
+    servers = [("tusknetd", tn, port), ("nginx",) + start_proxy_nginx(ctx, "nginx-proxy", uport),
+               ("nginx-fwd",) + start_proxy_nginx(ctx, "nginx-proxy-fwd", uport, PROXY_NGINX_FORWARDING)]
     if haproxy:
         servers.append(("haproxy",) + start_proxy_haproxy(ctx, "haproxy", haproxy, uport))
-    # the same peers adding the forwarding headers tusknetd adds (X-Forwarded-*, Forwarded, Via)
-    servers.append(("nginx-fwd",) + start_proxy_nginx(ctx, "nginx-proxy-fwd", uport, PROXY_NGINX_FORWARDING))
-    if haproxy:
         servers.append(("haproxy-fwd",) + start_proxy_haproxy(ctx, "haproxy-fwd", haproxy, uport,
                                                              headers=PROXY_HAPROXY_FORWARDING))
     else:
@@ -1849,13 +1848,14 @@ BENCHMARKS = [
 # ------------------------------------------------------------ main
 
 def print_table(rows):
-    head = "%-40s %-15s %-27s %-7s %-9s %s" % ("benchmark", "tusknetd", "peer", "ratio", "target", "met")
+    line = "%-40s %-15s %-27s %-7s %-9s %s"
+    head = line % ("benchmark", "tusknetd", "peer", "ratio", "target", "met")
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = "%.2f" % r.ratio if r.ratio is not None else "n/a"
         met = {True: "yes", False: "NO", None: "-"}[r.met]
-        print("%-40s %-15s %-27s %-7s %-9s %s" % (r.name, r.tusknetd, r.peer, ratio, r.target, met))
+        print(line % (r.name, r.tusknetd, r.peer, ratio, r.target, met))
 
 
 def main():

@@ -204,6 +204,7 @@ class OneLoopUpstream:
 
     def stop(self):
         self.stopping = True
+        self.go.set()  # a test that failed while it held
         self.thread.join(5)
         for c in self.conns.values():
             c.close()
