@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 SERVER_CPU = 0
 CLIENT_CPU = 1
@@ -1716,15 +1717,21 @@ def proxy_rounds(ctx, servers, tag="", spinning=()):
     rows = []
     for path, label in PROXY_PATHS:
         res = {who: [] for who, _, _ in servers}
+        use = {who: [] for who, _, _ in servers}   # (proxy CPU us per request, {cpu: busy fraction})
         for i in range(max(1, a.rounds) + 1):
-            for who, _, p in (servers if i % 2 else servers[::-1]):
+            for who, server, p in (servers if i % 2 else servers[::-1]):
                 for other, proc, _ in servers:
                     if proc in spinning:
                         os.kill(proc.pid, signal.SIGCONT if other == who else signal.SIGSTOP)
+                c0, k0 = cpu_seconds(server.pid), cpu_ticks()
                 r = wrk_run(ctx, "http://127.0.0.1:%d%s" % (p, path), 50, a.http_seconds,
                             timeout=a.http_seconds + 60)
+                c1, k1 = cpu_seconds(server.pid), cpu_ticks()
                 if i:
                     res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
+                    use[who].append(((c1 - c0) * 1e6 / max(1, r["requests"]),
+                                     {c: (k1[c][0] - k0[c][0]) / max(1, k1[c][1] - k0[c][1])
+                                      for c in (SERVER_CPU, CLIENT_CPU)}))
         t = max(res["tusknetd"])
         for who in [w for w, _, _ in servers if w != "tusknetd"]:
             n = max(res[who])
@@ -1735,8 +1742,22 @@ def proxy_rounds(ctx, servers, tag="", spinning=()):
             rows.append(Row("proxy %s%s p99 vs %s" % (tag, label, who), "%.2f ms" % (t[1] or 0),
                             "%s %.2f ms" % (who, n[1] or 0), (t[1] / n[1]) if t[1] and n[1] else None, "<= 1.0",
                             bool(t[1] and n[1] and t[1] <= n[1])))
+            if spinning:
+                continue   # a proxy that polls spends its CPU whether or not there is work
+            # the proxy's own CPU time per request, whichever CPU set the pace (lower is better)
+            rows.append(Row("proxy %s%s CPU/req vs %s" % (tag, label, who),
+                            "%.1f us" % median(u[0] for u in use["tusknetd"]),
+                            "%s %.1f us" % (who, median(u[0] for u in use[who])),
+                            median(x[0] / y[0] for x, y in zip(use["tusknetd"], use[who]) if y[0] > 0),
+                            "reported"))
         ctx.note("proxy %s%s -c50: %s" % (tag, label, "; ".join(
             "%s %s rps (errors %d)" % (w, " ".join(fmt_int(x[0]) for x in res[w]), max(res[w])[2]) for w in res)))
+        # which CPU set the pace: a proxy that leaves its own CPU idle while
+        # wrk's and the upstream's is full is not what the round measured
+        ctx.note("proxy %s%s -c50 CPU busy, median of rounds (proxy's CPU %d / wrk's and the upstream's CPU %d): %s"
+                 % (tag, label, SERVER_CPU, CLIENT_CPU, "; ".join(
+                     "%s %.0f%% / %.0f%%" % (w, 100 * median(u[1][SERVER_CPU] for u in use[w]),
+                                            100 * median(u[1][CLIENT_CPU] for u in use[w])) for w in use)))
     for _, proc, _ in servers:
         if proc in spinning:
             os.kill(proc.pid, signal.SIGCONT)
