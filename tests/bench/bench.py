@@ -204,12 +204,16 @@ def cpu_ticks():
     return out
 
 
+def busy_between(a, b):
+    """{cpu index: busy fraction} between two cpu_ticks() samples."""
+    return {c: (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in b if c in a}
+
+
 def busy_fraction(seconds=0.5):
     """How busy each CPU is with whatever runs now (before our servers start)."""
     a = cpu_ticks()
     time.sleep(seconds)
-    b = cpu_ticks()
-    return {c: (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1]) for c in b if c in a}
+    return busy_between(a, cpu_ticks())
 
 
 def check_quiet(ctx, label):
@@ -1729,9 +1733,7 @@ def proxy_rounds(ctx, servers, tag="", spinning=()):
                 c1, k1 = cpu_seconds(server.pid), cpu_ticks()
                 if i:
                     res[who].append((r["rps"], r["p99"], sum(r["errors"]) + r["non2xx"]))
-                    use[who].append(((c1 - c0) * 1e6 / max(1, r["requests"]),
-                                     {c: (k1[c][0] - k0[c][0]) / max(1, k1[c][1] - k0[c][1])
-                                      for c in (SERVER_CPU, CLIENT_CPU)}))
+                    use[who].append(((c1 - c0) * 1e6 / max(1, r["requests"]), busy_between(k0, k1)))
         t = max(res["tusknetd"])
         for who in [w for w, _, _ in servers if w != "tusknetd"]:
             n = max(res[who])
