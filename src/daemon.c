@@ -514,10 +514,16 @@ static int pass(struct event_base *base, int flags, int *rc)
  * microseconds anyway, so after a pass that found many events ready at once
  * the loop sleeps a fixed daemon.coalesce_us without waiting on epoll (no
  * one has to wake it), then takes everything that gathered in one pass. It
- * keeps doing so while a pass finds more than one event, and goes back to
- * waiting on epoll when one finds less: a lone client's request is never
- * held back, and a gathered pass adds at most coalesce_us to the requests
- * in it, which under that load are already queued behind several others. */
+ * keeps doing so while a pass finds more than one event. A pass that finds
+ * less is quiet; the loop still waits on its timer through
+ * daemon.coalesce_quiet_waits quiet passes in a row before it goes back to
+ * waiting on epoll, as Linux's NAPI keeps a device's interrupts off for
+ * napi_defer_hard_irqs empty polls: under load a lull is short, and a loop
+ * that sleeps in epoll at every lull is woken by a sender at every lull's
+ * end. A lone client's request is never held back (the loop only starts
+ * gathering at a pass with many events), a gathered pass adds at most
+ * coalesce_us to the requests in it, and once the load is gone the loop
+ * sleeps in epoll after at most coalesce_quiet_waits waits. */
 #define TN_GATHER_FROM 8  /* events ready at once that mean load */
 #define TN_GATHER_WHILE 2 /* ... and that keep it going */
 
@@ -535,16 +541,19 @@ static void gather_wait(int64_t wait_us)
         prctl(PR_SET_TIMERSLACK, (unsigned long)slack, 0, 0, 0);
 }
 
-static void run_coalescing(tn_daemon *d, int64_t wait_us, int *rc)
+static void run_coalescing(tn_daemon *d, int64_t wait_us, int64_t quiet_waits, int *rc)
 {
-    int flags = EVLOOP_ONCE;
-    for (int need = TN_GATHER_FROM;; need = TN_GATHER_WHILE) {
-        int ready = pass(d->base, flags, rc);
-        if (*rc < 0 || event_base_got_exit(d->base) || event_base_got_break(d->base) || ready < need)
+    if (pass(d->base, EVLOOP_ONCE, rc) < TN_GATHER_FROM)
+        return;
+    for (int64_t quiet = 0;;) {
+        if (*rc < 0 || event_base_got_exit(d->base) || event_base_got_break(d->base))
             return;
         d->loop_gathers++;
         gather_wait(wait_us);
-        flags = EVLOOP_NONBLOCK;
+        if (pass(d->base, EVLOOP_NONBLOCK, rc) >= TN_GATHER_WHILE)
+            quiet = 0;
+        else if (++quiet > quiet_waits)
+            return;
     }
 }
 
@@ -556,7 +565,7 @@ static void run_loop(tn_daemon *d)
         int64_t max = d->cfg->daemon.busy_poll_us;
         int rc;
         if (max <= 0 && d->cfg->daemon.coalesce_us > 0) {
-            run_coalescing(d, d->cfg->daemon.coalesce_us, &rc);
+            run_coalescing(d, d->cfg->daemon.coalesce_us, d->cfg->daemon.coalesce_quiet_waits, &rc);
             if (rc < 0 || event_base_got_exit(d->base))
                 return;
             continue;

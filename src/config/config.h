@@ -98,6 +98,7 @@ typedef struct tn_daemon_conf {
     char *pid_file;
     int64_t busy_poll_us;
     int64_t coalesce_us;
+    int64_t coalesce_quiet_waits;
     int64_t workers; /* 0: auto */
     int64_t reload_timeout;
 } tn_daemon_conf;

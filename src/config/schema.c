@@ -63,6 +63,10 @@ const tn_key tn_schema[] = {
       "Under load (8 or more events ready in one loop pass), microseconds the loop waits for "
       "more to gather before it looks again, instead of sleeping until the next one wakes it; "
       "light load never waits. 0 = off; busy_poll_us, when set, replaces it." },
+    { "daemon", "coalesce_quiet_waits", TN_T_INT, "6", 0, 100, NULL, NULL, D(coalesce_quiet_waits), 0,
+      "While coalescing, how many waits in a row that gather less than 2 events the loop still "
+      "makes before it goes back to sleeping until an event wakes it: under load a sender then "
+      "need not wake it after every lull. 0 = back to sleeping at the first." },
     { "daemon", "workers", TN_T_INT, "1", 0, 256, NULL, NULL, D(workers), TN_K_AUTO,
       "Worker processes serving traffic; auto (or 0) = one per CPU the process may run on. "
       "Above 1 a master process supervises them (see Scaling out)." },

@@ -38,10 +38,12 @@ def gathers(path):
     return ctl(path, "stats")["global"]["loop_gathers"]
 
 
-def burst(d, clients, rounds=3):
+def burst(d, clients, rounds=3, settle=0.0):
     """Each round: the daemon stopped, a line on every connection, then let
-    go; every connection must get its own line back."""
+    go; every connection must get its own line back. SETTLE seconds between
+    rounds let the loop finish waiting before the next round comes."""
     for r in range(rounds):
+        time.sleep(settle)
         d.send_signal(signal.SIGSTOP)
         try:
             for i, c in enumerate(clients):
@@ -62,6 +64,36 @@ def test_many_ready_connections_make_the_loop_gather(daemon, tmp_path):
         assert gathers(path) == 0
         burst(d, clients)
         assert gathers(path) >= 3  # at least once per round
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_the_loop_waits_through_quiet_passes_then_sleeps(daemon, tmp_path):
+    """After the pass that finds every connection ready, the next passes find
+    nothing (each client waits for its answer): the loop still waits on its
+    timer coalesce_quiet_waits times, then goes back to sleeping in epoll,
+    where the next round's burst finds it. So each round counts 1 + that many
+    waits, exactly."""
+    d, path = start(daemon, tmp_path, "coalesce_quiet_waits: 3")
+    clients = [LineClient(d.ports["L"]) for _ in range(CLIENTS)]
+    try:
+        # connecting 32 clients is itself a load that makes the loop gather:
+        # a first round and a pause leave that behind
+        burst(d, clients, rounds=1)
+        time.sleep(0.1)
+        before = gathers(path)
+        burst(d, clients, rounds=4, settle=0.1)
+        time.sleep(0.1)
+        assert gathers(path) - before == 4 * (1 + 3)
+        # 0: back to sleeping at the first quiet pass, one wait a round; a
+        # reload changes it for the next round
+        d.config_path.write_text(d.config.replace("coalesce_quiet_waits: 3", "coalesce_quiet_waits: 0"))
+        assert ctl(path, "reload")["ok"] is True
+        before = gathers(path)
+        burst(d, clients, rounds=4, settle=0.1)
+        time.sleep(0.1)
+        assert gathers(path) - before == 4
     finally:
         for c in clients:
             c.close()
@@ -106,6 +138,7 @@ def test_the_timer_slack_is_the_processs_own_again_after_a_wait(daemon, tmp_path
     try:
         burst(d, clients, rounds=5)
         assert gathers(path) >= 5
+        time.sleep(0.1)  # past the waits through quiet passes that follow a round
         assert int(open(f"/proc/{d.pid}/timerslack_ns").read()) == own
         # a program started from a pass between two waits
         d.send_signal(signal.SIGSTOP)
