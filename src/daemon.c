@@ -541,7 +541,10 @@ static void gather_wait(int64_t wait_us)
         prctl(PR_SET_TIMERSLACK, (unsigned long)slack, 0, 0, 0);
 }
 
-static void run_coalescing(tn_daemon *d, int64_t wait_us, int64_t quiet_waits, int *rc)
+/* The settings are read from the running config at each step, so a reload
+ * applies in the middle of a stretch (one that turns coalescing off also
+ * breaks the loop: take_config). */
+static void run_coalescing(tn_daemon *d, int *rc)
 {
     if (pass(d->base, EVLOOP_ONCE, rc) < TN_GATHER_FROM)
         return;
@@ -549,10 +552,10 @@ static void run_coalescing(tn_daemon *d, int64_t wait_us, int64_t quiet_waits, i
         if (*rc < 0 || event_base_got_exit(d->base) || event_base_got_break(d->base))
             return;
         d->loop_gathers++;
-        gather_wait(wait_us);
+        gather_wait(d->cfg->daemon.coalesce_us);
         if (pass(d->base, EVLOOP_NONBLOCK, rc) >= TN_GATHER_WHILE)
             quiet = 0;
-        else if (++quiet > quiet_waits)
+        else if (++quiet > d->cfg->daemon.coalesce_quiet_waits)
             return;
     }
 }
@@ -565,7 +568,7 @@ static void run_loop(tn_daemon *d)
         int64_t max = d->cfg->daemon.busy_poll_us;
         int rc;
         if (max <= 0 && d->cfg->daemon.coalesce_us > 0) {
-            run_coalescing(d, d->cfg->daemon.coalesce_us, d->cfg->daemon.coalesce_quiet_waits, &rc);
+            run_coalescing(d, &rc);
             if (rc < 0 || event_base_got_exit(d->base))
                 return;
             continue;
