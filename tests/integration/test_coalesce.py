@@ -38,6 +38,16 @@ def gathers(path):
     return ctl(path, "stats")["global"]["loop_gathers"]
 
 
+def wait_stopped(pid):
+    """SIGSTOP takes effect when the process next runs: lines sent before it
+    has stopped may be read in a pass of their own, and the burst would not
+    be one."""
+    deadline = time.monotonic() + 5
+    while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        assert time.monotonic() < deadline, "the daemon did not stop"
+        time.sleep(0.001)
+
+
 def burst(d, clients, rounds=3, settle=0.0):
     """Each round: the daemon stopped, a line on every connection, then let
     go; every connection must get its own line back. SETTLE seconds between
@@ -46,6 +56,7 @@ def burst(d, clients, rounds=3, settle=0.0):
         time.sleep(settle)
         d.send_signal(signal.SIGSTOP)
         try:
+            wait_stopped(d.pid)
             for i, c in enumerate(clients):
                 c.sendline(f"echo r{r}c{i}")
         finally:
@@ -143,6 +154,7 @@ def test_the_timer_slack_is_the_processs_own_again_after_a_wait(daemon, tmp_path
         # a program started from a pass between two waits
         d.send_signal(signal.SIGSTOP)
         try:
+            wait_stopped(d.pid)
             for i, c in enumerate(clients):
                 c.sendline("slow" if i == 0 else f"echo {i}")
         finally:
